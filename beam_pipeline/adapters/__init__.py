@@ -1,0 +1,27 @@
+"""Exchange adapters: one module per exchange turns its messages into the normalized Event.
+
+Each adapter module exposes NAME, decode_message (a raw websocket message), decode_delta and
+decode_snapshot (a payload whose kind is already known), and the URL helpers the capture formats need.
+Anything an adapter cannot use raises Rejected with a reason code; a message of another stream
+(trades, tickers, klines) decodes to None and is counted as ignored.
+"""
+from __future__ import annotations
+
+
+class Rejected(Exception):
+    """A record that cannot be used: `reason` is a stable code, the message says what was wrong."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def adapter_for(exchange: str):
+    from beam_pipeline.adapters import binance  # imported here so adding an exchange is one line
+
+    adapters = {binance.NAME: binance}
+    try:
+        return adapters[exchange]
+    except KeyError:
+        raise Rejected("unsupported_exchange", f"no adapter for exchange {exchange!r}") from None

@@ -1,0 +1,176 @@
+"""Binance spot and USD-M / COIN-M futures depth streams and REST depth snapshots.
+
+Spot `<sym>@depth`: U first id, u last id; continuity is range-plus-one (U <= c+1 <= u).
+Futures: adds pu (the previous message's u); continuity is previous-link (pu == c).
+Snapshots come from REST (/api/v3/depth, /fapi/v1/depth, /dapi/v1/depth) and carry lastUpdateId.
+Typed msgspec decoding validates every field in C; a failure is mapped to a reason code.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Optional
+from urllib.parse import parse_qs, urlparse
+
+import msgspec
+
+from beam_pipeline.adapters import Rejected
+from beam_pipeline.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event
+
+NAME = "binance"
+RULES = {"spot": RANGE_PLUS_ONE, "usdm": PREVIOUS_LINK, "coinm": PREVIOUS_LINK}
+
+# Binance sends prices and quantities as plain decimal strings; anything else is not a number.
+Decimal = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(\.[0-9]+)?$")]
+UpdateId = Annotated[int, msgspec.Meta(ge=0)]
+Levels = list[tuple[Decimal, Decimal]]
+
+
+class _DepthUpdate(msgspec.Struct):
+    e: str
+    E: UpdateId
+    s: str
+    U: UpdateId
+    u: UpdateId
+    b: Levels
+    a: Levels
+    pu: Optional[Annotated[int, msgspec.Meta(ge=-1)]] = None
+    T: Optional[int] = None
+
+
+class _Snapshot(msgspec.Struct):
+    lastUpdateId: UpdateId
+    bids: Levels
+    asks: Levels
+    E: Optional[int] = None
+    T: Optional[int] = None
+
+
+class _Combined(msgspec.Struct):
+    stream: str
+    data: msgspec.Raw
+
+
+class _Probe(msgspec.Struct):
+    e: Optional[str] = None
+    U: Optional[msgspec.Raw] = None
+
+
+_depth_decoder = msgspec.json.Decoder(_DepthUpdate)
+_snapshot_decoder = msgspec.json.Decoder(_Snapshot)
+_combined_decoder = msgspec.json.Decoder(_Combined)
+_probe_decoder = msgspec.json.Decoder(_Probe)
+_PATH = re.compile(r" - at `\$(\.\w+)?")
+
+
+def rejection(error: msgspec.DecodeError) -> Rejected:
+    """Map a msgspec error onto a stable reason code."""
+    text = str(error)
+    if not isinstance(error, msgspec.ValidationError):
+        return Rejected("bad_json", text)
+    if text.startswith("Object missing required field"):
+        return Rejected("missing_field", text)
+    match = _PATH.search(text)
+    field = match.group(1) if match and match.group(1) else ""
+    if field in (".b", ".a", ".bids", ".asks"):
+        return Rejected("bad_price_level", text)
+    if ">=" in text:
+        return Rejected("invalid_ids", text)
+    return Rejected("mistyped_field", text)
+
+
+def market_of(market: Optional[str], has_prev: bool) -> str:
+    if market is None:
+        return "usdm" if has_prev else "spot"
+    if market not in RULES:
+        raise Rejected("unknown_market", f"binance has no market {market!r} (known: {sorted(RULES)})")
+    return market
+
+
+def _delta_event(msg: _DepthUpdate, market: Optional[str], recv_time, source) -> Event:
+    market = market_of(market, msg.pu is not None)
+    if msg.U > msg.u:
+        raise Rejected("invalid_ids", f"first update id U={msg.U} is after last update id u={msg.u}")
+    rule = RULES[market]
+    if rule == PREVIOUS_LINK and msg.pu is None:
+        raise Rejected("missing_prev_id", f"a {market} delta must carry pu (previous u)")
+    return Event(NAME, market, msg.s, DELTA, msg.U, msg.u, msg.pu, msg.E, recv_time,
+                 msg.b, msg.a, rule, source)
+
+
+def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
+                 symbol: Optional[str] = None) -> Optional[Event]:
+    """A payload that should be a depthUpdate. None when it is another stream's message."""
+    try:
+        msg = _depth_decoder.decode(payload)
+    except msgspec.DecodeError as error:
+        if _is_other_stream(payload):
+            return None
+        raise rejection(error) from None
+    if msg.e != "depthUpdate":
+        return None
+    if symbol is not None and msg.s != symbol:
+        raise Rejected("symbol_mismatch", f"envelope symbol {symbol!r} but payload symbol {msg.s!r}")
+    return _delta_event(msg, market, recv_time, source)
+
+
+def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
+                    source: str) -> Event:
+    """A REST depth snapshot; its symbol comes from the request (the body does not say)."""
+    try:
+        msg = _snapshot_decoder.decode(payload)
+    except msgspec.DecodeError as error:
+        raise rejection(error) from None
+    market = market_of(market, msg.T is not None)
+    return Event(NAME, market, symbol, SNAPSHOT, msg.lastUpdateId, msg.lastUpdateId, None,
+                 msg.E, recv_time, msg.bids, msg.asks, RULES[market], source)
+
+
+def decode_message(raw: bytes, recv_time: Optional[int], source: str,
+                   market: Optional[str] = None) -> Optional[Event]:
+    """A raw websocket message, bare or combined-stream. None for other streams."""
+    if raw[:10].lstrip().startswith(b'{"stream"'):
+        try:
+            combined = _combined_decoder.decode(raw)
+        except msgspec.DecodeError:
+            combined = None  # not the combined shape after all: decode it as a bare message
+        if combined is not None:
+            if "@depth" not in combined.stream:
+                return None
+            return decode_delta(bytes(combined.data), market, recv_time, source)
+    return decode_delta(raw, market, recv_time, source)
+
+
+def _is_other_stream(payload: bytes) -> bool:
+    """True for well-formed JSON objects that are not depth updates (trades, tickers, klines).
+
+    Spot bookTicker messages carry no `e`; a message without `e` is a depth update only if it has U.
+    """
+    try:
+        probe = _probe_decoder.decode(payload)
+    except msgspec.DecodeError:
+        return False
+    if probe.e is None:
+        return probe.U is None
+    return probe.e != "depthUpdate"
+
+
+def market_from_url(url: str) -> Optional[str]:
+    """Market of a websocket or REST URL of Binance; None when the URL is not Binance's."""
+    host = urlparse(url).hostname or ""
+    path = urlparse(url).path
+    if not host.endswith("binance.com"):
+        return None
+    if host.startswith("fstream") or path.startswith("/fapi/"):
+        return "usdm"
+    if host.startswith("dstream") or path.startswith("/dapi/"):
+        return "coinm"
+    return "spot"
+
+
+def is_depth_snapshot_url(url: str) -> bool:
+    return urlparse(url).path.rstrip("/").endswith("/depth")
+
+
+def symbol_from_url(url: str) -> Optional[str]:
+    values = parse_qs(urlparse(url).query).get("symbol")
+    return values[0].upper() if values else None

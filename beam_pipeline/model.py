@@ -1,0 +1,117 @@
+"""The records that flow between stages: one normalized order-book event and the report rows.
+
+msgspec Structs: compact, fast to build, picklable for Beam's default coder, and encodable to
+MessagePack for the sorted runs the batch sequencer writes to its work folder.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import msgspec
+
+# A price level exactly as the exchange sent it: (price, quantity) decimal strings, never floats.
+Level = tuple[str, str]
+
+DELTA = "delta"
+SNAPSHOT = "snapshot"
+
+# Continuity rules the sequencer knows (see ../shared/docs/exchange-sequencing.md). Adapters pick one.
+RANGE_PLUS_ONE = "range_plus_one"  # a delta (first, last) continues cursor c when first <= c+1 <= last
+PREVIOUS_LINK = "previous_link"    # a delta continues cursor c when its prev_id == c
+
+
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """One normalized order-book message: a delta or a snapshot of one (exchange, market, symbol)."""
+
+    exchange: str
+    market: str
+    symbol: str
+    kind: str                      # DELTA or SNAPSHOT
+    first_id: int                  # deltas: first update id; snapshots: lastUpdateId
+    last_id: int                   # deltas: last update id; snapshots: lastUpdateId
+    prev_id: Optional[int]         # previous message's last id, where the exchange sends it
+    event_time: Optional[int]      # exchange time, ms since epoch
+    recv_time: Optional[int]       # collector receive time, ms since epoch
+    bids: list[Level]
+    asks: list[Level]
+    rule: str                      # RANGE_PLUS_ONE or PREVIOUS_LINK
+    source: str = ""               # where it came from (file:line or Pub/Sub message id)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.exchange, self.market, self.symbol)
+
+    @property
+    def time(self) -> int:
+        """The event's own time: the exchange's where it has one, else the receive time."""
+        return self.event_time if self.event_time is not None else (self.recv_time or 0)
+
+    def sort_key(self):
+        """The canonical order the sequencer processes a key's events in.
+
+        By last id, a snapshot after the deltas it covers (u <= lastUpdateId) and before those it
+        does not: exactly Binance's bridge. Ties are broken by the content so that identical input
+        in any order gives identical output.
+        """
+        return (self.last_id, 1 if self.kind == SNAPSHOT else 0, self.first_id,
+                -1 if self.prev_id is None else self.prev_id, self.time, self.recv_time or 0,
+                self.bids, self.asks)
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A record that could not be used, with why and where it came from. Written as Avro."""
+
+    reason: str
+    message: str
+    stage: str
+    payload: bytes
+    source: str
+    ingest_time: int               # ms since epoch, when the pipeline saw it
+    symbol: Optional[str] = None
+    first_id: Optional[int] = None
+    last_id: Optional[int] = None
+
+
+class Gap(msgspec.Struct, frozen=True):
+    exchange: str
+    market: str
+    symbol: str
+    last_good_id: Optional[int]
+    next_first_id: int
+    gap_size: Optional[int]        # None where the rule cannot measure it (previous_link)
+    gap_class: str                 # small | medium | large
+    action: str                    # continue_with_warning | hold_for_snapshot | mark_corrupt
+    resolution: str                # continued | resynced | corrupt_period
+    event_time: int                # time of the event that revealed the gap
+
+
+class CorruptPeriod(msgspec.Struct, frozen=True):
+    exchange: str
+    market: str
+    symbol: str
+    start_id: int
+    end_id: int
+    start_time: Optional[int]
+    end_time: int
+    reason: str                    # large_gap | recovery_timeout | buffer_overflow | state_reset
+
+
+class RecoveryRequest(msgspec.Struct, frozen=True):
+    exchange: str
+    market: str
+    symbol: str
+    from_id: int
+    reason: str
+    event_time: int
+
+
+class ErrorEvent(msgspec.Struct, frozen=True):
+    """One error occurrence, counted per window by type and symbol."""
+
+    error_type: str                # dead_letter:<reason> | gap_small | gap_medium | gap_large | corrupt_period | stall
+    symbol: str                    # exchange:market:symbol, or "-" when unknown
+    event_time: int
+
+
+def stream_name(key: tuple[str, str, str]) -> str:
+    return ":".join(key)

@@ -1,0 +1,125 @@
+"""Every option the pipeline adds to Beam's own: the one home for names, defaults and help texts.
+
+Standard Beam options (--runner, --streaming, --temp_location, Flink and Dataflow options) keep their
+Beam names and are not repeated here.
+"""
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+INPUT_FORMATS = ("auto", "envelope", "binance", "cryptofeed")
+
+
+def _split_inputs(values):
+    """--input may be repeated and each value may hold several comma-separated globs."""
+    globs = []
+    for value in values or []:
+        globs.extend(part.strip() for part in value.split(",") if part.strip())
+    return globs
+
+
+class FeedCheckOptions(PipelineOptions):
+    """Options of the order-book feed checker (python -m beam_pipeline --help lists them)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        io = parser.add_argument_group("input and output")
+        io.add_argument(
+            "--input", action="append", default=None,
+            help="File glob(s) to read in batch: plain or .gz, any Beam filesystem (local, gs://, ...). "
+                 "Repeat the flag or separate globs with commas.")
+        io.add_argument(
+            "--input_format", default="auto", choices=INPUT_FORMATS,
+            help="auto: detect per file from its first record; envelope: JSON Lines envelopes; "
+                 "binance: raw Binance websocket messages (bare or combined stream); "
+                 "cryptofeed: cryptofeed raw capture logs (websocket and REST). Default: auto.")
+        io.add_argument(
+            "--input_subscription", default=None,
+            help="Streaming only: Pub/Sub subscription to read, projects/<p>/subscriptions/<s>.")
+        io.add_argument(
+            "--output", default=None,
+            help="Folder (any Beam filesystem) that receives clean/, dead_letter/, gaps/, "
+                 "corrupt_periods/, recovery_requests/, error_counts/, alerts/ and summary.json.")
+        io.add_argument(
+            "--work_dir", default=None,
+            help="Folder for the sorted runs the batch sequencer reads back in id order. Must be "
+                 "shared by all workers (e.g. gs:// on Dataflow). Default: <output>/_work.")
+        io.add_argument(
+            "--recovery_topic", default=None,
+            help="Streaming: Pub/Sub topic that receives a recovery request (snapshot wanted) for "
+                 "every gap that needs one. Batch runs write recovery_requests/ instead.")
+        io.add_argument(
+            "--alerts_topic", default=None,
+            help="Streaming: Pub/Sub topic that also receives every alert (alerts/ is always written).")
+
+        decode = parser.add_argument_group("decoding")
+        decode.add_argument(
+            "--max_record_bytes", type=int, default=1024 * 1024,
+            help="Records longer than this many bytes are dead-lettered as record_too_large. "
+                 "Default: 1048576 (1 MiB).")
+
+        seq = parser.add_argument_group("sequencing and gap policy")
+        seq.add_argument(
+            "--small_gap_max", type=int, default=10,
+            help="A gap of at most this many missing ids is small: continue with a warning. Default: 10.")
+        seq.add_argument(
+            "--medium_gap_max", type=int, default=1000,
+            help="A gap of at most this many missing ids (or of unknown size) is medium: hold later "
+                 "deltas until a snapshot resyncs the stream. Larger gaps are large: a corrupt period "
+                 "is recorded and the stream continues. Default: 1000.")
+        seq.add_argument(
+            "--recovery_timeout", type=float, default=60.0,
+            help="Seconds of event time a medium gap waits for a resolving snapshot before it becomes "
+                 "a corrupt period and the held deltas are released. Fractions allowed. Default: 60.")
+        seq.add_argument(
+            "--max_buffered_events", type=int, default=10000,
+            help="Per symbol, the most deltas held while waiting (for a snapshot or for reordered "
+                 "messages); past it the wait ends early with reason buffer_overflow. Default: 10000.")
+        seq.add_argument(
+            "--run_span_ids", type=int, default=1_000_000,
+            help="Batch: update ids per sorted run. Each run is sorted in memory, so this bounds the "
+                 "sequencer's memory per symbol. Default: 1000000.")
+        seq.add_argument(
+            "--reorder_timeout", type=float, default=2.0,
+            help="Streaming: seconds (processing time) an out-of-order event waits for the missing ids "
+                 "before the gap is declared. Default: 2.")
+        seq.add_argument(
+            "--stall_timeout", type=float, default=30.0,
+            help="Streaming: seconds (processing time) a symbol may stay silent before a stall alert. "
+                 "Default: 30.")
+
+        agg = parser.add_argument_group("error aggregation and alerts")
+        agg.add_argument(
+            "--error_window", type=float, default=60.0,
+            help="Seconds of event time per error-count window. Default: 60.")
+        agg.add_argument(
+            "--alert_warning_count", type=int, default=10,
+            help="More errors than this of one type and symbol in a window raise a warning. Default: 10.")
+        agg.add_argument(
+            "--alert_critical_count", type=int, default=100,
+            help="More errors than this of one type and symbol in a window are critical. Default: 100.")
+        agg.add_argument(
+            "--alert_gap_rate", type=float, default=0.001,
+            help="Gaps per event of a symbol in a window above this rate are critical. Default: 0.001.")
+        agg.add_argument(
+            "--allowed_lateness", type=float, default=300.0,
+            help="Streaming: seconds after the watermark that late records are still counted in their "
+                 "error window; later ones are counted as late and dead-lettered. Default: 300.")
+
+        guard = parser.add_argument_group("safety limits")
+        guard.add_argument(
+            "--max_bad_record_rate", type=float, default=None,
+            help="Fail the job when dead letters exceed this fraction of input records (e.g. 0.5). "
+                 "Default: never fail on bad input.")
+        guard.add_argument(
+            "--memory_limit_gb", type=float, default=None,
+            help="Memory budget per worker for buffering stages; guards shrink batches, drop caches "
+                 "and flush as usage approaches it. Default: the machine's total memory.")
+
+    def input_globs(self):
+        return _split_inputs(self.input)
+
+    def resolved_work_dir(self):
+        if self.work_dir:
+            return self.work_dir
+        return self.output.rstrip("/") + "/_work"

@@ -1,0 +1,94 @@
+"""Flink runner profile.
+
+Beam's Python ``FlinkRunner`` starts a Java job server (``java -jar <jar> --flink-master ...``).
+Maven Central, as reached from our machines, serves no ``beam-runners-flink-*-job-server`` jar,
+so ``scripts/build_flink_job_server.sh`` assembles one from ``runners/flink_job_server/pom.xml``
+into the cache dir (``$FEEDCHECK_CACHE``, default ``~/.cache/feedcheck``). The only Flink runner
+on Maven Central here is Beam Java 2.70.0 for Flink 1.19, so that is what the jar contains; the
+Python SDK stays at 2.75.0 (``tests/test_flink_smoke.py`` proves the pair works).
+
+Usage::
+
+    from runners import flink
+    argv = flink.apply_profile(["--runner=FlinkRunner", *user_args])
+    with beam.Pipeline(options=PipelineOptions(argv)) as p: ...
+
+``apply_profile`` fills in ``--flink_job_server_jar``, ``--flink_version``, ``--flink_master=[local]``
+(an embedded Flink MiniCluster inside the job server), ``--environment_type=LOOPBACK`` (Python
+workers run in the submitting process) and ``--parallelism=2``; a flag the user gave always wins.
+For a standalone cluster (``scripts/flink_cluster.sh start``) pass ``--flink_master=localhost:8081``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+#: Flink minor version of the job server (and of the cluster in scripts/flink_cluster.sh).
+FLINK_VERSION = "1.19"
+#: Beam Python SDK version this project pins; the cached jar is named after it.
+BEAM_VERSION = "2.75.0"
+#: Beam Java version inside the job-server jar (newest Flink runner Maven Central serves here).
+BEAM_JAVA_VERSION = "2.70.0"
+
+_ROOT = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = _ROOT / "scripts" / "build_flink_job_server.sh"
+
+
+def cache_dir() -> Path:
+    """The project's cache dir (``$FEEDCHECK_CACHE`` or ``~/.cache/feedcheck``)."""
+    return Path(os.environ.get("FEEDCHECK_CACHE") or Path.home() / ".cache" / "feedcheck")
+
+
+def job_server_jar(build: bool = True) -> str:
+    """Path of the cached job-server jar; builds it first (needs mvn, takes minutes) if missing."""
+    jar = cache_dir() / "flink" / f"beam-flink-job-server-{BEAM_VERSION}.jar"
+    if not jar.is_file() and build:
+        subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.DEVNULL)
+    if not jar.is_file():
+        raise FileNotFoundError(f"Flink job-server jar missing: {jar} (run {BUILD_SCRIPT})")
+    return str(jar)
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    """Value of ``--name=value`` / ``--name value`` in argv (last one wins), else None."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+        elif arg == f"--{name}":
+            value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else ""
+    return value
+
+
+def is_flink(argv: list[str]) -> bool:
+    """True when argv selects Beam's FlinkRunner (``FlinkRunner``, ``flink``, or a dotted path)."""
+    runner = _flag_value(argv, "runner")
+    if not runner:
+        return False
+    name = runner.rsplit(".", 1)[-1].lower()
+    return name in ("flink", "flinkrunner")
+
+
+def apply_profile(argv: list[str]) -> list[str]:
+    """Return argv plus the Flink defaults the user did not give (argv is left unchanged).
+
+    Does nothing unless the runner is FlinkRunner. Building the jar happens here only when
+    ``--flink_job_server_jar`` is not given and the cached jar is missing.
+    """
+    argv = list(argv)
+    if not is_flink(argv):
+        return argv
+    defaults = {
+        "flink_version": FLINK_VERSION,
+        "flink_master": "[local]",
+        "environment_type": "LOOPBACK",
+        "parallelism": "2",
+    }
+    for name, value in defaults.items():
+        if _flag_value(argv, name) is None:
+            argv.append(f"--{name}={value}")
+    if _flag_value(argv, "flink_job_server_jar") is None:
+        argv.append(f"--flink_job_server_jar={job_server_jar()}")
+    return argv

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Start, stop or query Google's Pub/Sub emulator on 127.0.0.1 for local runs and tests.
+#
+#   scripts/pubsub_emulator.sh start  [port]   # default port 8085; prints "export PUBSUB_EMULATOR_HOST=..."
+#   scripts/pubsub_emulator.sh stop   [port]
+#   scripts/pubsub_emulator.sh status [port]   # exit 0 running, 3 not running
+#
+#   eval "$(scripts/pubsub_emulator.sh start)"  # start and point the Google clients at it
+#
+# Every command is idempotent: start on a running emulator and stop on a stopped one succeed.
+# State (pid file, log, data dir) lives in $PUBSUB_EMULATOR_STATE_DIR, default
+# ${TMPDIR:-/tmp}/feedcheck-pubsub-emulator-<uid>/<port>; one emulator per port.
+# The emulator keeps everything in memory: a restart starts with no topics or subscriptions.
+#
+# Environment:
+#   PUBSUB_EMULATOR_STATE_DIR      where the pid file, log and data dir go (see above)
+#   PUBSUB_EMULATOR_START_TIMEOUT  seconds to wait for the emulator to answer (default 60)
+set -euo pipefail
+
+readonly HOST=127.0.0.1
+readonly COMMAND=${1:-}
+readonly PORT=${2:-8085}
+readonly START_TIMEOUT_S=${PUBSUB_EMULATOR_START_TIMEOUT:-60}
+readonly STOP_TIMEOUT_S=15
+readonly STATE_DIR=${PUBSUB_EMULATOR_STATE_DIR:-${TMPDIR:-/tmp}/feedcheck-pubsub-emulator-$(id -u)/$PORT}
+readonly PID_FILE=$STATE_DIR/emulator.pid
+readonly LOG_FILE=$STATE_DIR/emulator.log
+readonly DATA_DIR=$STATE_DIR/data
+readonly APT_PACKAGE=google-cloud-cli-pubsub-emulator
+readonly EMULATOR_REL_PATH=platform/pubsub-emulator/bin/cloud-pubsub-emulator
+
+log() { echo "pubsub_emulator: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+usage() {
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+[[ $PORT =~ ^[0-9]+$ ]] && (( PORT > 0 && PORT < 65536 )) || die "invalid port: $PORT"
+
+# The emulator answers "Ok" to a plain HTTP GET on its root; that tells it apart from any other
+# program that happens to listen on the port.
+answers_as_emulator() {
+    local body
+    body=$(curl --silent --max-time 2 "http://$HOST:$PORT/" 2>/dev/null) || return 1
+    [[ $body == Ok* ]]
+}
+
+port_accepts_connections() {
+    (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null
+}
+
+recorded_pid() {
+    [[ -s $PID_FILE ]] || return 1
+    local pid
+    pid=$(<"$PID_FILE")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    echo "$pid"
+}
+
+# True when the pid file names a live process that is our emulator on this port; guards against
+# killing an unrelated process that reused a stale pid.
+recorded_pid_is_our_emulator() {
+    local pid cmdline
+    pid=$(recorded_pid) || return 1
+    [[ -r /proc/$pid/cmdline ]] || return 1
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [[ $cmdline == *cloud-pubsub-emulator* && $cmdline == *"--port=$PORT"* ]]
+}
+
+find_sdk_root() {
+    local root=""
+    if command -v gcloud >/dev/null 2>&1; then
+        root=$(gcloud info --format='value(installation.sdk_root)' 2>/dev/null || true)
+    fi
+    # Debian's google-cloud-cli package installs here; used when gcloud itself is not on PATH.
+    [[ -n $root ]] || root=/usr/lib/google-cloud-sdk
+    echo "$root"
+}
+
+# Installs the emulator component from Google's apt repository, only when it is missing.
+ensure_emulator_installed() {
+    local sdk_root
+    sdk_root=$(find_sdk_root)
+    [[ -x $sdk_root/$EMULATOR_REL_PATH ]] && return 0
+    command -v apt-get >/dev/null 2>&1 \
+        || die "emulator not found at $sdk_root/$EMULATOR_REL_PATH and apt-get is unavailable"
+    local sudo=""
+    if (( $(id -u) != 0 )); then
+        command -v sudo >/dev/null 2>&1 || die "emulator missing; installing $APT_PACKAGE needs root"
+        sudo="sudo"
+    fi
+    if ! dpkg -s "$APT_PACKAGE" >/dev/null 2>&1; then
+        log "installing $APT_PACKAGE (apt-get update; apt-get install)"
+        $sudo apt-get update >&2
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "$APT_PACKAGE" >&2
+    fi
+    sdk_root=$(find_sdk_root)
+    [[ -x $sdk_root/$EMULATOR_REL_PATH ]] \
+        || die "emulator still missing at $sdk_root/$EMULATOR_REL_PATH after installing $APT_PACKAGE"
+}
+
+print_exports() {
+    echo "export PUBSUB_EMULATOR_HOST=$HOST:$PORT"
+}
+
+cmd_start() {
+    if recorded_pid_is_our_emulator && answers_as_emulator; then
+        log "already running on $HOST:$PORT (pid $(recorded_pid))"
+        print_exports
+        return 0
+    fi
+    if answers_as_emulator; then
+        # Someone else's emulator: usable, but this script will not stop it.
+        log "an emulator not started by this script already answers on $HOST:$PORT; reusing it"
+        print_exports
+        return 0
+    fi
+    if recorded_pid_is_our_emulator; then
+        # Ours but not answering: still starting (a concurrent start) or wedged; wait for it below.
+        log "emulator pid $(recorded_pid) exists but does not answer yet; waiting"
+    else
+        port_accepts_connections && die "port $PORT on $HOST is in use by something that is not the emulator"
+        ensure_emulator_installed
+        command -v java >/dev/null 2>&1 || die "java not found (the emulator needs Java 17+)"
+        mkdir -p "$STATE_DIR" "$DATA_DIR"
+        rm -f "$PID_FILE"
+        local emulator
+        emulator=$(find_sdk_root)/$EMULATOR_REL_PATH
+        log "starting $emulator on $HOST:$PORT (log: $LOG_FILE)"
+        # setsid gives the launcher (a shell script that execs java) its own process group, so
+        # stop can signal the whole group and leave no java child behind; it also detaches the
+        # emulator from the caller's terminal signals (Ctrl-C in a test run).
+        setsid "$emulator" --host="$HOST" --port="$PORT" --data-dir="$DATA_DIR" \
+            >"$LOG_FILE" 2>&1 </dev/null &
+        echo $! >"$PID_FILE"
+    fi
+
+    local pid deadline=$((SECONDS + START_TIMEOUT_S))
+    pid=$(recorded_pid)
+    until answers_as_emulator; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "emulator exited during start-up; last log lines:"
+            tail -n 20 "$LOG_FILE" >&2 || true
+            rm -f "$PID_FILE"
+            exit 1
+        fi
+        if (( SECONDS >= deadline )); then
+            log "emulator did not answer within ${START_TIMEOUT_S}s; stopping it. Last log lines:"
+            tail -n 20 "$LOG_FILE" >&2 || true
+            cmd_stop
+            exit 1
+        fi
+        sleep 0.2
+    done
+    log "ready on $HOST:$PORT (pid $pid)"
+    print_exports
+}
+
+cmd_stop() {
+    if ! recorded_pid_is_our_emulator; then
+        rm -f "$PID_FILE"
+        rm -rf "$DATA_DIR"
+        log "not running on port $PORT (nothing started by this script)"
+        return 0
+    fi
+    local pid pgid
+    pid=$(recorded_pid)
+    pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
+    # Signal the whole group (launcher script and java); fall back to the pid if the group is
+    # not the emulator's own (it always is when started by this script).
+    local target=$pid
+    [[ $pgid == "$pid" ]] && target=-$pgid
+    kill -TERM -- "$target" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_TIMEOUT_S))
+    while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do
+        sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "emulator ignored SIGTERM for ${STOP_TIMEOUT_S}s; sending SIGKILL"
+        kill -KILL -- "$target" 2>/dev/null || true
+    fi
+    rm -f "$PID_FILE"
+    rm -rf "$DATA_DIR"
+    log "stopped (pid $pid)"
+}
+
+cmd_status() {
+    if recorded_pid_is_our_emulator && answers_as_emulator; then
+        log "running on $HOST:$PORT (pid $(recorded_pid))"
+        print_exports
+        return 0
+    fi
+    if answers_as_emulator; then
+        log "an emulator not started by this script answers on $HOST:$PORT"
+        print_exports
+        return 0
+    fi
+    if recorded_pid_is_our_emulator; then
+        log "process $(recorded_pid) exists but does not answer on $HOST:$PORT (starting or wedged)"
+        return 1
+    fi
+    log "not running on $HOST:$PORT"
+    return 3
+}
+
+case $COMMAND in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    *) usage ;;
+esac
