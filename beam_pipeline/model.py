@@ -115,3 +115,25 @@ class ErrorEvent(msgspec.Struct, frozen=True):
 
 def stream_name(key: tuple[str, str, str]) -> str:
     return ":".join(key)
+
+
+class RawBatch(msgspec.Struct):
+    """Consecutive records of one file (or one Pub/Sub message), before decoding."""
+
+    source: str                    # file path, or pubsub:<subscription>
+    fmt: str                       # envelope | binance | cryptofeed | message (Pub/Sub)
+    exchange: Optional[str]        # from a cryptofeed header, when known
+    market: Optional[str]
+    records: list[tuple[int, bytes]]   # (line number or 0, raw bytes)
+    attributes: Optional[dict] = None  # Pub/Sub message attributes
+    ingest_time: int = 0
+
+
+class RunRef(msgspec.Struct, frozen=True):
+    """A sorted run of one key's events written to the work folder (batch sequencing)."""
+
+    run_index: int
+    path: str
+    count: int
+
+

@@ -32,7 +32,7 @@ done
 BUILD_DIR="$CACHE/build"
 rm -rf "$BUILD_DIR"
 echo "build_flink_job_server: building $JAR (first run downloads ~200 MB from Maven Central)" >&2
-mvn -B -q -f "$POM" package -Dbuild.dir="$BUILD_DIR"
+mvn -B -q -Dstyle.color=never -f "$POM" package -Dbuild.dir="$BUILD_DIR" >&2
 # Publish atomically so a reader never sees a half-written jar.
 cp "$BUILD_DIR/beam-flink-job-server-$BEAM_VERSION.jar" "$JAR.tmp"
 mv -f "$JAR.tmp" "$JAR"

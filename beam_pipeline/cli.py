@@ -1,0 +1,143 @@
+"""Command line: validate the options, run the graph on the chosen runner, print the summary."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import uuid
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_pipeline.options import FeedCheckOptions
+from beam_pipeline.pipeline import build_pipeline
+from runners.profiles import apply_profile
+
+
+class UsageError(Exception):
+    pass
+
+
+def print_help() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipeline",
+        description="Check order-book delta feeds: per symbol, where the data is continuous and "
+                    "where it is not. Any other standard Beam option (Flink, Dataflow, ...) is "
+                    "accepted too; see the README.")
+    StandardOptions._add_argparse_args(parser)
+    FeedCheckOptions._add_argparse_args(parser)
+    parser.print_help()
+
+
+def validate(options: PipelineOptions) -> None:
+    ops = options.view_as(FeedCheckOptions)
+    streaming = options.view_as(StandardOptions).streaming
+    if not ops.output:
+        raise UsageError("--output is required")
+    if streaming:
+        if not ops.input_subscription:
+            raise UsageError("--streaming needs --input_subscription projects/<p>/subscriptions/<s>")
+    else:
+        globs = ops.input_globs()
+        if not globs:
+            raise UsageError("--input is required (one or more file globs)")
+        for pattern in globs:
+            if not _is_remote(pattern) and not FileSystems.match([pattern])[0].metadata_list:
+                raise UsageError(f"no input file matches {pattern}")
+    if not _is_remote(ops.output):
+        _check_writable(ops.output)
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _check_writable(folder: str) -> None:
+    probe = os.path.join(folder, f".write-check-{uuid.uuid4().hex}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise UsageError(f"cannot write to output folder {folder}: {error.strerror}") from None
+
+
+def read_summary(output: str) -> dict:
+    with FileSystems.open(output.rstrip("/") + "/summary.json") as handle:
+        return json.loads(handle.read())
+
+
+def format_summary_table(summary: dict) -> str:
+    rows = [("input records", summary["input_records"]),
+            ("clean", summary["clean_records"]),
+            ("ignored (other streams)", summary["ignored"]),
+            ("duplicates", summary["duplicates"]),
+            ("superseded by a snapshot", summary["superseded"]),
+            ("dead letters", sum(summary["dead_letters"].values()))]
+    rows += [(f"  {reason}", n) for reason, n in summary["dead_letters"].items()]
+    rows += [(f"gaps {cls}", n) for cls, n in summary["gaps"].items()]
+    rows += [("corrupt periods", summary["corrupt_periods"]), ("symbols", summary["symbols"])]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label:<{width}}  {value:>12,}" for label, value in rows]
+    lines.append("balanced: " + ("yes" if summary["balanced"] else "NO"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if "--help" in argv or "-h" in argv:
+        print_help()
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("apache_beam", "google", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    options = PipelineOptions(apply_profile(argv), save_main_session=False)
+    try:
+        validate(options)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    ops = options.view_as(FeedCheckOptions)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options)
+    result = pipeline.run()
+    if getattr(ops, "dry_run", False) or _is_dry_run(options):
+        print("dry run: the job graph was built and not submitted")
+        return 0
+    result.wait_until_finish()
+    if options.view_as(StandardOptions).streaming:
+        return 0
+    _remove_work_dir(ops.resolved_work_dir())
+    _remove_empty_temp_dirs(ops.output)
+    summary = read_summary(ops.output)
+    print(format_summary_table(summary))
+    if not summary["balanced"]:
+        print("error: the summary does not balance: some input records are unaccounted for",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _is_dry_run(options) -> bool:
+    return bool(options.get_all_options().get("dry_run"))
+
+
+def _remove_work_dir(work_dir: str) -> None:
+    try:
+        FileSystems.delete([work_dir])
+    except Exception:  # nothing to clean (no events) or already gone
+        pass
+
+
+def _remove_empty_temp_dirs(output: str) -> None:
+    """fileio.WriteToFiles leaves its emptied .temp* folders behind on local disks."""
+    if _is_remote(output):
+        return
+    for folder, subfolders, _ in os.walk(output, topdown=False):
+        for name in subfolders:
+            path = os.path.join(folder, name)
+            if name.startswith(".temp") and not os.listdir(path):
+                os.rmdir(path)

@@ -1,0 +1,58 @@
+"""The Beam graph, top to bottom: sources, decode, sequence, aggregate, sinks.
+
+The same graph serves batch (files) and streaming (Pub/Sub); only the sources and sinks differ.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
+
+from beam_pipeline.options import FeedCheckOptions
+from beam_pipeline.sequencer import Policy
+from transforms.aggregate import AlertRules, CountErrorsAndAlert, Summarize, dead_letter_error
+from transforms.decode import DecodeRecords
+from transforms.read import ReadFeedFiles, ReadFeedMessages
+from transforms.sequence import SequenceFeeds
+from transforms.sinks import WriteOutputs
+
+
+def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
+    streaming = options.view_as(StandardOptions).streaming
+    ops = options.view_as(FeedCheckOptions)
+
+    # Sources
+    if streaming:
+        batches = pipeline | "ReadMessages" >> ReadFeedMessages(ops.input_subscription)
+        read_failures, read_tallies = [], []
+    else:
+        read = pipeline | "ReadFiles" >> ReadFeedFiles(
+            ops.input_globs(), ops.input_format, ops.max_record_bytes)
+        batches, read_failures, read_tallies = read.batches, [read.dead_letter], [read.tally]
+
+    # Decode
+    decoded = batches | "Decode" >> DecodeRecords(ops.max_record_bytes)
+
+    # Sequence
+    sequenced = decoded.events | "Sequence" >> SequenceFeeds(
+        Policy.from_options(ops), streaming, work_dir=None if streaming else ops.resolved_work_dir(),
+        run_span_ids=ops.run_span_ids, reorder_timeout_s=ops.reorder_timeout,
+        stall_timeout_s=ops.stall_timeout)
+
+    # Aggregate
+    dead_letters = (read_failures + [decoded.dead_letter, sequenced.dead_letter]
+                    | "AllDeadLetters" >> beam.Flatten())
+    tallies = read_tallies + [decoded.tally, sequenced.tally] | "AllTallies" >> beam.Flatten()
+    errors = ((sequenced.errors, dead_letters | "DeadLetterErrors" >> beam.Map(dead_letter_error))
+              | "AllErrors" >> beam.Flatten())
+    counted = (errors, sequenced.clean) | "CountErrors" >> CountErrorsAndAlert(
+        ops.error_window, AlertRules(ops.alert_warning_count, ops.alert_critical_count,
+                                     ops.alert_gap_rate), ops.allowed_lateness)
+    summary = ((tallies, dead_letters, sequenced.gaps, sequenced.corrupt_periods)
+               | "Summarize" >> Summarize(streaming))
+
+    # Sinks
+    _ = {"clean": sequenced.clean, "dead_letter": dead_letters, "gaps": sequenced.gaps,
+         "corrupt_periods": sequenced.corrupt_periods,
+         "recovery_requests": sequenced.recovery_requests,
+         "error_counts": counted["error_counts"], "alerts": counted["alerts"],
+         "summary": summary} | "Write" >> WriteOutputs(ops, streaming)

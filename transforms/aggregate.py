@@ -1,0 +1,208 @@
+"""Aggregation: the run summary, error counts per event-time window, and the alerts they raise.
+
+Every error record (dead letter, gap, corrupt period, stall) becomes an ErrorEvent stamped with its
+event time; counts are per fixed window (--error_window) by error type and symbol, in batch and
+streaming alike. Alert rules turn counts into alerts.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import apache_beam as beam
+from apache_beam.transforms import trigger, window
+from apache_beam.utils.timestamp import Timestamp
+
+from beam_pipeline.model import ErrorEvent, stream_name
+
+SUMMARY_COUNTS = ("input_records", "clean_records", "ignored", "duplicates", "superseded")
+GAP_TYPES = ("gap_small", "gap_medium", "gap_large")
+ACTIONS = {
+    "stall": "Check the collector and the exchange connection for this symbol.",
+    "gap_rate": "Check network connectivity and data source health; request snapshots.",
+    "dead_letter": "Inspect dead_letter/ for this reason; fix the producer or the adapter.",
+    "default": "Look at the records of this type in the window.",
+}
+
+
+# ---- summary ---------------------------------------------------------------------------------
+
+class _CounterFn(beam.CombineFn):
+    def create_accumulator(self):
+        return Counter()
+
+    def add_input(self, acc, item):
+        name, count = item
+        acc[name] += count
+        return acc
+
+    def merge_accumulators(self, accs):
+        total = Counter()
+        for acc in accs:
+            total.update(acc)
+        return total
+
+    def extract_output(self, acc):
+        return format_summary(acc)
+
+
+def format_summary(counts: Counter) -> dict:
+    summary = {name: counts.get(name, 0) for name in SUMMARY_COUNTS}
+    summary["dead_letters"] = {name.split(".", 1)[1]: n for name, n in sorted(counts.items())
+                               if name.startswith("dead_letters.")}
+    summary["gaps"] = {cls: counts.get(f"gaps.{cls}", 0) for cls in ("small", "medium", "large")}
+    summary["corrupt_periods"] = counts.get("corrupt_periods", 0)
+    summary["symbols"] = counts.get("symbols", 0)
+    summary["balanced"] = is_balanced(summary)
+    return summary
+
+
+def is_balanced(summary: dict) -> bool:
+    """The conservation law: every input record is accounted for exactly once."""
+    accounted = (summary["clean_records"] + summary["ignored"] + summary["duplicates"]
+                 + summary["superseded"] + sum(summary["dead_letters"].values()))
+    return summary["input_records"] == accounted
+
+
+class Summarize(beam.PTransform):
+    """Tallies, dead letters, gaps and corrupt periods -> one summary dict (running in streaming)."""
+
+    def __init__(self, streaming: bool):
+        super().__init__()
+        self.streaming = streaming
+
+    def expand(self, parts):
+        tallies, dead_letters, gaps, corrupt_periods = parts
+        counts = (
+            tallies,
+            dead_letters | "DeadLetterCounts" >> beam.Map(lambda d: (f"dead_letters.{d.reason}", 1)),
+            gaps | "GapCounts" >> beam.Map(lambda g: (f"gaps.{g.gap_class}", 1)),
+            corrupt_periods | "CorruptCounts" >> beam.Map(lambda c: ("corrupt_periods", 1)),
+        ) | "AllCounts" >> beam.Flatten()
+        if self.streaming:
+            counts = counts | "Running" >> beam.WindowInto(
+                window.GlobalWindows(), trigger=trigger.Repeatedly(trigger.AfterProcessingTime(5)),
+                accumulation_mode=trigger.AccumulationMode.ACCUMULATING)
+            return counts | "Summary" >> beam.CombineGlobally(_CounterFn()).without_defaults()
+        return counts | "Summary" >> beam.CombineGlobally(_CounterFn())
+
+
+# ---- error counts and alerts -----------------------------------------------------------------
+
+def dead_letter_error(letter) -> ErrorEvent:
+    return ErrorEvent(f"dead_letter:{letter.reason}", letter.symbol or "-", letter.ingest_time)
+
+
+def _stamped(error: ErrorEvent):
+    return window.TimestampedValue(error, error.event_time / 1000.0)
+
+
+def _clean_counts(rows, window_ms: int):
+    """A list of clean rows -> ((symbol, window start), count), stamped at the window start."""
+    counts = Counter()
+    for event, _, _ in rows:
+        counts[(stream_name(event.key), event.time - event.time % window_ms)] += 1
+    for (symbol, start), count in counts.items():
+        yield window.TimestampedValue((symbol, count), start / 1000.0)
+
+
+class _WithWindow(beam.DoFn):
+    def process(self, element, win=beam.DoFn.WindowParam):
+        (error_type, symbol), count = element
+        yield {"window_start": _iso(win.start), "window_end": _iso(win.end),
+               "error_type": error_type, "symbol": symbol, "count": count}
+
+
+def _iso(ts: Timestamp) -> str:
+    return ts.to_utc_datetime(has_tz=True).isoformat().replace("+00:00", "Z")
+
+
+class AlertRules:
+    """Thresholds from the options; each rule turns a window's counts into zero or more alerts."""
+
+    def __init__(self, warning_count=10, critical_count=100, gap_rate=0.001):
+        self.warning_count, self.critical_count, self.gap_rate = warning_count, critical_count, gap_rate
+
+    def for_count(self, row: dict):
+        error_type, count = row["error_type"], row["count"]
+        if error_type == "stall":
+            yield self._alert("critical", "stall", row, count,
+                              f"{row['symbol']} silent past the stall timeout", "stall")
+        elif error_type == "stall_resolved":
+            yield self._alert("info", "stall_resolved", row, count,
+                              f"{row['symbol']} is receiving data again", "default")
+        elif count > self.critical_count:
+            yield self._alert("critical", "error_count", row, count,
+                              f"{count} {error_type} in one window (> {self.critical_count})",
+                              _action_of(error_type))
+        elif count > self.warning_count:
+            yield self._alert("warning", "error_count", row, count,
+                              f"{count} {error_type} in one window (> {self.warning_count})",
+                              _action_of(error_type))
+
+    def for_gap_rate(self, row: dict, gaps: int, events: int):
+        rate = gaps / max(events, 1)
+        if gaps and rate > self.gap_rate:
+            yield self._alert("critical", "gap_rate", row, gaps,
+                              f"gap rate {rate:.2%} ({gaps} gaps / {events} events) "
+                              f"exceeds {self.gap_rate:.2%}", "gap_rate")
+
+    @staticmethod
+    def _alert(level, rule, row, count, message, action):
+        return {"level": level, "rule": rule, "key": f"{row['error_type']}/{row['symbol']}",
+                "window": {"start": row["window_start"], "end": row["window_end"]},
+                "count": count, "message": message, "suggested_action": ACTIONS[action]}
+
+
+def _action_of(error_type: str) -> str:
+    if error_type.startswith("dead_letter:"):
+        return "dead_letter"
+    return "gap_rate" if error_type in GAP_TYPES else "default"
+
+
+class _GapRateAlerts(beam.DoFn):
+    def __init__(self, rules: AlertRules):
+        self.rules = rules
+
+    def process(self, element, win=beam.DoFn.WindowParam):
+        symbol, grouped = element
+        gaps, events = sum(grouped["gaps"]), sum(grouped["events"])
+        row = {"error_type": "gaps", "symbol": symbol,
+               "window_start": _iso(win.start), "window_end": _iso(win.end)}
+        yield from self.rules.for_gap_rate(row, gaps, events)
+
+
+class CountErrorsAndAlert(beam.PTransform):
+    """ErrorEvents and clean rows -> outputs `error_counts` rows and `alerts`."""
+
+    def __init__(self, window_seconds: float, rules: AlertRules, allowed_lateness: float = 0):
+        super().__init__()
+        self.window_seconds = window_seconds
+        self.rules = rules
+        self.allowed_lateness = allowed_lateness
+
+    def _windowed(self, label, pcoll):
+        return pcoll | label >> beam.WindowInto(
+            window.FixedWindows(self.window_seconds), allowed_lateness=self.allowed_lateness,
+            accumulation_mode=trigger.AccumulationMode.ACCUMULATING)
+
+    def expand(self, parts):
+        errors, clean = parts
+        windowed_errors = self._windowed("WindowErrors", errors | "Stamp" >> beam.Map(_stamped))
+        counts = (windowed_errors
+                  | "ByTypeAndSymbol" >> beam.Map(lambda e: ((e.error_type, e.symbol), 1))
+                  | "Count" >> beam.CombinePerKey(sum)
+                  | "Rows" >> beam.ParDo(_WithWindow()))
+        count_alerts = counts | "CountRules" >> beam.FlatMap(self.rules.for_count)
+
+        window_ms = int(self.window_seconds * 1000)
+        events = self._windowed("WindowEvents", clean | "EventCounts" >> beam.FlatMap(
+            _clean_counts, window_ms)) | "EventsPerSymbol" >> beam.CombinePerKey(sum)
+        gaps = (windowed_errors
+                | "OnlyGaps" >> beam.Filter(lambda e: e.error_type in GAP_TYPES)
+                | "GapsBySymbol" >> beam.Map(lambda e: (e.symbol, 1))
+                | "GapsPerSymbol" >> beam.CombinePerKey(sum))
+        rate_alerts = ({"gaps": gaps, "events": events}
+                       | "JoinGapsEvents" >> beam.CoGroupByKey()
+                       | "GapRate" >> beam.ParDo(_GapRateAlerts(self.rules)))
+        alerts = (count_alerts, rate_alerts) | "AllAlerts" >> beam.Flatten()
+        return {"error_counts": counts, "alerts": alerts}

@@ -1,0 +1,129 @@
+"""Sources: capture files (batch) and Pub/Sub messages (streaming), as batches of raw records."""
+from __future__ import annotations
+
+import time
+import traceback
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+
+from beam_pipeline.framing import context_from_header, detect_format, is_header
+from beam_pipeline.model import DeadLetter, RawBatch
+
+DEAD_LETTER = "dead_letter"
+TALLY = "tally"
+BLOCK_BYTES = 1 << 20
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def split_lines(blocks, max_record_bytes: int):
+    """Yield (line_number, bytes) from byte blocks; a line longer than the limit is cut at limit+1
+    bytes (enough for the decoder to reject it) and the rest of it is skipped, so one huge line never
+    sits in memory whole."""
+    number, pending, oversized = 0, b"", False
+    for block in blocks:
+        start = 0
+        while True:
+            end = block.find(b"\n", start)
+            if end < 0:
+                if not oversized:
+                    pending += block[start:]
+                    if len(pending) > max_record_bytes:
+                        pending, oversized = pending[:max_record_bytes + 1], True
+                break
+            number += 1
+            line = pending + block[start:end] if not oversized else pending
+            pending, oversized = b"", False
+            yield number, line[:max_record_bytes + 1].rstrip(b"\r")
+            start = end + 1
+    if pending:
+        yield number + 1, pending.rstrip(b"\r")
+
+
+def _blocks(handle):
+    while True:
+        block = handle.read(BLOCK_BYTES)
+        if not block:
+            return
+        yield block
+
+
+class ReadRecordBatches(beam.DoFn):
+    """One matched file -> RawBatch elements of up to `batch_size` records, plus read failures."""
+
+    def __init__(self, input_format: str, max_record_bytes: int, batch_size: int = 2000):
+        self.input_format = input_format
+        self.max_record_bytes = max_record_bytes
+        self.batch_size = batch_size
+
+    def process(self, readable: fileio.ReadableFile):
+        path = readable.metadata.path
+        fmt = None if self.input_format == "auto" else self.input_format
+        ctx = None
+        records, last_line = [], 0
+        try:
+            with readable.open(compression_type=CompressionTypes.AUTO) as handle:
+                for number, line in split_lines(_blocks(handle), self.max_record_bytes):
+                    last_line = number
+                    if not line.strip():
+                        continue                       # blank lines are not records
+                    if ctx is None:
+                        fmt = fmt or detect_format(line)
+                        ctx = context_from_header(fmt, line) if is_header(line) else None
+                        if ctx is not None:
+                            continue                   # a capture header is not a record
+                        ctx = context_from_header(fmt, b"-")
+                    elif fmt == "cryptofeed" and is_header(line):
+                        ctx = context_from_header(fmt, line)
+                        continue
+                    records.append((number, line))
+                    if len(records) >= self.batch_size:
+                        yield RawBatch(path, fmt, ctx.exchange, ctx.market, records)
+                        records = []
+        except Exception as error:  # a truncated gzip member, a vanished file: keep what was read
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
+                "read_error", f"{type(error).__name__}: {error}", "read",
+                traceback.format_exc().encode()[-4096:], f"{path}:{last_line + 1}", now_ms()))
+            yield beam.pvalue.TaggedOutput(TALLY, ("input_records", 1))
+        if records:
+            yield RawBatch(path, fmt, ctx.exchange, ctx.market, records)
+
+
+class ReadFeedFiles(beam.PTransform):
+    """File globs -> RawBatch (main) and read failures (`dead_letter`), `tally` counts."""
+
+    def __init__(self, globs, input_format="auto", max_record_bytes=1 << 20):
+        super().__init__()
+        self.globs = list(globs)
+        self.input_format = input_format
+        self.max_record_bytes = max_record_bytes
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Globs" >> beam.Create(self.globs)
+                | "Match" >> fileio.MatchAll()
+                | "Distribute" >> beam.Reshuffle()
+                | "Open" >> fileio.ReadMatches()
+                | "Split" >> beam.ParDo(ReadRecordBatches(self.input_format, self.max_record_bytes))
+                .with_outputs(DEAD_LETTER, TALLY, main="batches"))
+
+
+class ReadFeedMessages(beam.PTransform):
+    """Pub/Sub subscription -> one RawBatch per message (streaming)."""
+
+    def __init__(self, subscription: str):
+        super().__init__()
+        self.subscription = subscription
+
+    def expand(self, pbegin):
+        source = f"pubsub:{self.subscription}"
+        return (pbegin
+                | "Pull" >> beam.io.ReadFromPubSub(subscription=self.subscription,
+                                                   with_attributes=True)
+                | "AsBatch" >> beam.Map(lambda msg: RawBatch(
+                    f"{source}/{msg.message_id or ''}", "message", None, None, [(0, msg.data)],
+                    dict(msg.attributes or {}), now_ms())))

@@ -1,0 +1,387 @@
+"""Sequencing per (exchange, market, symbol) with Beam's State API and timers.
+
+Batch runners hand a key's elements to a stateful DoFn in no particular order, and a whole month of
+one symbol does not fit in memory. So batch input is first cut into runs by update id (each run sorted
+in memory on its own, written to the work folder), and the stateful DoFn collects the small run
+references in a BagState and replays the runs in id order when the end-of-window timer fires: memory
+per key is one run. In streaming, events arrive one by one: out-of-order ones wait in a BagState for at
+most --reorder_timeout (processing-time timer) or --max_buffered_events; a medium gap's recovery
+deadline is an event-time timer; a silent symbol trips a processing-time stall timer. Both paths feed
+the same state machine (beam_pipeline/sequencer.py), so they give the same answers for the same data.
+
+Only ReadModifyWrite and Bag state are used: both work on Dataflow Runner v2, Flink and Direct.
+"""
+from __future__ import annotations
+
+import re
+import typing
+import traceback
+from collections import Counter, defaultdict
+
+import apache_beam as beam
+import msgspec
+from apache_beam.coders import BytesCoder
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
+                                              on_timer)
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from beam_pipeline.model import (CorruptPeriod, DeadLetter, ErrorEvent, Event, RunRef,
+                                 stream_name)
+from beam_pipeline.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, RECOVERY,
+                                     STATE_VERSION, SUPERSEDED, Policy, SequencerState,
+                                     StreamSequencer)
+from transforms.read import DEAD_LETTER, TALLY, now_ms
+
+CLEAN_ROWS, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS = (
+    "clean", "gaps", "corrupt_periods", "recovery_requests", "errors")
+_TAG_OF = {GAP: GAPS, CORRUPT: CORRUPT_PERIODS, RECOVERY: RECOVERY_REQUESTS, ERROR: ERRORS}
+
+_events_codec = msgspec.msgpack.Decoder(list[Event])
+_event_codec = msgspec.msgpack.Decoder(Event)
+_state_codec = msgspec.msgpack.Decoder(SequencerState)
+_run_codec = msgspec.msgpack.Decoder(RunRef)
+_encode = msgspec.msgpack.Encoder().encode
+
+
+class StreamState(msgspec.Struct):
+    """What the streaming wrapper keeps beside the machine's own state."""
+
+    waiting: int = 0               # events in the reorder buffer
+    stalled: bool = False
+    recovery_timer: int = -1       # deadline the recovery timer is set for
+
+
+class StoredState(msgspec.Struct):
+    machine: SequencerState
+    stream: StreamState
+    version: int = STATE_VERSION
+
+
+_stored_codec = msgspec.msgpack.Decoder(StoredState)
+
+
+# ---- batch prelude: sorted runs --------------------------------------------------------------
+
+def key_into_runs(events: list, run_span_ids: int):
+    """A decoded batch -> ((key, run index), encoded events) per run it touches."""
+    runs = defaultdict(list)
+    for event in events:
+        runs[(event.key, event.last_id // run_span_ids)].append(event)
+    for run_key, run_events in runs.items():
+        yield run_key, _encode(run_events)
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", part)
+
+
+class WriteSortedRun(beam.DoFn):
+    """All events of one (key, run) -> sorted, written once to the work folder -> (key, RunRef).
+
+    The file name is a function of the key and run, so a retried bundle rewrites the same file.
+    """
+
+    def __init__(self, work_dir: str):
+        self.work_dir = work_dir.rstrip("/")
+
+    def process(self, element):
+        (key, run_index), blobs = element
+        events = [event for blob in blobs for event in _events_codec.decode(blob)]
+        events.sort(key=Event.sort_key)
+        path = "/".join([self.work_dir, "runs", *map(_safe, key), f"{run_index:012d}.msgpack"])
+        with FileSystems.create(path) as handle:
+            handle.write(_encode(events))
+        yield key, RunRef(run_index, path, len(events))
+
+
+def read_run(ref: RunRef) -> list:
+    with FileSystems.open(ref.path) as handle:
+        return _events_codec.decode(handle.read())
+
+
+# ---- the stateful DoFn -----------------------------------------------------------------------
+
+class _BagStore:
+    """The machine's held-delta store over a BagState."""
+
+    def __init__(self, bag):
+        self.bag = bag
+
+    def add(self, event):
+        self.bag.add(_encode(event))
+
+    def read(self):
+        return [_event_codec.decode(blob) for blob in self.bag.read()]
+
+    def clear(self):
+        self.bag.clear()
+
+
+class SequencerDoFn(beam.DoFn):
+    """Batch: (key, RunRef) -> clean rows, gaps, corrupt periods, recovery requests, error events,
+    dead letters and tallies. Only event-time timers: a processing-time timer would push the whole
+    batch job off Beam's fast FnApiRunner onto the slow bundle-based DirectRunner."""
+
+    STATE = ReadModifyWriteStateSpec("state", BytesCoder())
+    HELD = BagStateSpec("held", BytesCoder())
+    RUNS = BagStateSpec("runs", BytesCoder())
+    END_OF_INPUT = TimerSpec("end_of_input", TimeDomain.WATERMARK)
+
+    def __init__(self, policy: Policy, reorder_timeout_s: float = 2.0, stall_timeout_s: float = 30.0):
+        self.policy = policy
+        self.reorder_wait = Duration(seconds=reorder_timeout_s)
+        self.stall_wait = Duration(seconds=stall_timeout_s)
+
+    # -- state helpers --
+
+    def _load(self, key, state_cell, held_bag):
+        """The key's state; state from another schema version restarts the key (state_reset)."""
+        blob, outputs = state_cell.read(), []
+        stored = None
+        if blob is not None:
+            try:
+                stored = _stored_codec.decode(blob)
+                if stored.version != STATE_VERSION:
+                    raise ValueError(f"state version {stored.version}, expected {STATE_VERSION}")
+            except (msgspec.DecodeError, ValueError) as error:
+                stored = None
+                held_bag.clear()
+                outputs.append(self._state_reset(key, str(error)))
+        stored = stored or StoredState(SequencerState(), StreamState())
+        machine = StreamSequencer(key, self.policy, stored.machine, _BagStore(held_bag))
+        return stored, machine, outputs
+
+    def _state_reset(self, key, why):
+        now = now_ms()
+        return beam.pvalue.TaggedOutput(CORRUPT_PERIODS, CorruptPeriod(
+            *key, start_id=0, end_id=0, start_time=None, end_time=now, reason="state_reset"))
+
+    @staticmethod
+    def _save(state_cell, stored):
+        state_cell.write(_encode(stored))
+
+    def _outputs(self, machine, first_seen):
+        """Machine outputs -> tagged outputs; clean rows travel as one list per call."""
+        clean, counts = [], Counter()
+        for tag, value in machine.take_output():
+            if tag == CLEAN:
+                clean.append(value)
+            elif tag in (DUPLICATE, SUPERSEDED):
+                counts["duplicates" if tag == DUPLICATE else "superseded"] += 1
+            elif tag == LATE:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, _late_letter(value))
+            else:
+                yield beam.pvalue.TaggedOutput(_TAG_OF[tag], value)
+        if clean:
+            counts["clean_records"] += len(clean)
+            yield beam.pvalue.TaggedOutput(CLEAN_ROWS, clean)
+        if first_seen:
+            counts["symbols"] += 1
+        for name, count in counts.items():
+            yield beam.pvalue.TaggedOutput(TALLY, (name, count))
+
+    def _poison(self, stage, key, payload: bytes, source: str):
+        return beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
+            "processing_error", traceback.format_exc()[-8000:], stage, payload, source, now_ms(),
+            symbol=stream_name(key)))
+
+    # -- elements --
+
+    def process(self, element,
+                runs_bag=beam.DoFn.StateParam(RUNS),
+                end_timer=beam.DoFn.TimerParam(END_OF_INPUT),
+                window=beam.DoFn.WindowParam):
+        """Remember the run; all runs are replayed in id order once the input has ended."""
+        _, ref = element
+        runs_bag.add(_encode(ref))
+        end_timer.set(window.max_timestamp())
+
+    # -- timers --
+
+    @on_timer(END_OF_INPUT)
+    def end_of_input(self, key=beam.DoFn.KeyParam,
+                     state_cell=beam.DoFn.StateParam(STATE),
+                     held_bag=beam.DoFn.StateParam(HELD),
+                     runs_bag=beam.DoFn.StateParam(RUNS)):
+        """Batch: replay the key's sorted runs in id order, then close any wait still open."""
+        try:
+            stored, machine, outputs = self._load(key, state_cell, held_bag)
+            yield from outputs
+            first_seen = not stored.machine.seen
+            refs = sorted((_run_codec.decode(blob) for blob in runs_bag.read()),
+                          key=lambda ref: ref.run_index)
+            for ref in refs:
+                machine.feed_all(read_run(ref))
+                yield from self._outputs(machine, first_seen)
+                first_seen = False
+            machine.finish()
+            yield from self._outputs(machine, False)
+            runs_bag.clear()
+            self._save(state_cell, stored)
+        except Exception:
+            yield self._poison("sequence.end_of_input", key, b"", stream_name(key))
+
+
+class LiveSequencerDoFn(SequencerDoFn):
+    """Streaming: (key, Event) one at a time. Adds the reorder buffer (processing-time timer), the
+    recovery deadline (event-time timer) and stall detection (processing-time timer)."""
+
+    WAITING = BagStateSpec("waiting", BytesCoder())
+    RECOVERY = TimerSpec("recovery", TimeDomain.WATERMARK)
+    REORDER = TimerSpec("reorder", TimeDomain.REAL_TIME)
+    STALL = TimerSpec("stall", TimeDomain.REAL_TIME)
+    STATE, HELD = SequencerDoFn.STATE, SequencerDoFn.HELD
+
+    def process(self, element,
+                state_cell=beam.DoFn.StateParam(STATE),
+                held_bag=beam.DoFn.StateParam(HELD),
+                waiting_bag=beam.DoFn.StateParam(WAITING),
+                recovery_timer=beam.DoFn.TimerParam(RECOVERY),
+                reorder_timer=beam.DoFn.TimerParam(REORDER),
+                stall_timer=beam.DoFn.TimerParam(STALL)):
+        key, value = element
+        try:
+            yield from self._process_event(key, value, state_cell, held_bag, waiting_bag,
+                                           recovery_timer, reorder_timer, stall_timer)
+        except Exception:  # a poison event must not crash-loop its key: dead-letter it, keep state
+            yield self._poison("sequence", key, msgspec.json.encode(value), value.source)
+
+    def _process_event(self, key, event, state_cell, held_bag, waiting_bag, recovery_timer,
+                       reorder_timer, stall_timer):
+        stored, machine, outputs = self._load(key, state_cell, held_bag)
+        yield from outputs
+        first_seen = not stored.machine.seen
+        stream = stored.stream
+        if stream.stalled:
+            stream.stalled = False
+            machine.out.append((ERROR, ErrorEvent("stall_resolved", machine.symbol, event.time)))
+        if stream.waiting == 0 and machine.is_next(event):
+            machine.feed(event)
+        else:
+            self._wait(machine, stream, event, waiting_bag, reorder_timer)
+        self._arm_recovery(machine, stream, recovery_timer)
+        stall_timer.set(Timestamp.now() + self.stall_wait)
+        self._save(state_cell, stored)
+        yield from self._outputs(machine, first_seen)
+
+    def _wait(self, machine, stream, event, waiting_bag, reorder_timer):
+        """Reorder buffer: keep `event` until the ids before it arrive, then feed the ready prefix."""
+        if stream.waiting == 0:
+            reorder_timer.set(Timestamp.now() + self.reorder_wait)
+        pending = sorted([_event_codec.decode(b) for b in waiting_bag.read()] + [event],
+                         key=Event.sort_key)
+        ready = 0
+        while ready < len(pending) and machine.is_next(pending[ready]):
+            machine.feed(pending[ready])
+            ready += 1
+        rest = pending[ready:]
+        if len(rest) > self.policy.max_buffered_events:
+            machine.out.append((ERROR, ErrorEvent("reorder_overflow", machine.symbol, event.time)))
+            machine.feed_all(rest)     # declare the gap now rather than grow state without limit
+            rest = []
+        waiting_bag.clear()
+        for waiting in rest:
+            waiting_bag.add(_encode(waiting))
+        stream.waiting = len(rest)
+
+    def _arm_recovery(self, machine, stream, recovery_timer):
+        deadline = machine.deadline()
+        if deadline is not None and deadline != stream.recovery_timer:
+            recovery_timer.set(Timestamp(micros=(deadline + 1) * 1000))
+            stream.recovery_timer = deadline
+
+    @on_timer(RECOVERY)
+    def recovery_deadline(self, key=beam.DoFn.KeyParam,
+                          fired=beam.DoFn.TimestampParam,
+                          state_cell=beam.DoFn.StateParam(STATE),
+                          held_bag=beam.DoFn.StateParam(HELD),
+                          recovery_timer=beam.DoFn.TimerParam(RECOVERY)):
+        """Streaming: event time passed a medium gap's deadline with no snapshot."""
+        try:
+            stored, machine, outputs = self._load(key, state_cell, held_bag)
+            yield from outputs
+            machine.advance_watermark(fired.micros // 1000)
+            stored.stream.recovery_timer = -1
+            self._arm_recovery(machine, stored.stream, recovery_timer)
+            self._save(state_cell, stored)
+            yield from self._outputs(machine, False)
+        except Exception:
+            yield self._poison("sequence.recovery", key, b"", stream_name(key))
+
+    @on_timer(REORDER)
+    def reorder_timeout(self, key=beam.DoFn.KeyParam,
+                        state_cell=beam.DoFn.StateParam(STATE),
+                        held_bag=beam.DoFn.StateParam(HELD),
+                        waiting_bag=beam.DoFn.StateParam(WAITING),
+                        recovery_timer=beam.DoFn.TimerParam(RECOVERY)):
+        """Streaming: the missing ids did not come in time; the waiting events reveal the gap."""
+        try:
+            stored, machine, outputs = self._load(key, state_cell, held_bag)
+            yield from outputs
+            pending = sorted((_event_codec.decode(b) for b in waiting_bag.read()),
+                             key=Event.sort_key)
+            waiting_bag.clear()
+            stored.stream.waiting = 0
+            machine.feed_all(pending)
+            self._arm_recovery(machine, stored.stream, recovery_timer)
+            self._save(state_cell, stored)
+            yield from self._outputs(machine, False)
+        except Exception:
+            yield self._poison("sequence.reorder", key, b"", stream_name(key))
+
+    @on_timer(STALL)
+    def stall(self, key=beam.DoFn.KeyParam,
+              state_cell=beam.DoFn.StateParam(STATE),
+              held_bag=beam.DoFn.StateParam(HELD)):
+        """Streaming: the symbol has been silent for --stall_timeout."""
+        try:
+            stored, machine, outputs = self._load(key, state_cell, held_bag)
+            yield from outputs
+            stored.stream.stalled = True
+            self._save(state_cell, stored)
+            yield beam.pvalue.TaggedOutput(ERRORS, ErrorEvent(
+                "stall", machine.symbol, stored.machine.last_time or now_ms()))
+        except Exception:
+            yield self._poison("sequence.stall", key, b"", stream_name(key))
+
+
+
+def _late_letter(event: Event) -> DeadLetter:
+    return DeadLetter("late_event", "arrived after the gap it would have filled was declared",
+                      "sequence", msgspec.json.encode(event), event.source, now_ms(),
+                      symbol=stream_name(event.key), first_id=event.first_id, last_id=event.last_id)
+
+
+class SequenceFeeds(beam.PTransform):
+    """Lists of Events -> outputs clean (lists of (Event, segment_id, anchored)), gaps,
+    corrupt_periods, recovery_requests, errors, dead_letter, tally."""
+
+    def __init__(self, policy: Policy, streaming: bool, work_dir: str = None,
+                 run_span_ids: int = 1_000_000, reorder_timeout_s: float = 2.0,
+                 stall_timeout_s: float = 30.0):
+        super().__init__()
+        self.policy = policy
+        self.streaming = streaming
+        self.work_dir = work_dir
+        self.run_span_ids = run_span_ids
+        self.reorder_timeout_s = reorder_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+
+    def expand(self, event_lists):
+        if self.streaming:
+            keyed = event_lists | "KeyBySymbol" >> beam.FlatMap(
+                lambda events: ((event.key, event) for event in events))
+        else:
+            span = self.run_span_ids
+            keyed = (event_lists
+                     | "KeyIntoRuns" >> beam.FlatMap(key_into_runs, span)
+                     | "GroupRuns" >> beam.GroupByKey()
+                     | "SortRuns" >> beam.ParDo(WriteSortedRun(self.work_dir)))
+        sequencer = LiveSequencerDoFn if self.streaming else SequencerDoFn
+        keyed = keyed | "TypedKeys" >> beam.Map(lambda kv: kv).with_output_types(
+            typing.Tuple[typing.Tuple[str, str, str], typing.Any])
+        return keyed | "Sequence" >> beam.ParDo(sequencer(
+            self.policy, self.reorder_timeout_s, self.stall_timeout_s)).with_outputs(
+            CLEAN_ROWS, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS, DEAD_LETTER, TALLY)

@@ -1,0 +1,195 @@
+"""Sinks: every output folder through fileio.WriteToFiles, so batch and streaming (windowed) runs
+write the same layout and one reader serves both.
+
+  clean/             Parquet, one row per accepted delta or snapshot
+  dead_letter/       Avro (schemas/dead_letter.avsc)
+  gaps/              Parquet
+  corrupt_periods/   Parquet
+  recovery_requests/ JSON Lines
+  error_counts/      JSON Lines
+  alerts/            JSON Lines
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import apache_beam as beam
+import fastavro
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io import fileio
+from apache_beam.transforms import window
+
+SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
+DEAD_LETTER_SCHEMA = fastavro.parse_schema(
+    json.load(open(os.path.join(SCHEMA_DIR, "dead_letter.avsc"))))
+
+_TIME = pa.timestamp("ms", tz="UTC")
+_LEVELS = pa.list_(pa.struct([("price", pa.string()), ("qty", pa.string())]))
+_KEY_FIELDS = [("exchange", pa.string()), ("market", pa.string()), ("symbol", pa.string())]
+
+CLEAN_SCHEMA = pa.schema(_KEY_FIELDS + [
+    ("kind", pa.string()), ("first_id", pa.int64()), ("last_id", pa.int64()),
+    ("prev_id", pa.int64()), ("event_time", _TIME), ("recv_time", _TIME),
+    ("bids", _LEVELS), ("asks", _LEVELS), ("segment_id", pa.int64()), ("anchored", pa.bool_())])
+GAP_SCHEMA = pa.schema(_KEY_FIELDS + [
+    ("last_good_id", pa.int64()), ("next_first_id", pa.int64()), ("gap_size", pa.int64()),
+    ("gap_class", pa.string()), ("action", pa.string()), ("resolution", pa.string()),
+    ("event_time", _TIME)])
+CORRUPT_SCHEMA = pa.schema(_KEY_FIELDS + [
+    ("start_id", pa.int64()), ("end_id", pa.int64()), ("start_time", _TIME), ("end_time", _TIME),
+    ("reason", pa.string())])
+
+_CLEAN_COLUMNS = ("exchange", "market", "symbol", "kind", "first_id", "last_id", "prev_id",
+                  "event_time", "recv_time", "bids", "asks")
+
+
+def clean_table(rows) -> pa.Table:
+    """(Event, segment_id, anchored) rows -> an Arrow table, column by column."""
+    columns = {name: [getattr(event, name) for event, _, _ in rows] for name in _CLEAN_COLUMNS}
+    columns["segment_id"] = [segment for _, segment, _ in rows]
+    columns["anchored"] = [anchored for _, _, anchored in rows]
+    return pa.table(columns, schema=CLEAN_SCHEMA)
+
+
+def struct_table(rows, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist([msgspec.structs.asdict(row) for row in rows], schema=schema)
+
+
+class ParquetSink(fileio.FileSink):
+    """Buffers rows and writes row groups; `to_table` turns a list of buffered rows into a table."""
+
+    def __init__(self, schema: pa.Schema, to_table, row_group_rows: int = 65536):
+        self.schema = schema
+        self.to_table = to_table
+        self.row_group_rows = row_group_rows
+
+    def open(self, fh):
+        self._writer = pq.ParquetWriter(fh, self.schema, compression="zstd")
+        self._rows = []
+
+    def write(self, record):
+        if isinstance(record, list):
+            self._rows.extend(record)
+        else:
+            self._rows.append(record)
+        if len(self._rows) >= self.row_group_rows:
+            self._write_rows()
+
+    def _write_rows(self):
+        if self._rows:
+            self._writer.write_table(self.to_table(self._rows))
+            self._rows = []
+
+    def flush(self):
+        self._write_rows()
+        self._writer.close()      # writes the footer; WriteToFiles flushes only before closing
+
+
+class AvroSink(fileio.FileSink):
+    def __init__(self, schema, to_record):
+        self.schema = schema
+        self.to_record = to_record
+
+    def open(self, fh):
+        self._writer = fastavro.write.Writer(fh, self.schema, codec="deflate")
+
+    def write(self, record):
+        self._writer.write(self.to_record(record))
+
+    def flush(self):
+        self._writer.flush()
+
+
+class JsonLinesSink(fileio.FileSink):
+    def open(self, fh):
+        self._fh = fh
+
+    def write(self, record):
+        self._fh.write(msgspec.json.encode(record) + b"\n")
+
+    def flush(self):
+        self._fh.flush()
+
+
+def dead_letter_record(letter) -> dict:
+    return msgspec.structs.asdict(letter)
+
+
+def clean_sink(_):
+    return ParquetSink(CLEAN_SCHEMA, clean_table)
+
+
+def gap_sink(_):
+    return ParquetSink(GAP_SCHEMA, lambda rows: struct_table(rows, GAP_SCHEMA))
+
+
+def corrupt_sink(_):
+    return ParquetSink(CORRUPT_SCHEMA, lambda rows: struct_table(rows, CORRUPT_SCHEMA))
+
+
+def dead_letter_sink(_):
+    return AvroSink(DEAD_LETTER_SCHEMA, dead_letter_record)
+
+
+def json_lines_sink(_):
+    return JsonLinesSink()
+
+
+class WriteFolder(beam.PTransform):
+    """One output folder. In streaming the input is windowed first, so files are per window."""
+
+    def __init__(self, path: str, sink, suffix: str, streaming: bool, window_seconds: float):
+        super().__init__()
+        self.path, self.sink, self.suffix = path, sink, suffix
+        self.streaming, self.window_seconds = streaming, window_seconds
+
+    def expand(self, rows):
+        if self.streaming:
+            rows = rows | "Window" >> beam.WindowInto(window.FixedWindows(self.window_seconds))
+        return rows | "Write" >> fileio.WriteToFiles(
+            self.path, sink=self.sink,
+            file_naming=fileio.default_file_naming("part", self.suffix))
+
+
+class WriteSummary(beam.DoFn):
+    """Writes summary.json, replacing the previous one (streaming fires it repeatedly)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def process(self, summary: dict):
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.create(self.path) as handle:
+            handle.write(json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
+        yield self.path
+
+
+class WriteOutputs(beam.PTransform):
+    """The pipeline's outputs -> folders under --output (and Pub/Sub topics in streaming)."""
+
+    FOLDERS = {
+        "clean": (clean_sink, ".parquet"),
+        "dead_letter": (dead_letter_sink, ".avro"),
+        "gaps": (gap_sink, ".parquet"),
+        "corrupt_periods": (corrupt_sink, ".parquet"),
+        "recovery_requests": (json_lines_sink, ".jsonl"),
+        "error_counts": (json_lines_sink, ".jsonl"),
+        "alerts": (json_lines_sink, ".jsonl"),
+    }
+
+    def __init__(self, options, streaming: bool):
+        super().__init__()
+        self.output = options.output.rstrip("/")
+        self.options = options
+        self.streaming = streaming
+
+    def expand(self, outputs):
+        for name, (sink, suffix) in self.FOLDERS.items():
+            outputs[name] | f"Write_{name}" >> WriteFolder(
+                f"{self.output}/{name}", sink, suffix, self.streaming, self.options.error_window)
+        return outputs["summary"] | "WriteSummary" >> beam.ParDo(
+            WriteSummary(f"{self.output}/summary.json"))
