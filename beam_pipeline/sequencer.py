@@ -179,8 +179,8 @@ class StreamSequencer:
     def _step_holding(self, event: Event) -> None:
         st, hold = self.state, self.state.hold
         if event.time > hold.deadline:
+            self._queue.appendleft(event)        # it follows the released deltas
             self._give_up("recovery_timeout")
-            self._queue.appendleft(event)
         elif _rank(event) < tuple(hold.held_max):
             self._rewind(event)              # arrived after later ones: replay the hold in order
         elif event.kind == SNAPSHOT:
@@ -190,8 +190,8 @@ class StreamSequencer:
         elif event.last_id == hold.held_max[0]:
             self._emit(DUPLICATE, event)
         elif hold.held_count >= self.policy.max_buffered_events:
-            self._give_up("buffer_overflow")
             self._queue.appendleft(event)
+            self._give_up("buffer_overflow")
         else:
             self._hold(event)
 

@@ -101,18 +101,28 @@ class PubSubEmulator:
     def subscription_path(self, name: str) -> str:
         return name if name.startswith("projects/") else f"projects/{self.project_id}/subscriptions/{name}"
 
+    # The helper clients talk to self.host explicitly (not via $PUBSUB_EMULATOR_HOST), so a test
+    # that points the variable elsewhere cannot redirect them.
     @property
     def publisher(self):
-        from google.cloud import pubsub_v1
+        """A google.cloud.pubsub_v1.PublisherClient connected to this emulator."""
         if self._publisher is None:
-            self._publisher = pubsub_v1.PublisherClient()
+            import grpc
+            from google.cloud import pubsub_v1
+            from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+            transport = PublisherGrpcTransport(channel=grpc.insecure_channel(self.host), host=self.host)
+            self._publisher = pubsub_v1.PublisherClient(transport=transport)
         return self._publisher
 
     @property
     def subscriber(self):
-        from google.cloud import pubsub_v1
+        """A google.cloud.pubsub_v1.SubscriberClient connected to this emulator."""
         if self._subscriber is None:
-            self._subscriber = pubsub_v1.SubscriberClient()
+            import grpc
+            from google.cloud import pubsub_v1
+            from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+            transport = SubscriberGrpcTransport(channel=grpc.insecure_channel(self.host), host=self.host)
+            self._subscriber = pubsub_v1.SubscriberClient(transport=transport)
         return self._subscriber
 
     def create_topic(self, name: str) -> str:
