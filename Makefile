@@ -1,0 +1,32 @@
+# Set-up and entry points. `make demo` and `make test` do everything on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_EVENTS ?= 200000
+
+.PHONY: setup demo test flink-job-server bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+flink-job-server:
+	bash scripts/build_flink_job_server.sh
+
+# The main job on a sample the project generates itself (faults injected, expected summary beside it).
+demo: setup
+	$(PY) -m beam_pipeline.synthetic --events $(DEMO_EVENTS) --output sample/feed.jsonl.gz --expected sample/expected_summary.json
+	$(PY) -m beam_pipeline --input sample/feed.jsonl.gz --output out/demo
+
+test: setup flink-job-server
+	$(PY) -m pytest -q tests
+
+bench: setup flink-job-server
+	$(PY) -m bench
+
+clean:
+	rm -rf out sample .pytest_cache

@@ -1,0 +1,58 @@
+import glob
+import json
+import os
+
+import fastavro
+import pyarrow.parquet as pq
+import pytest
+
+pytest_plugins = ["tests.pubsub_emulator"]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAPTURES = os.path.join(os.path.dirname(REPO), "shared", "data", "cryptofeed")
+CAPTURE_FILES = [os.path.join(CAPTURES, name) for name in (
+    "BINANCE.ws.1.0", "BINANCE.http.0.0", "BINANCE_FUTURES.ws.1.0", "BINANCE_FUTURES.http.0.0")]
+
+
+@pytest.fixture(scope="session")
+def captures():
+    missing = [path for path in CAPTURE_FILES if not os.path.exists(path)]
+    assert not missing, f"the shared captures are missing: {missing}"
+    return CAPTURE_FILES
+
+
+class Outputs:
+    """Reads a run's output folder the way a user would."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def parquet_rows(self, name):
+        files = sorted(glob.glob(os.path.join(self.folder, name, "*.parquet")))
+        rows = []
+        for path in files:
+            rows.extend(pq.read_table(path).to_pylist())
+        return rows
+
+    def jsonl_rows(self, name):
+        rows = []
+        for path in sorted(glob.glob(os.path.join(self.folder, name, "*.jsonl"))):
+            with open(path) as handle:
+                rows.extend(json.loads(line) for line in handle if line.strip())
+        return rows
+
+    def dead_letters(self):
+        rows = []
+        for path in sorted(glob.glob(os.path.join(self.folder, "dead_letter", "*.avro"))):
+            with open(path, "rb") as handle:
+                rows.extend(fastavro.reader(handle))
+        return rows
+
+    def summary(self):
+        with open(os.path.join(self.folder, "summary.json")) as handle:
+            return json.load(handle)
+
+
+@pytest.fixture
+def outputs():
+    return Outputs
