@@ -76,6 +76,7 @@ class SequencerState(msgspec.Struct):
     last_snapshot_id: Optional[int] = None # lastUpdateId when the last accepted event was a snapshot
     hold: Optional[Hold] = None
     declared_gaps: list = []               # recent (from_id, to_id) holes, to tell late fills from duplicates
+    announced_from: Optional[int] = None   # from_id of the last medium gap announced (no repeats on replay)
     seen: bool = False                     # has this key produced anything yet?
 
 
@@ -244,7 +245,9 @@ class StreamSequencer:
         st = self.state
         size = self._gap_size(event)
         gap_class = self.policy.classify(size)
-        self._error(f"gap_{gap_class}", event.time)
+        replayed = gap_class == "medium" and st.announced_from == st.cursor + 1
+        if not replayed:
+            self._error(f"gap_{gap_class}", event.time)
         self._remember_gap(st.cursor + 1, event.first_id - 1)
         if gap_class == "small":
             self._emit_gap(st.cursor, event.first_id, size, "small", "continue_with_warning", "continued",
@@ -256,8 +259,10 @@ class StreamSequencer:
                                "large_gap")
             self._start_unanchored_segment(event)
         else:
-            self._emit(RECOVERY, RecoveryRequest(*self.key, from_id=st.cursor + 1,
-                                                 reason="medium_gap", event_time=event.time))
+            if not replayed:     # a hold replayed in order (see _rewind) asks only once
+                self._emit(RECOVERY, RecoveryRequest(*self.key, from_id=st.cursor + 1,
+                                                     reason="medium_gap", event_time=event.time))
+                st.announced_from = st.cursor + 1
             self._start_hold("gap", event, size)
 
     def _start_hold(self, reason: str, event: Event, gap_size: Optional[int]) -> None:

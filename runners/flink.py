@@ -15,8 +15,16 @@ Usage::
 
 ``apply_profile`` fills in ``--flink_job_server_jar``, ``--flink_version``, ``--flink_master=[local]``
 (an embedded Flink MiniCluster inside the job server), ``--environment_type=LOOPBACK`` (Python
-workers run in the submitting process) and ``--parallelism=2``; a flag the user gave always wins.
-For a standalone cluster (``scripts/flink_cluster.sh start``) pass ``--flink_master=localhost:8081``.
+workers run in the submitting process), ``--parallelism=2`` and ``--finish_bundle_before_checkpointing``
+(see below); a flag the user gave always wins. For a standalone cluster
+(``scripts/flink_cluster.sh start``) pass ``--flink_master=localhost:8081``.
+
+Why ``--finish_bundle_before_checkpointing``: without it, a streaming job with checkpointing
+finishes open bundles inside the checkpoint and buffers their output, but still advances the
+output watermark; the buffered elements then arrive late behind a shuffle and GroupByKey or a
+stateful DoFn silently drops them (seen here: a bounded input with ``--checkpointing_interval``
+produced no output at all after a GroupByKey). Finishing bundles before the barrier avoids the
+buffering. It is a boolean job-server option, so it is passed bare (``--flag=true`` is rejected).
 """
 
 from __future__ import annotations
@@ -89,6 +97,8 @@ def apply_profile(argv: list[str]) -> list[str]:
     for name, value in defaults.items():
         if _flag_value(argv, name) is None:
             argv.append(f"--{name}={value}")
+    if _flag_value(argv, "finish_bundle_before_checkpointing") is None:
+        argv.append("--finish_bundle_before_checkpointing")
     if _flag_value(argv, "flink_job_server_jar") is None:
         argv.append(f"--flink_job_server_jar={job_server_jar()}")
     return argv

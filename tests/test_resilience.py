@@ -86,6 +86,35 @@ def test_publisher_pickles_without_its_client_and_works_after(pubsub_emulator: P
                                 (b"from the clone", {"symbol": "BTCUSDT", "from_id": "1001"})]
 
 
+def test_flow_control_blocks_concurrent_producers_instead_of_failing_them(
+        pubsub_emulator: PubSubEmulator):
+    topic = pubsub_emulator.create_topic(pubsub_emulator.unique_name("burst"))
+    subscription = pubsub_emulator.create_subscription(topic, pubsub_emulator.unique_name("burst-sub"))
+    # At most 2 unacknowledged messages: with 8 threads most publishes must wait for room.
+    publisher = ResilientPublisher(topic, max_outstanding_messages=2)
+    errors: list[BaseException] = []
+
+    def produce(worker: int) -> None:
+        try:
+            for i in range(5):
+                publisher.publish(f"{worker}-{i}".encode(), worker=str(worker))
+        except BaseException as error:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=produce, args=(w,)) for w in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        publisher.close()
+    assert errors == []
+    received = pubsub_emulator.pull_all(subscription, max_wait_s=15, expected=40)
+    assert sorted(data for data, _ in received) == sorted(
+        f"{w}-{i}".encode() for w in range(8) for i in range(5))
+
+
 def test_missing_topic_fails_at_once_and_does_not_count_against_the_breaker(
         pubsub_emulator: PubSubEmulator):
     publisher = ResilientPublisher(
@@ -225,7 +254,9 @@ def http_server() -> Iterator[Callable[[Callable[[int], Reply]], ScriptedServer]
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         scripted.port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # A short poll interval: shutdown() waits for one, after every test.
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         started.append((server, scripted))
         return scripted
 

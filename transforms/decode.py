@@ -11,6 +11,11 @@ from beam_pipeline.model import DeadLetter, RawBatch
 from transforms.read import DEAD_LETTER, TALLY, now_ms
 
 
+def record_source(batch: RawBatch, number: int) -> str:
+    """file:line; a Pub/Sub message (number 0) is named by its subscription and message id alone."""
+    return f"{batch.source}:{number}" if number else batch.source
+
+
 def decode_one(batch: RawBatch, ctx: FileContext, number: int, raw: bytes, max_record_bytes: int):
     """Event, None (another stream's message), or raises Rejected."""
     if len(raw) > max_record_bytes:
@@ -21,7 +26,7 @@ def decode_one(batch: RawBatch, ctx: FileContext, number: int, raw: bytes, max_r
         raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise Rejected("invalid_utf8", str(error)) from None
-    source = f"{batch.source}:{number}" if number else batch.source
+    source = record_source(batch, number)
     if batch.fmt == "message":
         return decode_message(raw, batch.attributes or {}, source)
     return decode_record(raw, ctx, source)
@@ -44,12 +49,13 @@ class DecodeBatch(beam.DoFn):
                 event = decode_one(batch, ctx, number, raw, self.max_record_bytes)
             except Rejected as rejected:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
-                    rejected.reason, rejected.message, "decode", raw, f"{batch.source}:{number}", ingest))
+                    rejected.reason, rejected.message, "decode", raw, record_source(batch, number),
+                    ingest))
                 continue
             except Exception as error:  # a bug or an input we did not foresee: never fail the bundle
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
                     "processing_error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}",
-                    "decode", raw, f"{batch.source}:{number}", ingest))
+                    "decode", raw, record_source(batch, number), ingest))
                 continue
             if event is None:
                 ignored += 1

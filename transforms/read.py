@@ -1,12 +1,15 @@
 """Sources: capture files (batch) and Pub/Sub messages (streaming), as batches of raw records."""
 from __future__ import annotations
 
+import contextlib
+import gzip
 import time
 import traceback
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.framing import context_from_header, detect_format, is_header
 from beam_pipeline.model import DeadLetter, RawBatch
@@ -45,11 +48,25 @@ def split_lines(blocks, max_record_bytes: int):
 
 
 def _blocks(handle):
+    # GzipFile.read1: each block returns what was decompressed so far, so data before damage is kept
+    read = handle.read1 if isinstance(handle, gzip.GzipFile) else handle.read
     while True:
-        block = handle.read(BLOCK_BYTES)
+        block = read(BLOCK_BYTES)
         if not block:
             return
         yield block
+
+
+def _open(readable: fileio.ReadableFile, stack: contextlib.ExitStack):
+    """Beam's own gzip reader ends a truncated file silently (its last line cut short, no error);
+    Python's gzip raises EOFError there, so .gz files are decompressed with it."""
+    path = readable.metadata.path
+    if CompressionTypes.detect_compression_type(path) == CompressionTypes.GZIP:
+        raw = stack.enter_context(FileSystems.open(
+            path, mime_type="application/octet-stream",
+            compression_type=CompressionTypes.UNCOMPRESSED))
+        return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+    return stack.enter_context(readable.open(compression_type=CompressionTypes.AUTO))
 
 
 class ReadRecordBatches(beam.DoFn):
@@ -66,7 +83,8 @@ class ReadRecordBatches(beam.DoFn):
         ctx = None
         records, last_line = [], 0
         try:
-            with readable.open(compression_type=CompressionTypes.AUTO) as handle:
+            with contextlib.ExitStack() as stack:
+                handle = _open(readable, stack)
                 for number, line in split_lines(_blocks(handle), self.max_record_bytes):
                     last_line = number
                     if not line.strip():
@@ -78,6 +96,9 @@ class ReadRecordBatches(beam.DoFn):
                             continue                   # a capture header is not a record
                         ctx = context_from_header(fmt, b"-")
                     elif fmt == "cryptofeed" and is_header(line):
+                        if records:                    # they belong to the previous header's stream
+                            yield RawBatch(path, fmt, ctx.exchange, ctx.market, records)
+                            records = []
                         ctx = context_from_header(fmt, line)
                         continue
                     records.append((number, line))

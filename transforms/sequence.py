@@ -51,6 +51,7 @@ class StreamState(msgspec.Struct):
     waiting: int = 0               # events in the reorder buffer
     stalled: bool = False
     recovery_timer: int = -1       # deadline the recovery timer is set for
+    processing_floor: int = 0      # µs: processing time is at least when our last such timer fired
 
 
 class StoredState(msgspec.Struct):
@@ -234,6 +235,14 @@ class LiveSequencerDoFn(SequencerDoFn):
     STALL = TimerSpec("stall", TimeDomain.REAL_TIME)
     STATE, HELD = SequencerDoFn.STATE, SequencerDoFn.HELD
 
+    def __init__(self, policy: Policy, reorder_timeout_s: float = 2.0, stall_timeout_s: float = 30.0,
+                 clock=Timestamp.now):
+        """`clock` gives the processing time timers are set from. Beam's Python SDK does not hand
+        it to process(); the wall clock is right on real runners, and tests with TestStream (whose
+        processing time starts at 0) pass a clock of their own."""
+        super().__init__(policy, reorder_timeout_s, stall_timeout_s)
+        self.clock = clock
+
     def process(self, element,
                 state_cell=beam.DoFn.StateParam(STATE),
                 held_bag=beam.DoFn.StateParam(HELD),
@@ -262,14 +271,17 @@ class LiveSequencerDoFn(SequencerDoFn):
         else:
             self._wait(machine, stream, event, waiting_bag, reorder_timer)
         self._arm_recovery(machine, stream, recovery_timer)
-        stall_timer.set(Timestamp.now() + self.stall_wait)
+        stall_timer.set(self._now(stream) + self.stall_wait)
         self._save(state_cell, stored)
         yield from self._outputs(machine, first_seen)
+
+    def _now(self, stream: StreamState) -> Timestamp:
+        return max(self.clock(), Timestamp(micros=stream.processing_floor))
 
     def _wait(self, machine, stream, event, waiting_bag, reorder_timer):
         """Reorder buffer: keep `event` until the ids before it arrive, then feed the ready prefix."""
         if stream.waiting == 0:
-            reorder_timer.set(Timestamp.now() + self.reorder_wait)
+            reorder_timer.set(self._now(stream) + self.reorder_wait)
         pending = sorted([_event_codec.decode(b) for b in waiting_bag.read()] + [event],
                          key=Event.sort_key)
         ready = 0
@@ -312,6 +324,7 @@ class LiveSequencerDoFn(SequencerDoFn):
 
     @on_timer(REORDER)
     def reorder_timeout(self, key=beam.DoFn.KeyParam,
+                        fired=beam.DoFn.TimestampParam,
                         state_cell=beam.DoFn.StateParam(STATE),
                         held_bag=beam.DoFn.StateParam(HELD),
                         waiting_bag=beam.DoFn.StateParam(WAITING),
@@ -324,6 +337,7 @@ class LiveSequencerDoFn(SequencerDoFn):
                              key=Event.sort_key)
             waiting_bag.clear()
             stored.stream.waiting = 0
+            stored.stream.processing_floor = fired.micros
             machine.feed_all(pending)
             self._arm_recovery(machine, stored.stream, recovery_timer)
             self._save(state_cell, stored)
@@ -333,6 +347,7 @@ class LiveSequencerDoFn(SequencerDoFn):
 
     @on_timer(STALL)
     def stall(self, key=beam.DoFn.KeyParam,
+              fired=beam.DoFn.TimestampParam,
               state_cell=beam.DoFn.StateParam(STATE),
               held_bag=beam.DoFn.StateParam(HELD)):
         """Streaming: the symbol has been silent for --stall_timeout."""
@@ -340,6 +355,7 @@ class LiveSequencerDoFn(SequencerDoFn):
             stored, machine, outputs = self._load(key, state_cell, held_bag)
             yield from outputs
             stored.stream.stalled = True
+            stored.stream.processing_floor = fired.micros
             self._save(state_cell, stored)
             yield beam.pvalue.TaggedOutput(ERRORS, ErrorEvent(
                 "stall", machine.symbol, stored.machine.last_time or now_ms()))
@@ -360,8 +376,9 @@ class SequenceFeeds(beam.PTransform):
 
     def __init__(self, policy: Policy, streaming: bool, work_dir: str = None,
                  run_span_ids: int = 1_000_000, reorder_timeout_s: float = 2.0,
-                 stall_timeout_s: float = 30.0):
+                 stall_timeout_s: float = 30.0, clock=Timestamp.now):
         super().__init__()
+        self.clock = clock
         self.policy = policy
         self.streaming = streaming
         self.work_dir = work_dir
@@ -371,17 +388,22 @@ class SequenceFeeds(beam.PTransform):
 
     def expand(self, event_lists):
         if self.streaming:
+            # Event time is the exchange's time where the message has one, else the receive time.
             keyed = event_lists | "KeyBySymbol" >> beam.FlatMap(
-                lambda events: ((event.key, event) for event in events))
+                lambda events: (beam.window.TimestampedValue((event.key, event), event.time / 1000)
+                                for event in events))
         else:
             span = self.run_span_ids
             keyed = (event_lists
                      | "KeyIntoRuns" >> beam.FlatMap(key_into_runs, span)
                      | "GroupRuns" >> beam.GroupByKey()
                      | "SortRuns" >> beam.ParDo(WriteSortedRun(self.work_dir)))
-        sequencer = LiveSequencerDoFn if self.streaming else SequencerDoFn
+        if self.streaming:
+            sequencer = LiveSequencerDoFn(self.policy, self.reorder_timeout_s,
+                                          self.stall_timeout_s, self.clock)
+        else:
+            sequencer = SequencerDoFn(self.policy)
         keyed = keyed | "TypedKeys" >> beam.Map(lambda kv: kv).with_output_types(
             typing.Tuple[typing.Tuple[str, str, str], typing.Any])
-        return keyed | "Sequence" >> beam.ParDo(sequencer(
-            self.policy, self.reorder_timeout_s, self.stall_timeout_s)).with_outputs(
+        return keyed | "Sequence" >> beam.ParDo(sequencer).with_outputs(
             CLEAN_ROWS, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS, DEAD_LETTER, TALLY)

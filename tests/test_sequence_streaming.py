@@ -1,0 +1,153 @@
+"""Timers of the streaming sequencer, driven deterministically by TestStream.
+
+TestStream's processing time starts at 0, so the DoFn is given a clock frozen there: a timer set
+"now + 2 s" fires once the stream advances processing time past 2 s.
+"""
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from beam_pipeline.model import DELTA, RANGE_PLUS_ONE, SNAPSHOT, Event, Gap
+from beam_pipeline.sequencer import Policy
+from transforms.sequence import SequenceFeeds
+
+KEY = ("binance", "spot", "BTCUSDT")
+T0 = 1_700_000_000_000
+
+
+def delta(first, last, at):
+    return Event(*KEY, DELTA, first, last, None, T0 + at, T0 + at + 5, [("1.0", "2")], [], RANGE_PLUS_ONE)
+
+
+def snapshot(last_id, at):
+    return Event(*KEY, SNAPSHOT, last_id, last_id, None, None, T0 + at, [("1.0", "2")], [],
+                 RANGE_PLUS_ONE)
+
+
+def stamped(*events):
+    return [TimestampedValue([event], event.time / 1000) for event in events]
+
+
+def run(stream, policy=Policy(recovery_timeout_ms=5000), check=None):
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        out = (p | stream | SequenceFeeds(policy, streaming=True, reorder_timeout_s=2,
+                                          stall_timeout_s=30, clock=lambda: Timestamp(0)))
+        check(out)
+
+
+def clean_ids(rows_lists):
+    return [(event.first_id, event.last_id) for rows in rows_lists for event, _, _ in rows]
+
+
+def gap(last_good, next_first, size, cls, action, resolution, at):
+    return Gap(*KEY, last_good_id=last_good, next_first_id=next_first, gap_size=size,
+               gap_class=cls, action=action, resolution=resolution, event_time=T0 + at)
+
+
+def start(watermark=T0 / 1000):
+    return TestStream().advance_watermark_to(watermark)
+
+
+def flatten_clean(label):
+    return lambda out: out.clean | label >> beam.FlatMap(
+        lambda rows: [(e.first_id, e.last_id) for e, _, _ in rows])
+
+
+def test_reorder_filled_before_timeout_is_no_gap():
+    stream = (start().add_elements(stamped(snapshot(100, 0), delta(101, 102, 100)))
+              .add_elements(stamped(delta(105, 106, 300)))          # early: 103-104 still in transit
+              .add_elements(stamped(delta(103, 104, 200)))          # arrives within the timeout
+              .advance_processing_time(3).advance_watermark_to_infinity())
+
+    def check(out):
+        assert_that(out.gaps, equal_to([]), label="no gaps")
+        assert_that(flatten_clean("ids")(out), equal_to(
+            [(100, 100), (101, 102), (103, 104), (105, 106)]), label="all clean")
+    run(stream, check=check)
+
+
+def test_reorder_timeout_declares_the_gap():
+    stream = (start().add_elements(stamped(snapshot(100, 0), delta(101, 102, 100)))
+              .add_elements(stamped(delta(106, 107, 300)))
+              .advance_processing_time(3)                            # 103-105 never come
+              .advance_watermark_to_infinity())
+
+    def check(out):
+        assert_that(out.gaps, equal_to([gap(102, 106, 3, "small", "continue_with_warning",
+                                            "continued", 300)]), label="small gap")
+        assert_that(flatten_clean("ids")(out), equal_to([(100, 100), (101, 102), (106, 107)]),
+                    label="clean")
+    run(stream, check=check)
+
+
+def test_medium_gap_recovered_by_snapshot():
+    stream = (start().add_elements(stamped(snapshot(100, 0), delta(101, 102, 100)))
+              .add_elements(stamped(delta(200, 201, 300)))            # 97 ids missing: medium
+              .advance_processing_time(3)
+              .add_elements(stamped(delta(202, 203, 400), snapshot(202, 1000)))
+              .add_elements(stamped(delta(203, 205, 1100)))
+              .advance_processing_time(3).advance_watermark_to_infinity())
+
+    def check(out):
+        assert_that(out.gaps, equal_to([gap(102, 200, 97, "medium", "hold_for_snapshot",
+                                            "resynced", 300)]), label="resynced")
+        assert_that(out.corrupt_periods, equal_to([]), label="no corrupt period")
+        # 202-203 reaches past the snapshot (u > lastUpdateId): it is the bridging delta, kept
+        assert_that(flatten_clean("ids")(out), equal_to(
+            [(100, 100), (101, 102), (202, 202), (202, 203), (203, 205)]),
+            label="clean after resync")
+        assert_that(out.recovery_requests | beam.Map(lambda r: r.from_id), equal_to([103]),
+                    label="recovery request")
+    run(stream, check=check)
+
+
+def test_recovery_timeout_marks_a_corrupt_period():
+    stream = (start().add_elements(stamped(snapshot(100, 0), delta(101, 102, 100)))
+              .add_elements(stamped(delta(200, 201, 300)))
+              .advance_processing_time(3)
+              .advance_watermark_to((T0 + 300 + 5000 + 10) / 1000)       # past the 5 s deadline
+              .advance_processing_time(1)
+              .advance_watermark_to_infinity())
+
+    def check(out):
+        assert_that(out.gaps, equal_to([gap(102, 200, 97, "medium", "hold_for_snapshot",
+                                            "corrupt_period", 300)]), label="timed out")
+        assert_that(out.corrupt_periods | beam.Map(lambda c: (c.start_id, c.end_id, c.reason)),
+                    equal_to([(103, 199, "recovery_timeout")]), label="corrupt period")
+        assert_that(flatten_clean("ids")(out), equal_to([(100, 100), (101, 102), (200, 201)]),
+                    label="held delta released")
+    run(stream, check=check)
+
+
+def test_buffer_bound_declares_the_gap_early():
+    waiting = [delta(i, i, 200 + i) for i in range(110, 115)]   # 101-109 missing, 5 wait
+    stream = (start().add_elements(stamped(snapshot(100, 0)))
+              .add_elements(stamped(*waiting))
+              .advance_watermark_to_infinity())
+
+    def check(out):
+        assert_that(out.gaps, equal_to([gap(100, 110, 9, "small", "continue_with_warning",
+                                            "continued", 310)]), label="declared early")
+        assert_that(out.errors | beam.Map(lambda e: e.error_type)
+                    | beam.Filter(lambda t: t == "reorder_overflow"),
+                    equal_to(["reorder_overflow"]), label="counted with its own reason")
+    run(stream, policy=Policy(recovery_timeout_ms=5000, max_buffered_events=3), check=check)
+
+
+def test_stall_and_resume():
+    stream = (start().add_elements(stamped(snapshot(100, 0), delta(101, 102, 100)))
+              .advance_processing_time(31)                               # silent past 30 s
+              .add_elements(stamped(delta(103, 104, 40_000)))
+              .advance_watermark_to_infinity())
+
+    def check(out):
+        assert_that(out.errors | beam.Map(lambda e: e.error_type)
+                    | beam.Filter(lambda t: t.startswith("stall")),
+                    equal_to(["stall", "stall_resolved"]), label="stall then resolved")
+    run(stream, check=check)
