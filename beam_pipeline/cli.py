@@ -5,12 +5,15 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+                                                  StandardOptions)
+from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 
 from beam_pipeline.options import FeedCheckOptions
 from beam_pipeline.pipeline import build_pipeline
@@ -40,6 +43,12 @@ def validate(options: PipelineOptions) -> None:
     if streaming:
         if not ops.input_subscription:
             raise UsageError("--streaming needs --input_subscription projects/<p>/subscriptions/<s>")
+        from apache_beam.io.gcp.pubsub import parse_subscription
+
+        try:
+            parse_subscription(ops.input_subscription)
+        except ValueError as error:
+            raise UsageError(f"--input_subscription: {error}") from None
     else:
         globs = ops.input_globs()
         if not globs:
@@ -49,6 +58,24 @@ def validate(options: PipelineOptions) -> None:
                 raise UsageError(f"no input file matches {pattern}")
     if not _is_remote(ops.output):
         _check_writable(ops.output)
+    if _is_dry_run(options) and _is_dataflow(options):
+        _check_dry_run_locations(options)
+
+
+def _is_dataflow(options) -> bool:
+    return "dataflow" in (options.view_as(StandardOptions).runner or "").lower()
+
+
+def _check_dry_run_locations(options) -> None:
+    """Without a valid gs:// temp or staging location Beam's own validation looks up (or creates)
+    a default bucket over the network, even in a dry run: refuse instead, at once."""
+    validator = PipelineOptionsValidator(options, None)
+    cloud = options.view_as(GoogleCloudOptions)
+    locations = ("temp_location", "staging_location")
+    if all(validator.validate_gcs_path(cloud, name) for name in locations):
+        raise UsageError("a Dataflow dry run needs --temp_location gs://<bucket>/<path> with a "
+                         "valid bucket name (3 to 63 of a-z 0-9 - _ .); without one Beam looks up "
+                         "a default bucket over the network")
 
 
 def _is_remote(path: str) -> bool:
@@ -107,9 +134,13 @@ def main(argv: list[str]) -> int:
     if getattr(ops, "dry_run", False) or _is_dry_run(options):
         print("dry run: the job graph was built and not submitted")
         return 0
-    result.wait_until_finish()
-    if options.view_as(StandardOptions).streaming:
+    template = options.view_as(GoogleCloudOptions).template_location
+    if template:  # a Flex Template launch: Dataflow starts the job from this file, not from here
+        print(f"the job was written to {template}; Dataflow runs it")
         return 0
+    if options.view_as(StandardOptions).streaming:
+        return _run_until_stopped(result, ops.output)
+    result.wait_until_finish()
     _remove_work_dir(ops.resolved_work_dir())
     _remove_empty_temp_dirs(ops.output)
     summary = read_summary(ops.output)
@@ -118,6 +149,32 @@ def main(argv: list[str]) -> int:
         print("error: the summary does not balance: some input records are unaccounted for",
               file=sys.stderr)
         return 1
+    return 0
+
+
+STOP_NOTE = (
+    "Records the job pulled but had not yet written: DirectRunner acknowledged them to Pub/Sub when "
+    "it pulled them, so they are lost to this run (replay them from the capture files); Dataflow "
+    "(drain) and Flink (savepoint, then stop) acknowledge only after a checkpoint, so they are "
+    "delivered again to the next run.")
+
+
+def _run_until_stopped(result, output: str) -> int:
+    """Streaming: run until SIGINT or SIGTERM, then cancel the job and say what that means."""
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"streaming: writing under {output}; stop with Ctrl-C or SIGTERM", flush=True)
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt as interrupt:
+        print(f"stopping on {interrupt or 'SIGINT'}: cancelling the streaming job", flush=True)
+        try:
+            result.cancel()
+        except Exception as error:  # the job may already be gone
+            print(f"cancel: {error}", file=sys.stderr)
+        print(STOP_NOTE, flush=True)
     return 0
 
 

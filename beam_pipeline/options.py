@@ -49,6 +49,10 @@ class FeedCheckOptions(PipelineOptions):
             help="Streaming: Pub/Sub topic that receives a recovery request (snapshot wanted) for "
                  "every gap that needs one. Batch runs write recovery_requests/ instead.")
         io.add_argument(
+            "--output_flush_seconds", type=float, default=10.0,
+            help="Streaming: seconds of processing time between file writes of each output folder. "
+                 "Default: 10.")
+        io.add_argument(
             "--alerts_topic", default=None,
             help="Streaming: Pub/Sub topic that also receives every alert (alerts/ is always written).")
 

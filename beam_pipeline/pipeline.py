@@ -46,7 +46,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
               | "AllErrors" >> beam.Flatten())
     counted = (errors, sequenced.clean) | "CountErrors" >> CountErrorsAndAlert(
         ops.error_window, AlertRules(ops.alert_warning_count, ops.alert_critical_count,
-                                     ops.alert_gap_rate), ops.allowed_lateness)
+                                     ops.alert_gap_rate), ops.allowed_lateness, streaming)
     summary = ((tallies, dead_letters, sequenced.gaps, sequenced.corrupt_periods)
                | "Summarize" >> Summarize(streaming))
 

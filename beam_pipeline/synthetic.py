@@ -62,11 +62,13 @@ def _envelope(market, symbol, recv_ms, kind, payload) -> bytes:
 class _Stream:
     """One symbol's message sequence; it records what each injected fault must produce."""
 
-    def __init__(self, market, symbol, rng, expected: Expected, first_id: int):
+    def __init__(self, market, symbol, rng, expected: Expected, first_id: int,
+                 start_ms: int = START_MS, step_ms: int = STEP_MS):
         self.market, self.symbol, self.rng, self.expected = market, symbol, rng, expected
         self.next_id = first_id
         self.last_u = None
-        self.time = START_MS
+        self.time = start_ms
+        self.step_ms = step_ms
         self.last_time = None
         self.out = []  # (time, line)
 
@@ -99,7 +101,7 @@ class _Stream:
         self.out.append((self.time, line))
         info = (first, last, self.time)
         self.last_u, self.last_time, self.next_id = last, self.time, last + 1
-        self.time += STEP_MS
+        self.time += self.step_ms
         if clean:
             self.expected.counts["clean_records"] += 1
         return info, line
@@ -193,11 +195,13 @@ def _ignored_record(rng) -> bytes:
 
 
 def generate(events: int = 10_000, seed: int = 0, faults=(), bad_records=(), ignored: int = 0,
-             symbols=DEFAULT_SYMBOLS, spacing: int = 700, max_record_bytes: int = 1 << 20):
-    """-> (lines, Expected). `faults` is a sequence of (fault, symbol index) pairs."""
+             symbols=DEFAULT_SYMBOLS, spacing: int = 700, max_record_bytes: int = 1 << 20,
+             start_ms: int = START_MS, step_ms: int = STEP_MS):
+    """-> (lines, Expected). `faults` is a sequence of (fault, symbol index) pairs; `spacing`
+    messages of one symbol separate its faults and must span more than the recovery timeout."""
     rng = random.Random(seed)
     expected = Expected()
-    streams = [_Stream(market, symbol, rng, expected, first_id=10_000 * (i + 1) * 1000)
+    streams = [_Stream(market, symbol, rng, expected, 10_000 * (i + 1) * 1000, start_ms, step_ms)
                for i, (market, symbol, _) in enumerate(symbols)]
     weights = [weight for _, _, weight in symbols]
     plan = {i: [] for i in range(len(streams))}
@@ -210,7 +214,7 @@ def generate(events: int = 10_000, seed: int = 0, faults=(), bad_records=(), ign
         index = rng.choices(range(len(streams)), weights)[0]
         stream = streams[index]
         produced[index] += 1
-        if plan[index] and produced[index] % spacing == 50:
+        if plan[index] and produced[index] % spacing == spacing // 2:
             stream.inject(plan[index].pop(0))
         else:
             stream.delta()

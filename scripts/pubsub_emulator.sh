@@ -9,11 +9,12 @@
 #
 # Every command is idempotent: start on a running emulator and stop on a stopped one succeed.
 # State (pid file, log, data dir) lives in $PUBSUB_EMULATOR_STATE_DIR, default
-# ${TMPDIR:-/tmp}/feedcheck-pubsub-emulator-<uid>/<port>; one emulator per port.
+# ${TMPDIR:-/tmp}/feedcheck-pubsub-emulator-<uid>/<port>; one emulator per port. stop removes it.
 # The emulator keeps everything in memory: a restart starts with no topics or subscriptions.
 #
 # Environment:
-#   PUBSUB_EMULATOR_STATE_DIR      where the pid file, log and data dir go (see above)
+#   PUBSUB_EMULATOR_STATE_DIR      where the pid file, log and data dir go (see above); one
+#                                  directory per emulator, so set it per port
 #   PUBSUB_EMULATOR_START_TIMEOUT  seconds to wait for the emulator to answer (default 60)
 set -euo pipefail
 
@@ -22,7 +23,8 @@ readonly COMMAND=${1:-}
 readonly PORT=${2:-8085}
 readonly START_TIMEOUT_S=${PUBSUB_EMULATOR_START_TIMEOUT:-60}
 readonly STOP_TIMEOUT_S=15
-readonly STATE_DIR=${PUBSUB_EMULATOR_STATE_DIR:-${TMPDIR:-/tmp}/feedcheck-pubsub-emulator-$(id -u)/$PORT}
+readonly DEFAULT_STATE_PARENT=${TMPDIR:-/tmp}/feedcheck-pubsub-emulator-$(id -u)
+readonly STATE_DIR=${PUBSUB_EMULATOR_STATE_DIR:-$DEFAULT_STATE_PARENT/$PORT}
 readonly PID_FILE=$STATE_DIR/emulator.pid
 readonly LOG_FILE=$STATE_DIR/emulator.log
 readonly DATA_DIR=$STATE_DIR/data
@@ -43,7 +45,7 @@ usage() {
 # program that happens to listen on the port.
 answers_as_emulator() {
     local body
-    body=$(curl --silent --max-time 2 "http://$HOST:$PORT/" 2>/dev/null) || return 1
+    body=$(curl --silent --noproxy "*" --max-time 2 "http://$HOST:$PORT/" 2>/dev/null) || return 1
     [[ $body == Ok* ]]
 }
 
@@ -79,11 +81,15 @@ find_sdk_root() {
     echo "$root"
 }
 
-# Installs the emulator component from Google's apt repository, only when it is missing.
+# Prints the emulator launcher's path; installs the emulator component from Google's apt
+# repository first, only when it is missing.
 ensure_emulator_installed() {
     local sdk_root
-    sdk_root=$(find_sdk_root)
-    [[ -x $sdk_root/$EMULATOR_REL_PATH ]] && return 0
+    sdk_root=$(find_sdk_root)  # gcloud info takes ~1 s: ask once
+    if [[ -x $sdk_root/$EMULATOR_REL_PATH ]]; then
+        echo "$sdk_root/$EMULATOR_REL_PATH"
+        return 0
+    fi
     command -v apt-get >/dev/null 2>&1 \
         || die "emulator not found at $sdk_root/$EMULATOR_REL_PATH and apt-get is unavailable"
     local sudo=""
@@ -99,6 +105,7 @@ ensure_emulator_installed() {
     sdk_root=$(find_sdk_root)
     [[ -x $sdk_root/$EMULATOR_REL_PATH ]] \
         || die "emulator still missing at $sdk_root/$EMULATOR_REL_PATH after installing $APT_PACKAGE"
+    echo "$sdk_root/$EMULATOR_REL_PATH"
 }
 
 print_exports() {
@@ -122,12 +129,11 @@ cmd_start() {
         log "emulator pid $(recorded_pid) exists but does not answer yet; waiting"
     else
         port_accepts_connections && die "port $PORT on $HOST is in use by something that is not the emulator"
-        ensure_emulator_installed
+        local emulator
+        emulator=$(ensure_emulator_installed)
         command -v java >/dev/null 2>&1 || die "java not found (the emulator needs Java 17+)"
         mkdir -p "$STATE_DIR" "$DATA_DIR"
         rm -f "$PID_FILE"
-        local emulator
-        emulator=$(find_sdk_root)/$EMULATOR_REL_PATH
         log "starting $emulator on $HOST:$PORT (log: $LOG_FILE)"
         # setsid gives the launcher (a shell script that execs java) its own process group, so
         # stop can signal the whole group and leave no java child behind; it also detaches the
@@ -158,10 +164,19 @@ cmd_start() {
     print_exports
 }
 
+# Removes only what start created (the state dir may be a user-chosen directory).
+remove_state() {
+    rm -f "$PID_FILE" "$LOG_FILE"
+    rm -rf "$DATA_DIR"
+    rmdir "$STATE_DIR" 2>/dev/null || true
+    if [[ -z ${PUBSUB_EMULATOR_STATE_DIR:-} ]]; then
+        rmdir "$DEFAULT_STATE_PARENT" 2>/dev/null || true  # once no port uses it
+    fi
+}
+
 cmd_stop() {
     if ! recorded_pid_is_our_emulator; then
-        rm -f "$PID_FILE"
-        rm -rf "$DATA_DIR"
+        remove_state
         log "not running on port $PORT (nothing started by this script)"
         return 0
     fi
@@ -181,8 +196,7 @@ cmd_stop() {
         log "emulator ignored SIGTERM for ${STOP_TIMEOUT_S}s; sending SIGKILL"
         kill -KILL -- "$target" 2>/dev/null || true
     fi
-    rm -f "$PID_FILE"
-    rm -rf "$DATA_DIR"
+    remove_state
     log "stopped (pid $pid)"
 }
 

@@ -50,11 +50,21 @@ def free_local_port() -> int:
 
 def emulator_answers(host: str, timeout_s: float = 2.0) -> bool:
     """True if a Pub/Sub emulator answers at host ("127.0.0.1:8085"): its root URL returns "Ok"."""
+    # No proxy: an http_proxy from the environment must not intercept a local probe.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(f"http://{host}/", timeout=timeout_s) as response:
+        with opener.open(f"http://{host}/", timeout=timeout_s) as response:
             return response.read().startswith(b"Ok")
     except (OSError, urllib.error.URLError):
         return False
+
+
+def _script_env() -> dict[str, str]:
+    # One state directory per port (the script's default): an inherited
+    # PUBSUB_EMULATOR_STATE_DIR would make two emulators of one session share a pid file.
+    env = dict(os.environ)
+    env.pop("PUBSUB_EMULATOR_STATE_DIR", None)
+    return env
 
 
 def start_emulator(port: int) -> float:
@@ -62,7 +72,7 @@ def start_emulator(port: int) -> float:
     started = time.monotonic()
     result = subprocess.run(
         [str(EMULATOR_SCRIPT), "start", str(port)],
-        capture_output=True, text=True, timeout=120, check=False)
+        capture_output=True, text=True, timeout=120, check=False, env=_script_env())
     if result.returncode != 0:
         raise RuntimeError(
             f"{EMULATOR_SCRIPT.name} start {port} failed (exit {result.returncode}):\n{result.stderr}")
@@ -72,7 +82,7 @@ def start_emulator(port: int) -> float:
 def stop_emulator(port: int) -> None:
     """Stop the emulator the script started on port; a no-op if none is running."""
     subprocess.run([str(EMULATOR_SCRIPT), "stop", str(port)],
-                   capture_output=True, text=True, timeout=60, check=True)
+                   capture_output=True, text=True, timeout=60, check=True, env=_script_env())
 
 
 @dataclass

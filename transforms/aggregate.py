@@ -6,10 +6,13 @@ streaming alike. Alert rules turn counts into alerts.
 """
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import typing
+from collections import Counter
 
 import apache_beam as beam
+from apache_beam.coders import VarIntCoder
 from apache_beam.transforms import trigger, window
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipeline.model import ErrorEvent, stream_name
@@ -106,10 +109,12 @@ def _clean_counts(rows, window_ms: int):
 
 
 class _WithWindow(beam.DoFn):
-    def process(self, element, win=beam.DoFn.WindowParam):
+    def process(self, element, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         (error_type, symbol), count = element
+        # Streaming fires a window early and again later: `pane` tells a reader which is newest.
         yield {"window_start": _iso(win.start), "window_end": _iso(win.end),
-               "error_type": error_type, "symbol": symbol, "count": count}
+               "error_type": error_type, "symbol": symbol, "count": count,
+               "pane": pane.index if pane else 0}
 
 
 def _iso(ts: Timestamp) -> str:
@@ -171,23 +176,50 @@ class _GapRateAlerts(beam.DoFn):
         yield from self.rules.for_gap_rate(row, gaps, events)
 
 
-class CountErrorsAndAlert(beam.PTransform):
-    """ErrorEvents and clean rows -> outputs `error_counts` rows and `alerts`."""
+class _OncePerLevel(beam.DoFn):
+    """Early firings repeat a window's alert as its count grows: pass each (rule, key, window)
+    only when its level rises."""
 
-    def __init__(self, window_seconds: float, rules: AlertRules, allowed_lateness: float = 0):
+    LEVEL = ReadModifyWriteStateSpec("level", VarIntCoder())
+    RANK = {"info": 0, "warning": 1, "critical": 2}
+
+    def process(self, element, level=beam.DoFn.StateParam(LEVEL)):
+        _, alert = element
+        rank = self.RANK[alert["level"]]
+        shown = level.read()
+        if shown is None or rank > shown:
+            level.write(rank)
+            yield alert
+
+
+class CountErrorsAndAlert(beam.PTransform):
+    """ErrorEvents and clean rows -> outputs `error_counts` rows and `alerts`.
+
+    In streaming, error counts fire early (on every new error) so an alert is written within
+    moments of the event that caused it, not when the window closes."""
+
+    def __init__(self, window_seconds: float, rules: AlertRules, allowed_lateness: float = 0,
+                 streaming: bool = False):
         super().__init__()
         self.window_seconds = window_seconds
         self.rules = rules
         self.allowed_lateness = allowed_lateness
+        self.streaming = streaming
 
     def _windowed(self, label, pcoll):
+        fire = None
+        if self.streaming:   # fire a window every second while it is open, and on each late record
+            fire = trigger.AfterWatermark(early=trigger.AfterProcessingTime(1),
+                                          late=trigger.AfterCount(1))
         return pcoll | label >> beam.WindowInto(
-            window.FixedWindows(self.window_seconds), allowed_lateness=self.allowed_lateness,
+            window.FixedWindows(self.window_seconds), trigger=fire,
+            allowed_lateness=self.allowed_lateness,
             accumulation_mode=trigger.AccumulationMode.ACCUMULATING)
 
     def expand(self, parts):
         errors, clean = parts
-        windowed_errors = self._windowed("WindowErrors", errors | "Stamp" >> beam.Map(_stamped))
+        stamped = errors | "Stamp" >> beam.Map(_stamped)
+        windowed_errors = self._windowed("WindowErrors", stamped)
         counts = (windowed_errors
                   | "ByTypeAndSymbol" >> beam.Map(lambda e: ((e.error_type, e.symbol), 1))
                   | "Count" >> beam.CombinePerKey(sum)
@@ -204,5 +236,9 @@ class CountErrorsAndAlert(beam.PTransform):
         rate_alerts = ({"gaps": gaps, "events": events}
                        | "JoinGapsEvents" >> beam.CoGroupByKey()
                        | "GapRate" >> beam.ParDo(_GapRateAlerts(self.rules)))
-        alerts = (count_alerts, rate_alerts) | "AllAlerts" >> beam.Flatten()
+        alerts = ((count_alerts, rate_alerts)
+                  | "AllAlerts" >> beam.Flatten()
+                  | "KeyAlerts" >> beam.Map(lambda a: ((a["rule"], a["key"], a["window"]["start"]), a))
+                  .with_output_types(typing.Tuple[typing.Tuple[str, str, str], dict])
+                  | "OncePerLevel" >> beam.ParDo(_OncePerLevel()))
         return {"error_counts": counts, "alerts": alerts}

@@ -2,7 +2,7 @@
 write the same layout and one reader serves both.
 
   clean/             Parquet, one row per accepted delta or snapshot
-  dead_letter/       Avro (schemas/dead_letter.avsc)
+  dead_letter/       Avro (beam_pipeline/schemas/dead_letter.avsc)
   gaps/              Parquet
   corrupt_periods/   Parquet
   recovery_requests/ JSON Lines
@@ -20,9 +20,10 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
-from apache_beam.transforms import window
+from apache_beam.transforms import trigger, window
 
-SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
+SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "beam_pipeline", "schemas")
 DEAD_LETTER_SCHEMA = fastavro.parse_schema(
     json.load(open(os.path.join(SCHEMA_DIR, "dead_letter.avsc"))))
 
@@ -138,20 +139,33 @@ def json_lines_sink(_):
     return JsonLinesSink()
 
 
-class WriteFolder(beam.PTransform):
-    """One output folder. In streaming the input is windowed first, so files are per window."""
+def pane_file_naming(suffix: str):
+    """part-<window>-<pane>-<shard>-of-<shards><suffix>: Beam's default naming leaves the pane out,
+    so successive firings of one window would overwrite each other's files."""
+    def name(win, pane, shard_index, total_shards, compression, destination):
+        when = "" if win == window.GlobalWindow() else f"{win.start.to_rfc3339()}-"
+        return (f"part-{when}{pane.index if pane else 0:06d}-{shard_index or 0:05d}-of-"
+                f"{total_shards or 1:05d}{suffix}")
+    return name
 
-    def __init__(self, path: str, sink, suffix: str, streaming: bool, window_seconds: float):
+
+class WriteFolder(beam.PTransform):
+    """One output folder. In streaming, rows are written every `flush_seconds` of processing time
+    from the global window: a row can never be late there, so none is ever dropped as late."""
+
+    def __init__(self, path: str, sink, suffix: str, streaming: bool, flush_seconds: float):
         super().__init__()
         self.path, self.sink, self.suffix = path, sink, suffix
-        self.streaming, self.window_seconds = streaming, window_seconds
+        self.streaming, self.flush_seconds = streaming, flush_seconds
 
     def expand(self, rows):
         if self.streaming:
-            rows = rows | "Window" >> beam.WindowInto(window.FixedWindows(self.window_seconds))
+            rows = rows | "EveryFewSeconds" >> beam.WindowInto(
+                window.GlobalWindows(),
+                trigger=trigger.Repeatedly(trigger.AfterProcessingTime(max(1, round(self.flush_seconds)))),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING)
         return rows | "Write" >> fileio.WriteToFiles(
-            self.path, sink=self.sink,
-            file_naming=fileio.default_file_naming("part", self.suffix))
+            self.path, sink=self.sink, file_naming=pane_file_naming(self.suffix))
 
 
 class WriteSummary(beam.DoFn):
@@ -166,6 +180,37 @@ class WriteSummary(beam.DoFn):
         with FileSystems.create(self.path) as handle:
             handle.write(json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
         yield self.path
+
+
+class PublishJson(beam.DoFn):
+    """Publishes each row as JSON to a Pub/Sub topic with retries, backoff and a circuit breaker.
+
+    A row that cannot be delivered (retries exhausted, breaker open) is not dropped: it goes to the
+    `undelivered` output with the reason, and from there to the undelivered/ folder."""
+
+    UNDELIVERED = "undelivered"
+
+    def __init__(self, topic: str):
+        self.topic = topic
+
+    def setup(self):
+        from beam_pipeline.resilience import ResilientPublisher
+
+        self.publisher = ResilientPublisher(self.topic)
+
+    def process(self, row):
+        from beam_pipeline.resilience import ExternalCallError
+
+        data = msgspec.json.encode(row)
+        try:
+            self.publisher.publish(data)
+        except ExternalCallError as error:
+            yield beam.pvalue.TaggedOutput(self.UNDELIVERED, {
+                "topic": self.topic, "reason": type(error).__name__, "message": str(error),
+                "payload": data.decode()})
+
+    def teardown(self):
+        self.publisher.close()
 
 
 class WriteOutputs(beam.PTransform):
@@ -190,6 +235,16 @@ class WriteOutputs(beam.PTransform):
     def expand(self, outputs):
         for name, (sink, suffix) in self.FOLDERS.items():
             outputs[name] | f"Write_{name}" >> WriteFolder(
-                f"{self.output}/{name}", sink, suffix, self.streaming, self.options.error_window)
+                f"{self.output}/{name}", sink, suffix, self.streaming, self.options.output_flush_seconds)
+        topics = {"recovery_requests": self.options.recovery_topic,
+                  "alerts": self.options.alerts_topic} if self.streaming else {}
+        undelivered = [
+            (outputs[name] | f"Publish_{name}" >> beam.ParDo(PublishJson(topic)).with_outputs(
+                PublishJson.UNDELIVERED, main="published"))[PublishJson.UNDELIVERED]
+            for name, topic in topics.items() if topic]
+        if undelivered:
+            (undelivered | "AllUndelivered" >> beam.Flatten()
+             | "Write_undelivered" >> WriteFolder(f"{self.output}/undelivered", json_lines_sink,
+                                                 ".jsonl", True, self.options.output_flush_seconds))
         return outputs["summary"] | "WriteSummary" >> beam.ParDo(
             WriteSummary(f"{self.output}/summary.json"))

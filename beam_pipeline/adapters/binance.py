@@ -128,7 +128,8 @@ def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_tim
 def decode_message(raw: bytes, recv_time: Optional[int], source: str,
                    market: Optional[str] = None) -> Optional[Event]:
     """A raw websocket message, bare or combined-stream. None for other streams."""
-    if raw[:10].lstrip().startswith(b'{"stream"'):
+    # Not a prefix test: whitespace or another key order must not turn a depth update into "ignored"
+    if b'"stream"' in raw:
         try:
             combined = _combined_decoder.decode(raw)
         except msgspec.DecodeError:
