@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -44,15 +45,23 @@ def _rest(path: str):
 
 
 def _port_free(port: int) -> bool:
-    import socket
-
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    assert _port_free(REST_PORT), f"127.0.0.1:{REST_PORT} is busy; stop whatever runs there"
+    # A cluster left behind by an interrupted earlier run of this test: stop it (the script only
+    # stops what its own pid dir for this port recorded).
+    subprocess.run(["bash", str(SCRIPT), "stop"], env=CLUSTER_ENV, timeout=120)
+    for port in (REST_PORT, RPC_PORT):
+        assert _port_free(port), f"127.0.0.1:{port} is busy; stop whatever runs there"
     flink.job_server_jar()  # build outside the timed part if missing
     start = time.monotonic()
     try:
@@ -102,8 +111,7 @@ def test_batch_on_cluster_external_worker_pool(cluster, tmp_path):
     """EXTERNAL: a separate Python worker pool (as a real deployment would run next to each
     TaskManager). The pool starts workers with the bare command `python`, so that must be the
     venv's python: put the venv's bin first on PATH."""
-    port = 50000
-    assert _port_free(port), f"127.0.0.1:{port} is busy"
+    port = _free_port()  # e.g. 50000 in a real deployment
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     pool = subprocess.Popen(
         [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
