@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from beam_pipeline.cli import main
@@ -40,6 +41,35 @@ def _spot_btc_last_ids(lines):
             continue
         if (record["market"], record["symbol"], record["type"]) == ("spot", "BTCUSDT", "delta"):
             yield record["payload"].get("u", 0)
+
+
+class _Heartbeat(threading.Thread):
+    """A continuous, gap-free feed of one more symbol (a snapshot, then a delta every 100 ms)."""
+
+    def __init__(self, emu, topic):
+        super().__init__(daemon=True)
+        self.emu, self.topic, self.sent = emu, topic, 0
+        self._stop_event = threading.Event()
+
+    def _publish(self, kind, payload):
+        now = int(time.time() * 1000)
+        record = {"exchange": "binance", "market": "spot", "symbol": "HBTUSDT", "recv_ts_ms": now,
+                  "type": kind, "payload": payload}
+        self.emu.publish(self.topic, json.dumps(record).encode())
+        self.sent += 1
+
+    def run(self):
+        self._publish("snapshot", {"lastUpdateId": 0, "bids": [], "asks": []})
+        next_id = 1
+        while not self._stop_event.wait(0.1):
+            now = int(time.time() * 1000)
+            self._publish("delta", {"e": "depthUpdate", "E": now, "s": "HBTUSDT", "U": next_id,
+                                    "u": next_id, "b": [["1.0", "1"]], "a": []})
+            next_id += 1
+
+    def stop(self):
+        self._stop_event.set()
+        self.join(timeout=10)
 
 
 def _replay(emu, topic, lines, per_second):
@@ -101,33 +131,46 @@ def test_streaming_on_the_emulator_matches_batch(pubsub_emulator, tmp_path, outp
 
         # Detection delay: one more delta that skips 5000 ids (a large gap) on spot BTCUSDT.
         last_u = max(_spot_btc_last_ids(lines))
+        emu.pull_all(alerts_sub, max_wait_s=3, settle_s=1)     # drain the feed's own alerts
         now = int(time.time() * 1000)
+        probe_window = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((now - now % 5000) / 1000))
         probe = {"exchange": "binance", "market": "spot", "symbol": "BTCUSDT", "recv_ts_ms": now,
                  "type": "delta", "payload": {"e": "depthUpdate", "E": now, "s": "BTCUSDT",
                                               "U": last_u + 5001, "u": last_u + 5002,
                                               "b": [["1.00", "1"]], "a": []}}
+        # DirectRunner advances timers only when a pull returns: keep the feed flowing, as live.
+        heartbeat = _Heartbeat(emu, feed)
+        heartbeat.start()
+        time.sleep(2)
         sent = time.monotonic()
         emu.publish(feed, json.dumps(probe).encode())
 
         def probe_alert():
             for data, _ in emu.pull_all(alerts_sub, max_wait_s=2, settle_s=0.5):
                 alert = json.loads(data)
-                if alert["rule"] == "gap_rate" and "BTCUSDT" in alert["key"] and \
-                        alert["window"]["start"] >= time.strftime("%Y", time.gmtime()):
+                if alert["rule"] == "gap_rate" and "spot:BTCUSDT" in alert["key"] and \
+                        alert["window"]["start"].startswith(probe_window):
                     return time.monotonic()
             return None
-        alerted = _wait_for(probe_alert, 90, "the probe's gap-rate alert on the alerts topic")
+        try:
+            alerted = _wait_for(probe_alert, 90, "the probe's gap-rate alert on the alerts topic")
+        finally:
+            heartbeat.stop()
         delay = alerted - sent
         print(f"detection delay (publish of the gap-revealing message -> alert received): {delay:.2f} s")
         (tmp_path / "detection_delay.txt").write_text(f"{delay:.3f}\n")
 
+        _wait_for(lambda: _summary_if_done(out, len(lines) + 1 + heartbeat.sent), 90,
+                  "the probe and heartbeat to be accounted for")
         _wait_for(lambda: len(_gap_rows(outputs(out))) == len(batch_gaps) + 1, 90,
                   "every gap row in gaps/")
     except AssertionError as failure:
         job.send_signal(signal.SIGTERM)
         log, _ = job.communicate(timeout=60)
         listing = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else []
-        raise AssertionError(f"{failure}\n--- files: {listing}\n--- job log:\n{log[-6000:]}") from None
+        raise AssertionError(f"{failure}\n--- batch gaps: {batch_gaps}\n--- stream gaps: "
+                             f"{_gap_rows(outputs(out))}\n--- summary: {outputs(out).summary()}"
+                             f"\n--- job log:\n{log[-3000:]}") from None
     job.send_signal(signal.SIGTERM)
     log, _ = job.communicate(timeout=60)
     assert job.returncode == 0, log[-3000:]
@@ -139,8 +182,9 @@ def test_streaming_on_the_emulator_matches_batch(pubsub_emulator, tmp_path, outp
     assert [g for g in stream_gaps if g[3] != last_u + 5001] == batch_gaps
 
     summary = outputs(out).summary()
-    assert summary["input_records"] == len(lines) + 1 and summary["balanced"]
-    assert summary["clean_records"] == outputs(tmp_path / "batch").summary()["clean_records"] + 1
+    assert summary["input_records"] == len(lines) + 1 + heartbeat.sent and summary["balanced"]
+    assert summary["clean_records"] == (outputs(tmp_path / "batch").summary()["clean_records"]
+                                        + 1 + heartbeat.sent)
     assert outputs(out).jsonl_rows("error_counts")
     requests = [json.loads(data) for data, _ in emu.pull_all(recovery_sub, max_wait_s=5)]
     assert sorted({(r["market"], r["symbol"], r["from_id"]) for r in requests}) == sorted(

@@ -208,8 +208,8 @@ class CountErrorsAndAlert(beam.PTransform):
 
     def _windowed(self, label, pcoll):
         fire = None
-        if self.streaming:   # fire a window every second while it is open, and on each late record
-            fire = trigger.AfterWatermark(early=trigger.AfterProcessingTime(1),
+        if self.streaming:   # fire a window on every new record while it is open, and on each late one
+            fire = trigger.AfterWatermark(early=trigger.AfterCount(1),
                                           late=trigger.AfterCount(1))
         return pcoll | label >> beam.WindowInto(
             window.FixedWindows(self.window_seconds), trigger=fire,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 
 import apache_beam as beam
 import fastavro
@@ -139,13 +141,15 @@ def json_lines_sink(_):
     return JsonLinesSink()
 
 
-def pane_file_naming(suffix: str):
-    """part-<window>-<pane>-<shard>-of-<shards><suffix>: Beam's default naming leaves the pane out,
-    so successive firings of one window would overwrite each other's files."""
+def firing_file_naming(suffix: str, streaming: bool):
+    """part-<shard>-of-<shards><suffix>; in streaming also the write time and a random tag.
+
+    Beam's default naming leaves the pane out, and WriteToFiles hands the naming function pane 0 for
+    every firing, so successive firings would overwrite each other's files (seen: rows lost)."""
     def name(win, pane, shard_index, total_shards, compression, destination):
-        when = "" if win == window.GlobalWindow() else f"{win.start.to_rfc3339()}-"
-        return (f"part-{when}{pane.index if pane else 0:06d}-{shard_index or 0:05d}-of-"
-                f"{total_shards or 1:05d}{suffix}")
+        firing = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}-" \
+            if streaming else ""
+        return f"part-{firing}{shard_index or 0:05d}-of-{total_shards or 1:05d}{suffix}"
     return name
 
 
@@ -165,7 +169,7 @@ class WriteFolder(beam.PTransform):
                 trigger=trigger.Repeatedly(trigger.AfterProcessingTime(max(1, round(self.flush_seconds)))),
                 accumulation_mode=trigger.AccumulationMode.DISCARDING)
         return rows | "Write" >> fileio.WriteToFiles(
-            self.path, sink=self.sink, file_naming=pane_file_naming(self.suffix))
+            self.path, sink=self.sink, file_naming=firing_file_naming(self.suffix, self.streaming))
 
 
 class WriteSummary(beam.DoFn):
