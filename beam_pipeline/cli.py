@@ -40,9 +40,9 @@ def validate(options: PipelineOptions) -> None:
     streaming = options.view_as(StandardOptions).streaming
     if not ops.output:
         raise UsageError("--output is required")
-    if streaming:
-        if not ops.input_subscription:
-            raise UsageError("--streaming needs --input_subscription projects/<p>/subscriptions/<s>")
+    if ops.input_subscription:
+        if not streaming:
+            raise UsageError("--input_subscription needs --streaming")
         from apache_beam.io.gcp.pubsub import parse_subscription
 
         try:
@@ -52,9 +52,11 @@ def validate(options: PipelineOptions) -> None:
     else:
         globs = ops.input_globs()
         if not globs:
-            raise UsageError("--input is required (one or more file globs)")
+            raise UsageError("--input (file globs) or, with --streaming, --input_subscription "
+                             "is required")
         for pattern in globs:
-            if not _is_remote(pattern) and not FileSystems.match([pattern])[0].metadata_list:
+            if (not _is_remote(pattern) and not ops.watch_seconds
+                    and not FileSystems.match([pattern])[0].metadata_list):
                 raise UsageError(f"no input file matches {pattern}")
     if not _is_remote(ops.output):
         _check_writable(ops.output)
@@ -139,8 +141,11 @@ def main(argv: list[str]) -> int:
         print(f"the job was written to {template}; Dataflow runs it")
         return 0
     if options.view_as(StandardOptions).streaming:
-        return _run_until_stopped(result, ops.output)
-    result.wait_until_finish()
+        stopped = _run_until_stopped(result, ops.output)
+        if stopped or ops.input_subscription or ops.watch_seconds:
+            return 0      # an unbounded input: the running summary.json is the report
+    else:
+        result.wait_until_finish()
     _remove_work_dir(ops.resolved_work_dir())
     _remove_empty_temp_dirs(ops.output)
     summary = read_summary(ops.output)
@@ -159,8 +164,9 @@ STOP_NOTE = (
     "delivered again to the next run.")
 
 
-def _run_until_stopped(result, output: str) -> int:
-    """Streaming: run until SIGINT or SIGTERM, then cancel the job and say what that means."""
+def _run_until_stopped(result, output: str) -> bool:
+    """Streaming: run until the job ends, or SIGINT/SIGTERM cancels it (then say what that means).
+    True when it was stopped."""
     def stop(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -175,7 +181,8 @@ def _run_until_stopped(result, output: str) -> int:
         except Exception as error:  # the job may already be gone
             print(f"cancel: {error}", file=sys.stderr)
         print(STOP_NOTE, flush=True)
-    return 0
+        return True
+    return False
 
 
 def _is_dry_run(options) -> bool:

@@ -37,6 +37,11 @@ class FeedCheckOptions(PipelineOptions):
             "--input_subscription", default=None,
             help="Streaming only: Pub/Sub subscription to read, projects/<p>/subscriptions/<s>.")
         io.add_argument(
+            "--watch_seconds", type=float, default=None,
+            help="Streaming from files (--streaming --input ...): match the globs again every this "
+                 "many seconds and read new files as they appear (the streaming source for Flink, "
+                 "where Pub/Sub cannot be read). Default: read the files once.")
+        io.add_argument(
             "--output", default=None,
             help="Folder (any Beam filesystem) that receives clean/, dead_letter/, gaps/, "
                  "corrupt_periods/, recovery_requests/, error_counts/, alerts/ and summary.json.")

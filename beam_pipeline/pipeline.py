@@ -21,12 +21,13 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
     ops = options.view_as(FeedCheckOptions)
 
     # Sources
-    if streaming:
+    if ops.input_subscription:
         batches = pipeline | "ReadMessages" >> ReadFeedMessages(ops.input_subscription)
         read_failures, read_tallies = [], []
     else:
         read = pipeline | "ReadFiles" >> ReadFeedFiles(
-            ops.input_globs(), ops.input_format, ops.max_record_bytes)
+            ops.input_globs(), ops.input_format, ops.max_record_bytes,
+            ops.watch_seconds if streaming else None)
         batches, read_failures, read_tallies = read.batches, [read.dead_letter], [read.tally]
 
     # Decode

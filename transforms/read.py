@@ -115,18 +115,28 @@ class ReadRecordBatches(beam.DoFn):
 
 
 class ReadFeedFiles(beam.PTransform):
-    """File globs -> RawBatch (main) and read failures (`dead_letter`), `tally` counts."""
+    """File globs -> RawBatch (main) and read failures (`dead_letter`), `tally` counts.
 
-    def __init__(self, globs, input_format="auto", max_record_bytes=1 << 20):
+    With `watch_seconds`, the globs are matched again every so often and new files are read as they
+    appear (fileio.MatchContinuously): a streaming source that also runs on Flink, where Beam's
+    Pub/Sub source does not."""
+
+    def __init__(self, globs, input_format="auto", max_record_bytes=1 << 20, watch_seconds=None):
         super().__init__()
         self.globs = list(globs)
         self.input_format = input_format
         self.max_record_bytes = max_record_bytes
+        self.watch_seconds = watch_seconds
+
+    def _matched(self, pbegin):
+        if not self.watch_seconds:
+            return (pbegin | "Globs" >> beam.Create(self.globs)
+                    | "Match" >> fileio.MatchAll())
+        return [pbegin | f"Watch{i}" >> fileio.MatchContinuously(glob, self.watch_seconds)
+                for i, glob in enumerate(self.globs)] | "AllMatches" >> beam.Flatten()
 
     def expand(self, pbegin):
-        return (pbegin
-                | "Globs" >> beam.Create(self.globs)
-                | "Match" >> fileio.MatchAll()
+        return (self._matched(pbegin)
                 | "Distribute" >> beam.Reshuffle()
                 | "Open" >> fileio.ReadMatches()
                 | "Split" >> beam.ParDo(ReadRecordBatches(self.input_format, self.max_record_bytes))
