@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options_validator import PipelineOptionsValida
 
 from beam_pipeline.options import FeedCheckOptions
 from beam_pipeline.pipeline import build_pipeline
+from transforms.aggregate import bad_record_rate
 from runners.profiles import apply_profile
 
 
@@ -154,6 +155,11 @@ def main(argv: list[str]) -> int:
         print("error: the summary does not balance: some input records are unaccounted for",
               file=sys.stderr)
         return 1
+    limit = ops.max_bad_record_rate
+    if limit is not None and bad_record_rate(summary) > limit:
+        print(f"error: bad-record rate {bad_record_rate(summary):.2%} exceeds "
+              f"--max_bad_record_rate={limit:.2%}", file=sys.stderr)
+        return 3
     return 0
 
 

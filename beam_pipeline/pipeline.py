@@ -9,7 +9,8 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_pipeline.options import FeedCheckOptions
 from beam_pipeline.sequencer import Policy
-from transforms.aggregate import AlertRules, CountErrorsAndAlert, Summarize, dead_letter_error
+from transforms.aggregate import (AlertRules, CountErrorsAndAlert, EnforceBadRecordRate, Summarize,
+                                  dead_letter_error)
 from transforms.decode import DecodeRecords
 from transforms.read import ReadFeedFiles, ReadFeedMessages
 from transforms.sequence import SequenceFeeds
@@ -50,6 +51,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
                                      ops.alert_gap_rate), ops.allowed_lateness, streaming)
     summary = ((tallies, dead_letters, sequenced.gaps, sequenced.corrupt_periods)
                | "Summarize" >> Summarize(streaming))
+    if streaming and ops.max_bad_record_rate is not None:
+        summary = summary | "BadRecordLimit" >> beam.ParDo(EnforceBadRecordRate(ops.max_bad_record_rate))
 
     # Sinks
     _ = {"clean": sequenced.clean, "dead_letter": dead_letters, "gaps": sequenced.gaps,

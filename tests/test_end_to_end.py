@@ -143,3 +143,12 @@ def test_help_lists_every_option(capsys):
                    "--medium_gap_max", "--recovery_timeout", "--max_buffered_events",
                    "--reorder_timeout", "--stall_timeout", "--error_window", "--runner"):
         assert option in text
+
+
+def test_bad_record_rate_limit_fails_the_job(tmp_path, capsys):
+    lines, _ = generate(300, seed=3, bad_records=BAD_RECORDS * 10)   # 90 of ~395 records are bad
+    write_lines(str(tmp_path / "feed.jsonl"), lines)
+    args = ["--input", str(tmp_path / "feed.jsonl"), "--output"]
+    assert main(args + [str(tmp_path / "a"), "--max_bad_record_rate", "0.5"]) == 0
+    assert main(args + [str(tmp_path / "b"), "--max_bad_record_rate", "0.1"]) == 3
+    assert "exceeds --max_bad_record_rate=10.00%" in capsys.readouterr().err

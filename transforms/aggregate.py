@@ -66,6 +66,30 @@ def is_balanced(summary: dict) -> bool:
     return summary["input_records"] == accounted
 
 
+def bad_record_rate(summary: dict) -> float:
+    return sum(summary["dead_letters"].values()) / max(summary["input_records"], 1)
+
+
+class BadRecordRateExceeded(RuntimeError):
+    pass
+
+
+class EnforceBadRecordRate(beam.DoFn):
+    """Streaming: fail the job once dead letters pass --max_bad_record_rate of the input (like
+    Beam's with_exception_handling threshold). Batch runs check the final summary instead."""
+
+    def __init__(self, limit: float):
+        self.limit = limit
+
+    def process(self, summary: dict):
+        rate = bad_record_rate(summary)
+        if rate > self.limit:
+            raise BadRecordRateExceeded(
+                f"bad-record rate {rate:.2%} of {summary['input_records']} input records exceeds "
+                f"--max_bad_record_rate={self.limit:.2%}; dead letters: {summary['dead_letters']}")
+        yield summary
+
+
 class Summarize(beam.PTransform):
     """Tallies, dead letters, gaps and corrupt periods -> one summary dict (running in streaming)."""
 

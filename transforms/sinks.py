@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.transforms import trigger, window
 
+from beam_pipeline.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
+
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "beam_pipeline", "schemas")
 DEAD_LETTER_SCHEMA = fastavro.parse_schema(
@@ -62,29 +64,51 @@ def struct_table(rows, schema: pa.Schema) -> pa.Table:
 
 
 class ParquetSink(fileio.FileSink):
-    """Buffers rows and writes row groups; `to_table` turns a list of buffered rows into a table."""
+    """Buffers rows and writes row groups; `to_table` turns a list of buffered rows into a table.
 
-    def __init__(self, schema: pa.Schema, to_table, row_group_rows: int = 65536):
+    The buffer is the one place rows wait in worker memory, so it follows the memory ladder
+    (beam_pipeline/memory.py): smaller row groups, dropped caches, an immediate flush, or a failed
+    bundle for the runner to retry. Rows are never dropped."""
+
+    CHECK_EVERY_ROWS = 1000
+    MIN_ROW_GROUP_ROWS = 1024
+
+    def __init__(self, schema: pa.Schema, to_table, row_group_rows: int = 65536,
+                 memory_limit_gb: float = None):
         self.schema = schema
         self.to_table = to_table
         self.row_group_rows = row_group_rows
+        self.memory_limit_gb = memory_limit_gb
 
     def open(self, fh):
         self._writer = pq.ParquetWriter(fh, self.schema, compression="zstd")
         self._rows = []
+        self._check_at = self.CHECK_EVERY_ROWS
+        self._guard = MemoryGuard.from_gb("parquet_sink", self.memory_limit_gb)
 
     def write(self, record):
         if isinstance(record, list):
             self._rows.extend(record)
         else:
             self._rows.append(record)
+        if len(self._rows) >= self._check_at:
+            self._follow_memory_ladder()
         if len(self._rows) >= self.row_group_rows:
             self._write_rows()
+
+    def _follow_memory_ladder(self):
+        step = self._guard.step()             # raises MemoryPressureError above 95%
+        if step in (SHRINK, DROP_CACHES):
+            self.row_group_rows = max(self.MIN_ROW_GROUP_ROWS, self.row_group_rows // 2)
+        elif step == FLUSH:
+            self._write_rows()
+        self._check_at = len(self._rows) + self.CHECK_EVERY_ROWS
 
     def _write_rows(self):
         if self._rows:
             self._writer.write_table(self.to_table(self._rows))
             self._rows = []
+        self._check_at = self.CHECK_EVERY_ROWS
 
     def flush(self):
         self._write_rows()
@@ -121,23 +145,25 @@ def dead_letter_record(letter) -> dict:
     return msgspec.structs.asdict(letter)
 
 
-def clean_sink(_):
-    return ParquetSink(CLEAN_SCHEMA, clean_table)
+def clean_sink(memory_limit_gb=None):
+    return ParquetSink(CLEAN_SCHEMA, clean_table, memory_limit_gb=memory_limit_gb)
 
 
-def gap_sink(_):
-    return ParquetSink(GAP_SCHEMA, lambda rows: struct_table(rows, GAP_SCHEMA))
+def gap_sink(memory_limit_gb=None):
+    return ParquetSink(GAP_SCHEMA, lambda rows: struct_table(rows, GAP_SCHEMA),
+                       memory_limit_gb=memory_limit_gb)
 
 
-def corrupt_sink(_):
-    return ParquetSink(CORRUPT_SCHEMA, lambda rows: struct_table(rows, CORRUPT_SCHEMA))
+def corrupt_sink(memory_limit_gb=None):
+    return ParquetSink(CORRUPT_SCHEMA, lambda rows: struct_table(rows, CORRUPT_SCHEMA),
+                       memory_limit_gb=memory_limit_gb)
 
 
-def dead_letter_sink(_):
+def dead_letter_sink(memory_limit_gb=None):
     return AvroSink(DEAD_LETTER_SCHEMA, dead_letter_record)
 
 
-def json_lines_sink(_):
+def json_lines_sink(memory_limit_gb=None):
     return JsonLinesSink()
 
 
@@ -237,9 +263,11 @@ class WriteOutputs(beam.PTransform):
         self.streaming = streaming
 
     def expand(self, outputs):
-        for name, (sink, suffix) in self.FOLDERS.items():
+        limit = self.options.memory_limit_gb
+        for name, (make_sink, suffix) in self.FOLDERS.items():
             outputs[name] | f"Write_{name}" >> WriteFolder(
-                f"{self.output}/{name}", sink, suffix, self.streaming, self.options.output_flush_seconds)
+                f"{self.output}/{name}", lambda _, make=make_sink: make(limit), suffix,
+                self.streaming, self.options.output_flush_seconds)
         topics = {"recovery_requests": self.options.recovery_topic,
                   "alerts": self.options.alerts_topic} if self.streaming else {}
         undelivered = [
@@ -248,7 +276,8 @@ class WriteOutputs(beam.PTransform):
             for name, topic in topics.items() if topic]
         if undelivered:
             (undelivered | "AllUndelivered" >> beam.Flatten()
-             | "Write_undelivered" >> WriteFolder(f"{self.output}/undelivered", json_lines_sink,
+             | "Write_undelivered" >> WriteFolder(f"{self.output}/undelivered",
+                                                 lambda _: json_lines_sink(),
                                                  ".jsonl", True, self.options.output_flush_seconds))
         return outputs["summary"] | "WriteSummary" >> beam.ParDo(
             WriteSummary(f"{self.output}/summary.json"))
