@@ -16,20 +16,22 @@ A delta with u <= c is a duplicate, or superseded when a snapshot covered it.
 """
 from __future__ import annotations
 
+import traceback
 from collections import deque
 from typing import Iterable, Optional
 
 import msgspec
 
-from beam_pipeline.model import (DELTA, PREVIOUS_LINK, SNAPSHOT, CorruptPeriod, ErrorEvent, Event,
-                                 Gap, RecoveryRequest, stream_name)
+from beam_pipeline.model import (PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
+                                 ErrorEvent, Event, Gap, RecoveryRequest, stream_name)
 
 STATE_VERSION = 1
 NEVER = 2**62  # a watermark past every event time: the end of a bounded input
 
 # Output tags of the machine; transforms/sequence.py maps them onto the DoFn's outputs.
-CLEAN, DUPLICATE, SUPERSEDED, LATE, GAP, CORRUPT, RECOVERY, ERROR = (
-    "clean", "duplicate", "superseded", "late", "gap", "corrupt_period", "recovery_request", "error")
+CLEAN, DUPLICATE, SUPERSEDED, LATE, GAP, CORRUPT, RECOVERY, ERROR, POISON = (
+    "clean", "duplicate", "superseded", "late", "gap", "corrupt_period", "recovery_request", "error",
+    "poison")
 
 
 class Policy(msgspec.Struct, frozen=True):
@@ -103,8 +105,17 @@ class StreamSequencer:
 
     def feed(self, event: Event) -> None:
         self._queue.append(event)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Step through the queue. An event that raises is set aside as poison (with its stack
+        trace) and the rest of the queue goes on: one bad event never takes others with it."""
         while self._queue:
-            self._step(self._queue.popleft())
+            event = self._queue.popleft()
+            try:
+                self._step(event)
+            except Exception:
+                self._emit(POISON, (event, traceback.format_exc()))
 
     def feed_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -114,8 +125,7 @@ class StreamSequencer:
         """Event time has passed `time_ms`: a hold whose deadline is earlier gives up."""
         while self.state.hold is not None and time_ms > self.state.hold.deadline:
             self._give_up("recovery_timeout")
-            while self._queue:
-                self._step(self._queue.popleft())
+            self._drain()
 
     def finish(self) -> None:
         """A bounded input has ended: no snapshot can come any more."""
@@ -203,7 +213,9 @@ class StreamSequencer:
         if event.rule == PREVIOUS_LINK:
             bridged = self.state.bridging and event.first_id <= c <= event.last_id
             return event.prev_id == c or bridged
-        return event.first_id <= c + 1 <= event.last_id
+        if event.rule == RANGE_PLUS_ONE:
+            return event.first_id <= c + 1 <= event.last_id
+        raise ValueError(f"the sequencer has no continuity rule {event.rule!r}")
 
     def _gap_size(self, event: Event) -> Optional[int]:
         if event.rule == PREVIOUS_LINK:

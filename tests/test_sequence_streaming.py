@@ -151,3 +151,29 @@ def test_stall_and_resume():
                     | beam.Filter(lambda t: t.startswith("stall")),
                     equal_to(["stall", "stall_resolved"]), label="stall then resolved")
     run(stream, check=check)
+
+
+def test_poison_event_goes_to_dead_letters_and_the_key_keeps_going(tmp_path):
+    poison = Event(*KEY, DELTA, 101, 102, None, T0 + 50, T0 + 50, [], [], "checksum_only", "f:9")
+    stream = (start().add_elements(stamped(snapshot(100, 0), poison, delta(101, 102, 100)))
+              .add_elements(stamped(delta(103, 104, 200)))
+              .advance_watermark_to_infinity())
+
+    def check(out):
+        assert_that(out.dead_letter | beam.Map(lambda d: (d.reason, d.stage, d.source,
+                                                          "checksum_only" in d.message)),
+                    equal_to([("processing_error", "sequence", "f:9", True)]), label="poison")
+        assert_that(flatten_clean("ids")(out), equal_to([(100, 100), (101, 102), (103, 104)]),
+                    label="others clean")
+    run(stream, check=check)
+
+
+def test_batch_path_sets_poison_aside_too(tmp_path):
+    poison = Event(*KEY, DELTA, 101, 102, None, T0 + 50, T0 + 50, [], [], "checksum_only", "f:9")
+    with TestPipeline() as p:
+        out = (p | beam.Create([[snapshot(100, 0), delta(101, 102, 100)], [poison, delta(103, 104, 200)]])
+               | SequenceFeeds(Policy(), streaming=False, work_dir=str(tmp_path), run_span_ids=50))
+        assert_that(out.dead_letter | beam.Map(lambda d: (d.reason, d.stage, d.source)),
+                    equal_to([("processing_error", "sequence", "f:9")]), label="poison")
+        assert_that(out.clean | beam.FlatMap(lambda rows: [(e.first_id, e.last_id) for e, _, _ in rows]),
+                    equal_to([(100, 100), (101, 102), (103, 104)]), label="others clean")

@@ -141,3 +141,13 @@ def test_state_of_another_version_restarts_the_key_with_state_reset():
         assert machine.state.cursor is None
         [reset] = [o.value for o in outputs]
         assert reset.reason == "state_reset" and reset.symbol == "ETHUSDT"
+
+
+def test_a_poison_event_is_set_aside_and_the_rest_go_on():
+    machine = StreamSequencer(SPOT, Policy())
+    poison = Event(*SPOT, DELTA, 11, 12, None, 1, 1, [], [], "checksum_only", "f:7")
+    for event in (snap(SPOT, 10), poison, spot(11, 12), spot(13, 14)):
+        machine.feed(event)
+    [(bad, trace)] = [v for t, v in machine.out if t == "poison"]
+    assert bad is poison and "no continuity rule 'checksum_only'" in trace
+    assert [v[0].last_id for t, v in machine.out if t == CLEAN] == [10, 12, 14]

@@ -29,7 +29,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from beam_pipeline.model import (CorruptPeriod, DeadLetter, ErrorEvent, Event, RunRef,
                                  stream_name)
-from beam_pipeline.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, RECOVERY,
+from beam_pipeline.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, POISON, RECOVERY,
                                      STATE_VERSION, SUPERSEDED, Policy, SequencerState,
                                      StreamSequencer)
 from transforms.read import DEAD_LETTER, TALLY, now_ms
@@ -173,6 +173,8 @@ class SequencerDoFn(beam.DoFn):
                 counts["duplicates" if tag == DUPLICATE else "superseded"] += 1
             elif tag == LATE:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, _late_letter(value))
+            elif tag == POISON:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, _poison_letter(*value))
             else:
                 yield beam.pvalue.TaggedOutput(_TAG_OF[tag], value)
         if clean:
@@ -362,6 +364,16 @@ class LiveSequencerDoFn(SequencerDoFn):
         except Exception:
             yield self._poison("sequence.stall", key, b"", stream_name(key))
 
+
+
+def _poison_letter(event: Event, trace: str) -> DeadLetter:
+    return DeadLetter("processing_error", trace[-8000:], "sequence", msgspec.json.encode(event),
+                      event.source, now_ms(), symbol=stream_name(event.key),
+                      first_id=_int_or_none(event.first_id), last_id=_int_or_none(event.last_id))
+
+
+def _int_or_none(value):
+    return value if isinstance(value, int) else None
 
 
 def _late_letter(event: Event) -> DeadLetter:
