@@ -33,6 +33,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from runners.profiles import flag_value
+
 #: Flink minor version of the job server (and of the cluster in scripts/flink_cluster.sh).
 FLINK_VERSION = "1.19"
 #: Beam Python SDK version this project pins; the cached jar is named after it.
@@ -59,20 +61,9 @@ def job_server_jar(build: bool = True) -> str:
     return str(jar)
 
 
-def _flag_value(argv: list[str], name: str) -> str | None:
-    """Value of ``--name=value`` / ``--name value`` in argv (last one wins), else None."""
-    value = None
-    for i, arg in enumerate(argv):
-        if arg.startswith(f"--{name}="):
-            value = arg.split("=", 1)[1]
-        elif arg == f"--{name}":
-            value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else ""
-    return value
-
-
 def is_flink(argv: list[str]) -> bool:
     """True when argv selects Beam's FlinkRunner (``FlinkRunner``, ``flink``, or a dotted path)."""
-    runner = _flag_value(argv, "runner")
+    runner = flag_value(argv, "runner")
     if not runner:
         return False
     name = runner.rsplit(".", 1)[-1].lower()
@@ -95,10 +86,10 @@ def apply_profile(argv: list[str]) -> list[str]:
         "parallelism": "2",
     }
     for name, value in defaults.items():
-        if _flag_value(argv, name) is None:
+        if flag_value(argv, name) is None:
             argv.append(f"--{name}={value}")
-    if _flag_value(argv, "finish_bundle_before_checkpointing") is None:
+    if flag_value(argv, "finish_bundle_before_checkpointing") is None:
         argv.append("--finish_bundle_before_checkpointing")
-    if _flag_value(argv, "flink_job_server_jar") is None:
+    if flag_value(argv, "flink_job_server_jar") is None:
         argv.append(f"--flink_job_server_jar={job_server_jar()}")
     return argv

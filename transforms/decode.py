@@ -1,6 +1,8 @@
 """Decode and validate: raw record batches -> normalized events, with a dead letter for every reject."""
 from __future__ import annotations
 
+import logging
+import time
 import traceback
 
 import apache_beam as beam
@@ -32,6 +34,24 @@ def decode_one(batch: RawBatch, ctx: FileContext, number: int, raw: bytes, max_r
     return decode_record(raw, ctx, source)
 
 
+class _Progress:
+    """Logs how far this worker has got, at most every `every_s` seconds (long runs show life)."""
+
+    def __init__(self, every_s: float = 10.0):
+        self.every_s, self.records, self.started, self.last = every_s, 0, None, 0.0
+
+    def add(self, count: int) -> None:
+        now = time.monotonic()
+        if self.started is None:
+            self.started = self.last = now
+        self.records += count
+        if now - self.last >= self.every_s:
+            self.last = now
+            rate = self.records / max(now - self.started, 1e-9)
+            logging.getLogger("feedcheck").info(
+                "progress: %s records decoded (%s/s)", f"{self.records:,}", f"{rate:,.0f}")
+
+
 class DecodeBatch(beam.DoFn):
     """RawBatch -> one list of Events (main), DeadLetters, and (name, count) tallies.
 
@@ -40,6 +60,9 @@ class DecodeBatch(beam.DoFn):
 
     def __init__(self, max_record_bytes: int):
         self.max_record_bytes = max_record_bytes
+
+    def setup(self):
+        self.progress = _Progress()
 
     def process(self, batch: RawBatch):
         ctx = FileContext(batch.fmt, batch.exchange, batch.market)
@@ -61,6 +84,7 @@ class DecodeBatch(beam.DoFn):
                 ignored += 1
             else:
                 events.append(event)
+        self.progress.add(len(batch.records))
         yield beam.pvalue.TaggedOutput(TALLY, ("input_records", len(batch.records)))
         if ignored:
             yield beam.pvalue.TaggedOutput(TALLY, ("ignored", ignored))
