@@ -72,6 +72,18 @@ def _busy_cpu_seconds() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
+def wait_for_quiet(max_wait_s: float, busy_cores: float = 0.3, window_s: float = 3.0) -> float:
+    """On a shared machine: wait (at most `max_wait_s`) until other processes use less than
+    `busy_cores` cores over `window_s`. Returns the seconds waited."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < max_wait_s:
+        before = _busy_cpu_seconds()
+        time.sleep(window_s)
+        if (_busy_cpu_seconds() - before) / window_s < busy_cores:
+            break
+    return round(time.perf_counter() - start, 1)
+
+
 def measure(label: str, cmd: list[str], log_path: Path, poll_s: float = 0.1) -> dict:
     """Run `cmd` (cwd = project root, PYTHONPATH = project root) and measure it."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -175,7 +187,7 @@ def _dir_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def run_size(data: dict, runners, tmp: Path, poll_s: float) -> dict:
+def run_size(data: dict, runners, tmp: Path, poll_s: float, quiet_wait_s: float = 0.0) -> dict:
     n = data["events"]
     logs = tmp / "logs"
     logs.mkdir(exist_ok=True)
@@ -186,9 +198,11 @@ def run_size(data: dict, runners, tmp: Path, poll_s: float) -> dict:
 
     label = f"baseline@{n}"
     print(f"-- {label} ...", flush=True)
+    waited = wait_for_quiet(quiet_wait_s) if quiet_wait_s else 0.0
     r = measure(label, [sys.executable, "-m", "bench.baseline", data["path"]],
                 logs / f"{label}.log", poll_s)
     r["check"] = _last_json_line(Path(r["log"])) if r["returncode"] == 0 else None
+    r["waited_for_quiet_s"] = waited
     results["baseline"] = r
     _print_done(r)
 
@@ -200,7 +214,9 @@ def run_size(data: dict, runners, tmp: Path, poll_s: float) -> dict:
         if runner == "flink":
             cmd += ["--runner", "FlinkRunner"]
         print(f"-- {label} ...", flush=True)
+        waited = wait_for_quiet(quiet_wait_s) if quiet_wait_s else 0.0
         r = measure(label, cmd, logs / f"{label}.log", poll_s)
+        r["waited_for_quiet_s"] = waited
         summary_path = out / "summary.json"
         r["summary"] = json.loads(summary_path.read_text()) if summary_path.is_file() else None
         r["output_bytes"] = _dir_bytes(out) if out.exists() else 0
@@ -220,7 +236,8 @@ def run_size(data: dict, runners, tmp: Path, poll_s: float) -> dict:
 
 def _print_done(r: dict) -> None:
     print(f"   {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, peak RSS {r['peak_rss_mib']:,.0f} MiB"
-          f" (exit {r['returncode']})", flush=True)
+          f" (exit {r['returncode']}); other processes used {r['other_cpu_s']:.1f} CPU s meanwhile",
+          flush=True)
 
 
 def _last_json_line(log: Path):
@@ -241,6 +258,8 @@ def _derive(r: dict, data: dict, baseline: dict) -> None:
     b_ok = baseline["returncode"] == 0
     r["throughput_ratio_to_baseline"] = (round(baseline["wall_s"] / r["wall_s"], 4)
                                          if ok and b_ok else None)
+    r["cpu_ratio_to_baseline"] = (round(baseline["cpu_s"] / r["cpu_s"], 4)
+                                  if ok and b_ok and r["cpu_s"] else None)
     r["rss_ratio_to_baseline"] = (round(r["peak_rss_mib"] / baseline["peak_rss_mib"], 1)
                                   if ok and b_ok and baseline["peak_rss_mib"] else None)
     if ok:
@@ -308,7 +327,7 @@ def _fmt(value, spec=",.0f", none="-"):
 def table(sizes: dict) -> str:
     head = (f"{'run':<16}{'wall s':>9}{'events/s':>11}{'MB/s unc':>10}{'MB/s gz':>9}"
             f"{'CPU s':>8}{'RSS MiB':>9}{'py MiB':>8}{'JVM MiB':>9}{'x base':>8}"
-            f"{'h/month':>9}{'core-h/mo':>10}  ok")
+            f"{'x CPU':>7}{'h/month':>9}{'core-h/mo':>10}{'others':>7}  ok")
     lines = [head, "-" * len(head)]
     for n, results in sizes.items():
         for name, r in results.items():
@@ -319,8 +338,10 @@ def table(sizes: dict) -> str:
                 f"{_fmt(r['peak_rss_mib']):>9}{_fmt(r['peak_rss_mib_python']):>8}"
                 f"{_fmt(r['peak_rss_mib_jvm'] or None):>9}"
                 f"{_fmt(r.get('throughput_ratio_to_baseline'), '.3f'):>8}"
+                f"{_fmt(r.get('cpu_ratio_to_baseline'), '.3f'):>7}"
                 f"{_fmt(r.get('wall_hours_per_month'), ',.1f'):>9}"
                 f"{_fmt(r.get('core_hours_per_month'), ',.1f'):>10}"
+                f"{_fmt(r['other_cpu_s'] / r['wall_s'] if r['wall_s'] else None, '.2f'):>7}"
                 f"  {'yes' if r.get('agrees_with_baseline') else 'NO'}")
     return "\n".join(lines)
 
@@ -380,6 +401,9 @@ def parse_args(argv):
                         help="Also run everything at 4 x --events and report marginal throughput "
                              "(4N-N)/(t4-t1) and the peak-RSS ratio 4N/N.")
     parser.add_argument("--poll", type=float, default=0.1, help="RSS polling interval, s (0.1).")
+    parser.add_argument("--quiet_wait", type=float, default=0.0,
+                        help="On a shared machine: before each measured run wait up to this many "
+                             "seconds for other processes to go quiet (< 0.3 cores). Default 0.")
     parser.add_argument("--tmp", default=None, help="Parent folder for the temp dir (default: system).")
     args = parser.parse_args(argv)
     args.runners = [r.strip().lower() for r in args.runners.split(",") if r.strip()]
@@ -415,7 +439,8 @@ def main(argv=None) -> int:
             report["data"][str(n)] = generate(n, path, tmp / "logs" / f"generate-{n}.log")
             print(f"   {report['data'][str(n)]['generate_s']} s", flush=True)
         for n in sizes:
-            report["results"][str(n)] = run_size(report["data"][str(n)], args.runners, tmp, args.poll)
+            report["results"][str(n)] = run_size(report["data"][str(n)], args.runners, tmp, args.poll,
+                                                 args.quiet_wait)
             _write(out_path, report)          # a partial report survives a later failure
         if args.marginal:
             report["marginal"] = marginal(report["results"][str(sizes[0])],
@@ -430,7 +455,8 @@ def main(argv=None) -> int:
             print(marginal_table(report["marginal"]))
         print(f"\nMB = 10^6 bytes; MB/s unc = uncompressed input, MB/s gz = gzip file; RSS = peak of "
               f"the process tree (MiB); py/JVM = largest Python process / JVM (kernel VmHWM); "
-              f"x base = baseline wall / run wall; h/month = wall hours, core-h/mo = CPU hours "
+              f"x base = baseline wall / run wall; x CPU = baseline CPU s / run CPU s; "
+              f"others = cores busy outside the run meanwhile (a loaded machine); h/month = wall hours, core-h/mo = CPU hours "
               f"for {EVENTS_PER_MONTH:.0e} events.")
         print(f"report: {out_path}")
     finally:

@@ -220,13 +220,17 @@ class PublishJson(beam.DoFn):
 
     UNDELIVERED = "undelivered"
 
-    def __init__(self, topic: str):
+    def __init__(self, topic: str, max_outstanding_messages: int = 1000):
         self.topic = topic
+        self.max_outstanding_messages = max_outstanding_messages
 
     def setup(self):
         from beam_pipeline.resilience import ResilientPublisher
 
-        self.publisher = ResilientPublisher(self.topic)
+        # Publisher flow control: past this many unacknowledged messages publish() blocks, so a
+        # slow Pub/Sub pushes back on the bundle instead of the worker buffering without bound.
+        self.publisher = ResilientPublisher(
+            self.topic, max_outstanding_messages=self.max_outstanding_messages)
 
     def process(self, row):
         from beam_pipeline.resilience import ExternalCallError
