@@ -13,6 +13,7 @@ Only ReadModifyWrite and Bag state are used: both work on Dataflow Runner v2, Fl
 """
 from __future__ import annotations
 
+import logging
 import re
 import typing
 import traceback
@@ -130,10 +131,8 @@ class SequencerDoFn(beam.DoFn):
     RUNS = BagStateSpec("runs", BytesCoder())
     END_OF_INPUT = TimerSpec("end_of_input", TimeDomain.WATERMARK)
 
-    def __init__(self, policy: Policy, reorder_timeout_s: float = 2.0, stall_timeout_s: float = 30.0):
+    def __init__(self, policy: Policy):
         self.policy = policy
-        self.reorder_wait = Duration(seconds=reorder_timeout_s)
-        self.stall_wait = Duration(seconds=stall_timeout_s)
 
     # -- state helpers --
 
@@ -155,9 +154,10 @@ class SequencerDoFn(beam.DoFn):
         return stored, machine, outputs
 
     def _state_reset(self, key, why):
-        now = now_ms()
+        """The key's earlier state cannot be read (`why`): what came before is in doubt."""
+        logging.getLogger(__name__).warning("%s: state reset: %s", stream_name(key), why)
         return beam.pvalue.TaggedOutput(CORRUPT_PERIODS, CorruptPeriod(
-            *key, start_id=0, end_id=0, start_time=None, end_time=now, reason="state_reset"))
+            *key, start_id=0, end_id=0, start_time=None, end_time=now_ms(), reason="state_reset"))
 
     @staticmethod
     def _save(state_cell, stored):
@@ -242,7 +242,9 @@ class LiveSequencerDoFn(SequencerDoFn):
         """`clock` gives the processing time timers are set from. Beam's Python SDK does not hand
         it to process(); the wall clock is right on real runners, and tests with TestStream (whose
         processing time starts at 0) pass a clock of their own."""
-        super().__init__(policy, reorder_timeout_s, stall_timeout_s)
+        super().__init__(policy)
+        self.reorder_wait = Duration(seconds=reorder_timeout_s)
+        self.stall_wait = Duration(seconds=stall_timeout_s)
         self.clock = clock
 
     def process(self, element,
