@@ -374,6 +374,18 @@ def _short(n: int) -> str:
     return str(n)
 
 
+def git_state() -> dict:
+    """The code that was measured: HEAD and whether the work tree differed from it."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return {"head": git("rev-parse", "HEAD"), "dirty": git("status", "--porcelain",
+                                                              "--untracked-files=no")}
+
+
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
             "python": platform.python_version(), "platform": platform.platform(),
@@ -419,7 +431,8 @@ def main(argv=None) -> int:
     out_path = Path(args.out) if args.out else ROOT / "bench" / "results" / f"{stamp}.json"
     tmp = Path(tempfile.mkdtemp(prefix="feedcheck-bench-", dir=args.tmp))
     sizes = [args.events] + ([4 * args.events] if args.marginal else [])
-    report = {"started_utc": stamp, "machine": machine(), "events": args.events,
+    report = {"started_utc": stamp, "machine": machine(), "git": git_state(),
+              "events": args.events,
               "runners": args.runners, "marginal": args.marginal, "poll_s": args.poll,
               "units": {"MB": "10^6 bytes", "RSS": "MiB (2^20 bytes)",
                         "mb_per_s_uncompressed": "uncompressed JSON Lines bytes / wall s",
