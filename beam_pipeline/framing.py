@@ -16,19 +16,21 @@ from typing import Optional
 import msgspec
 
 from beam_pipeline.adapters import Rejected, adapter_for
-from beam_pipeline.adapters.binance import rejection  # msgspec's errors map the same for every JSON framing
+from beam_pipeline.adapters.binance import LAST_MS, TimeMs, rejection  # msgspec errors map alike everywhere
 from beam_pipeline.model import Event
 
-_CRYPTOFEED_HEADER = re.compile(rb"^\S+ <-> \d+(\.\d+)?\s*$")
-_CRYPTOFEED_WS_LINE = re.compile(rb"^\d+(\.\d+)?: ")
-_CRYPTOFEED_REST_LINE = re.compile(rb"^\S+ -> \d+(\.\d+)?: ")
+# Capture stamps are seconds since the epoch: at most 12 digits before the point; parse_seconds_ms
+# rejects those past year 9999.
+_CRYPTOFEED_HEADER = re.compile(rb"^\S+ <-> \d{1,12}(\.\d+)?\s*$")
+_CRYPTOFEED_WS_LINE = re.compile(rb"^\d{1,12}(\.\d+)?: ")
+_CRYPTOFEED_REST_LINE = re.compile(rb"^\S+ -> \d{1,12}(\.\d+)?: ")
 
 
 class _Envelope(msgspec.Struct):
     exchange: str
     market: str
     symbol: str
-    recv_ts_ms: int
+    recv_ts_ms: TimeMs
     type: str
     payload: msgspec.Raw
 
@@ -66,6 +68,7 @@ def context_from_header(fmt: str, header: bytes) -> FileContext:
 
 
 def _exchange_of_url(url: str):
+    """(exchange, market) of a capture URL, or (None, None) when no adapter recognises it."""
     for name in ("binance",):
         market = adapter_for(name).market_from_url(url)
         if market is not None:
@@ -76,12 +79,33 @@ def _exchange_of_url(url: str):
 def parse_seconds_ms(text: bytes) -> int:
     """'1633998512.0633569' -> 1633998512063, without float rounding."""
     whole, _, frac = text.partition(b".")
-    return int(whole) * 1000 + int((frac[:3] or b"0").ljust(3, b"0"))
+    ms = int(whole) * 1000 + int((frac[:3] or b"0").ljust(3, b"0"))
+    if ms > LAST_MS:
+        raise Rejected("mistyped_field", f"capture time {text[:20]!r} is past the year 9999")
+    return ms
 
 
+def _rejecting_the_unparseable(decode):
+    """Inputs that break a parser in ways msgspec does not report as DecodeError."""
+    def guarded(*args):
+        try:
+            return decode(*args)
+        except RecursionError:
+            raise Rejected("bad_json", "JSON nested too deeply to parse") from None
+        except UnicodeDecodeError as error:
+            raise Rejected("invalid_utf8", str(error)) from None
+    return guarded
+
+
+def _looks_like_envelope(line: bytes) -> bool:
+    return b'"payload"' in line and b'"exchange"' in line
+
+
+@_rejecting_the_unparseable
 def decode_record(line: bytes, ctx: FileContext, source: str) -> Optional[Event]:
     """One record of a file in the given format -> Event, None (ignored), or raises Rejected."""
-    if ctx.fmt == "envelope":
+    if ctx.fmt == "envelope" or (ctx.fmt == "binance" and _looks_like_envelope(line)):
+        # an envelope file whose first line was garbage is detected as binance: still decode it
         return decode_envelope(line, source)
     if ctx.fmt == "binance":
         return adapter_for(ctx.exchange or "binance").decode_message(line, None, source, ctx.market)
@@ -104,15 +128,18 @@ def decode_envelope(line: bytes, source: str) -> Optional[Event]:
     return None  # another stream's message wrapped in an envelope
 
 
+@_rejecting_the_unparseable
 def decode_message(data: bytes, attributes: dict, source: str) -> Optional[Event]:
     """A Pub/Sub message: one envelope, or one raw exchange message described by its attributes."""
-    if b'"payload"' in data and b'"exchange"' in data:
+    if _looks_like_envelope(data):
         return decode_envelope(data, source)
     recv = attributes.get("recv_ts_ms")
     try:
         recv_time = int(recv) if recv is not None else None
     except ValueError:
         raise Rejected("mistyped_field", f"attribute recv_ts_ms={recv!r} is not an integer") from None
+    if recv_time is not None and not 0 <= recv_time <= LAST_MS:
+        raise Rejected("mistyped_field", f"attribute recv_ts_ms={recv!r} is out of range")
     adapter = adapter_for(attributes.get("exchange", "binance"))
     event = adapter.decode_message(data, recv_time, source, attributes.get("market"))
     if event is not None and attributes.get("symbol") not in (None, event.symbol):

@@ -256,7 +256,8 @@ def _bad_record(kind: str, rng, max_record_bytes: int) -> bytes:
     if kind == "record_too_large":
         return env(dict(good, b=[["1.00", "2.0"]] * (max_record_bytes // 14 + 10)))
     if kind == "garbage_json":   # "{{" is never JSON; no newline, never blank
-        return b"{{" + "".join(rng.choice(string.printable[:-6]) for _ in range(rng.randint(0, 80))).encode()
+        junk = "".join(rng.choice(string.printable[:-6]) for _ in range(rng.randint(0, 80)))
+        return b"{{" + junk.encode()
     if kind == "nul_bytes":
         return b"\x00" * rng.randint(1, 64)
     if kind == "mistyped_time":
@@ -369,7 +370,9 @@ def write_lines(path: str, lines) -> None:
 
 def gzip_members(lines, rng, members: int) -> tuple:
     """`lines` as a gzip file of up to `members` concatenated members -> (data, member spans)."""
-    cuts = sorted(rng.sample(range(1, len(lines)), min(members, len(lines)) - 1)) if len(lines) > 1 else []
+    cuts = []
+    if len(lines) > 1:
+        cuts = sorted(rng.sample(range(1, len(lines)), min(members, len(lines)) - 1))
     parts, spans, start = [], [], 0
     for begin, end in zip([0] + cuts, cuts + [len(lines)]):
         member = gzip.compress(b"".join(line + b"\n" for line in lines[begin:end]), 1, mtime=0)
@@ -413,12 +416,16 @@ CHAOS_SYMBOLS = (("spot", "BTCUSDT", 0.25), ("spot", "ETHUSDT", 0.2), ("usdm", "
 CHAOS_FAULTS_OF = (
     GAP_FAULTS + ("duplicate", "reorder", "reorder_window") + CLOCK_FAULTS,
     GAP_FAULTS + ("duplicate", "reorder", "reorder_window") + CLOCK_FAULTS,
-    ("medium_gap_resynced", "medium_gap_timeout", "duplicate", "reorder", "reorder_window") + CLOCK_FAULTS,
-    ("medium_gap_resynced", "medium_gap_timeout", "duplicate", "reorder", "reorder_window") + CLOCK_FAULTS,
+    ("medium_gap_resynced", "medium_gap_timeout", "duplicate", "reorder", "reorder_window")
+    + CLOCK_FAULTS,
+    ("medium_gap_resynced", "medium_gap_timeout", "duplicate", "reorder", "reorder_window")
+    + CLOCK_FAULTS,
     RESET_FAULTS + ("small_gap", "duplicate"),
     RESET_FAULTS + ("medium_gap_resynced", "duplicate"),
 )
 TRUNCATED_KEY = ("binance", "spot", "TRUNCUSDT")
+RAW_KEY = ("binance", "spot", "RAWUSDT")         # raw websocket messages (--input_format binance)
+CRYPTOFEED_KEY = ("binance", "usdm", "CFDUSDT")  # cryptofeed websocket and REST logs
 BLANKS = (b"", b"   ", b"\t", b"\r", b" \r")
 
 
@@ -442,8 +449,9 @@ def generate_chaos(seed: int, faults_per_symbol: int = 3, max_record_bytes: int 
     them cut mid-member, with blank lines; and its expected outcome.
 
     Event times are 5 s apart so that `spacing` messages (30) span more than the recovery timeout
-    (60 s = 12 messages) plus the longest fault (a reorder window of 8). The truncated file holds a symbol of its own (TRUNCUSDT) whose records before the cut are
-    clean, plus other streams' messages and bad records: what survives the cut is known exactly."""
+    (60 s = 12 messages) plus the longest fault (a reorder window of 8). The truncated file holds a
+    symbol of its own (TRUNCUSDT) whose records before the cut are clean, plus other streams'
+    messages and bad records: what survives the cut is known exactly."""
     rng = random.Random(f"chaos-{seed}")
     symbols = CHAOS_SYMBOLS if resets else CHAOS_SYMBOLS[:4]
     plan = []
@@ -486,6 +494,7 @@ def generate_chaos(seed: int, faults_per_symbol: int = 3, max_record_bytes: int 
             out.append((f"part{index}.jsonl.gz", gzip.compress(body, 1, mtime=0)))
         else:
             out.append((f"part{index}.jsonl.gz", gzip_members(part, rng, rng.randint(2, 4))[0]))
+    out += _other_format_files(rng, expected, spacing, step_ms)
     # the truncated file: its own clean symbol, other streams' messages and bad records
     stream = _Stream("spot", "TRUNCUSDT", rng, Expected(), 77_000_000, START_MS, step_ms)
     stream.max_levels = 2
@@ -520,6 +529,96 @@ def generate_chaos(seed: int, faults_per_symbol: int = 3, max_record_bytes: int 
     if any(kinds[line] == "clean" for line in survivors):
         expected.count(TRUNCATED_KEY, "symbols")
     return ChaosFeed(out, expected, plan, truncated)
+
+
+def _merge(expected: Expected, part: Expected) -> None:
+    for key, counts in part.per_key.items():
+        for name, n in counts.items():
+            expected.count(key, name, n)
+    expected.gaps += part.gaps
+    expected.corrupt_periods += part.corrupt_periods
+
+
+def _stream_with_faults(market, symbol, first_id, rng, part, spacing, step_ms, faults, snapshot):
+    stream = _Stream(market, symbol, rng, part, first_id, START_MS, step_ms)
+    stream.max_levels = 2
+    if snapshot:
+        stream.start()
+    else:                              # raw websocket captures hold no REST snapshot
+        stream.last_u, stream.last_time = first_id - 1, START_MS - 50
+        stream._count("symbols")
+    for fault in faults:
+        for _ in range(spacing):
+            stream.delta()
+        stream.inject(fault)
+    for _ in range(rng.randint(1, spacing)):
+        stream.delta()
+    return stream
+
+
+def _stamp(ms: int, rng) -> bytes:
+    return f"{ms // 1000}.{ms % 1000:03d}{rng.randint(0, 9999):04d}".encode()
+
+
+def _other_format_files(rng, expected: Expected, spacing: int, step_ms: int) -> list:
+    """One symbol as raw Binance websocket messages (bare and combined, no snapshot) and one as
+    cryptofeed logs (a websocket log with its header, a REST log of depth snapshots), each with other
+    streams' messages and faults; their expected outcome is merged into `expected`."""
+    files, part = [], Expected()
+    # raw websocket messages: the stream starts unanchored, so only gaps that need no snapshot
+    faults = [rng.choice(("duplicate", "reorder", "reorder_window", "small_gap", "large_gap",
+                          "medium_gap_timeout", "clock_jump_back")) for _ in range(rng.randint(0, 2))]
+    raw = _stream_with_faults("spot", "RAWUSDT", 88_000_000, rng, part, spacing, step_ms, faults,
+                              snapshot=False)
+    lines = []
+    for _, line in raw.out:
+        payload = json.loads(line)["payload"]
+        if rng.random() < 0.5:
+            payload = {"stream": "rawusdt@depth@100ms", "data": payload}
+        lines.append(json.dumps(payload, separators=(",", ":")).encode())
+    others = [{"stream": "rawusdt@trade", "data": {"e": "trade", "E": START_MS, "s": "RAWUSDT",
+                                                   "t": 1, "p": "1.0", "q": "2.0"}},
+              {"u": 400900217, "s": "RAWUSDT", "b": "25.35", "B": "31.21", "a": "25.36", "A": "40.66"},
+              {"result": None, "id": 1},
+              {"stream": "rawusdt@kline_1m", "data": {"e": "kline", "E": START_MS, "s": "RAWUSDT"}}]
+    for _ in range(rng.randint(1, 6)):
+        lines.insert(rng.randint(0, len(lines)), json.dumps(rng.choice(others)).encode())
+        expected.counts["ignored"] += 1
+    expected.counts["input_records"] += len(lines)
+    for _ in range(rng.randint(0, 3)):
+        lines.insert(rng.randint(0, len(lines)), rng.choice(BLANKS))
+    body = b"".join(line + b"\n" for line in lines)
+    files.append(("raw0.binance.jsonl.gz", gzip.compress(body, 1, mtime=0)) if rng.random() < 0.5
+                 else ("raw0.binance.jsonl", body))
+    # cryptofeed: websocket log (header, then "<recv seconds>: <message>") and REST log
+    faults = [rng.choice(("duplicate", "reorder", "medium_gap_resynced", "medium_gap_timeout",
+                          "clock_jump_forward")) for _ in range(rng.randint(0, 2))]
+    feed = _stream_with_faults("usdm", "CFDUSDT", 99_000_000, rng, part, spacing, step_ms, faults,
+                               snapshot=True)
+    url = "https://fapi.binance.com/fapi/v1/depth?symbol=CFDUSDT&limit=1000"
+    ws, rest = [], []
+    for time_ms, line in feed.out:
+        envelope = json.loads(line)
+        payload = json.dumps(envelope["payload"], separators=(",", ":")).encode()
+        stamp = _stamp(envelope["recv_ts_ms"], rng)
+        if envelope["type"] == "snapshot":
+            rest.append(url.encode() + b" -> " + stamp + b": " + payload)
+        else:
+            ws.append(stamp + b': {"stream":"cfdusdt@depth@100ms","data":' + payload + b"}")
+    mark = b': {"stream":"cfdusdt@markPrice","data":{"e":"markPriceUpdate","E":1,"s":"CFDUSDT"}}'
+    for _ in range(rng.randint(1, 4)):
+        ws.insert(rng.randint(0, len(ws)), _stamp(START_MS, rng) + mark)
+        expected.counts["ignored"] += 1
+    info = b"https://fapi.binance.com/fapi/v1/exchangeInfo -> " + _stamp(START_MS, rng) + b': {"symbols":[]}'
+    rest.insert(rng.randint(1, len(rest)), info)     # another REST endpoint: ignored
+    expected.counts["ignored"] += 1
+    expected.counts["input_records"] += len(ws) + len(rest)
+    header = (b"wss://fstream.binance.com/stream?streams=cfdusdt@depth@100ms/cfdusdt@markPrice <-> "
+              + _stamp(START_MS - 1000, rng))
+    files.append(("BINANCE_FUTURES.ws.1.0", b"\n".join([header] + ws) + b"\n"))
+    files.append(("BINANCE_FUTURES.http.0.0", b"\n".join(rest) + b"\n"))
+    _merge(expected, part)
+    return files
 
 
 def default_faults(symbol_count: int = len(DEFAULT_SYMBOLS)):

@@ -41,6 +41,8 @@ def split_lines(blocks, max_record_bytes: int):
             number += 1
             line = pending + block[start:end] if not oversized else pending
             pending, oversized = b"", False
+            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]                # a UTF-8 byte-order mark is not content
             yield number, line[:max_record_bytes + 1].rstrip(b"\r")
             start = end + 1
     if pending:

@@ -20,29 +20,33 @@ NAME = "binance"
 RULES = {"spot": RANGE_PLUS_ONE, "usdm": PREVIOUS_LINK, "coinm": PREVIOUS_LINK}
 
 # Binance sends prices and quantities as plain decimal strings; anything else is not a number.
-Decimal = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(\.[0-9]+)?$")]
-UpdateId = Annotated[int, msgspec.Meta(ge=0)]
+# (\Z, not $: $ also matches before a trailing newline.)
+Decimal = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(\.[0-9]+)?\Z")]
+INT64_MAX = 2**63 - 1
+LAST_MS = 253402300799999          # 9999-12-31T23:59:59.999Z: later times overflow timestamps
+UpdateId = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+TimeMs = Annotated[int, msgspec.Meta(ge=0, le=LAST_MS)]
 Levels = list[tuple[Decimal, Decimal]]
 
 
 class _DepthUpdate(msgspec.Struct):
     e: str
-    E: UpdateId
+    E: TimeMs
     s: str
     U: UpdateId
     u: UpdateId
     b: Levels
     a: Levels
-    pu: Optional[Annotated[int, msgspec.Meta(ge=-1)]] = None
-    T: Optional[int] = None
+    pu: Optional[Annotated[int, msgspec.Meta(ge=-1, le=INT64_MAX)]] = None
+    T: Optional[TimeMs] = None
 
 
 class _Snapshot(msgspec.Struct):
     lastUpdateId: UpdateId
     bids: Levels
     asks: Levels
-    E: Optional[int] = None
-    T: Optional[int] = None
+    E: Optional[TimeMs] = None
+    T: Optional[TimeMs] = None
 
 
 class _Combined(msgspec.Struct):
@@ -73,7 +77,7 @@ def rejection(error: msgspec.DecodeError) -> Rejected:
     field = match.group(1) if match and match.group(1) else ""
     if field in (".b", ".a", ".bids", ".asks"):
         return Rejected("bad_price_level", text)
-    if ">=" in text:
+    if (">=" in text or "<=" in text) and field in (".U", ".u", ".pu", ".lastUpdateId"):
         return Rejected("invalid_ids", text)
     return Rejected("mistyped_field", text)
 
@@ -157,8 +161,11 @@ def _is_other_stream(payload: bytes) -> bool:
 
 def market_from_url(url: str) -> Optional[str]:
     """Market of a websocket or REST URL of Binance; None when the URL is not Binance's."""
-    host = urlparse(url).hostname or ""
-    path = urlparse(url).path
+    try:
+        parsed = urlparse(url)
+        host, path = parsed.hostname or "", parsed.path
+    except ValueError:          # not a URL at all (e.g. an unclosed IPv6 bracket)
+        return None
     if not host.endswith("binance.com"):
         return None
     if host.startswith("fstream") or path.startswith("/fapi/"):
