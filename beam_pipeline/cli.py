@@ -52,9 +52,11 @@ def validate(options: PipelineOptions) -> None:
             raise UsageError(f"--input_subscription: {error}") from None
     else:
         globs = ops.input_globs()
+        if not globs and streaming:
+            raise UsageError("--streaming needs --input (files) or "
+                             "--input_subscription projects/<p>/subscriptions/<s>")
         if not globs:
-            raise UsageError("--input (file globs) or, with --streaming, --input_subscription "
-                             "is required")
+            raise UsageError("--input is required (one or more file globs)")
         for pattern in globs:
             if (not _is_remote(pattern) and not ops.watch_seconds
                     and not FileSystems.match([pattern])[0].metadata_list):
