@@ -235,6 +235,7 @@ class LiveSequencerDoFn(SequencerDoFn):
     RECOVERY = TimerSpec("recovery", TimeDomain.WATERMARK)
     REORDER = TimerSpec("reorder", TimeDomain.REAL_TIME)
     STALL = TimerSpec("stall", TimeDomain.REAL_TIME)
+    END_OF_STREAM = TimerSpec("end_of_stream", TimeDomain.WATERMARK)
     STATE, HELD = SequencerDoFn.STATE, SequencerDoFn.HELD
 
     def __init__(self, policy: Policy, reorder_timeout_s: float = 2.0, stall_timeout_s: float = 30.0,
@@ -253,8 +254,11 @@ class LiveSequencerDoFn(SequencerDoFn):
                 waiting_bag=beam.DoFn.StateParam(WAITING),
                 recovery_timer=beam.DoFn.TimerParam(RECOVERY),
                 reorder_timer=beam.DoFn.TimerParam(REORDER),
-                stall_timer=beam.DoFn.TimerParam(STALL)):
+                stall_timer=beam.DoFn.TimerParam(STALL),
+                end_timer=beam.DoFn.TimerParam(END_OF_STREAM),
+                window=beam.DoFn.WindowParam):
         key, value = element
+        end_timer.set(window.max_timestamp())
         try:
             yield from self._process_event(key, value, state_cell, held_bag, waiting_bag,
                                            recovery_timer, reorder_timer, stall_timer)
@@ -366,6 +370,37 @@ class LiveSequencerDoFn(SequencerDoFn):
         except Exception:
             yield self._poison("sequence.stall", key, b"", stream_name(key))
 
+
+
+    @on_timer(END_OF_STREAM)
+    def end_of_stream(self, key=beam.DoFn.KeyParam,
+                      state_cell=beam.DoFn.StateParam(STATE),
+                      held_bag=beam.DoFn.StateParam(HELD),
+                      waiting_bag=beam.DoFn.StateParam(WAITING),
+                      recovery_timer=beam.DoFn.TimerParam(RECOVERY),
+                      reorder_timer=beam.DoFn.TimerParam(REORDER),
+                      stall_timer=beam.DoFn.TimerParam(STALL)):
+        """The watermark reached the end of time: a bounded input is exhausted (or a drain). Feed
+        the waiting events, close any wait (no snapshot can come any more) and clear the
+        processing-time timers. Without this a bounded streaming run on Flink never ends: Beam
+        Java's operator does not fire pending processing-time timers at the end of input, and their
+        watermark holds keep the job alive. Never fires in a live unbounded run."""
+        try:
+            stored, machine, outputs = self._load(key, state_cell, held_bag)
+            yield from outputs
+            waiting = sorted((_event_codec.decode(b) for b in waiting_bag.read()),
+                             key=Event.sort_key)
+            waiting_bag.clear()
+            stored.stream.waiting = 0
+            machine.feed_all(waiting)
+            machine.finish()
+            stored.stream.recovery_timer = -1
+            for timer in (reorder_timer, stall_timer, recovery_timer):
+                timer.clear()
+            self._save(state_cell, stored)
+            yield from self._outputs(machine, False)
+        except Exception:
+            yield self._poison("sequence.end_of_stream", key, b"", stream_name(key))
 
 
 def _poison_letter(event: Event, trace: str) -> DeadLetter:

@@ -168,14 +168,17 @@ def json_lines_sink(memory_limit_gb=None):
 
 
 def firing_file_naming(suffix: str, streaming: bool):
-    """part-<shard>-of-<shards><suffix>; in streaming also the write time and a random tag.
+    """part-[<window start>-]<shard>-of-<shards><suffix>; in streaming also the write time and a
+    random tag.
 
     Beam's default naming leaves the pane out, and WriteToFiles hands the naming function pane 0 for
     every firing, so successive firings would overwrite each other's files (seen: rows lost)."""
     def name(win, pane, shard_index, total_shards, compression, destination):
+        when = "" if win == window.GlobalWindow() else \
+            f"{win.start.to_utc_datetime().strftime('%Y%m%dT%H%M%S')}-"   # one file per window
         firing = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}-" \
             if streaming else ""
-        return f"part-{firing}{shard_index or 0:05d}-of-{total_shards or 1:05d}{suffix}"
+        return f"part-{when}{firing}{shard_index or 0:05d}-of-{total_shards or 1:05d}{suffix}"
     return name
 
 
