@@ -7,8 +7,7 @@
       --checkpointing_interval 1000 --shutdown_sources_after_idle_ms 2000): the job ends on its own
       (LiveSequencerDoFn's end-of-stream timer), and its gaps, corrupt periods, dead letters, clean
       rows and summary equal the batch run's;
-  (c) batch on the standalone Flink 1.19 cluster of scripts/flink_cluster.sh
-      (--flink_master=127.0.0.1:18081): the same summary as DirectRunner.
+  (the standalone cluster is exercised by tests/test_flink_cluster.py).
 
 The feed is split by market (spot lines in one file, usdm lines in the other), so each symbol's
 records stay in feed order inside one file. Batch output does not depend on the split (see
@@ -41,7 +40,6 @@ from beam_pipeline.model import Event
 from beam_pipeline.synthetic import BAD_RECORDS, default_faults, generate, write_lines
 from runners import flink
 from tests.conftest import CAPTURE_FILES, REPO, Outputs
-from tests.test_flink_cluster import cluster  # noqa: F401  (the standalone cluster fixture)
 
 EVENTS = 5000
 SPACING = 300            # messages of one symbol between its faults: 30 s of its event time
@@ -266,24 +264,3 @@ def test_streaming_with_checkpointing_equals_batch(feed, direct_feed, tmp_path):
     assert_same(streamed, direct_feed)
     assert len({clean_key(r) for r in streamed["clean"]}) == len(streamed["clean"]), \
         "a clean row was written twice"
-
-
-# ---- (c) the standalone cluster ---------------------------------------------------------------
-
-def test_batch_on_standalone_cluster_equals_direct(cluster, feed, direct_feed, tmp_path):  # noqa: F811
-    """Our pipeline submitted to scripts/flink_cluster.sh's cluster (JobManager + TaskManager
-    JVMs, LOOPBACK workers in this process): the summary and every output equal DirectRunner's."""
-    from tests.test_flink_cluster import _rest
-
-    paths, _ = feed
-    out = tmp_path / "cluster"
-    job_name = f"feedcheck-pipeline-{int(time.time())}"
-    rc = timed("flink standalone cluster, synthetic feed", lambda: main(
-        ["--runner", "FlinkRunner", f"--flink_master={cluster}", f"--job_name={job_name}",
-         "--input", ",".join(paths), "--output", str(out), *COMMON]))
-    assert rc == 0
-    on_cluster = snapshot(out)
-    assert on_cluster["summary"] == direct_feed["summary"]
-    assert_same(on_cluster, direct_feed)
-    states = [j["state"] for j in _rest("/jobs/overview")["jobs"] if j["name"] == job_name]
-    assert states == ["FINISHED"]
