@@ -1,0 +1,84 @@
+"""Each fast path against the straightforward reference it replaces: same answer on every input.
+
+The fast paths accept a subset of inputs (those in the common, compact shape) and hand everything
+else to the reference, so these tests generate both shapes and the edges between them.
+"""
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from beam_pipeline.adapters import Rejected
+from beam_pipeline.adapters.binance import _decode_depth, _depth_decoder, _is_other_stream, rejection
+
+SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+
+decimals = st.from_regex(r"\A[0-9]{1,6}(\.[0-9]{1,8})?\Z", fullmatch=True)
+odd_strings = st.sampled_from(["", "-1", "1e5", "1.", ".5", "1.0\n", " 1", "１", "0x1", "NaN",
+                               "1.2.3", "\u0031.0", "12\"", "1\\n"])
+prices = st.one_of(decimals, decimals, decimals, odd_strings, st.text(max_size=6))
+level = st.one_of(st.tuples(prices, prices).map(list), st.tuples(prices, prices),
+                  st.lists(prices, max_size=3), prices, st.integers(), st.none())
+levels = st.one_of(st.lists(st.tuples(decimals, decimals).map(list), max_size=8),
+                   st.lists(level, max_size=4), st.text(max_size=3), st.integers())
+
+
+@st.composite
+def depth_payloads(draw):
+    doc = {"e": draw(st.sampled_from(["depthUpdate", "depthUpdate", "trade"])), "E": 1700000000000,
+           "s": "BTCUSDT", "U": draw(st.integers(0, 2**64)), "u": draw(st.integers(-1, 2**64)),
+           "b": draw(levels), "a": draw(levels)}
+    if draw(st.booleans()):
+        doc["pu"] = draw(st.integers(-2, 10))
+    order = draw(st.permutations(list(doc)))
+    separators = draw(st.sampled_from([(",", ":"), (", ", ": "), (",", ":")]))
+    text = "{" + separators[0].join(
+        json.dumps(k) + separators[1] + json.dumps(doc[k], separators=separators,
+                                                 ensure_ascii=draw(st.booleans()))
+        for k in order) + "}"
+    if draw(st.integers(0, 9)) == 0:      # a repeated key, the first occurrence different
+        key = draw(st.sampled_from(["b", "a", "U"]))
+        text = text[:-1] + f',"{key}":' + json.dumps(draw(levels)) + "}"
+        text = "{" + f'"{key}":' + json.dumps(draw(levels)) + "," + text[1:]
+    return text.encode()
+
+
+def reference_depth(payload: bytes):
+    """The typed decoder alone: what _decode_depth did before its fast path."""
+    try:
+        return _depth_decoder.decode(payload)
+    except msgspec.DecodeError as error:
+        if _is_other_stream(payload):
+            return None
+        raise rejection(error) from None
+
+
+def outcome(decode, payload):
+    try:
+        msg = decode(payload)
+    except Rejected as rejected:
+        return ("rejected", rejected.reason, rejected.message)
+    return None if msg is None else msgspec.structs.astuple(msg)
+
+
+@SETTINGS
+@given(depth_payloads())
+def test_fast_depth_decoder_equals_the_typed_decoder(payload):
+    assert outcome(_decode_depth, payload) == outcome(reference_depth, payload)
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["x","1"]],"a":[],"b":[["1","1"]]}',
+    b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"\\u0062":[["x","1"]],"a":[],"b":[["1","1"]]}',
+    b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["\\u0031","1"]],"a":[]}',
+    b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["1.0","1"],],"a":[]}',
+    b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["1.0","1"]"],"a":[]}',
+    b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["1.0","1","2"]],"a":[]}',
+    b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[[]],"a":[]}',
+])
+def test_fast_depth_decoder_edge_cases(payload):
+    assert outcome(_decode_depth, payload) == outcome(reference_depth, payload)
