@@ -130,7 +130,8 @@ class RawBatch(msgspec.Struct):
 
 
 class RunRef(msgspec.Struct, frozen=True):
-    """A sorted run of one key's events written to the work folder (batch sequencing)."""
+    """A chunk of one run of one key's events (ids run_index * run_span_ids and up), written to the
+    work folder in arrival order (batch sequencing)."""
 
     run_index: int
     path: str

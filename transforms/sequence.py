@@ -1,10 +1,10 @@
 """Sequencing per (exchange, market, symbol) with Beam's State API and timers.
 
 Batch runners hand a key's elements to a stateful DoFn in no particular order, and a whole month of
-one symbol does not fit in memory. So batch input is first cut into runs by update id (each run sorted
-in memory on its own, written to the work folder), and the stateful DoFn collects the small run
-references in a BagState and replays the runs in id order when the end-of-window timer fires: memory
-per key is one run. In streaming, events arrive one by one: out-of-order ones wait in a BagState for at
+one symbol does not fit in memory. So each decoded batch is cut into runs by update id and written
+to the work folder as chunks (SpillRuns); the stateful DoFn collects only the small chunk references
+in a BagState and, when the end-of-window timer fires, replays the runs in id order, each run read
+back and sorted in memory on its own: memory per key is one run, and no shuffle carries events. In streaming, events arrive one by one: out-of-order ones wait in a BagState for at
 most --reorder_timeout (processing-time timer) or --max_buffered_events; a medium gap's recovery
 deadline is an event-time timer; a silent symbol trips a processing-time stall timer. Both paths feed
 the same state machine (beam_pipeline/sequencer.py), so they give the same answers for the same data.
@@ -17,6 +17,7 @@ import logging
 import re
 import typing
 import traceback
+import uuid
 from collections import Counter, defaultdict
 
 import apache_beam as beam
@@ -64,43 +65,55 @@ class StoredState(msgspec.Struct):
 _stored_codec = msgspec.msgpack.Decoder(StoredState)
 
 
-# ---- batch prelude: sorted runs --------------------------------------------------------------
-
-def key_into_runs(events: list, run_span_ids: int):
-    """A decoded batch -> ((key, run index), encoded events) per run it touches."""
-    runs = defaultdict(list)
-    for event in events:
-        runs[(event.key, event.last_id // run_span_ids)].append(event)
-    for run_key, run_events in runs.items():
-        yield run_key, _encode(run_events)
-
+# ---- batch prelude: runs spilled to the work folder ------------------------------------------
 
 def _safe(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", part)
 
 
-class WriteSortedRun(beam.DoFn):
-    """All events of one (key, run) -> sorted, written once to the work folder -> (key, RunRef).
+class SpillRuns(beam.DoFn):
+    """A decoded batch -> its events written to the work folder, one chunk file per (key, run) it
+    touches (run = last id // run_span_ids) -> (key, RunRef) per chunk.
 
-    The file name is a function of the key and run, so a retried bundle rewrites the same file.
-    """
+    Only these small references travel to the stateful DoFn, so no runner ever holds the events
+    themselves in a shuffle: memory stays one batch here and one run in the sequencer, however
+    long the input. Chunk names are unique per attempt: a retried bundle writes new chunks and
+    only the references of the bundle that committed are sequenced (the work folder, with any
+    orphans, is deleted at the end of the run)."""
 
-    def __init__(self, work_dir: str):
+    def __init__(self, work_dir: str, run_span_ids: int):
         self.work_dir = work_dir.rstrip("/")
+        self.run_span_ids = run_span_ids
 
-    def process(self, element):
-        (key, run_index), blobs = element
-        events = [event for blob in blobs for event in _events_codec.decode(blob)]
-        events.sort(key=Event.sort_key)
-        path = "/".join([self.work_dir, "runs", *map(_safe, key), f"{run_index:012d}.msgpack"])
-        with FileSystems.create(path) as handle:
-            handle.write(_encode(events))
-        yield key, RunRef(run_index, path, len(events))
+    def process(self, events):
+        span, runs = self.run_span_ids, defaultdict(list)
+        for event in events:
+            runs[(event.key, event.last_id // span)].append(event)
+        for (key, run_index), run_events in runs.items():
+            path = "/".join([self.work_dir, "runs", *map(_safe, key), f"{run_index:012d}",
+                             f"{uuid.uuid4().hex}.msgpack"])
+            with FileSystems.create(path) as handle:
+                handle.write(_encode(run_events))
+            yield key, RunRef(run_index, path, len(run_events))
 
 
-def read_run(ref: RunRef) -> list:
-    with FileSystems.open(ref.path) as handle:
-        return _events_codec.decode(handle.read())
+def read_run(refs) -> list:
+    """All chunks of one run, in canonical order (chunks are in arrival order, so mostly sorted
+    already: Python's sort merges such runs in close to linear time)."""
+    events = []
+    for ref in refs:
+        with FileSystems.open(ref.path) as handle:
+            events.extend(_events_codec.decode(handle.read()))
+    events.sort(key=Event.sort_key)
+    return events
+
+
+def runs_in_order(refs) -> list:
+    """Chunk references -> one list of references per run, runs in id order."""
+    by_run = defaultdict(list)
+    for ref in refs:
+        by_run[ref.run_index].append(ref)
+    return [by_run[index] for index in sorted(by_run)]
 
 
 # ---- the stateful DoFn -----------------------------------------------------------------------
@@ -196,7 +209,7 @@ class SequencerDoFn(beam.DoFn):
                 runs_bag=beam.DoFn.StateParam(RUNS),
                 end_timer=beam.DoFn.TimerParam(END_OF_INPUT),
                 window=beam.DoFn.WindowParam):
-        """Remember the run; all runs are replayed in id order once the input has ended."""
+        """Remember the chunk; all runs are replayed in id order once the input has ended."""
         _, ref = element
         runs_bag.add(_encode(ref))
         end_timer.set(window.max_timestamp())
@@ -213,10 +226,9 @@ class SequencerDoFn(beam.DoFn):
             stored, machine, outputs = self._load(key, state_cell, held_bag)
             yield from outputs
             first_seen = not stored.machine.seen
-            refs = sorted((_run_codec.decode(blob) for blob in runs_bag.read()),
-                          key=lambda ref: ref.run_index)
-            for ref in refs:
-                machine.feed_all(read_run(ref))
+            refs = [_run_codec.decode(blob) for blob in runs_bag.read()]
+            for run in runs_in_order(refs):
+                machine.feed_all(read_run(run))
                 yield from self._outputs(machine, first_seen)
                 first_seen = False
             machine.finish()
@@ -442,11 +454,8 @@ class SequenceFeeds(beam.PTransform):
                 lambda events: (beam.window.TimestampedValue((event.key, event), event.time / 1000)
                                 for event in events))
         else:
-            span = self.run_span_ids
-            keyed = (event_lists
-                     | "KeyIntoRuns" >> beam.FlatMap(key_into_runs, span)
-                     | "GroupRuns" >> beam.GroupByKey()
-                     | "SortRuns" >> beam.ParDo(WriteSortedRun(self.work_dir)))
+            keyed = event_lists | "SpillRuns" >> beam.ParDo(
+                SpillRuns(self.work_dir, self.run_span_ids))
         if self.streaming:
             sequencer = LiveSequencerDoFn(self.policy, self.reorder_timeout_s,
                                           self.stall_timeout_s, self.clock)
