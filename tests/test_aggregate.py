@@ -5,6 +5,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipeline.model import DELTA, SNAPSHOT, CorruptPeriod, DeadLetter, ErrorEvent, Event, Gap
 from beam_pipeline.synthetic import Expected
+from beam_pipeline.tables import clean_table
 from transforms.aggregate import (ACTIONS, AlertRules, CountErrorsAndAlert, Summarize,
                                   dead_letter_error, format_summary, is_balanced)
 
@@ -109,9 +110,11 @@ def count_rows(counts):
 
 
 def clean_rows(symbol, times, kind=DELTA):
+    """A clean table as the sequencer emits it."""
     exchange, market, name = symbol.split(":")
-    return [(Event(exchange, market, name, kind, 1, 1, None, t if kind == DELTA else None, t,
-                   [], [], "range_plus_one"), 0, True) for t in times]
+    return clean_table([(Event(exchange, market, name, kind, 1, 1, None,
+                               t if kind == DELTA else None, t, [], [], "range_plus_one"), 0, True)
+                        for t in times])
 
 
 def test_error_counts_per_window_and_count_alerts():

@@ -82,3 +82,27 @@ def test_fast_depth_decoder_equals_the_typed_decoder(payload):
 ])
 def test_fast_depth_decoder_edge_cases(payload):
     assert outcome(_decode_depth, payload) == outcome(reference_depth, payload)
+
+
+# ---- canonical sort ------------------------------------------------------------------------------
+
+from beam_pipeline.model import DELTA, SNAPSHOT, Event  # noqa: E402
+from transforms.sequence import sort_canonically  # noqa: E402
+
+ids = st.integers(0, 12)
+events = st.builds(
+    lambda kind, first, extra, prev, t, recv, bids, src: Event(
+        "binance", "spot", "X", kind, first, first + (0 if kind == SNAPSHOT else extra), prev, t,
+        recv, bids, [], "range_plus_one", src),
+    st.sampled_from([DELTA, DELTA, SNAPSHOT]), ids, st.integers(0, 3),
+    st.one_of(st.none(), ids), st.one_of(st.none(), st.integers(0, 3)), st.integers(0, 2),
+    st.lists(st.tuples(st.sampled_from(["1", "2"]), st.sampled_from(["1", "3"])), max_size=2),
+    st.sampled_from(["a:1", "a:2", "b:1"]))
+
+
+@SETTINGS
+@given(st.lists(events, max_size=40))
+def test_sort_canonically_equals_sorting_by_the_full_key(batch):
+    expected = sorted(batch, key=Event.sort_key)
+    got = sort_canonically(list(batch))
+    assert [msgspec.structs.astuple(e) for e in got] == [msgspec.structs.astuple(e) for e in expected]

@@ -56,7 +56,7 @@ def start(watermark=T0 / 1000):
 
 def flatten_clean(label):
     return lambda out: out.clean | label >> beam.FlatMap(
-        lambda rows: [(e.first_id, e.last_id) for e, _, _ in rows])
+        lambda rows: [(r["first_id"], r["last_id"]) for r in rows.to_pylist()])
 
 
 def test_reorder_filled_before_timeout_is_no_gap():
@@ -175,5 +175,6 @@ def test_batch_path_sets_poison_aside_too(tmp_path):
                | SequenceFeeds(Policy(), streaming=False, work_dir=str(tmp_path), run_span_ids=50))
         assert_that(out.dead_letter | beam.Map(lambda d: (d.reason, d.stage, d.source)),
                     equal_to([("processing_error", "sequence", "f:9")]), label="poison")
-        assert_that(out.clean | beam.FlatMap(lambda rows: [(e.first_id, e.last_id) for e, _, _ in rows]),
+        assert_that(out.clean | beam.FlatMap(
+            lambda rows: [(r["first_id"], r["last_id"]) for r in rows.to_pylist()]),
                     equal_to([(100, 100), (101, 102), (103, 104)]), label="others clean")

@@ -10,6 +10,8 @@ import typing
 from collections import Counter
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.coders import VarIntCoder
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
@@ -123,11 +125,14 @@ def _stamped(error: ErrorEvent):
     return window.TimestampedValue(error, error.event_time / 1000.0)
 
 
-def _clean_counts(rows, window_ms: int):
-    """A list of clean rows -> ((symbol, window start), count), stamped at the window start."""
-    counts = Counter()
-    for event, _, _ in rows:
-        counts[(stream_name(event.key), event.time - event.time % window_ms)] += 1
+def _clean_counts(table: pa.Table, window_ms: int):
+    """A table of clean rows -> ((symbol, window start), count), stamped at the window start.
+    A row's time is the exchange's where it has one, else the receive time (Event.time)."""
+    times = pc.coalesce(table["event_time"].cast(pa.int64()), table["recv_time"].cast(pa.int64()),
+                        pa.scalar(0, pa.int64()))
+    starts = pc.multiply(pc.divide(times, window_ms), window_ms)   # integer division: times >= 0
+    symbols = pc.binary_join_element_wise(table["exchange"], table["market"], table["symbol"], ":")
+    counts = Counter(zip(symbols.to_pylist(), starts.to_pylist()))
     for (symbol, start), count in counts.items():
         yield window.TimestampedValue((symbol, count), start / 1000.0)
 

@@ -10,6 +10,7 @@ import apache_beam as beam
 from beam_pipeline.adapters import Rejected
 from beam_pipeline.framing import FileContext, decode_message, decode_record
 from beam_pipeline.model import DeadLetter, RawBatch
+from beam_pipeline.runtime import tune_gc_for_bulk_work
 from transforms.read import DEAD_LETTER, TALLY, now_ms
 
 
@@ -62,6 +63,7 @@ class DecodeBatch(beam.DoFn):
         self.max_record_bytes = max_record_bytes
 
     def setup(self):
+        tune_gc_for_bulk_work()
         self.progress = _Progress()
 
     def process(self, batch: RawBatch):

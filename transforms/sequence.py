@@ -29,11 +29,13 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               on_timer)
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from beam_pipeline.model import (CorruptPeriod, DeadLetter, ErrorEvent, Event, RunRef,
+from beam_pipeline.model import (SNAPSHOT, CorruptPeriod, DeadLetter, ErrorEvent, Event, RunRef,
                                  stream_name)
 from beam_pipeline.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, POISON, RECOVERY,
                                      STATE_VERSION, SUPERSEDED, Policy, SequencerState,
                                      StreamSequencer)
+from beam_pipeline.runtime import tune_gc_for_bulk_work
+from beam_pipeline.tables import clean_table
 from transforms.read import DEAD_LETTER, TALLY, now_ms
 
 CLEAN_ROWS, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS = (
@@ -85,6 +87,9 @@ class SpillRuns(beam.DoFn):
         self.work_dir = work_dir.rstrip("/")
         self.run_span_ids = run_span_ids
 
+    def setup(self):
+        tune_gc_for_bulk_work()
+
     def process(self, events):
         span, runs = self.run_span_ids, defaultdict(list)
         for event in events:
@@ -104,7 +109,37 @@ def read_run(refs) -> list:
     for ref in refs:
         with FileSystems.open(ref.path) as handle:
             events.extend(_events_codec.decode(handle.read()))
-    events.sort(key=Event.sort_key)
+    return sort_canonically(events)
+
+
+def _rank(event: Event) -> int:
+    return event.last_id * 2 + (event.kind == SNAPSHOT)
+
+
+def _consecutive_groups(indices: list):
+    """[3, 4, 9] -> [[3, 4], [9]]"""
+    groups = []
+    for index in indices:
+        if groups and groups[-1][-1] == index - 1:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+def sort_canonically(events: list) -> list:
+    """Sorts `events` by Event.sort_key, in place; the same order, at a fraction of the cost.
+
+    Event.sort_key builds an 8-field tuple per event. Its first two fields (last id, snapshot
+    last) decide almost every comparison, so sort by those as one int, then sort each run of equal
+    ranks (duplicates, overlaps) by the full key. Both sorts are stable, so the result is exactly
+    that of sorting by Event.sort_key (property test: tests/test_fast_paths.py)."""
+    events.sort(key=_rank)
+    ranks = list(map(_rank, events))
+    ties = [i for i in range(1, len(ranks)) if ranks[i] == ranks[i - 1]]   # usually none
+    for group in _consecutive_groups(ties):
+        start, end = group[0] - 1, group[-1] + 1
+        events[start:end] = sorted(events[start:end], key=Event.sort_key)
     return events
 
 
@@ -147,6 +182,9 @@ class SequencerDoFn(beam.DoFn):
     def __init__(self, policy: Policy):
         self.policy = policy
 
+    def setup(self):
+        tune_gc_for_bulk_work()
+
     # -- state helpers --
 
     def _load(self, key, state_cell, held_bag):
@@ -177,7 +215,7 @@ class SequencerDoFn(beam.DoFn):
         state_cell.write(_encode(stored))
 
     def _outputs(self, machine, first_seen):
-        """Machine outputs -> tagged outputs; clean rows travel as one list per call."""
+        """Machine outputs -> tagged outputs; clean rows travel as one Arrow table per call."""
         clean, counts = [], Counter()
         for tag, value in machine.take_output():
             if tag == CLEAN:
@@ -192,7 +230,7 @@ class SequencerDoFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(_TAG_OF[tag], value)
         if clean:
             counts["clean_records"] += len(clean)
-            yield beam.pvalue.TaggedOutput(CLEAN_ROWS, clean)
+            yield beam.pvalue.TaggedOutput(CLEAN_ROWS, clean_table(clean))
         if first_seen:
             counts["symbols"] += 1
         for name, count in counts.items():
@@ -432,7 +470,7 @@ def _late_letter(event: Event) -> DeadLetter:
 
 
 class SequenceFeeds(beam.PTransform):
-    """Lists of Events -> outputs clean (lists of (Event, segment_id, anchored)), gaps,
+    """Lists of Events -> outputs clean (Arrow tables in tables.CLEAN_SCHEMA), gaps,
     corrupt_periods, recovery_requests, errors, dead_letter, tally."""
 
     def __init__(self, policy: Policy, streaming: bool, work_dir: str = None,

@@ -25,43 +25,13 @@ from apache_beam.io import fileio
 from apache_beam.transforms import trigger, window
 
 from beam_pipeline.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
+from beam_pipeline.tables import (CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA,  # noqa: F401 (re-exported)
+                                  clean_table, struct_table)
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "beam_pipeline", "schemas")
 DEAD_LETTER_SCHEMA = fastavro.parse_schema(
     json.load(open(os.path.join(SCHEMA_DIR, "dead_letter.avsc"))))
-
-_TIME = pa.timestamp("ms", tz="UTC")
-_LEVELS = pa.list_(pa.struct([("price", pa.string()), ("qty", pa.string())]))
-_KEY_FIELDS = [("exchange", pa.string()), ("market", pa.string()), ("symbol", pa.string())]
-
-CLEAN_SCHEMA = pa.schema(_KEY_FIELDS + [
-    ("kind", pa.string()), ("first_id", pa.int64()), ("last_id", pa.int64()),
-    ("prev_id", pa.int64()), ("event_time", _TIME), ("recv_time", _TIME),
-    ("bids", _LEVELS), ("asks", _LEVELS), ("segment_id", pa.int64()), ("anchored", pa.bool_())])
-GAP_SCHEMA = pa.schema(_KEY_FIELDS + [
-    ("last_good_id", pa.int64()), ("next_first_id", pa.int64()), ("gap_size", pa.int64()),
-    ("gap_class", pa.string()), ("action", pa.string()), ("resolution", pa.string()),
-    ("event_time", _TIME)])
-CORRUPT_SCHEMA = pa.schema(_KEY_FIELDS + [
-    ("start_id", pa.int64()), ("end_id", pa.int64()), ("start_time", _TIME), ("end_time", _TIME),
-    ("reason", pa.string())])
-
-_CLEAN_COLUMNS = ("exchange", "market", "symbol", "kind", "first_id", "last_id", "prev_id",
-                  "event_time", "recv_time", "bids", "asks")
-
-
-def clean_table(rows) -> pa.Table:
-    """(Event, segment_id, anchored) rows -> an Arrow table, column by column."""
-    columns = {name: [getattr(event, name) for event, _, _ in rows] for name in _CLEAN_COLUMNS}
-    columns["segment_id"] = [segment for _, segment, _ in rows]
-    columns["anchored"] = [anchored for _, _, anchored in rows]
-    return pa.table(columns, schema=CLEAN_SCHEMA)
-
-
-def struct_table(rows, schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_pylist([msgspec.structs.asdict(row) for row in rows], schema=schema)
-
 
 class ParquetSink(fileio.FileSink):
     """Buffers rows and writes row groups; `to_table` turns a list of buffered rows into a table.
@@ -82,18 +52,24 @@ class ParquetSink(fileio.FileSink):
 
     def open(self, fh):
         self._writer = pq.ParquetWriter(fh, self.schema, compression="zstd")
-        self._rows = []
+        self._rows, self._tables, self._buffered = [], [], 0
         self._check_at = self.CHECK_EVERY_ROWS
         self._guard = MemoryGuard.from_gb("parquet_sink", self.memory_limit_gb)
 
     def write(self, record):
-        if isinstance(record, list):
+        """A row, a list of rows, or an Arrow table of rows (already in the schema)."""
+        if isinstance(record, pa.Table):
+            self._tables.append(record)
+            self._buffered += record.num_rows
+        elif isinstance(record, list):
             self._rows.extend(record)
+            self._buffered += len(record)
         else:
             self._rows.append(record)
-        if len(self._rows) >= self._check_at:
+            self._buffered += 1
+        if self._buffered >= self._check_at:
             self._follow_memory_ladder()
-        if len(self._rows) >= self.row_group_rows:
+        if self._buffered >= self.row_group_rows:
             self._write_rows()
 
     def _follow_memory_ladder(self):
@@ -102,12 +78,16 @@ class ParquetSink(fileio.FileSink):
             self.row_group_rows = max(self.MIN_ROW_GROUP_ROWS, self.row_group_rows // 2)
         elif step == FLUSH:
             self._write_rows()
-        self._check_at = len(self._rows) + self.CHECK_EVERY_ROWS
+        self._check_at = self._buffered + self.CHECK_EVERY_ROWS
 
     def _write_rows(self):
         if self._rows:
-            self._writer.write_table(self.to_table(self._rows))
-            self._rows = []
+            self._tables.append(self.to_table(self._rows))
+        if self._tables:
+            # One table per row group at most: streaming hands in many one-row tables.
+            table = pa.concat_tables(self._tables).combine_chunks()
+            self._writer.write_table(table, row_group_size=max(self.row_group_rows, 1))
+        self._rows, self._tables, self._buffered = [], [], 0
         self._check_at = self.CHECK_EVERY_ROWS
 
     def flush(self):
