@@ -79,7 +79,7 @@ class Gap(msgspec.Struct, frozen=True):
     last_good_id: Optional[int]
     next_first_id: int
     gap_size: Optional[int]        # None where the rule cannot measure it (previous_link)
-    gap_class: str                 # small | medium | large
+    gap_class: str                 # small | medium | large | reset (an id reset: engine restart)
     action: str                    # continue_with_warning | hold_for_snapshot | mark_corrupt
     resolution: str                # continued | resynced | corrupt_period
     event_time: int                # time of the event that revealed the gap
@@ -93,7 +93,7 @@ class CorruptPeriod(msgspec.Struct, frozen=True):
     end_id: int
     start_time: Optional[int]
     end_time: int
-    reason: str                    # large_gap | recovery_timeout | buffer_overflow | state_reset
+    reason: str                    # large_gap | recovery_timeout | buffer_overflow | id_reset | state_reset
 
 
 class RecoveryRequest(msgspec.Struct, frozen=True):
@@ -108,7 +108,7 @@ class RecoveryRequest(msgspec.Struct, frozen=True):
 class ErrorEvent(msgspec.Struct, frozen=True):
     """One error occurrence, counted per window by type and symbol."""
 
-    error_type: str                # dead_letter:<reason> | gap_small | gap_medium | gap_large | corrupt_period | stall
+    error_type: str                # dead_letter:<reason> | gap_small | gap_medium | gap_large | gap_reset | corrupt_period | stall
     symbol: str                    # exchange:market:symbol, or "-" when unknown
     event_time: int
 
@@ -136,5 +136,6 @@ class RunRef(msgspec.Struct, frozen=True):
     run_index: int
     path: str
     count: int
+    min_time: Optional[int] = None  # earliest Event.time in the chunk (epoch replay order; None: unknown)
 
 

@@ -85,9 +85,10 @@ class FeedCheckOptions(PipelineOptions):
             help="Per symbol, the most deltas held while waiting (for a snapshot or for reordered "
                  "messages); past it the wait ends early with reason buffer_overflow. Default: 10000.")
         seq.add_argument(
-            "--run_span_ids", type=int, default=1_000_000,
+            "--run_span_ids", type=int, default=100_000,
             help="Batch: update ids per sorted run. Each run is sorted in memory, so this bounds the "
-                 "sequencer's memory per symbol. Default: 1000000.")
+                 "sequencer's memory per symbol: about 3.5 KB per event in a run, at most two runs "
+                 "at a time. Default: 100000.")
         seq.add_argument(
             "--reorder_timeout", type=float, default=2.0,
             help="Streaming: seconds (processing time) an out-of-order event waits for the missing ids "

@@ -1,18 +1,29 @@
 """The per-symbol sequencing state machine, free of Beam.
 
 It consumes one key's events in canonical order (Event.sort_key: by last id, a snapshot after the
-deltas it covers) and decides for each: clean (with its segment), duplicate, superseded, or held
-while a gap waits for a snapshot. Beam's stateful DoFn (transforms/sequence.py) only stores its
-state between elements and turns its outputs into PCollections, as Beam Java's ordered-processing
-extension separates its per-key processor from the user's handler. Unlike that extension, a wait
-here always ends: by a resolving snapshot, by event time passing the recovery deadline, or by the
-bound on held events.
+deltas it covers; after an id reset, epochs in time order: beam_pipeline/epochs.py) and decides
+for each: clean (with its segment), duplicate, superseded, or held while a gap waits for a
+snapshot. Beam's stateful DoFn (transforms/sequence.py) only stores its state between elements
+and turns its outputs into PCollections, as Beam Java's ordered-processing extension separates
+its per-key processor from the user's handler. Unlike that extension, a wait here always ends:
+by a resolving snapshot, by event time passing the recovery deadline, or by the bound on held
+events.
 
 Rules (exchange-agnostic, picked per event by its adapter):
   range_plus_one  a delta (U, u) continues cursor c when U <= c+1 <= u; gap size U - c - 1
   previous_link   a delta continues when pu == c (right after a snapshot L also U <= L <= u);
                   the gap size is unknowable, so such gaps are medium
 A delta with u <= c is a duplicate, or superseded when a snapshot covered it.
+
+Id resets (exchange engine restarts, beam_pipeline/epochs.py): an event whose ids are lower than
+the cursor by more than medium_gap_max while its time is not older than the last accepted delta's
+(or a previous_link delta with pu == -1, what Binance USD-M sends after a restart) begins a new
+epoch. It is a gap of class "reset" (gap_size None): the key holds the new epoch's deltas for a
+snapshot as after a medium gap (a snapshot of the new epoch resyncs; none in time gives a corrupt
+period and the held deltas are released unanchored). Messages of the old epoch that arrive after
+the reset (streaming) are kept apart: while the reset waits they may still extend the old epoch
+(a delta that continues it, a newer snapshot); later, or when they would leave a gap, they are
+late_event, or duplicate / superseded when at or below its last good id.
 """
 from __future__ import annotations
 
@@ -22,6 +33,7 @@ from typing import Iterable, Optional
 
 import msgspec
 
+from beam_pipeline.epochs import canonical_order
 from beam_pipeline.model import (PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
                                  ErrorEvent, Event, Gap, RecoveryRequest, stream_name)
 
@@ -32,6 +44,8 @@ NEVER = 2**62  # a watermark past every event time: the end of a bounded input
 CLEAN, DUPLICATE, SUPERSEDED, LATE, GAP, CORRUPT, RECOVERY, ERROR, POISON = (
     "clean", "duplicate", "superseded", "late", "gap", "corrupt_period", "recovery_request", "error",
     "poison")
+RESET = "reset"      # a Hold's reason and a Gap's class for an id reset
+RESTART_PREV_ID = -1  # the previous-link id an exchange sends on the first message after a restart
 
 
 class Policy(msgspec.Struct, frozen=True):
@@ -52,9 +66,10 @@ class Policy(msgspec.Struct, frozen=True):
 
 
 class Hold(msgspec.Struct):
-    """Deltas held back while the stream waits for a snapshot (at its start, or after a medium gap)."""
+    """Deltas held back while the stream waits for a snapshot (at its start, after a medium gap, or
+    after an id reset)."""
 
-    reason: str                    # "start" (no snapshot seen yet) or "gap"
+    reason: str                    # "start" (no snapshot seen yet), "gap" (medium) or "reset"
     last_good_id: Optional[int]
     last_good_time: Optional[int]
     next_first_id: int
@@ -63,6 +78,7 @@ class Hold(msgspec.Struct):
     deadline: int
     held_count: int = 0
     held_max: tuple = (-1, -1, -1)  # rank of the latest held event, to notice out-of-order arrivals
+    held_max_time: Optional[int] = None  # its time (a later reset is told from a stale event by time)
 
 
 class SequencerState(msgspec.Struct):
@@ -80,6 +96,11 @@ class SequencerState(msgspec.Struct):
     declared_gaps: list = []               # recent (from_id, to_id) holes, to tell late fills from duplicates
     announced_from: Optional[int] = None   # from_id of the last medium gap announced (no repeats on replay)
     seen: bool = False                     # has this key produced anything yet?
+    # Id resets (added without a version bump: state written before them decodes with these defaults)
+    last_delta_time: Optional[int] = None  # time of the last accepted delta
+    announced_reset: Optional[int] = None  # cursor a reset was announced from (no repeats on replay)
+    prior_epoch_id: Optional[int] = None   # last good id of the epoch before the latest reset
+    epoch_time: Optional[int] = None       # time the latest reset was revealed
 
 
 def _rank(event: Event) -> tuple:
@@ -100,6 +121,7 @@ class StreamSequencer:
         self.held = held if held is not None else ListStore()
         self.out: list = []
         self._queue: deque = deque()
+        self._jump = policy.medium_gap_max     # ids further below the cursor may be an id reset
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -134,8 +156,10 @@ class StreamSequencer:
     def is_next(self, event: Event) -> bool:
         """Would `event` be processed without revealing a gap? (The streaming reorder buffer asks.)"""
         st = self.state
-        if st.hold is not None or st.cursor is None:
+        if st.hold is not None or st.cursor is None or self._from_older_epoch(event):
             return True
+        if self._is_reset(event, st.cursor, self._reference_time()):
+            return False    # revealed like a gap: stragglers of the old epoch may still come first
         if event.kind == SNAPSHOT:
             return event.last_id <= st.cursor
         return event.last_id <= st.cursor or self._continues(event)
@@ -157,6 +181,11 @@ class StreamSequencer:
             self._step_holding(event)
         elif st.cursor is None:
             self._step_start(event)
+        elif st.prior_epoch_id is not None and self._from_older_epoch(event):
+            self._step_older_epoch(event)
+        elif (event.last_id + self._jump < st.cursor
+              and self._is_reset(event, st.cursor, self._reference_time())):
+            self._on_reset(event)
         elif event.kind == SNAPSHOT:
             self._step_snapshot(event)
         else:
@@ -192,11 +221,19 @@ class StreamSequencer:
         if event.time > hold.deadline:
             self._queue.appendleft(event)        # it follows the released deltas
             self._give_up("recovery_timeout")
+        elif hold.reason == RESET and self._older_than_hold(event):
+            self._step_older_in_hold(event)
+        elif hold.reason != RESET and self._from_older_epoch(event):
+            self._step_older_epoch(event)
+        elif self._is_reset(event, hold.held_max[0] if hold.reason != "gap" else st.cursor,
+                            hold.held_max_time):
+            self._queue.appendleft(event)        # the wait belongs to an epoch that has ended
+            self._give_up("id_reset")
         elif _rank(event) < tuple(hold.held_max):
             self._rewind(event)              # arrived after later ones: replay the hold in order
         elif event.kind == SNAPSHOT:
             self._resolve(event)
-        elif st.cursor is not None and event.last_id <= st.cursor:
+        elif hold.reason != RESET and st.cursor is not None and event.last_id <= st.cursor:
             self._emit(self._stale_outcome(event), event)
         elif event.last_id == hold.held_max[0]:
             self._emit(DUPLICATE, event)
@@ -222,6 +259,89 @@ class StreamSequencer:
             return None
         return event.first_id - self.state.cursor - 1
 
+    # ---- id resets (epochs) ---------------------------------------------------------------------
+
+    def _reference_time(self) -> Optional[int]:
+        """The time a reset must not be older than: the last accepted delta's (a snapshot's time is
+        often a receive time, later than the deltas after it), else the last accepted event's."""
+        st = self.state
+        return st.last_delta_time if st.last_delta_time is not None else st.last_time
+
+    def _is_reset(self, event: Event, ref_id: Optional[int], ref_time: Optional[int]) -> bool:
+        """Do `event`'s ids restart far below `ref_id` (an engine restart, not a stale message)?"""
+        if ref_id is None or event.last_id + self.policy.medium_gap_max >= ref_id:
+            return False
+        if (event.kind != SNAPSHOT and event.rule == PREVIOUS_LINK
+                and event.prev_id == RESTART_PREV_ID):
+            return True
+        return ref_time is not None and event.time >= ref_time
+
+    def _from_older_epoch(self, event: Event) -> bool:
+        """After a reset: is `event` a late message of an epoch before the current one (ids far
+        above the cursor, and sent before the reset or near the old epoch's ids)?"""
+        st, jump = self.state, self.policy.medium_gap_max
+        return (st.prior_epoch_id is not None and st.cursor is not None
+                and event.first_id - st.cursor > jump
+                and (event.time < st.epoch_time or event.last_id + jump >= st.prior_epoch_id))
+
+    def _older_than_hold(self, event: Event) -> bool:
+        """While a reset waits: is `event` of the old epoch rather than of the held new one?"""
+        hold, jump = self.state.hold, self.policy.medium_gap_max
+        return (event.first_id - hold.held_max[0] > jump
+                and (event.time < hold.reveal_time or event.last_id + jump >= hold.last_good_id))
+
+    def _on_reset(self, event: Event) -> None:
+        """The ids restarted: report the reset and wait for a snapshot of the new epoch (the
+        event is that snapshot: the new epoch is anchored at once)."""
+        st = self.state
+        old = st.cursor
+        replayed = st.announced_reset == old     # a hold replayed in order (see _rewind)
+        if not replayed:
+            self._error("gap_reset", event.time)
+        st.announced_reset, st.prior_epoch_id, st.epoch_time = old, old, event.time
+        if event.kind == SNAPSHOT:
+            self._emit_gap(old, event.first_id, None, RESET, "hold_for_snapshot", "resynced",
+                           event.time)
+            self._leave_old_epoch()
+            self._accept_snapshot(event)
+            return
+        if not replayed:
+            self._emit(RECOVERY, RecoveryRequest(*self.key, from_id=event.first_id,
+                                                 reason="id_reset", event_time=event.time))
+        self._start_hold(RESET, event, None, last_good_time=self._reference_time())
+
+    def _leave_old_epoch(self) -> None:
+        """The new epoch begins: the old one's snapshot and holes say nothing about its ids."""
+        self.state.snapshot_floor, self.state.declared_gaps = None, []
+
+    def _step_older_in_hold(self, event: Event) -> None:
+        """A message of the old epoch while the reset waits. Canonical order would have given it
+        before the reset, so it may still extend the old epoch (the reset then leaves from there);
+        one that would leave a gap in an epoch already over is late."""
+        st, hold = self.state, self.state.hold
+        if event.last_id <= st.cursor:
+            self._emit(self._stale_outcome(event), event)
+            return
+        if event.kind == SNAPSHOT:
+            self._accept_snapshot(event)
+        elif self._continues(event):
+            self._accept_delta(event)
+        else:
+            self._emit(LATE, event)
+            return
+        hold.last_good_id, hold.last_good_time = st.cursor, self._reference_time()
+        st.announced_reset = st.prior_epoch_id = st.cursor
+
+    def _step_older_epoch(self, event: Event) -> None:
+        """A message of an earlier epoch after the reset's wait ended (streaming, past the reorder
+        buffer): at or below that epoch's last good id it is stale, above it late."""
+        if event.last_id > self.state.prior_epoch_id:
+            self._emit(LATE, event)
+        elif event.kind == SNAPSHOT:
+            self._emit(SUPERSEDED, event)
+        else:
+            self._emit(self._stale_outcome(event), event)
+
     def _stale_outcome(self, event: Event) -> str:
         st = self.state
         for low, high in st.declared_gaps:
@@ -235,7 +355,8 @@ class StreamSequencer:
 
     def _accept_delta(self, event: Event) -> None:
         st = self.state
-        st.cursor, st.bridging, st.last_snapshot_id, st.last_time = event.last_id, False, None, event.time
+        st.cursor, st.bridging, st.last_snapshot_id = event.last_id, False, None
+        st.last_time = st.last_delta_time = event.time
         self._emit(CLEAN, (event, st.segment_id, st.anchored))
 
     def _accept_snapshot(self, event: Event) -> None:
@@ -277,9 +398,11 @@ class StreamSequencer:
                 st.announced_from = st.cursor + 1
             self._start_hold("gap", event, size)
 
-    def _start_hold(self, reason: str, event: Event, gap_size: Optional[int]) -> None:
+    def _start_hold(self, reason: str, event: Event, gap_size: Optional[int],
+                    last_good_time: Optional[int] = None) -> None:
         st = self.state
-        st.hold = Hold(reason, st.cursor, st.last_time, event.first_id, gap_size, event.time,
+        st.hold = Hold(reason, st.cursor, st.last_time if last_good_time is None else last_good_time,
+                       event.first_id, gap_size, event.time,
                        event.time + self.policy.recovery_timeout_ms)
         self._hold(event)
 
@@ -288,9 +411,10 @@ class StreamSequencer:
         self.held.add(event)
         hold.held_count += 1
         hold.held_max = _rank(event)
+        hold.held_max_time = event.time
 
     def _take_held(self) -> list:
-        held = sorted(self.held.read(), key=Event.sort_key)
+        held = canonical_order(self.held.read(), self.policy.medium_gap_max)
         self.held.clear()
         return held
 
@@ -299,9 +423,12 @@ class StreamSequencer:
         hold = self.state.hold
         held = self._take_held()
         self.state.hold = None
-        if hold.reason == "gap":
-            self._emit_gap(hold.last_good_id, hold.next_first_id, hold.gap_size, "medium",
-                           "hold_for_snapshot", "resynced", hold.reveal_time)
+        if hold.reason in ("gap", RESET):
+            self._emit_gap(hold.last_good_id, hold.next_first_id, hold.gap_size,
+                           "medium" if hold.reason == "gap" else RESET, "hold_for_snapshot",
+                           "resynced", hold.reveal_time)
+        if hold.reason == RESET:
+            self._leave_old_epoch()
         covered = [e for e in held if e.last_id <= snapshot.last_id]
         for event in covered:
             self._emit(SUPERSEDED, event)
@@ -313,11 +440,16 @@ class StreamSequencer:
         st, hold = self.state, self.state.hold
         held = self._take_held()
         st.hold = None
-        if hold.reason == "gap":
-            self._emit_gap(hold.last_good_id, hold.next_first_id, hold.gap_size, "medium",
-                           "hold_for_snapshot", "corrupt_period", hold.reveal_time)
+        if hold.reason in ("gap", RESET):
+            # for a reset the two ids are in different numberings: start_id (the old epoch's first
+            # id not seen) > end_id (the new epoch's last id not seen); the times order the period
+            self._emit_gap(hold.last_good_id, hold.next_first_id, hold.gap_size,
+                           "medium" if hold.reason == "gap" else RESET, "hold_for_snapshot",
+                           "corrupt_period", hold.reveal_time)
             self._emit_corrupt(hold.last_good_id + 1, hold.next_first_id - 1, hold.last_good_time,
                                hold.reveal_time, reason)
+        if hold.reason == RESET:
+            self._leave_old_epoch()
         self._start_unanchored_segment(held[0])
         self._queue.extendleft(reversed(held[1:]))
 
@@ -325,7 +457,8 @@ class StreamSequencer:
         """An event older than held ones: forget the hold and replay everything in order."""
         held = self._take_held()
         self.state.hold = None
-        self._queue.extendleft(reversed(sorted(held + [event], key=Event.sort_key)))
+        self._queue.extendleft(reversed(canonical_order(held + [event],
+                                                        self.policy.medium_gap_max)))
 
     # ---- outputs ----------------------------------------------------------------------------
 

@@ -35,7 +35,8 @@ REASON_OF["inverted_ids"] = "invalid_ids"
 # Chaos faults (see generate_chaos). Clock jumps have a documented outcome: the canonical order is by
 # update id, event time only bounds a wait, so a jump outside a wait changes nothing and a forward jump
 # inside a medium gap's wait ends it (recovery_timeout). Id resets (an engine restart: update ids start
-# again from a much lower number) have no documented outcome: their symbol is marked unchecked.
+# again from a much lower number, time goes on) are gaps of class "reset": the new epoch waits for a
+# snapshot like a medium gap (README, "Gap policy").
 CLOCK_FAULTS = ("clock_jump_forward", "clock_jump_back", "medium_gap_clock_jump")
 CHAOS_STREAM_FAULTS = STREAM_FAULTS + CLOCK_FAULTS + ("reorder_window",)
 RESET_FAULTS = ("id_reset", "id_reset_resync")
@@ -59,9 +60,8 @@ class Expected:
     corrupt_periods: list = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     dead_letters: Counter = field(default_factory=Counter)
-    # The same counts per (exchange, market, symbol), and the keys whose outcome is not predicted.
+    # The same counts per (exchange, market, symbol).
     per_key: dict = field(default_factory=dict)
-    unchecked: set = field(default_factory=set)
 
     def count(self, key, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -73,7 +73,7 @@ class Expected:
                 "ignored": c["ignored"], "duplicates": c["duplicates"],
                 "superseded": c["superseded"], "dead_letters": dict(sorted(self.dead_letters.items())),
                 "gaps": {cls: sum(1 for g in self.gaps if g["gap_class"] == cls)
-                         for cls in ("small", "medium", "large")},
+                         for cls in ("small", "medium", "large", "reset")},
                 "corrupt_periods": len(self.corrupt_periods), "symbols": c["symbols"]}
 
 
@@ -146,7 +146,7 @@ class _Stream:
     def gap_row(self, last_good, first, size, cls, action, resolution, time_ms):
         if self.market == "usdm":
             size = None
-            cls = "medium" if cls != "large" else cls
+            cls = "medium" if cls == "small" else cls
         self.expected.gaps.append(dict(self._key(), last_good_id=last_good, next_first_id=first,
                                        gap_size=size, gap_class=cls, action=action,
                                        resolution=resolution, event_time=time_ms))
@@ -217,15 +217,26 @@ class _Stream:
             self.rng.shuffle(lines)
             self.out[-count:] = [(t, line) for (t, _), line in zip(window, lines)]
         elif fault in RESET_FAULTS:
-            # an engine restart: ids start again far lower (futures: the first pu is -1)
-            self.expected.unchecked.add(self.key)
+            # an engine restart: ids start again far lower (futures: the first pu is -1), time goes
+            # on. The new epoch waits for a snapshot: one that covers it supersedes its deltas, none
+            # in time (--recovery_timeout, or the end of the input) leaves a corrupt period and the
+            # deltas clean, unanchored. (Ids drop by far more than --medium_gap_max: at least 99%
+            # of ids >= 5,000.)
+            resync = fault == "id_reset_resync"
             self.next_id = max(1, self.next_id // self.rng.randint(100, 10_000))
-            self.delta(prev=-1)
-            for _ in range(self.rng.randint(0, 5)):
-                self.delta()
-            if fault == "id_reset_resync":
+            (first, _, t), _ = self.delta(prev=-1, clean=not resync)
+            more = self.rng.randint(0, 5)
+            for _ in range(more):
+                self.delta(clean=not resync)
+            if resync:
+                self._count("superseded", 1 + more)
                 self.snapshot(self.last_u, self.last_time + 30)
                 self.last_time += 30
+                self.gap_row(last_good, first, None, "reset", "hold_for_snapshot", "resynced", t)
+            else:
+                self.gap_row(last_good, first, None, "reset", "hold_for_snapshot",
+                             "corrupt_period", t)
+                self.corrupt(last_good + 1, first - 1, last_time, t, "recovery_timeout")
         else:
             raise ValueError(f"unknown fault {fault!r}")
 

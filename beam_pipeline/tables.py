@@ -1,13 +1,19 @@
 """Arrow schemas of the Parquet outputs, and the conversions from rows to Arrow tables.
 
-Clean rows leave the sequencer as Arrow tables (one per replayed run, or per streaming firing):
-a table crosses a stage boundary as a few buffers, where a list of Events was pickled one object at
-a time (25 us a row, measured; bench/README.md).
+Clean rows leave the streaming sequencer as Arrow tables: a table crosses a stage boundary as a
+few buffers, where a list of Events was pickled one object at a time (25 us a row, measured;
+bench/README.md). The batch sequencer writes each replayed run's clean rows to the work folder as a
+Parquet part and emits only a CleanPart: a runner that holds a stage's whole output in memory
+(DirectRunner does) then holds references, not a month of rows.
 """
 from __future__ import annotations
 
 import msgspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
 _TIME = pa.timestamp("ms", tz="UTC")
 _LEVELS = pa.list_(pa.struct([("price", pa.string()), ("qty", pa.string())]))
@@ -39,3 +45,33 @@ def clean_table(rows) -> pa.Table:
 
 def struct_table(rows, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist([msgspec.structs.asdict(row) for row in rows], schema=schema)
+
+
+class CleanPart(msgspec.Struct, frozen=True):
+    """Clean rows of one key written as a Parquet file in the work folder (batch sequencing)."""
+
+    path: str
+    rows: int
+    symbol: str                    # exchange:market:symbol
+    times: bytes                   # each row's time (Event.time, ms) as int64s: windowed counts
+
+
+def row_times(table: pa.Table) -> np.ndarray:
+    """Each clean row's time: the exchange's where it has one, else the receive time (Event.time)."""
+    times = pc.coalesce(table["event_time"].cast(pa.int64()), table["recv_time"].cast(pa.int64()),
+                        pa.scalar(0, pa.int64()))
+    return times.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def write_clean_part(table: pa.Table, path: str, symbol: str) -> CleanPart:
+    with FileSystems.create(path) as handle:
+        pq.write_table(table, handle, compression="zstd")
+    return CleanPart(path, table.num_rows, symbol, row_times(table).tobytes())
+
+
+def as_clean_table(element) -> pa.Table:
+    """An element of the sequencer's clean output as a table: a table, or a CleanPart read back."""
+    if isinstance(element, CleanPart):
+        with FileSystems.open(element.path) as handle:
+            return pq.read_table(handle)
+    return element

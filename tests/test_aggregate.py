@@ -44,7 +44,7 @@ def test_summarize_balanced_unbalanced_and_empty():
         assert_that(balanced, equal_to([{
             "input_records": 40, "clean_records": 30, "ignored": 3, "duplicates": 2,
             "superseded": 1, "dead_letters": {"bad_json": 3, "invalid_ids": 1},
-            "gaps": {"small": 2, "medium": 1, "large": 0}, "corrupt_periods": 1, "symbols": 4,
+            "gaps": {"small": 2, "medium": 1, "large": 0, "reset": 0}, "corrupt_periods": 1, "symbols": 4,
             "balanced": True}]), label="CheckBalanced")
 
         # one record unaccounted for: 10 in, 8 clean + 1 dead letter
@@ -53,7 +53,7 @@ def test_summarize_balanced_unbalanced_and_empty():
         assert_that(missing, equal_to([{
             "input_records": 10, "clean_records": 8, "ignored": 0, "duplicates": 0,
             "superseded": 0, "dead_letters": {"read_error": 1},
-            "gaps": {"small": 0, "medium": 0, "large": 1}, "corrupt_periods": 2, "symbols": 0,
+            "gaps": {"small": 0, "medium": 0, "large": 1, "reset": 0}, "corrupt_periods": 2, "symbols": 0,
             "balanced": False}]), label="CheckMissing")
 
         # counted twice: more accounted for than read
@@ -65,7 +65,7 @@ def test_summarize_balanced_unbalanced_and_empty():
         empty = summarize(p, "Empty", [], [], [], [])
         assert_that(empty, equal_to([{
             "input_records": 0, "clean_records": 0, "ignored": 0, "duplicates": 0,
-            "superseded": 0, "dead_letters": {}, "gaps": {"small": 0, "medium": 0, "large": 0},
+            "superseded": 0, "dead_letters": {}, "gaps": {"small": 0, "medium": 0, "large": 0, "reset": 0},
             "corrupt_periods": 0, "symbols": 0, "balanced": True}]), label="CheckEmpty")
 
 

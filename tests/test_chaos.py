@@ -13,22 +13,23 @@ Checks, for every seed:
   * conservation: the summary balances, and input_records equals the non-blank non-header lines a
     reader can get from the files (counted here with zlib, independently of the pipeline) plus one
     per read error;
-  * every injected gap and corrupt period is reported with its exact ids, times and resolution, and
-    the per-symbol clean / duplicate / superseded counts and dead-letter reasons are as injected
-    (id-reset symbols, whose outcome the pipeline does not document, only get the invariants);
+  * every injected gap (id resets included) and corrupt period is reported with its exact ids,
+    times and resolution, every recovery request with its id, and the per-symbol clean / duplicate /
+    superseded counts and dead-letter reasons are as injected;
   * no clean row twice by (exchange, market, symbol, kind, first_id, last_id);
   * the same records in another order and another split into files give identical outputs.
 
 Two levels:
   * a fast reference, many seeds: the real read and decode DoFn bodies called directly (no runner)
-    and the pure state machine fed in canonical order (Event.sort_key), as the batch sequencer does;
+    and the pure state machine fed in canonical order (beam_pipeline.epochs.canonical_order: by id,
+    epochs between id resets in time order), as the batch sequencer does;
   * the full Beam pipeline (DirectRunner, through beam_pipeline.cli.main) for a few seeds, whose
     outputs must equal the reference's exactly (rows, summary, dead letters with their sources).
 
 CHAOS_SEEDS=1000 (fast reference seeds, default 150) and CHAOS_BEAM_SEEDS=20 (default 6) run more.
 
-The strict-xfail tests at the end pin the bugs the harness found; each fails once its bug is fixed
-(then drop its marker).
+The tests at the end pin the bugs the harness found (each was a strict xfail until its fix; a new
+bug found gets one again, and loses its marker once fixed).
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.pvalue import TaggedOutput
 
 from beam_pipeline.cli import main
+from beam_pipeline.epochs import canonical_order
 from beam_pipeline.framing import is_header
 from beam_pipeline.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event
 from beam_pipeline.sequencer import (CLEAN, CORRUPT, DUPLICATE, GAP, LATE, POISON, RECOVERY,
@@ -128,7 +130,7 @@ def read_and_decode(paths, input_format="auto", max_record_bytes=MAX_RECORD_BYTE
 
 
 def run_reference(paths, input_format="auto", policy=Policy(), max_record_bytes=MAX_RECORD_BYTES):
-    """Read and decode, then each key's events sorted by Event.sort_key through the state machine."""
+    """Read and decode, then each key's events in canonical order through the state machine."""
     events, tallies, letters = read_and_decode(paths, input_format, max_record_bytes)
     by_key = defaultdict(list)
     for event in events:
@@ -137,7 +139,7 @@ def run_reference(paths, input_format="auto", policy=Policy(), max_record_bytes=
     counts = Counter(tallies)
     for key in sorted(by_key):
         machine = StreamSequencer(key, policy)
-        machine.feed_all(sorted(by_key[key], key=Event.sort_key))
+        machine.feed_all(canonical_order(by_key[key], policy.medium_gap_max))
         machine.finish()
         tally = per_key.setdefault(key, Counter())
         counts["symbols"] += 1
@@ -269,7 +271,7 @@ def check_no_clean_row_twice(outcome: Outcome):
 
 
 def check_against_expected(outcome: Outcome, feed):
-    """Exact for everything the generator predicts; unchecked (id-reset) symbols are skipped."""
+    """Exact for everything the generator predicts, every symbol (id resets included)."""
     expected = feed.expected
     summary = outcome.summary
     assert summary["ignored"] == expected.counts["ignored"]
@@ -277,7 +279,7 @@ def check_against_expected(outcome: Outcome, feed):
     decode_letters = Counter(reason for reason, stage, *_ in outcome.letters if stage != "sequence")
     assert decode_letters == expected.dead_letters
     keys = set(expected.per_key) | set(outcome.per_key)
-    checked = sorted(keys - expected.unchecked)
+    checked = sorted(keys)
     assert summary["symbols"] == len(keys)
     for key in checked:
         want, got = expected.per_key.get(key, Counter()), outcome.per_key.get(key, Counter())
@@ -287,10 +289,11 @@ def check_against_expected(outcome: Outcome, feed):
         assert _of(key, outcome.gaps) == _of(key, expected.gaps), (key, feed.faults)
         assert _of(key, outcome.corrupt) == _of(key, expected.corrupt_periods), (key, feed.faults)
         requests = sorted(r[3] for r in outcome.recovery if r[:3] == key)
-        assert requests == sorted(g["last_good_id"] + 1 for g in _of(key, expected.gaps)
-                                  if g["gap_class"] == "medium"), key
-    if not expected.unchecked:
-        assert summary == dict(expected.summary(), balanced=True)
+        assert requests == sorted([g["last_good_id"] + 1 for g in _of(key, expected.gaps)
+                                   if g["gap_class"] == "medium"]
+                                  + [g["next_first_id"] for g in _of(key, expected.gaps)
+                                     if g["gap_class"] == "reset"]), key
+    assert summary == dict(expected.summary(), balanced=True)
 
 
 def check_seed(seed, folder):
@@ -492,10 +495,26 @@ def test_a_malformed_cryptofeed_header_loses_only_itself(tmp_path):
     assert tallies["input_records"] == records, [l.reason for l in letters]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after an id reset (engine restart) the state machine "
-                   "answers differently in arrival order (streaming) and in canonical order (batch): "
-                   "streaming marks every post-restart delta and the resync snapshot superseded, "
-                   "batch keeps them clean; neither reports the restart")
+# ---- id resets (engine restarts), once pinned by strict-xfail tests --------------------------------
+
+def _machine_out(key, events, policy=Policy()):
+    machine = StreamSequencer(key, policy)
+    machine.feed_all(events)
+    machine.finish()
+    return machine.out
+
+
+def _outcome_view(out):
+    """Everything the machine decided, comparable across input orders."""
+    tags = sorted((t, v[0].last_id if t == CLEAN else getattr(v, "last_id", None))
+                  for t, v in out if t in (CLEAN, DUPLICATE, SUPERSEDED, LATE))
+    clean = sorted((v[0].kind, v[0].first_id, v[0].last_id, v[1], v[2]) for t, v in out if t == CLEAN)
+    gaps = sorted((repr(v) for t, v in out if t == GAP))
+    corrupt = sorted((repr(v) for t, v in out if t == CORRUPT))
+    recovery = sorted((repr(v) for t, v in out if t == RECOVERY))
+    return tags, clean, gaps, corrupt, recovery
+
+
 def test_an_id_reset_gives_the_same_answer_in_arrival_and_canonical_order():
     key = ("binance", "usdm", "RSTUSDT")
 
@@ -510,44 +529,148 @@ def test_an_id_reset_gives_the_same_answer_in_arrival_and_canonical_order():
              delta(5_005, 5_007, 5_004, 500)]
 
     def tags(events):
-        machine = StreamSequencer(key, Policy())
-        machine.feed_all(events)
-        machine.finish()
-        return sorted((t, v[0].last_id if t == CLEAN else getattr(v, "last_id", None))
-                      for t, v in machine.out if t in (CLEAN, DUPLICATE, SUPERSEDED))
+        return _outcome_view(_machine_out(key, events))[0]
 
     arrival = tags(before + after)
-    canonical = tags(sorted(before + after, key=Event.sort_key))
-    # today the 4 records after the restart are all superseded
+    canonical = tags(canonical_order(before + after, Policy().medium_gap_max))
+    # (before the fix the 4 records after the restart were all superseded)
     assert [t for t, _ in arrival].count(CLEAN) >= 5, arrival
     assert arrival == canonical
+    # stronger: every output agrees, and is what the Gap policy documents for a reset
+    out = _machine_out(key, before + after)
+    assert _outcome_view(out) == _outcome_view(
+        _machine_out(key, canonical_order(before + after, Policy().medium_gap_max)))
+    assert arrival == sorted([(CLEAN, 10_000_000), (CLEAN, 10_000_003), (CLEAN, 10_000_009),
+                              (SUPERSEDED, 5_002), (SUPERSEDED, 5_004), (CLEAN, 5_004),
+                              (CLEAN, 5_007)])
+    [gap] = [v for t, v in out if t == GAP]
+    assert (gap.last_good_id, gap.next_first_id, gap.gap_size, gap.gap_class, gap.action,
+            gap.resolution, gap.event_time) == (10_000_009, 5_001, None, "reset",
+                                                "hold_for_snapshot", "resynced", 300)
+    [request] = [v for t, v in out if t == RECOVERY]
+    assert (request.from_id, request.reason) == (5_001, "id_reset")
+    assert not [v for t, v in out if t == CORRUPT]
+    # the new epoch is anchored on its own snapshot
+    assert [(v[0].last_id, v[1], v[2]) for t, v in out if t == CLEAN][-2:] == [
+        (5_004, 5_004, True), (5_007, 5_004, True)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: in canonical order (batch) ids after a restart sort "
-                   "before the ids of the epoch before it: the older epoch's snapshot supersedes "
-                   "deltas sent after the restart, or a large gap joins two epochs backwards with a "
-                   "corrupt period that ends before it starts; the restarts themselves are not reported")
-@pytest.mark.parametrize("step_ms", [100, 5000], ids=["short_epochs", "long_epochs"])
-def test_id_resets_in_canonical_order_are_reported_where_they_happened(step_ms):
+def _restart_feed(step_ms):
+    """A spot key: a snapshot, then three epochs of 20 deltas, each restart to much lower ids."""
     key = ("binance", "spot", "RSTUSDT")
     events = [Event(*key, SNAPSHOT, 10_000_000, 10_000_000, None, 0, 0, [], [], RANGE_PLUS_ONE)]
     clock = 0
     restarts = []
     for start in (10_000_001, 20_000, 50):        # two restarts, each to much lower ids
         if events[-1].kind == DELTA:
-            restarts.append((events[-1].last_id, start))
+            restarts.append((events[-1].last_id, start, events[-1].time, clock + step_ms))
         for first in range(start, start + 40, 2):
             clock += step_ms
             events.append(Event(*key, DELTA, first, first + 1, None, clock, clock, [], [],
                                 RANGE_PLUS_ONE))
-    machine = StreamSequencer(key, Policy())
-    machine.feed_all(sorted(events, key=Event.sort_key))
-    machine.finish()
-    out = machine.out
+    return key, events, restarts
+
+
+@pytest.mark.parametrize("step_ms", [100, 5000], ids=["short_epochs", "long_epochs"])
+def test_id_resets_in_canonical_order_are_reported_where_they_happened(step_ms):
+    key, events, restarts = _restart_feed(step_ms)
+    out = _machine_out(key, canonical_order(events, Policy().medium_gap_max))
     superseded = [v for t, v in out if t == SUPERSEDED and v.time > 0]   # sent after the snapshot
     inverted = [v for t, v in out if t == CORRUPT and v.start_time is not None
                 and v.start_time > v.end_time]
     reported = {(v.last_good_id, v.next_first_id) for t, v in out if t == GAP}
     assert not superseded, f"{len(superseded)} deltas after a restart superseded by an older snapshot"
     assert not inverted, inverted
-    assert set(restarts) <= reported, (restarts, reported)
+    assert set((last, first) for last, first, *_ in restarts) <= reported, (restarts, reported)
+    # stronger: exactly the two restarts, as resets; no snapshot follows either, so each wait ends
+    # in a corrupt period (the first one, with short epochs, is cut short by the second restart)
+    # and every record is clean exactly once
+    gaps = [v for t, v in out if t == GAP]
+    assert [(g.last_good_id, g.next_first_id, g.gap_size, g.gap_class, g.action, g.resolution,
+             g.event_time) for g in gaps] == [
+        (last, first, None, "reset", "hold_for_snapshot", "corrupt_period", at)
+        for last, first, _, at in restarts]
+    reasons = ["id_reset" if step_ms == 100 else "recovery_timeout", "recovery_timeout"]
+    assert [(c.start_id, c.end_id, c.start_time, c.end_time, c.reason)
+            for t, c in out if t == CORRUPT] == [
+        (last + 1, first - 1, last_time, at, reason)
+        for (last, first, last_time, at), reason in zip(restarts, reasons)]
+    assert [v.from_id for t, v in out if t == RECOVERY] == [first for _, first, *_ in restarts]
+    clean = [v for t, v in out if t == CLEAN]
+    assert sorted(e.last_id for e, _, _ in clean) == sorted(e.last_id for e in events)
+    # nothing else: 2 x (gap, corrupt period, request, errors gap_reset and corrupt_period)
+    assert Counter(t for t, _ in out) == {CLEAN: len(events), GAP: 2, CORRUPT: 2, RECOVERY: 2,
+                                           "error": 4}
+    # each epoch after a restart is its own unanchored segment, in time order
+    assert [(segment, anchored) for _, segment, anchored in clean] == (
+        [(10_000_000, True)] * 21 + [(20_000, False)] * 20 + [(50, False)] * 20)
+
+
+def _batch_outputs(events, tmp_path, span, batches):
+    """The batch sequencer (SequenceFeeds, streaming=False) on `events` cut into input batches."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+    from beam_pipeline.tables import as_clean_table
+    from transforms.sequence import SequenceFeeds
+
+    reference = _machine_out(events[0].key, canonical_order(events, Policy().medium_gap_max))
+    clean = [(v[0].first_id, v[0].last_id, v[1], v[2]) for t, v in reference if t == CLEAN]
+    with TestPipeline() as p:
+        out = (p | beam.Create(batches)
+               | SequenceFeeds(Policy(), streaming=False, work_dir=str(tmp_path),
+                               run_span_ids=span))
+        assert_that(out.gaps, equal_to([v for t, v in reference if t == GAP]), label="gaps")
+        assert_that(out.corrupt_periods, equal_to([v for t, v in reference if t == CORRUPT]),
+                    label="corrupt")
+        assert_that(out.recovery_requests, equal_to([v for t, v in reference if t == RECOVERY]),
+                    label="requests")
+        assert_that(out.clean | beam.FlatMap(lambda part: [
+            (r["first_id"], r["last_id"], r["segment_id"], r["anchored"])
+            for r in as_clean_table(part).to_pylist()]), equal_to(clean), label="clean")
+    return reference
+
+
+@pytest.mark.parametrize("span", [1_000_000, 20_000, 7], ids=[
+    "later_epochs_in_one_run", "each_epoch_in_its_runs", "many_small_runs"])
+def test_id_resets_through_the_batch_sequencer_match_the_reference(span, tmp_path):
+    """The batch path replays runs (ids // span) in canonical order: with span 1,000,000 the two
+    later epochs (ids 20,000.. and 50..) share run 0 and the reset lies inside one run; with span 7
+    every epoch spans several runs. Input batches shuffled."""
+    key, events, restarts = _restart_feed(100)
+    rng = random.Random(span)
+    shuffled = events[:]
+    rng.shuffle(shuffled)
+    batches = [shuffled[i::3] for i in range(3)]
+    reference = _batch_outputs(events, tmp_path, span, batches)
+    assert {(v.last_good_id, v.next_first_id) for t, v in reference if t == GAP} == {
+        (last, first) for last, first, *_ in restarts}
+
+
+def test_an_old_epoch_snapshot_never_supersedes_the_new_epoch(tmp_path):
+    """A snapshot of the epoch before a restart whose receive time is after it (it was requested
+    before the restart): in canonical order it belongs to the old epoch, by its id; in arrival order
+    it comes after the reset and extends the old epoch. The new epoch's deltas stay clean."""
+    key = ("binance", "spot", "RSTUSDT")
+
+    def delta(first, last, at):
+        return Event(*key, DELTA, first, last, None, at, at, [], [], RANGE_PLUS_ONE)
+
+    old = [Event(*key, SNAPSHOT, 9_000, 9_000, None, 0, 0, [], [], RANGE_PLUS_ONE)] + [
+        delta(9_001 + i, 9_001 + i, 100 * (i + 1)) for i in range(10)]               # .. 9_010
+    late_snapshot = Event(*key, SNAPSHOT, 9_012, 9_012, None, None, 1_250, [], [], RANGE_PLUS_ONE)
+    new = [delta(3 + i, 3 + i, 1_200 + 100 * i) for i in range(5)]                  # 3 .. 7
+    arrival = old + new[:1] + [late_snapshot] + new[1:]
+    canonical = canonical_order(arrival, Policy().medium_gap_max)
+    assert canonical == old + [late_snapshot] + new
+    for events in (arrival, canonical):
+        out = _machine_out(key, events)
+        assert not [v for t, v in out if t in (SUPERSEDED, DUPLICATE, LATE)]
+        [gap] = [v for t, v in out if t == GAP]
+        assert (gap.last_good_id, gap.next_first_id, gap.gap_class, gap.resolution) == (
+            9_012, 3, "reset", "corrupt_period")
+        [corrupt] = [v for t, v in out if t == CORRUPT]
+        assert (corrupt.start_id, corrupt.end_id, corrupt.start_time, corrupt.end_time) == (
+            9_013, 2, 1_000, 1_200)          # from the last old delta's time: never inverted
+    assert _outcome_view(_machine_out(key, arrival)) == _outcome_view(_machine_out(key, canonical))
+    _batch_outputs(arrival, tmp_path, 5_000, [arrival])

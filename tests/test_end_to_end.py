@@ -32,7 +32,7 @@ def test_real_captures_are_continuous_and_bridged(captures, tmp_path, outputs):
     summary = out.summary()
     assert summary == {
         "input_records": 1808, "clean_records": 929, "ignored": 859, "duplicates": 0,
-        "superseded": 20, "dead_letters": {}, "gaps": {"small": 0, "medium": 0, "large": 0},
+        "superseded": 20, "dead_letters": {}, "gaps": {"small": 0, "medium": 0, "large": 0, "reset": 0},
         "corrupt_periods": 0, "symbols": 8, "balanced": True}
     clean = out.parquet_rows("clean")
     assert len(clean) == 929

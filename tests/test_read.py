@@ -9,7 +9,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.read import ReadFeedFiles, split_lines
+from transforms.read import RECORDS_PER_BATCH, ReadFeedFiles, split_lines
 
 CAPTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         os.pardir, "shared", "data", "cryptofeed")
@@ -93,7 +93,7 @@ def test_oversize_line_is_cut_and_format_can_be_forced(tmp_path):
 
 
 def test_truncated_gz_keeps_the_records_before_the_damage(tmp_path):
-    lines = [ENV_1.replace(b'"U":5', b'"U":%d' % i) for i in range(5000)]
+    lines = [ENV_1.replace(b'"U":5', b'"U":%d' % i) for i in range(2 * RECORDS_PER_BATCH + 1000)]
     whole = gzip.compress(b"\n".join(lines) + b"\n")
     cut = whole[:len(whole) * 3 // 5]
     path = str(tmp_path / "cut.jsonl.gz")
@@ -102,16 +102,17 @@ def test_truncated_gz_keeps_the_records_before_the_damage(tmp_path):
     # What survives, by an independent decompressor: the complete lines before the cut.
     survived = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(cut)
     complete = survived.count(b"\n")
-    assert 2000 < complete < 5000 and not survived.endswith(b"\n")
+    assert RECORDS_PER_BATCH < complete < 2 * RECORDS_PER_BATCH and not survived.endswith(b"\n")
     expected = [(n, line) for n, line in enumerate(lines[:complete], 1)]
 
     with TestPipeline() as p:
         read = p | ReadFeedFiles([path])
         assert_that(read.batches | beam.FlatMap(lambda batch: batch.records),
                     equal_to(expected))
-        # batches of at most 2000 records, all in the detected format
+        # batches of at most RECORDS_PER_BATCH records, all in the detected format
         assert_that(read.batches | "Shape" >> beam.Map(lambda b: (b.fmt, len(b.records))),
-                    equal_to([("envelope", 2000), ("envelope", complete - 2000)]),
+                    equal_to([("envelope", RECORDS_PER_BATCH),
+                              ("envelope", complete - RECORDS_PER_BATCH)]),
                     label="Batches")
         assert_that(read.dead_letter | beam.Map(
             lambda d: (d.reason, d.stage, d.source, d.message.split(":")[0],

@@ -13,6 +13,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipeline.model import DELTA, RANGE_PLUS_ONE, SNAPSHOT, Event, Gap
 from beam_pipeline.sequencer import Policy
+from beam_pipeline.tables import as_clean_table
 from transforms.sequence import SequenceFeeds
 
 KEY = ("binance", "spot", "BTCUSDT")
@@ -56,7 +57,7 @@ def start(watermark=T0 / 1000):
 
 def flatten_clean(label):
     return lambda out: out.clean | label >> beam.FlatMap(
-        lambda rows: [(r["first_id"], r["last_id"]) for r in rows.to_pylist()])
+        lambda rows: [(r["first_id"], r["last_id"]) for r in as_clean_table(rows).to_pylist()])
 
 
 def test_reorder_filled_before_timeout_is_no_gap():
@@ -176,5 +177,42 @@ def test_batch_path_sets_poison_aside_too(tmp_path):
         assert_that(out.dead_letter | beam.Map(lambda d: (d.reason, d.stage, d.source)),
                     equal_to([("processing_error", "sequence", "f:9")]), label="poison")
         assert_that(out.clean | beam.FlatMap(
-            lambda rows: [(r["first_id"], r["last_id"]) for r in rows.to_pylist()]),
+            lambda part: [(r["first_id"], r["last_id"]) for r in as_clean_table(part).to_pylist()]),
                     equal_to([(100, 100), (101, 102), (103, 104)]), label="others clean")
+
+
+def test_an_id_reset_in_arrival_order_matches_the_batch_answer(tmp_path):
+    """An engine restart: ids start again far lower. The first message of the new epoch waits in
+    the reorder buffer like a gap; old-epoch messages reordered behind it (and among themselves)
+    are sequenced first; then the reset waits for a snapshot of the new epoch. Batch gives the same
+    rows."""
+    old = [snapshot(100_000, 0), delta(100_001, 100_002, 100)]
+    reset, straggler = delta(50, 51, 300), delta(100_003, 100_004, 200)
+    straggler2 = delta(100_005, 100_006, 250)
+    new = [delta(52, 52, 400), snapshot(52, 1000), delta(53, 54, 1100)]
+    stream = (start().add_elements(stamped(*old))
+              .add_elements(stamped(reset))
+              .add_elements(stamped(straggler2))       # reordered: sent before the reset
+              .add_elements(stamped(straggler))
+              .add_elements(stamped(new[0]))
+              .advance_processing_time(3)              # the reorder wait ends
+              .add_elements(stamped(*new[1:]))
+              .advance_processing_time(3).advance_watermark_to_infinity())
+    want_gaps = [gap(100_006, 50, None, "reset", "hold_for_snapshot", "resynced", 300)]
+    want_clean = [(100_000, 100_000), (100_001, 100_002), (100_003, 100_004), (100_005, 100_006),
+                  (52, 52), (53, 54)]
+
+    def check(out):
+        assert_that(out.gaps, equal_to(want_gaps), label="reset")
+        assert_that(out.corrupt_periods, equal_to([]), label="no corrupt period")
+        assert_that(flatten_clean("ids")(out), equal_to(want_clean), label="clean")
+        assert_that(out.recovery_requests | beam.Map(lambda r: (r.from_id, r.reason)),
+                    equal_to([(50, "id_reset")]), label="recovery request")
+    run(stream, check=check)
+
+    with TestPipeline() as p:
+        out = (p | beam.Create([[reset, *new], [straggler2, straggler, *old]])
+               | SequenceFeeds(Policy(recovery_timeout_ms=5000), streaming=False,
+                               work_dir=str(tmp_path), run_span_ids=1_000))
+        assert_that(out.gaps, equal_to(want_gaps), label="batch reset")
+        assert_that(flatten_clean("batch ids")(out), equal_to(want_clean), label="batch clean")

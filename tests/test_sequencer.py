@@ -1,6 +1,8 @@
 """The per-symbol state machine on its own: rules, classes, holds, replays, state versions."""
 import msgspec
 
+from beam_pipeline.epochs import canonical_order
+
 from beam_pipeline.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event
 from beam_pipeline.sequencer import (CLEAN, CORRUPT, DUPLICATE, GAP, LATE, RECOVERY, SUPERSEDED,
                                      Policy, StreamSequencer)
@@ -24,8 +26,9 @@ def snap(key, last_id, at=0):
 
 
 def run(key, events, policy=Policy(recovery_timeout_ms=1000)):
+    """Canonical order, as the batch sequencer feeds the machine."""
     machine = StreamSequencer(key, policy)
-    machine.feed_all(sorted(events, key=Event.sort_key))
+    machine.feed_all(canonical_order(events, policy.medium_gap_max))
     machine.finish()
     return machine.out
 
@@ -151,3 +154,145 @@ def test_a_poison_event_is_set_aside_and_the_rest_go_on():
     [(bad, trace)] = [v for t, v in machine.out if t == "poison"]
     assert bad is poison and "no continuity rule 'checksum_only'" in trace
     assert [v[0].last_id for t, v in machine.out if t == CLEAN] == [10, 12, 14]
+
+
+# ---- id resets (engine restarts) ---------------------------------------------------------------
+
+def gaps_of(out):
+    return [(g.last_good_id, g.next_first_id, g.gap_size, g.gap_class, g.action, g.resolution,
+             g.event_time) for t, g in out if t == GAP]
+
+
+def corrupt_of(out):
+    return [(c.start_id, c.end_id, c.start_time, c.end_time, c.reason) for t, c in out if t == CORRUPT]
+
+
+def requests_of(out):
+    return [(r.from_id, r.reason) for t, r in out if t == RECOVERY]
+
+
+def in_order(events, policy=Policy(recovery_timeout_ms=1000)):
+    """Arrival order: the events exactly as given."""
+    machine = StreamSequencer(events[0].key, policy)
+    for event in events:
+        machine.feed(event)
+    machine.finish()
+    return machine.out
+
+
+def test_id_reset_without_snapshot_waits_then_releases_unanchored():
+    events = [snap(SPOT, 100_000, 0), spot(100_001, 100_002, 10), spot(100_003, 100_003, 20),
+              spot(50, 51, 30), spot(52, 52, 40), spot(53, 55, 2_000)]     # 2000: past the wait
+    out = run(SPOT, events)
+    assert gaps_of(out) == [(100_003, 50, None, "reset", "hold_for_snapshot", "corrupt_period", 30)]
+    # ids in two numberings: the old epoch's first unseen id, the new one's last unseen id
+    assert corrupt_of(out) == [(100_004, 49, 20, 30, "recovery_timeout")]
+    assert requests_of(out) == [(50, "id_reset")]
+    clean = [(e.last_id, segment, anchored) for t, (e, segment, anchored) in
+             ((t, v) for t, v in out if t == CLEAN)]
+    assert clean == [(100_000, 100_000, True), (100_002, 100_000, True), (100_003, 100_000, True),
+                     (51, 50, False), (52, 50, False), (55, 50, False)]
+    assert [v.error_type for t, v in out if t == "error"] == ["gap_reset", "corrupt_period"]
+    assert in_order(events) == out
+
+
+def test_id_reset_resolved_by_a_snapshot_of_the_new_epoch():
+    events = [snap(SPOT, 100_000, 0), spot(100_001, 100_002, 10),
+              spot(50, 51, 30), spot(52, 52, 40), snap(SPOT, 51, 45), spot(52, 53, 50)]
+    out = run(SPOT, events)
+    assert gaps_of(out) == [(100_002, 50, None, "reset", "hold_for_snapshot", "resynced", 30)]
+    assert corrupt_of(out) == []
+    assert tags(out) == [(CLEAN, 100_000), (CLEAN, 100_002), (SUPERSEDED, 51), (CLEAN, 51),
+                         (CLEAN, 52), (CLEAN, 53)]     # 52-52 arrives after the snapshot: held,
+    # then bridges it (52 <= 51+1 <= 52) in canonical order; in arrival order the snapshot comes
+    # after it and rewinds the hold, with the same answer
+    assert [v for v in out if v[0] != "error"] == [v for v in in_order(events) if v[0] != "error"]
+    assert [(e.last_id, segment, anchored) for t, (e, segment, anchored) in
+            ((t, v) for t, v in out if t == CLEAN)][-3:] == [(51, 51, True), (52, 51, True),
+                                                              (53, 51, True)]
+
+
+def test_a_snapshot_far_below_reveals_a_reset_and_anchors_the_new_epoch():
+    events = [snap(SPOT, 100_000, 0), spot(100_001, 100_002, 10), snap(SPOT, 49, 25),
+              spot(50, 51, 30)]
+    out = run(SPOT, events)
+    assert gaps_of(out) == [(100_002, 49, None, "reset", "hold_for_snapshot", "resynced", 25)]
+    assert tags(out) == [(CLEAN, 100_000), (CLEAN, 100_002), (CLEAN, 49), (CLEAN, 51)]
+    assert requests_of(out) == []                 # nothing to ask for: the snapshot came first
+    # arrival order, the delta first: the reset is announced once, the same rows follow
+    late = in_order([events[0], events[1], events[3], events[2]])
+    assert gaps_of(late) == gaps_of(out) and tags(late) == tags(out)
+    assert requests_of(late) == [(50, "id_reset")]
+    assert [v.error_type for t, v in late if t == "error"] == ["gap_reset"]
+
+
+def test_a_stale_delta_far_below_is_stale_not_a_reset():
+    events = [snap(SPOT, 100_000, 0), spot(100_001, 100_002, 10), spot(100_003, 100_004, 20),
+              spot(5, 6, 15)]                     # ids far below, but older than the last delta
+    machine = StreamSequencer(SPOT, Policy())
+    for event in events[:3]:
+        machine.feed(event)
+    assert machine.is_next(events[3])             # no reset to reveal: fed at once
+    machine.feed(events[3])
+    assert [t for t, _ in machine.out] == [CLEAN, CLEAN, CLEAN, SUPERSEDED]   # the snapshot covers it
+    # a reset candidate waits in the streaming reorder buffer, like a gap
+    assert not machine.is_next(spot(5, 6, 25))
+
+
+def test_usdm_restart_marker_is_a_reset_whatever_the_clock():
+    events = [snap(USDM, 100_000, 100), usdm(99_990, 100_004, 99_980, 110),
+              usdm(7, 9, -1, 50)]                  # pu == -1: a restart, though its clock is behind
+    out = in_order(events)
+    assert gaps_of(out) == [(100_004, 7, None, "reset", "hold_for_snapshot", "corrupt_period", 50)]
+    # without the marker the same ids are stale (covered by the snapshot)
+    out = in_order(events[:2] + [usdm(7, 9, 6, 50)])
+    assert gaps_of(out) == [] and [t for t, _ in out][-1] == SUPERSEDED
+
+
+def test_a_reset_ends_a_medium_gap_wait():
+    events = [snap(SPOT, 100_000, 0), spot(100_200, 100_201, 10), spot(100_202, 100_202, 20),
+              spot(40, 41, 30), spot(42, 45, 40)]
+    out = run(SPOT, events)
+    assert gaps_of(out) == [
+        (100_000, 100_200, 199, "medium", "hold_for_snapshot", "corrupt_period", 10),
+        (100_202, 40, None, "reset", "hold_for_snapshot", "corrupt_period", 30)]
+    assert corrupt_of(out) == [(100_001, 100_199, 0, 10, "id_reset"),
+                               (100_203, 39, 20, 30, "recovery_timeout")]
+    assert requests_of(out) == [(100_001, "medium_gap"), (40, "id_reset")]
+    assert [t for t, _ in out].count(CLEAN) == 5
+
+
+def test_old_epoch_messages_after_the_reset():
+    """Arrival order: messages of the old epoch after the reset may still extend it while the reset
+    waits; once it is over they are late (or stale, at or below its last good id)."""
+    old = [snap(SPOT, 100_000, 0), spot(100_001, 100_002, 10)]
+    reset, follow = spot(50, 51, 30), spot(52, 52, 40)
+    straggler = spot(100_003, 100_004, 12)        # continues the old epoch
+    out = in_order(old + [reset, straggler, follow])
+    assert gaps_of(out) == [(100_004, 50, None, "reset", "hold_for_snapshot", "corrupt_period", 30)]
+    assert gaps_of(out) == gaps_of(run(SPOT, old + [reset, straggler, follow]))
+    assert tags(out) == tags(run(SPOT, old + [reset, straggler, follow]))
+    # one that would leave a gap in the old epoch is late; a copy of an old one a duplicate
+    out = in_order(old + [reset, spot(100_010, 100_011, 12), spot(100_001, 100_002, 10), follow])
+    assert [t for t, v in out if t in (LATE, DUPLICATE)] == [LATE, DUPLICATE]
+    # after the wait ended (resynced), old-epoch messages are late or stale, never a gap
+    resynced = old + [reset, snap(SPOT, 51, 35), follow]
+    out = in_order(resynced + [spot(100_003, 100_004, 13), spot(100_001, 100_002, 10),
+                               snap(SPOT, 100_000, 0), spot(53, 53, 50)])
+    assert gaps_of(out) == [(100_002, 50, None, "reset", "hold_for_snapshot", "resynced", 30)]
+    assert [t for t, v in out if t in (LATE, DUPLICATE, SUPERSEDED)] == [
+        SUPERSEDED, LATE, DUPLICATE, SUPERSEDED]
+    assert [v[0].last_id for t, v in out if t == CLEAN][-1] == 53
+
+
+def test_state_written_before_resets_existed_still_decodes():
+    from beam_pipeline.sequencer import STATE_VERSION, SequencerState
+    before = {"version": STATE_VERSION, "cursor": 100_000, "segment_id": 100_000, "anchored": True,
+              "bridging": False, "snapshot_floor": 100_000, "last_time": 5, "last_snapshot_id": None,
+              "hold": None, "declared_gaps": [], "announced_from": None, "seen": True}
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(before), type=SequencerState)
+    assert (state.cursor, state.last_delta_time, state.prior_epoch_id) == (100_000, None, None)
+    machine = StreamSequencer(SPOT, Policy(), state)
+    machine.feed(spot(5, 6, 7))                    # a reset from the stored cursor
+    machine.finish()
+    assert gaps_of(machine.out)[0][:4] == (100_000, 5, None, "reset")

@@ -10,7 +10,7 @@ import typing
 from collections import Counter
 
 import apache_beam as beam
-import pyarrow as pa
+import numpy as np
 import pyarrow.compute as pc
 from apache_beam.coders import VarIntCoder
 from apache_beam.transforms import trigger, window
@@ -18,9 +18,11 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipeline.model import ErrorEvent, stream_name
+from beam_pipeline.tables import CleanPart, row_times
 
 SUMMARY_COUNTS = ("input_records", "clean_records", "ignored", "duplicates", "superseded")
-GAP_TYPES = ("gap_small", "gap_medium", "gap_large")
+GAP_CLASSES = ("small", "medium", "large", "reset")
+GAP_TYPES = ("gap_small", "gap_medium", "gap_large", "gap_reset")
 ACTIONS = {
     "stall": "Check the collector and the exchange connection for this symbol.",
     "gap_rate": "Check network connectivity and data source health; request snapshots.",
@@ -54,7 +56,7 @@ def format_summary(counts: Counter) -> dict:
     summary = {name: counts.get(name, 0) for name in SUMMARY_COUNTS}
     summary["dead_letters"] = {name.split(".", 1)[1]: n for name, n in sorted(counts.items())
                                if name.startswith("dead_letters.")}
-    summary["gaps"] = {cls: counts.get(f"gaps.{cls}", 0) for cls in ("small", "medium", "large")}
+    summary["gaps"] = {cls: counts.get(f"gaps.{cls}", 0) for cls in GAP_CLASSES}
     summary["corrupt_periods"] = counts.get("corrupt_periods", 0)
     summary["symbols"] = counts.get("symbols", 0)
     summary["balanced"] = is_balanced(summary)
@@ -125,14 +127,18 @@ def _stamped(error: ErrorEvent):
     return window.TimestampedValue(error, error.event_time / 1000.0)
 
 
-def _clean_counts(table: pa.Table, window_ms: int):
-    """A table of clean rows -> ((symbol, window start), count), stamped at the window start.
-    A row's time is the exchange's where it has one, else the receive time (Event.time)."""
-    times = pc.coalesce(table["event_time"].cast(pa.int64()), table["recv_time"].cast(pa.int64()),
-                        pa.scalar(0, pa.int64()))
-    starts = pc.multiply(pc.divide(times, window_ms), window_ms)   # integer division: times >= 0
-    symbols = pc.binary_join_element_wise(table["exchange"], table["market"], table["symbol"], ":")
-    counts = Counter(zip(symbols.to_pylist(), starts.to_pylist()))
+def _clean_counts(clean, window_ms: int):
+    """Clean rows (a table, or a CleanPart) -> ((symbol, window start), count), stamped at the
+    window start."""
+    if isinstance(clean, CleanPart):
+        times, symbols = np.frombuffer(clean.times, dtype=np.int64), None
+    else:
+        times = row_times(clean)
+        symbols = pc.binary_join_element_wise(
+            clean["exchange"], clean["market"], clean["symbol"], ":").to_pylist()
+    starts = (times - times % window_ms).tolist()          # times are >= 0
+    counts = Counter(zip(symbols, starts) if symbols is not None
+                     else ((clean.symbol, start) for start in starts))
     for (symbol, start), count in counts.items():
         yield window.TimestampedValue((symbol, count), start / 1000.0)
 

@@ -29,13 +29,14 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               on_timer)
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from beam_pipeline.epochs import canonical_order, chunks_min_time, replay_in_epoch_order
 from beam_pipeline.model import (SNAPSHOT, CorruptPeriod, DeadLetter, ErrorEvent, Event, RunRef,
                                  stream_name)
 from beam_pipeline.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, POISON, RECOVERY,
                                      STATE_VERSION, SUPERSEDED, Policy, SequencerState,
                                      StreamSequencer)
 from beam_pipeline.runtime import tune_gc_for_bulk_work
-from beam_pipeline.tables import clean_table
+from beam_pipeline.tables import clean_table, write_clean_part
 from transforms.read import DEAD_LETTER, TALLY, now_ms
 
 CLEAN_ROWS, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS = (
@@ -99,7 +100,8 @@ class SpillRuns(beam.DoFn):
                              f"{uuid.uuid4().hex}.msgpack"])
             with FileSystems.create(path) as handle:
                 handle.write(_encode(run_events))
-            yield key, RunRef(run_index, path, len(run_events))
+            yield key, RunRef(run_index, path, len(run_events),
+                              min(map(Event.time.fget, run_events)))
 
 
 def read_run(refs) -> list:
@@ -179,8 +181,11 @@ class SequencerDoFn(beam.DoFn):
     RUNS = BagStateSpec("runs", BytesCoder())
     END_OF_INPUT = TimerSpec("end_of_input", TimeDomain.WATERMARK)
 
-    def __init__(self, policy: Policy):
+    def __init__(self, policy: Policy, work_dir: str = None):
+        """`work_dir`: where the batch sequencer writes clean parts; None emits Arrow tables."""
         self.policy = policy
+        self.work_dir = work_dir.rstrip("/") if work_dir else None
+        self._part = 0
 
     def setup(self):
         tune_gc_for_bulk_work()
@@ -230,11 +235,21 @@ class SequencerDoFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(_TAG_OF[tag], value)
         if clean:
             counts["clean_records"] += len(clean)
-            yield beam.pvalue.TaggedOutput(CLEAN_ROWS, clean_table(clean))
+            yield beam.pvalue.TaggedOutput(CLEAN_ROWS, self._clean_output(machine, clean))
         if first_seen:
             counts["symbols"] += 1
         for name, count in counts.items():
             yield beam.pvalue.TaggedOutput(TALLY, (name, count))
+
+    def _clean_output(self, machine, clean: list):
+        """Clean rows as a table; in batch written to the work folder as a part (named by key and
+        replay order, so a retried replay rewrites the same files) and only the part emitted."""
+        table = clean_table(clean)
+        if self.work_dir is None:
+            return table
+        self._part += 1
+        path = "/".join([self.work_dir, "clean", *map(_safe, machine.key), f"{self._part:06d}.parquet"])
+        return write_clean_part(table, path, machine.symbol)
 
     def _poison(self, stage, key, payload: bytes, source: str):
         return beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
@@ -259,14 +274,17 @@ class SequencerDoFn(beam.DoFn):
                      state_cell=beam.DoFn.StateParam(STATE),
                      held_bag=beam.DoFn.StateParam(HELD),
                      runs_bag=beam.DoFn.StateParam(RUNS)):
-        """Batch: replay the key's sorted runs in id order, then close any wait still open."""
+        """Batch: replay the key's sorted runs in canonical order (id order; after an id reset,
+        epochs in time order: beam_pipeline/epochs.py), then close any wait still open."""
+        self._part = 0
         try:
             stored, machine, outputs = self._load(key, state_cell, held_bag)
             yield from outputs
             first_seen = not stored.machine.seen
             refs = [_run_codec.decode(blob) for blob in runs_bag.read()]
-            for run in runs_in_order(refs):
-                machine.feed_all(read_run(run))
+            for events in replay_in_epoch_order(runs_in_order(refs), read_run,
+                                                self.policy.medium_gap_max, chunks_min_time):
+                machine.feed_all(events)
                 yield from self._outputs(machine, first_seen)
                 first_seen = False
             machine.finish()
@@ -340,8 +358,8 @@ class LiveSequencerDoFn(SequencerDoFn):
         """Reorder buffer: keep `event` until the ids before it arrive, then feed the ready prefix."""
         if stream.waiting == 0:
             reorder_timer.set(self._now(stream) + self.reorder_wait)
-        pending = sorted([_event_codec.decode(b) for b in waiting_bag.read()] + [event],
-                         key=Event.sort_key)
+        pending = canonical_order([_event_codec.decode(b) for b in waiting_bag.read()] + [event],
+                                  self.policy.medium_gap_max)
         ready = 0
         while ready < len(pending) and machine.is_next(pending[ready]):
             machine.feed(pending[ready])
@@ -391,8 +409,8 @@ class LiveSequencerDoFn(SequencerDoFn):
         try:
             stored, machine, outputs = self._load(key, state_cell, held_bag)
             yield from outputs
-            pending = sorted((_event_codec.decode(b) for b in waiting_bag.read()),
-                             key=Event.sort_key)
+            pending = canonical_order((_event_codec.decode(b) for b in waiting_bag.read()),
+                                      self.policy.medium_gap_max)
             waiting_bag.clear()
             stored.stream.waiting = 0
             stored.stream.processing_floor = fired.micros
@@ -438,8 +456,8 @@ class LiveSequencerDoFn(SequencerDoFn):
         try:
             stored, machine, outputs = self._load(key, state_cell, held_bag)
             yield from outputs
-            waiting = sorted((_event_codec.decode(b) for b in waiting_bag.read()),
-                             key=Event.sort_key)
+            waiting = canonical_order((_event_codec.decode(b) for b in waiting_bag.read()),
+                                      self.policy.medium_gap_max)
             waiting_bag.clear()
             stored.stream.waiting = 0
             machine.feed_all(waiting)
@@ -470,11 +488,12 @@ def _late_letter(event: Event) -> DeadLetter:
 
 
 class SequenceFeeds(beam.PTransform):
-    """Lists of Events -> outputs clean (Arrow tables in tables.CLEAN_SCHEMA), gaps,
+    """Lists of Events -> outputs clean (Arrow tables in tables.CLEAN_SCHEMA; in batch CleanParts,
+    the same written to the work folder), gaps,
     corrupt_periods, recovery_requests, errors, dead_letter, tally."""
 
     def __init__(self, policy: Policy, streaming: bool, work_dir: str = None,
-                 run_span_ids: int = 1_000_000, reorder_timeout_s: float = 2.0,
+                 run_span_ids: int = 100_000, reorder_timeout_s: float = 2.0,
                  stall_timeout_s: float = 30.0, clock=Timestamp.now):
         super().__init__()
         self.clock = clock
@@ -498,7 +517,7 @@ class SequenceFeeds(beam.PTransform):
             sequencer = LiveSequencerDoFn(self.policy, self.reorder_timeout_s,
                                           self.stall_timeout_s, self.clock)
         else:
-            sequencer = SequencerDoFn(self.policy)
+            sequencer = SequencerDoFn(self.policy, self.work_dir)
         keyed = keyed | "TypedKeys" >> beam.Map(lambda kv: kv).with_output_types(
             typing.Tuple[typing.Tuple[str, str, str], typing.Any])
         return keyed | "Sequence" >> beam.ParDo(sequencer).with_outputs(

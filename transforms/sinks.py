@@ -26,7 +26,7 @@ from apache_beam.transforms import trigger, window
 
 from beam_pipeline.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
 from beam_pipeline.tables import (CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA,  # noqa: F401 (re-exported)
-                                  clean_table, struct_table)
+                                  CleanPart, clean_table, struct_table)
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "beam_pipeline", "schemas")
@@ -181,6 +181,37 @@ class WriteFolder(beam.PTransform):
             self.path, sink=self.sink, file_naming=firing_file_naming(self.suffix, self.streaming))
 
 
+class CommitCleanParts(beam.DoFn):
+    """Batch: moves the clean Parquet parts the sequencer wrote to the work folder into clean/.
+
+    The part's name (key and replay number) is kept, so a retried bundle moves a part onto itself;
+    a part already moved (the retry of a bundle that had moved it) is found in place."""
+
+    def __init__(self, folder: str):
+        self.folder = folder.rstrip("/")
+
+    def setup(self):
+        from apache_beam.io.filesystems import FileSystems
+
+        try:
+            FileSystems.mkdirs(self.folder)      # local filesystems need it; object stores no-op
+        except IOError:
+            pass                                 # already there
+
+    def process(self, part: CleanPart):
+        from apache_beam.io.filesystems import FileSystems
+
+        pieces = part.path.rsplit("/", 4)[-4:]          # exchange/market/symbol/NNNNNN.parquet
+        target = f"{self.folder}/part-{'-'.join(pieces)}"
+        if FileSystems.exists(part.path):
+            if FileSystems.exists(target):
+                FileSystems.delete([target])
+            FileSystems.rename([part.path], [target])
+        elif not FileSystems.exists(target):
+            raise FileNotFoundError(f"clean part {part.path} is gone and {target} was never written")
+        yield target
+
+
 class WriteSummary(beam.DoFn):
     """Writes summary.json, replacing the previous one (streaming fires it repeatedly)."""
 
@@ -252,7 +283,12 @@ class WriteOutputs(beam.PTransform):
     def expand(self, outputs):
         limit = self.options.memory_limit_gb
         for name, (make_sink, suffix) in self.FOLDERS.items():
-            outputs[name] | f"Write_{name}" >> WriteFolder(
+            rows = outputs[name]
+            if name == "clean" and not self.streaming:    # parts the sequencer wrote: move them
+                parts, rows = rows | "SplitClean" >> beam.Partition(
+                    lambda row, _: 0 if isinstance(row, CleanPart) else 1, 2)
+                parts | "Commit_clean" >> beam.ParDo(CommitCleanParts(f"{self.output}/clean"))
+            rows | f"Write_{name}" >> WriteFolder(
                 f"{self.output}/{name}", lambda _, make=make_sink: make(limit), suffix,
                 self.streaming, self.options.output_flush_seconds)
         topics = {"recovery_requests": self.options.recovery_topic,
