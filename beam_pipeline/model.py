@@ -117,6 +117,18 @@ def stream_name(key: tuple[str, str, str]) -> str:
     return ":".join(key)
 
 
+class EventBatch(msgspec.Struct):
+    """The events decoded from one RawBatch: one element per batch keeps Beam's per-element costs
+    off the hot path (its coder: beam_pipeline/coders.py)."""
+
+    events: list[Event]
+
+
+def events_of(element) -> list:
+    """The events of an EventBatch, or of a plain list of Events (tests build those)."""
+    return element.events if isinstance(element, EventBatch) else element
+
+
 class RawBatch(msgspec.Struct):
     """Consecutive records of one file (or one Pub/Sub message), before decoding."""
 

@@ -82,6 +82,15 @@ taskmanager:
   memory:
     process:
       size: 1728m
+  # Batch jobs shuffle through sort-merge partitions, each taking at least
+  # sort-shuffle.min-buffers (Flink's default: 512) of the TaskManager's network buffers
+  # (4096 x 32 KiB of the 128 MiB network memory). Our batch graph had opened 8 when it failed:
+  # with the default, one batch job of ours failed at start ("Insufficient number of network
+  # buffers: required 512, but only 488 available"), and so did two at once. With 64 two
+  # concurrent jobs finished (docs/flink.md).
+  network:
+    sort-shuffle:
+      min-buffers: 64
 parallelism:
   default: $SLOTS
 rest:

@@ -123,9 +123,9 @@ def read_and_decode(paths, input_format="auto", max_record_bytes=MAX_RECORD_BYTE
             batch = route(output)
             if batch is not None:
                 for decoded in decoder.process(batch):
-                    events_list = route(decoded)
-                    if events_list is not None:
-                        events.extend(events_list)
+                    event_batch = route(decoded)
+                    if event_batch is not None:
+                        events.extend(event_batch.events)
     return events, tallies, letters
 
 

@@ -44,7 +44,7 @@ def letter_view(letter):
 
 
 def flatten(events):
-    return events | "Flatten" >> beam.FlatMap(lambda batch: batch)
+    return events | "Flatten" >> beam.FlatMap(lambda batch: batch.events)
 
 
 def test_file_batches_events_dead_letters_and_tallies():
@@ -67,7 +67,8 @@ def test_file_batches_events_dead_letters_and_tallies():
     with TestPipeline() as p:
         decoded = p | beam.Create([feed, raw_batch]) | DecodeRecords(MAX_RECORD_BYTES)
         # one list of events per input batch
-        assert_that(decoded.events | "Sizes" >> beam.Map(len), equal_to([2, 1]), label="Lists")
+        assert_that(decoded.events | "Sizes" >> beam.Map(lambda batch: len(batch.events)),
+                    equal_to([2, 1]), label="Batches")
         assert_that(flatten(decoded.events), equal_to([
             Event("binance", "spot", "BTCUSDT", SNAPSHOT, 4, 4, None, None, START_MS + 7,
                   [("100.00", "1.0")], [], RANGE_PLUS_ONE, "/data/feed.jsonl:1"),

@@ -1,5 +1,4 @@
 """The whole batch job through its CLI: real captures, synthetic faults, order independence."""
-import os
 import random
 
 import pytest

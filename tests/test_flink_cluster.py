@@ -13,6 +13,7 @@ Wall time with everything cached: cluster start ~10 s, each pipeline ~25-30 s, s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -29,6 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from runners import flink  # noqa: E402
+from tests.test_flink_pipeline import direct_feed, feed  # noqa: F401  (module fixtures)
 
 REST_PORT = 18081
 RPC_PORT = 16123
@@ -55,6 +57,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+ACTIVE_STATES = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "CANCELLING", "FAILING",
+                 "SUSPENDED", "RECONCILING")
+
+
+def wait_until_idle(timeout_s: float = 120) -> None:
+    """Waits until no job on the cluster is in a non-terminal state. Submit only then: two jobs
+    at once share the TaskManager's 2 slots and network buffers (seen: a batch job failed with
+    "Insufficient number of network buffers" while another job ran)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        active = [j for j in _rest("/jobs/overview")["jobs"] if j["state"] in ACTIVE_STATES]
+        if not active:
+            return
+        assert time.monotonic() < deadline, f"jobs still active on the cluster: {active}"
+        time.sleep(1)
+
+
+def _cancel_all() -> None:
+    """Cancels every job still active on the cluster (a test that failed half-way)."""
+    try:
+        jobs = _rest("/jobs/overview")["jobs"]
+    except OSError:
+        return
+    for job in jobs:
+        if job["state"] in ACTIVE_STATES:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{REST_PORT}/jobs/{job['jid']}?mode=cancel", method="PATCH")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(request, timeout=5).close()
+
+
 @pytest.fixture(scope="module")
 def cluster():
     # A cluster left behind by an interrupted earlier run of this test: stop it (the script only
@@ -72,6 +105,7 @@ def cluster():
         assert overview["taskmanagers"] == 1 and overview["slots-total"] >= 2
         yield f"127.0.0.1:{REST_PORT}"
     finally:
+        _cancel_all()
         subprocess.run(["bash", str(SCRIPT), "stop"], env=CLUSTER_ENV, timeout=120)
         assert _port_free(REST_PORT), "cluster still answering after stop"
 
@@ -79,6 +113,7 @@ def cluster():
 def _run_count(master: str, out: Path, *extra: str) -> str:
     """Counts WORDS with a GroupByKey on the cluster; returns the Flink job name."""
     job_name = f"feedcheck-cluster-{out.name}-{int(time.time())}"
+    wait_until_idle()
     argv = ["--runner=FlinkRunner", f"--flink_master={master}", f"--job_name={job_name}", *extra]
     start = time.monotonic()
     with beam.Pipeline(options=PipelineOptions(flink.apply_profile(argv))) as p:
@@ -130,3 +165,24 @@ def test_batch_on_cluster_external_worker_pool(cluster, tmp_path):
     finally:
         pool.terminate()
         pool.wait(timeout=30)
+
+
+def test_our_batch_job_on_the_cluster_equals_direct(cluster, feed, direct_feed, tmp_path):  # noqa: F811
+    """The feed checker itself submitted to the cluster (JobManager + TaskManager JVMs, LOOPBACK
+    workers in this process): every output equals DirectRunner's, and Flink reports the job
+    FINISHED. (It once failed here for lack of network buffers: scripts/flink_cluster.sh.)"""
+    from beam_pipeline.cli import main
+    from tests.test_flink_pipeline import COMMON, assert_same, snapshot, timed
+
+    paths, _ = feed
+    out = tmp_path / "cluster"
+    job_name = f"feedcheck-pipeline-{int(time.time())}"
+    wait_until_idle()
+    rc = timed("flink standalone cluster, our batch job", lambda: main(
+        ["--runner", "FlinkRunner", f"--flink_master={cluster}", f"--job_name={job_name}",
+         "--input", ",".join(paths), "--output", str(out), *COMMON]))
+    assert rc == 0
+    on_cluster = snapshot(out)
+    assert on_cluster["summary"] == direct_feed["summary"]
+    assert_same(on_cluster, direct_feed)
+    _assert_finished_on_cluster(job_name)

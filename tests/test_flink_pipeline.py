@@ -32,14 +32,12 @@ import sys
 import time
 from collections import Counter
 
-import apache_beam as beam
 import pytest
 
 from beam_pipeline.cli import main
-from beam_pipeline.model import Event
 from beam_pipeline.synthetic import BAD_RECORDS, default_faults, generate, write_lines
 from runners import flink
-from tests.conftest import CAPTURE_FILES, REPO, Outputs
+from tests.conftest import REPO, Outputs
 
 EVENTS = 5000
 SPACING = 300            # messages of one symbol between its faults: 30 s of its event time

@@ -170,6 +170,7 @@ def test_streaming_on_the_emulator_matches_batch(pubsub_emulator, tmp_path, outp
         listing = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else []
         raise AssertionError(f"{failure}\n--- batch gaps: {batch_gaps}\n--- stream gaps: "
                              f"{_gap_rows(outputs(out))}\n--- summary: {outputs(out).summary()}"
+                             f"\n--- files: {listing}"
                              f"\n--- job log:\n{log[-3000:]}") from None
     job.send_signal(signal.SIGTERM)
     log, _ = job.communicate(timeout=60)

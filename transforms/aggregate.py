@@ -17,7 +17,7 @@ from apache_beam.transforms import trigger, window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_pipeline.model import ErrorEvent, stream_name
+from beam_pipeline.model import ErrorEvent
 from beam_pipeline.tables import CleanPart, row_times
 
 SUMMARY_COUNTS = ("input_records", "clean_records", "ignored", "duplicates", "superseded")

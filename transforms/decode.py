@@ -9,7 +9,8 @@ import apache_beam as beam
 
 from beam_pipeline.adapters import Rejected
 from beam_pipeline.framing import FileContext, decode_message, decode_record
-from beam_pipeline.model import DeadLetter, RawBatch
+import beam_pipeline.coders  # noqa: F401  (registers the batch coders)
+from beam_pipeline.model import DeadLetter, EventBatch, RawBatch
 from beam_pipeline.runtime import tune_gc_for_bulk_work
 from transforms.read import DEAD_LETTER, TALLY, now_ms
 
@@ -92,7 +93,7 @@ class DecodeBatch(beam.DoFn):
         if ignored:
             yield beam.pvalue.TaggedOutput(TALLY, ("ignored", ignored))
         if events:
-            yield events
+            yield EventBatch(events)
 
 
 class DecodeRecords(beam.PTransform):
@@ -103,5 +104,6 @@ class DecodeRecords(beam.PTransform):
         self.max_record_bytes = max_record_bytes
 
     def expand(self, batches):
-        return batches | "Decode" >> beam.ParDo(DecodeBatch(self.max_record_bytes)).with_outputs(
+        return batches | "Decode" >> beam.ParDo(DecodeBatch(self.max_record_bytes)).with_output_types(
+            EventBatch).with_outputs(
             DEAD_LETTER, TALLY, main="events")

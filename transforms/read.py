@@ -12,6 +12,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.framing import context_from_header, detect_format, is_header
+import beam_pipeline.coders  # noqa: F401  (registers the batch coders)
 from beam_pipeline.model import DeadLetter, RawBatch
 
 DEAD_LETTER = "dead_letter"
@@ -146,6 +147,7 @@ class ReadFeedFiles(beam.PTransform):
                 | "Distribute" >> beam.Reshuffle()
                 | "Open" >> fileio.ReadMatches()
                 | "Split" >> beam.ParDo(ReadRecordBatches(self.input_format, self.max_record_bytes))
+                .with_output_types(RawBatch)
                 .with_outputs(DEAD_LETTER, TALLY, main="batches"))
 
 
@@ -163,4 +165,4 @@ class ReadFeedMessages(beam.PTransform):
                                                    with_attributes=True)
                 | "AsBatch" >> beam.Map(lambda msg: RawBatch(
                     f"{source}/{msg.message_id or ''}", "message", None, None, [(0, msg.data)],
-                    dict(msg.attributes or {}), now_ms())))
+                    dict(msg.attributes or {}), now_ms())).with_output_types(RawBatch))

@@ -31,7 +31,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from beam_pipeline.epochs import canonical_order, chunks_min_time, replay_in_epoch_order
 from beam_pipeline.model import (SNAPSHOT, CorruptPeriod, DeadLetter, ErrorEvent, Event, RunRef,
-                                 stream_name)
+                                 events_of, stream_name)
 from beam_pipeline.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, POISON, RECOVERY,
                                      STATE_VERSION, SUPERSEDED, Policy, SequencerState,
                                      StreamSequencer)
@@ -91,9 +91,9 @@ class SpillRuns(beam.DoFn):
     def setup(self):
         tune_gc_for_bulk_work()
 
-    def process(self, events):
+    def process(self, batch):
         span, runs = self.run_span_ids, defaultdict(list)
-        for event in events:
+        for event in events_of(batch):
             runs[(event.key, event.last_id // span)].append(event)
         for (key, run_index), run_events in runs.items():
             path = "/".join([self.work_dir, "runs", *map(_safe, key), f"{run_index:012d}",
@@ -488,7 +488,7 @@ def _late_letter(event: Event) -> DeadLetter:
 
 
 class SequenceFeeds(beam.PTransform):
-    """Lists of Events -> outputs clean (Arrow tables in tables.CLEAN_SCHEMA; in batch CleanParts,
+    """EventBatches (or lists of Events) -> outputs clean (Arrow tables in tables.CLEAN_SCHEMA; in batch CleanParts,
     the same written to the work folder), gaps,
     corrupt_periods, recovery_requests, errors, dead_letter, tally."""
 
@@ -508,8 +508,8 @@ class SequenceFeeds(beam.PTransform):
         if self.streaming:
             # Event time is the exchange's time where the message has one, else the receive time.
             keyed = event_lists | "KeyBySymbol" >> beam.FlatMap(
-                lambda events: (beam.window.TimestampedValue((event.key, event), event.time / 1000)
-                                for event in events))
+                lambda batch: (beam.window.TimestampedValue((event.key, event), event.time / 1000)
+                               for event in events_of(batch)))
         else:
             keyed = event_lists | "SpillRuns" >> beam.ParDo(
                 SpillRuns(self.work_dir, self.run_span_ids))
