@@ -158,6 +158,11 @@ def _decode_depth(payload: bytes):
         fast.b = _plain_levels_decoder.decode(fast.b)
         fast.a = _plain_levels_decoder.decode(fast.a)
         return fast
+    return decode_depth_typed(payload)
+
+
+def decode_depth_typed(payload: bytes):
+    """The reference: the typed decoder alone (every field checked, every rejection's reason)."""
     try:
         return _depth_decoder.decode(payload)
     except msgspec.DecodeError as error:
