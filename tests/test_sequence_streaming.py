@@ -14,7 +14,9 @@ from apache_beam.utils.timestamp import Timestamp
 from beam_pipeline.model import DELTA, RANGE_PLUS_ONE, SNAPSHOT, Event, Gap
 from beam_pipeline.sequencer import Policy
 from beam_pipeline.tables import as_clean_table
-from transforms.sequence import SequenceFeeds
+from transforms.read import DEAD_LETTER, TALLY
+from transforms.sequence import (CLEAN_ROWS, CORRUPT_PERIODS, ERRORS, GAPS, RECOVERY_REQUESTS,
+                                 LiveSequencerDoFn, SequenceFeeds)
 
 KEY = ("binance", "spot", "BTCUSDT")
 T0 = 1_700_000_000_000
@@ -40,10 +42,6 @@ def run(stream, policy=Policy(recovery_timeout_ms=5000), check=None):
         out = (p | stream | SequenceFeeds(policy, streaming=True, reorder_timeout_s=2,
                                           stall_timeout_s=30, clock=lambda: Timestamp(0)))
         check(out)
-
-
-def clean_ids(rows_lists):
-    return [(event.first_id, event.last_id) for rows in rows_lists for event, _, _ in rows]
 
 
 def gap(last_good, next_first, size, cls, action, resolution, at):
@@ -167,6 +165,37 @@ def test_poison_event_goes_to_dead_letters_and_the_key_keeps_going(tmp_path):
         assert_that(flatten_clean("ids")(out), equal_to([(100, 100), (101, 102), (103, 104)]),
                     label="others clean")
     run(stream, check=check)
+
+
+class ReorderBufferUnreadable(LiveSequencerDoFn):
+    """The streaming sequencer with a timer that always raises (a bug, or state it cannot read)."""
+
+    def _take_waiting(self, stored, waiting_bag):
+        raise RuntimeError("injected: the reorder buffer cannot be read")
+
+
+def test_an_exception_in_a_timer_is_a_dead_letter_not_a_failed_bundle():
+    stream = (start().add_elements(stamped(snapshot(100, 0), delta(101, 102, 100)))
+              .add_elements(stamped(delta(105, 106, 300)))          # waits for 103-104
+              .advance_processing_time(3)                           # reorder timer fires: raises
+              .advance_watermark_to_infinity())
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        out = (p | stream
+               | beam.FlatMap(lambda batch: [(event.key, event) for event in batch])
+               | beam.ParDo(ReorderBufferUnreadable(Policy(), 2, 30, clock=lambda: Timestamp(0)))
+               .with_outputs(CLEAN_ROWS, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS,
+                             DEAD_LETTER, TALLY))
+        # (this TestStream run does not fire the end-of-stream timer, so only the reorder one)
+        assert_that(out[DEAD_LETTER] | beam.Filter(lambda d: d.stage == "sequence.reorder")
+                    | beam.Map(lambda d: (d.reason, d.symbol,
+                                          "Traceback" in d.message and "injected" in d.message)),
+                    equal_to([("processing_error", "binance:spot:BTCUSDT", True)]),
+                    label="timer failure")
+        assert_that(out[CLEAN_ROWS] | beam.FlatMap(lambda rows: [
+            (r["first_id"], r["last_id"]) for r in as_clean_table(rows).to_pylist()]),
+            equal_to([(100, 100), (101, 102)]), label="what came before is kept")
 
 
 def test_batch_path_sets_poison_aside_too(tmp_path):

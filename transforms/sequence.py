@@ -380,6 +380,29 @@ class LiveSequencerDoFn(SequencerDoFn):
             recovery_timer.set(Timestamp(micros=(deadline + 1) * 1000))
             stream.recovery_timer = deadline
 
+    def _run_timer(self, stage: str, key, state_cell, held_bag, body):
+        """A timer's work on the key's state: load it, run `body(stored, machine)` (which may
+        return extra outputs), save, then emit. An exception dead-letters the timer as a
+        processing_error with its stack trace and leaves the stored state as it was, so one bad
+        key never fails the bundle again and again."""
+        try:
+            stored, machine, outputs = self._load(key, state_cell, held_bag)
+            yield from outputs
+            extra = body(stored, machine) or ()
+            self._save(state_cell, stored)
+            yield from extra
+            yield from self._outputs(machine, False)
+        except Exception:
+            yield self._poison(f"sequence.{stage}", key, b"", stream_name(key))
+
+    def _take_waiting(self, stored, waiting_bag) -> list:
+        """The reorder buffer's events in canonical order; the buffer is emptied."""
+        waiting = canonical_order((_event_codec.decode(b) for b in waiting_bag.read()),
+                                  self.policy.medium_gap_max)
+        waiting_bag.clear()
+        stored.stream.waiting = 0
+        return waiting
+
     @on_timer(RECOVERY)
     def recovery_deadline(self, key=beam.DoFn.KeyParam,
                           fired=beam.DoFn.TimestampParam,
@@ -387,16 +410,11 @@ class LiveSequencerDoFn(SequencerDoFn):
                           held_bag=beam.DoFn.StateParam(HELD),
                           recovery_timer=beam.DoFn.TimerParam(RECOVERY)):
         """Streaming: event time passed a medium gap's deadline with no snapshot."""
-        try:
-            stored, machine, outputs = self._load(key, state_cell, held_bag)
-            yield from outputs
+        def body(stored, machine):
             machine.advance_watermark(fired.micros // 1000)
             stored.stream.recovery_timer = -1
             self._arm_recovery(machine, stored.stream, recovery_timer)
-            self._save(state_cell, stored)
-            yield from self._outputs(machine, False)
-        except Exception:
-            yield self._poison("sequence.recovery", key, b"", stream_name(key))
+        yield from self._run_timer("recovery", key, state_cell, held_bag, body)
 
     @on_timer(REORDER)
     def reorder_timeout(self, key=beam.DoFn.KeyParam,
@@ -406,20 +424,12 @@ class LiveSequencerDoFn(SequencerDoFn):
                         waiting_bag=beam.DoFn.StateParam(WAITING),
                         recovery_timer=beam.DoFn.TimerParam(RECOVERY)):
         """Streaming: the missing ids did not come in time; the waiting events reveal the gap."""
-        try:
-            stored, machine, outputs = self._load(key, state_cell, held_bag)
-            yield from outputs
-            pending = canonical_order((_event_codec.decode(b) for b in waiting_bag.read()),
-                                      self.policy.medium_gap_max)
-            waiting_bag.clear()
-            stored.stream.waiting = 0
+        def body(stored, machine):
+            pending = self._take_waiting(stored, waiting_bag)
             stored.stream.processing_floor = fired.micros
             machine.feed_all(pending)
             self._arm_recovery(machine, stored.stream, recovery_timer)
-            self._save(state_cell, stored)
-            yield from self._outputs(machine, False)
-        except Exception:
-            yield self._poison("sequence.reorder", key, b"", stream_name(key))
+        yield from self._run_timer("reorder", key, state_cell, held_bag, body)
 
     @on_timer(STALL)
     def stall(self, key=beam.DoFn.KeyParam,
@@ -427,18 +437,12 @@ class LiveSequencerDoFn(SequencerDoFn):
               state_cell=beam.DoFn.StateParam(STATE),
               held_bag=beam.DoFn.StateParam(HELD)):
         """Streaming: the symbol has been silent for --stall_timeout."""
-        try:
-            stored, machine, outputs = self._load(key, state_cell, held_bag)
-            yield from outputs
+        def body(stored, machine):
             stored.stream.stalled = True
             stored.stream.processing_floor = fired.micros
-            self._save(state_cell, stored)
-            yield beam.pvalue.TaggedOutput(ERRORS, ErrorEvent(
-                "stall", machine.symbol, stored.machine.last_time or now_ms()))
-        except Exception:
-            yield self._poison("sequence.stall", key, b"", stream_name(key))
-
-
+            return [beam.pvalue.TaggedOutput(ERRORS, ErrorEvent(
+                "stall", machine.symbol, stored.machine.last_time or now_ms()))]
+        yield from self._run_timer("stall", key, state_cell, held_bag, body)
 
     @on_timer(END_OF_STREAM)
     def end_of_stream(self, key=beam.DoFn.KeyParam,
@@ -453,22 +457,13 @@ class LiveSequencerDoFn(SequencerDoFn):
         processing-time timers. Without this a bounded streaming run on Flink never ends: Beam
         Java's operator does not fire pending processing-time timers at the end of input, and their
         watermark holds keep the job alive. Never fires in a live unbounded run."""
-        try:
-            stored, machine, outputs = self._load(key, state_cell, held_bag)
-            yield from outputs
-            waiting = canonical_order((_event_codec.decode(b) for b in waiting_bag.read()),
-                                      self.policy.medium_gap_max)
-            waiting_bag.clear()
-            stored.stream.waiting = 0
-            machine.feed_all(waiting)
+        def body(stored, machine):
+            machine.feed_all(self._take_waiting(stored, waiting_bag))
             machine.finish()
             stored.stream.recovery_timer = -1
             for timer in (reorder_timer, stall_timer, recovery_timer):
                 timer.clear()
-            self._save(state_cell, stored)
-            yield from self._outputs(machine, False)
-        except Exception:
-            yield self._poison("sequence.end_of_stream", key, b"", stream_name(key))
+        yield from self._run_timer("end_of_stream", key, state_cell, held_bag, body)
 
 
 def _poison_letter(event: Event, trace: str) -> DeadLetter:
