@@ -108,7 +108,7 @@ class RecoveryRequest(msgspec.Struct, frozen=True):
 class ErrorEvent(msgspec.Struct, frozen=True):
     """One error occurrence, counted per window by type and symbol."""
 
-    error_type: str                # dead_letter:<reason> | gap_small | gap_medium | gap_large | gap_reset | corrupt_period | stall
+    error_type: str                # dead_letter:<reason> | gap_small | gap_medium | gap_large | gap_reset | corrupt_period | stall | timer_error
     symbol: str                    # exchange:market:symbol, or "-" when unknown
     event_time: int
 

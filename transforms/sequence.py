@@ -380,11 +380,13 @@ class LiveSequencerDoFn(SequencerDoFn):
             recovery_timer.set(Timestamp(micros=(deadline + 1) * 1000))
             stream.recovery_timer = deadline
 
-    def _run_timer(self, stage: str, key, state_cell, held_bag, body):
+    def _run_timer(self, stage: str, key, state_cell, held_bag, body, waiting_bag=None):
         """A timer's work on the key's state: load it, run `body(stored, machine)` (which may
-        return extra outputs), save, then emit. An exception dead-letters the timer as a
-        processing_error with its stack trace and leaves the stored state as it was, so one bad
-        key never fails the bundle again and again."""
+        return extra outputs), save, then emit. On an exception the stored state stays as it was
+        and the bundle goes on (a bad key must not fail it again and again): the events the timer
+        was to process (`waiting_bag`) become processing_error dead letters with the stack trace,
+        so each stays accounted for exactly once; a timer with no events of its own is reported
+        as a `timer_error` error event and logged with its trace."""
         try:
             stored, machine, outputs = self._load(key, state_cell, held_bag)
             yield from outputs
@@ -393,7 +395,31 @@ class LiveSequencerDoFn(SequencerDoFn):
             yield from extra
             yield from self._outputs(machine, False)
         except Exception:
-            yield self._poison(f"sequence.{stage}", key, b"", stream_name(key))
+            yield from self._timer_failed(f"sequence.{stage}", key, state_cell, held_bag,
+                                          waiting_bag)
+
+    def _timer_failed(self, stage: str, key, state_cell, held_bag, waiting_bag):
+        trace = traceback.format_exc()
+        logging.getLogger(__name__).error("%s: %s failed:\n%s", stream_name(key), stage, trace)
+        try:
+            waiting = [_event_codec.decode(blob) for blob in waiting_bag.read()] if waiting_bag else []
+            if waiting_bag:
+                waiting_bag.clear()
+        except Exception:      # the buffer itself is unreadable: nothing more can be saved
+            waiting = []
+        for event in waiting:
+            letter = _poison_letter(event, trace)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, msgspec.structs.replace(letter, stage=stage))
+        if waiting:
+            try:                   # the buffer is empty now: so must the stored count be
+                stored, _, _ = self._load(key, state_cell, held_bag)
+                stored.stream.waiting = 0
+                self._save(state_cell, stored)
+            except Exception:
+                pass               # unreadable state: the next element resets the key anyway
+        else:
+            yield beam.pvalue.TaggedOutput(ERRORS, ErrorEvent("timer_error", stream_name(key),
+                                                              now_ms()))
 
     def _take_waiting(self, stored, waiting_bag) -> list:
         """The reorder buffer's events in canonical order; the buffer is emptied."""
@@ -429,7 +455,7 @@ class LiveSequencerDoFn(SequencerDoFn):
             stored.stream.processing_floor = fired.micros
             machine.feed_all(pending)
             self._arm_recovery(machine, stored.stream, recovery_timer)
-        yield from self._run_timer("reorder", key, state_cell, held_bag, body)
+        yield from self._run_timer("reorder", key, state_cell, held_bag, body, waiting_bag)
 
     @on_timer(STALL)
     def stall(self, key=beam.DoFn.KeyParam,
@@ -463,7 +489,7 @@ class LiveSequencerDoFn(SequencerDoFn):
             stored.stream.recovery_timer = -1
             for timer in (reorder_timer, stall_timer, recovery_timer):
                 timer.clear()
-        yield from self._run_timer("end_of_stream", key, state_cell, held_bag, body)
+        yield from self._run_timer("end_of_stream", key, state_cell, held_bag, body, waiting_bag)
 
 
 def _poison_letter(event: Event, trace: str) -> DeadLetter:
