@@ -363,48 +363,68 @@ def _fmt(value, spec=",.0f", none="-"):
     return none if value is None else format(value, spec)
 
 
-def table(sizes: dict) -> str:
-    head = (f"{'run':<16}{'wall s':>9}{'events/s':>11}{'MB/s unc':>10}{'MB/s gz':>9}"
-            f"{'CPU s':>8}{'RSS MiB':>9}{'py MiB':>8}{'JVM MiB':>9}{'x base':>8}"
-            f"{'x CPU':>7}{'h/month':>9}{'core-h/mo':>10}{'others':>7}  ok")
+def _render(label: tuple, columns: list, rows, tail: tuple) -> str:
+    """A fixed-width text table: `label` = (header, width) of the left column, `columns` =
+    (header, width, cell(row)) right-aligned, `tail` = (header, cell(row)) after two spaces;
+    `rows` = (label, row) pairs, a None row printed as a failed run."""
+    (label_head, label_width), (tail_head, tail_cell) = label, tail
+    head = (f"{label_head:<{label_width}}" + "".join(f"{h:>{w}}" for h, w, _ in columns)
+            + f"  {tail_head}")
     lines = [head, "-" * len(head)]
-    for n, results in sizes.items():
-        for name, r in results.items():
-            lines.append(
-                f"{name + '@' + _short(int(n)):<16}{_fmt(r['wall_s'], ',.1f'):>9}"
-                f"{_fmt(r.get('events_per_s')):>11}{_fmt(r.get('mb_per_s_uncompressed'), ',.1f'):>10}"
-                f"{_fmt(r.get('mb_per_s_compressed'), ',.2f'):>9}{_fmt(r['cpu_s'], ',.1f'):>8}"
-                f"{_fmt(r['peak_rss_mib']):>9}{_fmt(r['peak_rss_mib_python']):>8}"
-                f"{_fmt(r['peak_rss_mib_jvm'] or None):>9}"
-                f"{_fmt(r.get('throughput_ratio_to_baseline'), '.3f'):>8}"
-                f"{_fmt(r.get('cpu_ratio_to_baseline'), '.3f'):>7}"
-                f"{_fmt(r.get('wall_hours_per_month'), ',.1f'):>9}"
-                f"{_fmt(r.get('core_hours_per_month'), ',.1f'):>10}"
-                f"{_fmt(r['other_cpu_s'] / r['wall_s'] if r['wall_s'] else None, '.2f'):>7}"
-                f"  {'yes' if r.get('agrees_with_baseline') else 'NO'}")
+    for name, row in rows:
+        if row is None:
+            lines.append(f"{name:<{label_width}} (a run failed)")
+            continue
+        lines.append(f"{name:<{label_width}}" + "".join(f"{cell(row):>{w}}" for _, w, cell in columns)
+                     + f"  {tail_cell(row)}")
     return "\n".join(lines)
+
+
+_RUN_COLUMNS = [
+    ("wall s", 9, lambda r: _fmt(r["wall_s"], ",.1f")),
+    ("events/s", 11, lambda r: _fmt(r.get("events_per_s"))),
+    ("MB/s unc", 10, lambda r: _fmt(r.get("mb_per_s_uncompressed"), ",.1f")),
+    ("MB/s gz", 9, lambda r: _fmt(r.get("mb_per_s_compressed"), ",.2f")),
+    ("CPU s", 8, lambda r: _fmt(r["cpu_s"], ",.1f")),
+    ("RSS MiB", 9, lambda r: _fmt(r["peak_rss_mib"])),
+    ("py MiB", 8, lambda r: _fmt(r["peak_rss_mib_python"])),
+    ("JVM MiB", 9, lambda r: _fmt(r["peak_rss_mib_jvm"] or None)),
+    ("x base", 8, lambda r: _fmt(r.get("throughput_ratio_to_baseline"), ".3f")),
+    ("x CPU", 7, lambda r: _fmt(r.get("cpu_ratio_to_baseline"), ".3f")),
+    ("h/month", 9, lambda r: _fmt(r.get("wall_hours_per_month"), ",.1f")),
+    ("core-h/mo", 10, lambda r: _fmt(r.get("core_hours_per_month"), ",.1f")),
+    ("others", 7, lambda r: _fmt(r["other_cpu_s"] / r["wall_s"] if r["wall_s"] else None, ".2f")),
+]
+
+_MARGINAL_COLUMNS = [
+    ("marg. ev/s", 12, lambda r: _fmt(r["marginal_events_per_s"])),
+    ("x base", 8, lambda r: _fmt(r.get("marginal_ratio_to_baseline"), ".3f")),
+    ("ev/CPU-s", 10, lambda r: _fmt(r.get("marginal_events_per_cpu_s"))),
+    ("x base", 8, lambda r: _fmt(r.get("marginal_cpu_ratio_to_baseline"), ".3f")),
+    ("fixed s", 9, lambda r: _fmt(r["fixed_overhead_s"], ",.1f")),
+    ("RSS 4N/N", 10, lambda r: _fmt(r["rss_ratio_4n_over_n"], ".2f")),
+    ("py 4N/N", 9, lambda r: _fmt(r["rss_ratio_4n_over_n_python"], ".2f")),
+    ("JVM 4N/N", 10, lambda r: _fmt(r["rss_ratio_4n_over_n_jvm"], ".2f")),
+]
+
+
+def _goals(r: dict) -> str:
+    if "goal_marginal_throughput_met" not in r:
+        return ""
+    return (f"throughput {'met' if r['goal_marginal_throughput_met'] else 'NOT met'}, "
+            f"memory {'met' if r['goal_rss_growth_met'] else 'NOT met'}")
+
+
+def table(sizes: dict) -> str:
+    rows = [(f"{name}@{_short(int(n))}", r) for n, results in sizes.items()
+            for name, r in results.items()]
+    return _render(("run", 16), _RUN_COLUMNS, rows,
+                   ("ok", lambda r: "yes" if r.get("agrees_with_baseline") else "NO"))
 
 
 def marginal_table(m: dict) -> str:
-    head = (f"{'run':<10}{'marg. ev/s':>12}{'x base':>8}{'ev/CPU-s':>10}{'x base':>8}{'fixed s':>9}{'RSS 4N/N':>10}"
-            f"{'py 4N/N':>9}{'JVM 4N/N':>10}  goals (>= {GOAL_MARGINAL_RATIO}x, <= {GOAL_RSS_RATIO}x)")
-    lines = [head, "-" * len(head)]
-    for name, r in m.items():
-        if r is None:
-            lines.append(f"{name:<10} (a run failed)")
-            continue
-        goals = ""
-        if "goal_marginal_throughput_met" in r:
-            goals = (f"throughput {'met' if r['goal_marginal_throughput_met'] else 'NOT met'}, "
-                     f"memory {'met' if r['goal_rss_growth_met'] else 'NOT met'}")
-        lines.append(f"{name:<10}{_fmt(r['marginal_events_per_s']):>12}"
-                     f"{_fmt(r.get('marginal_ratio_to_baseline'), '.3f'):>8}"
-                     f"{_fmt(r.get('marginal_events_per_cpu_s')):>10}"
-                     f"{_fmt(r.get('marginal_cpu_ratio_to_baseline'), '.3f'):>8}"
-                     f"{_fmt(r['fixed_overhead_s'], ',.1f'):>9}{_fmt(r['rss_ratio_4n_over_n'], '.2f'):>10}"
-                     f"{_fmt(r['rss_ratio_4n_over_n_python'], '.2f'):>9}"
-                     f"{_fmt(r['rss_ratio_4n_over_n_jvm'], '.2f'):>10}  {goals}")
-    return "\n".join(lines)
+    return _render(("run", 10), _MARGINAL_COLUMNS, m.items(),
+                   (f"goals (>= {GOAL_MARGINAL_RATIO}x, <= {GOAL_RSS_RATIO}x)", _goals))
 
 
 def _short(n: int) -> str:
