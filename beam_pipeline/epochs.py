@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
-from beam_pipeline.model import Event
+from beam_pipeline.model import Event, sort_canonically
 
 _INF = float("inf")
 _time = Event.time.fget
@@ -50,7 +50,7 @@ def _min_time(events: Sequence[Event], start: int, stop: int) -> int:
 
 def canonical_order(events: Iterable[Event], max_jump: int) -> list:
     """`events` of one key in canonical order: epochs by time, ids ascending within each."""
-    ordered = sorted(events, key=Event.sort_key)
+    ordered = sort_canonically(list(events))
     cuts = cut_points(ordered, max_jump)
     if not cuts:
         return ordered

@@ -58,6 +58,28 @@ class Event(msgspec.Struct, frozen=True, gc=False):
                 self.bids, self.asks)
 
 
+def _rank(event: Event) -> int:
+    return event.last_id * 2 + (event.kind == SNAPSHOT)
+
+
+def sort_canonically(events: list) -> list:
+    """Sorts `events` by Event.sort_key, in place; the same order, at a fraction of the cost.
+
+    Event.sort_key builds an 8-field tuple per event. Its first two fields (last id, snapshot
+    last) decide almost every comparison, so sort by those as one int, then sort each run of equal
+    ranks (duplicates, overlaps) by the full key. Both sorts are stable, so the result is exactly
+    that of sorting by Event.sort_key (property test: tests/test_fast_paths.py)."""
+    events.sort(key=_rank)
+    ranks = list(map(_rank, events))
+    start = 0
+    for end in range(1, len(events) + 1):
+        if end == len(events) or ranks[end] != ranks[start]:
+            if end - start > 1:                                        # a tie: rare
+                events[start:end] = sorted(events[start:end], key=Event.sort_key)
+            start = end
+    return events
+
+
 class DeadLetter(msgspec.Struct, frozen=True):
     """A record that could not be used, with why and where it came from. Written as Avro."""
 

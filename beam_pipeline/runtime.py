@@ -12,15 +12,11 @@ import gc
 import logging
 
 BULK_GC_THRESHOLDS = (50_000, 20, 100)
-_tuned = False
 
 
 def tune_gc_for_bulk_work() -> None:
-    """Raise the collector's thresholds once per process (idempotent; called from DoFn.setup)."""
-    global _tuned
-    if _tuned:
-        return
-    _tuned = True
+    """Raise the collector's thresholds (idempotent; called from DoFn.setup). Never lowers
+    thresholds someone else raised further."""
     if gc.get_threshold()[0] < BULK_GC_THRESHOLDS[0]:
         gc.set_threshold(*BULK_GC_THRESHOLDS)
         logging.getLogger(__name__).debug("gc thresholds set to %s", BULK_GC_THRESHOLDS)

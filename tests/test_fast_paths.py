@@ -76,8 +76,7 @@ def test_fast_depth_decoder_edge_cases(payload):
 
 # ---- canonical sort ------------------------------------------------------------------------------
 
-from beam_pipeline.model import DELTA, SNAPSHOT, Event  # noqa: E402
-from transforms.sequence import sort_canonically  # noqa: E402
+from beam_pipeline.model import DELTA, SNAPSHOT, Event, sort_canonically  # noqa: E402
 
 ids = st.integers(0, 12)
 events = st.builds(
