@@ -217,7 +217,8 @@ class SequencerDoFn(beam.DoFn):
         if self.work_dir is None:
             return table
         self._part += 1
-        path = "/".join([self.work_dir, "clean", *map(_safe, machine.key), f"{self._part:06d}.parquet"])
+        name = "-".join(map(_safe, machine.key)) + f"-{self._part:06d}.parquet"
+        path = f"{self.work_dir}/clean/{name}"
         return write_clean_part(table, path, machine.symbol)
 
     def _poison(self, stage, key, payload: bytes, source: str):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import time
 import uuid
 
@@ -201,8 +202,7 @@ class CommitCleanParts(beam.DoFn):
     def process(self, part: CleanPart):
         from apache_beam.io.filesystems import FileSystems
 
-        pieces = part.path.rsplit("/", 4)[-4:]          # exchange/market/symbol/NNNNNN.parquet
-        target = f"{self.folder}/part-{'-'.join(pieces)}"
+        target = f"{self.folder}/part-{posixpath.basename(part.path)}"
         if FileSystems.exists(part.path):
             if FileSystems.exists(target):
                 FileSystems.delete([target])
