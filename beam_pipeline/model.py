@@ -12,6 +12,24 @@ import msgspec
 # A price level exactly as the exchange sent it: (price, quantity) decimal strings, never floats.
 Level = tuple[str, str]
 
+# An event's levels travel as one canonical JSON text, compact, [["price","qty"],...]: what Binance
+# sends and what msgspec encodes. A validated array is kept as the bytes it arrived in, so no level
+# becomes a Python object on the way through decode, spill files and replay; the clean table's
+# level columns are built from these bytes in bulk (tables.levels_array).
+NO_LEVELS = b"[]"
+_levels_decoder = msgspec.json.Decoder(list[Level])
+_json_encode = msgspec.json.Encoder().encode
+
+
+def encode_levels(levels) -> bytes:
+    """A list of (price, qty) -> the canonical levels text."""
+    return _json_encode(levels)
+
+
+def decode_levels(text: bytes) -> list:
+    """The canonical levels text -> [(price, qty), ...]."""
+    return _levels_decoder.decode(text)
+
 DELTA = "delta"
 SNAPSHOT = "snapshot"
 
@@ -32,8 +50,8 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     prev_id: Optional[int]         # previous message's last id, where the exchange sends it
     event_time: Optional[int]      # exchange time, ms since epoch
     recv_time: Optional[int]       # collector receive time, ms since epoch
-    bids: list[Level]
-    asks: list[Level]
+    bids: bytes                    # canonical levels text (encode_levels / decode_levels)
+    asks: bytes
     rule: str                      # RANGE_PLUS_ONE or PREVIOUS_LINK
     source: str = ""               # where it came from (file:line or Pub/Sub message id)
 
@@ -55,7 +73,16 @@ class Event(msgspec.Struct, frozen=True, gc=False):
         """
         return (self.last_id, 1 if self.kind == SNAPSHOT else 0, self.first_id,
                 -1 if self.prev_id is None else self.prev_id, self.time, self.recv_time or 0,
-                self.bids, self.asks)
+                decode_levels(self.bids), decode_levels(self.asks))
+
+    def to_json(self) -> bytes:
+        """The event as a JSON object, its levels as JSON arrays (dead letters carry it)."""
+        return _json_encode(msgspec.structs.replace(
+            self, bids=_as_json(self.bids), asks=_as_json(self.asks)))
+
+
+def _as_json(levels):
+    return msgspec.Raw(levels) if isinstance(levels, bytes) else levels  # a poison event may hold anything
 
 
 def _rank(event: Event) -> int:

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 _TIME = pa.timestamp("ms", tz="UTC")
-_LEVELS = pa.list_(pa.struct([("price", pa.string()), ("qty", pa.string())]))
+_LEVEL = pa.struct([("price", pa.string()), ("qty", pa.string())])
+_LEVELS = pa.list_(_LEVEL)
 _KEY_FIELDS = [("exchange", pa.string()), ("market", pa.string()), ("symbol", pa.string())]
 
 CLEAN_SCHEMA = pa.schema(_KEY_FIELDS + [
@@ -32,15 +33,42 @@ CORRUPT_SCHEMA = pa.schema(_KEY_FIELDS + [
     ("reason", pa.string())])
 
 _CLEAN_COLUMNS = ("exchange", "market", "symbol", "kind", "first_id", "last_id", "prev_id",
-                  "event_time", "recv_time", "bids", "asks")
+                  "event_time", "recv_time")
+_QUOTE = ord('"')
 
 
 def clean_table(rows) -> pa.Table:
     """(Event, segment_id, anchored) rows -> an Arrow table, column by column."""
     columns = {name: [getattr(event, name) for event, _, _ in rows] for name in _CLEAN_COLUMNS}
+    columns["bids"] = levels_array([event.bids for event, _, _ in rows])
+    columns["asks"] = levels_array([event.asks for event, _, _ in rows])
     columns["segment_id"] = [segment for _, segment, _ in rows]
     columns["anchored"] = [anchored for _, _, anchored in rows]
     return pa.table(columns, schema=CLEAN_SCHEMA)
+
+
+def levels_array(texts: list) -> pa.Array:
+    """Canonical levels texts (model.encode_levels: [["price","qty"],...], no escapes) -> one
+    list<struct<price, qty>> array, with numpy over all the texts at once instead of a Python
+    object per level: every string is what lies between a pair of quotes, and a level is four
+    quotes. Reference: decode_levels per text (tests/test_fast_paths.py)."""
+    joined = b"".join(texts)
+    chars = np.frombuffer(joined, np.uint8)
+    is_quote = chars == _QUOTE
+    quotes = np.flatnonzero(is_quote)
+    inside = (np.cumsum(is_quote) & 1).astype(bool) & ~is_quote
+    string_offsets = np.zeros(len(quotes) // 2 + 1, np.int64)
+    np.cumsum(quotes[1::2] - quotes[0::2] - 1, out=string_offsets[1:])
+    strings = pa.LargeStringArray.from_buffers(
+        len(string_offsets) - 1, pa.py_buffer(string_offsets), pa.py_buffer(chars[inside]))
+    strings = strings.cast(pa.string())
+    text_ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
+    level_offsets = np.zeros(len(texts) + 1, np.int32)
+    level_offsets[1:] = np.searchsorted(quotes, text_ends) // 4
+    levels = pa.StructArray.from_arrays([strings.take(np.arange(0, len(strings), 2)),
+                                         strings.take(np.arange(1, len(strings), 2))],
+                                        fields=list(_LEVEL))
+    return pa.ListArray.from_arrays(pa.array(level_offsets), levels, type=_LEVELS)
 
 
 def struct_table(rows, schema: pa.Schema) -> pa.Table:

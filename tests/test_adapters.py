@@ -12,7 +12,8 @@ import pytest
 from beam_pipeline import framing
 from beam_pipeline.adapters import Rejected, adapter_for
 from beam_pipeline.adapters import binance
-from beam_pipeline.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event
+from beam_pipeline.model import (DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event, decode_levels,
+                                 encode_levels)
 
 CAPTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         os.pardir, "shared", "data", "cryptofeed")
@@ -45,8 +46,8 @@ def spot_event(**changes):
     fields = dict(exchange="binance", market="spot", symbol="NKNUSDT", kind=DELTA,
                   first_id=499869750, last_id=499869752, prev_id=None, event_time=1633998512068,
                   recv_time=1633998512063,
-                  bids=[("0.35130000", "6195.00000000"), ("0.34750000", "5548.00000000"),
-                        ("0.34640000", "6222.00000000")], asks=[],
+                  bids=encode_levels([("0.35130000", "6195.00000000"), ("0.34750000", "5548.00000000"),
+                                     ("0.34640000", "6222.00000000")]), asks=b"[]",
                   rule=RANGE_PLUS_ONE, source="f:2")
     fields.update(changes)
     return Event(**fields)
@@ -56,8 +57,8 @@ def usdm_event(**changes):
     fields = dict(exchange="binance", market="usdm", symbol="SUSHIUSDT", kind=DELTA,
                   first_id=600859599090, last_id=600859600917, prev_id=600859598061,
                   event_time=1626992741037, recv_time=1626992741081,
-                  bids=[("7.5040", "813"), ("7.6090", "0"), ("7.6110", "2")],
-                  asks=[("7.6150", "1563"), ("7.6220", "3284")],
+                  bids=encode_levels([("7.5040", "813"), ("7.6090", "0"), ("7.6110", "2")]),
+                  asks=encode_levels([("7.6150", "1563"), ("7.6220", "3284")]),
                   rule=PREVIOUS_LINK, source="f:3")
     fields.update(changes)
     return Event(**fields)
@@ -108,9 +109,9 @@ def test_coinm_delta_uses_previous_link():
 def test_prices_stay_exact_strings():
     levels = [["0.00000010", "100.10000000"], ["65000.00", "0.00000001"], ["7", "0"]]
     event = binance.decode_message(js(dict(SPOT_DEPTH, b=levels, a=levels)), None, "s")
-    assert event.bids == [("0.00000010", "100.10000000"), ("65000.00", "0.00000001"), ("7", "0")]
-    assert event.asks == event.bids
-    assert all(isinstance(value, str) for level in event.bids for value in level)
+    assert decode_levels(event.bids) == [
+        ("0.00000010", "100.10000000"), ("65000.00", "0.00000001"), ("7", "0")]
+    assert event.asks == event.bids == b'[["0.00000010","100.10000000"],["65000.00","0.00000001"],["7","0"]]'
 
 
 def test_snapshot_decode_spot_and_futures():
@@ -118,7 +119,8 @@ def test_snapshot_decode_spot_and_futures():
                "asks": [["0.35250000", "3959.00000000"]]})
     assert binance.decode_snapshot(body, None, "NKNUSDT", 1633998512320, "f:1") == Event(
         "binance", "spot", "NKNUSDT", SNAPSHOT, 499869752, 499869752, None, None, 1633998512320,
-        [("0.35210000", "672.00000000")], [("0.35250000", "3959.00000000")], RANGE_PLUS_ONE, "f:1")
+        encode_levels([("0.35210000", "672.00000000")]),
+        encode_levels([("0.35250000", "3959.00000000")]), RANGE_PLUS_ONE, "f:1")
     futures = js({"lastUpdateId": 600859605926, "E": 1626992741264, "T": 1626992741261,
                   "bids": [["7.6110", "6"]], "asks": []})
     event = binance.decode_snapshot(futures, None, "SUSHIUSDT", 1626992741301, "f:1")
@@ -143,7 +145,7 @@ def test_cryptofeed_rest_line_symbol_and_market_from_url():
     line = b"https://api.binance.com/api/v3/depth?symbol=blzeth&limit=1000 -> 1633998514.6462898: "
     assert framing.decode_record(line + body, ctx, "h:2") == Event(
         "binance", "spot", "BLZETH", SNAPSHOT, 281916627, 281916627, None, None, 1633998514646,
-        [("0.00006547", "100.00000000")], [], RANGE_PLUS_ONE, "h:2")
+        encode_levels([("0.00006547", "100.00000000")]), b"[]", RANGE_PLUS_ONE, "h:2")
     futures = b"https://fapi.binance.com/fapi/v1/depth?symbol=CTKUSDT&limit=1000 -> 1626992742.283: "
     event = framing.decode_record(futures + body, ctx, "h:4")
     assert (event.market, event.symbol, event.rule, event.recv_time) == (
@@ -169,7 +171,8 @@ def test_envelope_delta_snapshot_and_other_types():
     snap = envelope({"lastUpdateId": 7, "bids": [], "asks": [["1.5", "2"]]}, type="snapshot",
                     symbol="BTCUSDT", market="usdm")
     assert framing.decode_envelope(snap, "e:2") == Event(
-        "binance", "usdm", "BTCUSDT", SNAPSHOT, 7, 7, None, None, 1633998512063, [], [("1.5", "2")],
+        "binance", "usdm", "BTCUSDT", SNAPSHOT, 7, 7, None, None, 1633998512063, b"[]",
+        encode_levels([("1.5", "2")]),
         PREVIOUS_LINK, "e:2")
     trade = envelope({"e": "aggTrade", "E": 1, "s": "NKNUSDT", "p": "1.0", "q": "2"}, type="trade")
     assert framing.decode_envelope(trade, "e:3") is None
@@ -389,5 +392,5 @@ def test_capture_rest_logs_decode_to_snapshots(name, market, snapshots):
     assert [(e.symbol, e.last_id, e.recv_time) for e in events] == snapshots
     assert all(e.kind == SNAPSHOT and e.market == market and e.first_id == e.last_id
                for e in events)
-    assert events[0].bids[0] == (("0.35210000", "672.00000000") if market == "spot"
+    assert decode_levels(events[0].bids)[0] == (("0.35210000", "672.00000000") if market == "spot"
                                  else ("7.6110", "6"))

@@ -113,7 +113,7 @@ def clean_rows(symbol, times, kind=DELTA):
     """A clean table as the sequencer emits it."""
     exchange, market, name = symbol.split(":")
     return clean_table([(Event(exchange, market, name, kind, 1, 1, None,
-                               t if kind == DELTA else None, t, [], [], "range_plus_one"), 0, True)
+                               t if kind == DELTA else None, t, b"[]", b"[]", "range_plus_one"), 0, True)
                         for t in times])
 
 

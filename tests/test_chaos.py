@@ -52,7 +52,7 @@ from apache_beam.pvalue import TaggedOutput
 from beam_pipeline.cli import main
 from beam_pipeline.epochs import canonical_order
 from beam_pipeline.framing import is_header
-from beam_pipeline.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event
+from beam_pipeline.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event, decode_levels
 from beam_pipeline.sequencer import (CLEAN, CORRUPT, DUPLICATE, GAP, LATE, POISON, RECOVERY,
                                      SUPERSEDED, Policy, StreamSequencer)
 from beam_pipeline.synthetic import (BLANKS, START_MS, TRUNCATED_KEY, _envelope, _safe_first,
@@ -96,8 +96,8 @@ def _row_key(row: dict):
 
 def _clean_row(event: Event, segment_id, anchored):
     return (event.exchange, event.market, event.symbol, event.kind, event.first_id, event.last_id,
-            event.prev_id, event.event_time, event.recv_time, tuple(map(tuple, event.bids)),
-            tuple(map(tuple, event.asks)), segment_id, anchored)
+            event.prev_id, event.event_time, event.recv_time, tuple(decode_levels(event.bids)),
+            tuple(decode_levels(event.asks)), segment_id, anchored)
 
 
 def read_and_decode(paths, input_format="auto", max_record_bytes=MAX_RECORD_BYTES):
@@ -353,9 +353,9 @@ def test_clock_jumps_follow_the_documented_rules():
     key = ("binance", "spot", "ETHUSDT")
 
     def delta(first, last, at):
-        return Event(*key, DELTA, first, last, None, at, at, [], [], RANGE_PLUS_ONE)
+        return Event(*key, DELTA, first, last, None, at, at, b"[]", b"[]", RANGE_PLUS_ONE)
 
-    snap = Event(*key, SNAPSHOT, 100, 100, None, START_MS, START_MS, [], [], RANGE_PLUS_ONE)
+    snap = Event(*key, SNAPSHOT, 100, 100, None, START_MS, START_MS, b"[]", b"[]", RANGE_PLUS_ONE)
     minute = 60_000
     steady = [snap, delta(101, 101, START_MS + 1), delta(102, 102, START_MS - 30 * minute),
               delta(103, 104, START_MS + 90 * minute), delta(105, 105, START_MS + 2)]
@@ -365,7 +365,7 @@ def test_clock_jumps_follow_the_documented_rules():
     assert [tag for tag, _ in machine.out] == [CLEAN] * 5
     # a medium gap, then the clock goes back 10 minutes: the wait goes on; a later snapshot resyncs
     waiting = [snap, delta(150, 150, START_MS + 1), delta(151, 151, START_MS - 10 * minute),
-               Event(*key, SNAPSHOT, 151, 151, None, START_MS + 50_000, START_MS + 50_000, [], [],
+               Event(*key, SNAPSHOT, 151, 151, None, START_MS + 50_000, START_MS + 50_000, b"[]", b"[]",
                      RANGE_PLUS_ONE)]
     machine = StreamSequencer(key, Policy())
     machine.feed_all(sorted(waiting, key=Event.sort_key))
@@ -519,13 +519,13 @@ def test_an_id_reset_gives_the_same_answer_in_arrival_and_canonical_order():
     key = ("binance", "usdm", "RSTUSDT")
 
     def delta(first, last, prev, at):
-        return Event(*key, DELTA, first, last, prev, at, at, [], [], PREVIOUS_LINK)
+        return Event(*key, DELTA, first, last, prev, at, at, b"[]", b"[]", PREVIOUS_LINK)
 
-    before = [Event(*key, SNAPSHOT, 10_000_000, 10_000_000, None, 0, 0, [], [], PREVIOUS_LINK),
+    before = [Event(*key, SNAPSHOT, 10_000_000, 10_000_000, None, 0, 0, b"[]", b"[]", PREVIOUS_LINK),
               delta(10_000_001, 10_000_003, 10_000_000, 100),
               delta(10_000_004, 10_000_009, 10_000_003, 200)]
     after = [delta(5_001, 5_002, -1, 300), delta(5_003, 5_004, 5_002, 400),
-             Event(*key, SNAPSHOT, 5_004, 5_004, None, 430, 430, [], [], PREVIOUS_LINK),
+             Event(*key, SNAPSHOT, 5_004, 5_004, None, 430, 430, b"[]", b"[]", PREVIOUS_LINK),
              delta(5_005, 5_007, 5_004, 500)]
 
     def tags(events):
@@ -558,7 +558,7 @@ def test_an_id_reset_gives_the_same_answer_in_arrival_and_canonical_order():
 def _restart_feed(step_ms):
     """A spot key: a snapshot, then three epochs of 20 deltas, each restart to much lower ids."""
     key = ("binance", "spot", "RSTUSDT")
-    events = [Event(*key, SNAPSHOT, 10_000_000, 10_000_000, None, 0, 0, [], [], RANGE_PLUS_ONE)]
+    events = [Event(*key, SNAPSHOT, 10_000_000, 10_000_000, None, 0, 0, b"[]", b"[]", RANGE_PLUS_ONE)]
     clock = 0
     restarts = []
     for start in (10_000_001, 20_000, 50):        # two restarts, each to much lower ids
@@ -566,7 +566,7 @@ def _restart_feed(step_ms):
             restarts.append((events[-1].last_id, start, events[-1].time, clock + step_ms))
         for first in range(start, start + 40, 2):
             clock += step_ms
-            events.append(Event(*key, DELTA, first, first + 1, None, clock, clock, [], [],
+            events.append(Event(*key, DELTA, first, first + 1, None, clock, clock, b"[]", b"[]",
                                 RANGE_PLUS_ONE))
     return key, events, restarts
 
@@ -654,11 +654,11 @@ def test_an_old_epoch_snapshot_never_supersedes_the_new_epoch(tmp_path):
     key = ("binance", "spot", "RSTUSDT")
 
     def delta(first, last, at):
-        return Event(*key, DELTA, first, last, None, at, at, [], [], RANGE_PLUS_ONE)
+        return Event(*key, DELTA, first, last, None, at, at, b"[]", b"[]", RANGE_PLUS_ONE)
 
-    old = [Event(*key, SNAPSHOT, 9_000, 9_000, None, 0, 0, [], [], RANGE_PLUS_ONE)] + [
+    old = [Event(*key, SNAPSHOT, 9_000, 9_000, None, 0, 0, b"[]", b"[]", RANGE_PLUS_ONE)] + [
         delta(9_001 + i, 9_001 + i, 100 * (i + 1)) for i in range(10)]               # .. 9_010
-    late_snapshot = Event(*key, SNAPSHOT, 9_012, 9_012, None, None, 1_250, [], [], RANGE_PLUS_ONE)
+    late_snapshot = Event(*key, SNAPSHOT, 9_012, 9_012, None, None, 1_250, b"[]", b"[]", RANGE_PLUS_ONE)
     new = [delta(3 + i, 3 + i, 1_200 + 100 * i) for i in range(5)]                  # 3 .. 7
     arrival = old + new[:1] + [late_snapshot] + new[1:]
     canonical = canonical_order(arrival, Policy().medium_gap_max)

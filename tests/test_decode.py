@@ -33,7 +33,7 @@ def envelope(payload, kind="delta", market="spot", symbol="BTCUSDT") -> bytes:
 def delta_event(source, **changes):
     fields = dict(exchange="binance", market="spot", symbol="BTCUSDT", kind=DELTA, first_id=5,
                   last_id=6, prev_id=None, event_time=START_MS, recv_time=START_MS + 7,
-                  bids=[("100.10", "2.000")], asks=[("100.20", "0.500")], rule=RANGE_PLUS_ONE,
+                  bids=b'[["100.10","2.000"]]', asks=b'[["100.20","0.500"]]', rule=RANGE_PLUS_ONE,
                   source=source)
     fields.update(changes)
     return Event(**fields)
@@ -71,7 +71,7 @@ def test_file_batches_events_dead_letters_and_tallies():
                     equal_to([2, 1]), label="Batches")
         assert_that(flatten(decoded.events), equal_to([
             Event("binance", "spot", "BTCUSDT", SNAPSHOT, 4, 4, None, None, START_MS + 7,
-                  [("100.00", "1.0")], [], RANGE_PLUS_ONE, "/data/feed.jsonl:1"),
+                  b'[["100.00","1.0"]]', b"[]", RANGE_PLUS_ONE, "/data/feed.jsonl:1"),
             delta_event("/data/feed.jsonl:2"),
             delta_event("/data/raw.jsonl:1", first_id=7, last_id=9, recv_time=None),
         ]), label="Events")

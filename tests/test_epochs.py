@@ -14,11 +14,11 @@ JUMP = 1000
 
 
 def delta(first, last, at):
-    return Event(*KEY, DELTA, first, last, None, at, at, [], [], RANGE_PLUS_ONE)
+    return Event(*KEY, DELTA, first, last, None, at, at, b"[]", b"[]", RANGE_PLUS_ONE)
 
 
 def snap(last_id, at):
-    return Event(*KEY, SNAPSHOT, last_id, last_id, None, None, at, [], [], RANGE_PLUS_ONE)
+    return Event(*KEY, SNAPSHOT, last_id, last_id, None, None, at, b"[]", b"[]", RANGE_PLUS_ONE)
 
 
 def ids(events):

@@ -76,13 +76,14 @@ def test_fast_depth_decoder_edge_cases(payload):
 
 # ---- canonical sort ------------------------------------------------------------------------------
 
-from beam_pipeline.model import DELTA, SNAPSHOT, Event, sort_canonically  # noqa: E402
+from beam_pipeline.model import (DELTA, SNAPSHOT, Event, decode_levels,  # noqa: E402
+                                 encode_levels, sort_canonically)
 
 ids = st.integers(0, 12)
 events = st.builds(
     lambda kind, first, extra, prev, t, recv, bids, src: Event(
         "binance", "spot", "X", kind, first, first + (0 if kind == SNAPSHOT else extra), prev, t,
-        recv, bids, [], "range_plus_one", src),
+        recv, encode_levels(bids), b"[]", "range_plus_one", src),
     st.sampled_from([DELTA, DELTA, SNAPSHOT]), ids, st.integers(0, 3),
     st.one_of(st.none(), ids), st.one_of(st.none(), st.integers(0, 3)), st.integers(0, 2),
     st.lists(st.tuples(st.sampled_from(["1", "2"]), st.sampled_from(["1", "3"])), max_size=2),
@@ -95,3 +96,28 @@ def test_sort_canonically_equals_sorting_by_the_full_key(batch):
     expected = sorted(batch, key=Event.sort_key)
     got = sort_canonically(list(batch))
     assert [msgspec.structs.astuple(e) for e in got] == [msgspec.structs.astuple(e) for e in expected]
+
+
+# ---- levels text -> Arrow, in bulk ------------------------------------------------------------------
+
+from beam_pipeline.tables import levels_array  # noqa: E402
+
+level_lists = st.lists(st.lists(st.tuples(decimals, decimals), max_size=6), max_size=30)
+
+
+@SETTINGS
+@given(level_lists)
+def test_levels_array_equals_decoding_each_text(sides):
+    texts = [encode_levels(levels) for levels in sides]
+    expected = [[{"price": p, "qty": q} for p, q in decode_levels(text)] for text in texts]
+    assert levels_array(texts).to_pylist() == expected
+
+
+@given(level_lists)
+def test_fast_path_levels_text_is_the_canonical_one(sides):
+    """The fast decoder keeps the bytes it was sent; they must be what encode_levels makes of the
+    decoded levels, or events decoded by the two paths would differ."""
+    for levels in sides:
+        text = json.dumps(levels, separators=(",", ":")).encode()
+        payload = (b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":' + text + b',"a":[]}')
+        assert _decode_depth(payload).b == text == encode_levels(levels)

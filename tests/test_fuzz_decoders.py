@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 from beam_pipeline.adapters import Rejected
 from beam_pipeline.adapters import binance
 from beam_pipeline.framing import FileContext, decode_message, decode_record
-from beam_pipeline.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event, RawBatch
+from beam_pipeline.model import (DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event, RawBatch,
+                                 decode_levels, encode_levels)
 from transforms.decode import decode_one, record_source
 
 _STRICT = os.environ.get("FUZZ_STRICT", "")
@@ -141,10 +142,10 @@ def event_problems(event: Event) -> list:
         elif value is not None and not 0 <= value <= MAX_TIME_MS:
             bad("unbounded_ints", f"{name}={_show(value)}")
     for side in (event.bids, event.asks):
-        if not isinstance(side, list):
-            bad(None, f"levels {side!r}")
+        if not isinstance(side, bytes) or encode_levels(decode_levels(side)) != side:
+            bad(None, f"levels {side!r}: not the canonical levels text")
             continue
-        for level in side:
+        for level in decode_levels(side):
             if not (isinstance(level, tuple) and len(level) == 2
                     and all(isinstance(x, str) for x in level)):
                 bad(None, f"level {level!r}")
@@ -262,7 +263,7 @@ def depth_updates(draw, market):
 
 def delta_event(msg, market, recv, source):
     return Event("binance", market, msg["s"], DELTA, msg["U"], msg["u"], msg.get("pu"), msg["E"],
-                 recv, [tuple(l) for l in msg["b"]], [tuple(l) for l in msg["a"]], RULE_OF[market],
+                 recv, encode_levels(msg["b"]), encode_levels(msg["a"]), RULE_OF[market],
                  source)
 
 
@@ -277,7 +278,7 @@ def snapshots(draw, market):
 
 def snapshot_event(msg, market, symbol, recv, source):
     return Event("binance", market, symbol, SNAPSHOT, msg["lastUpdateId"], msg["lastUpdateId"], None,
-                 msg.get("E"), recv, [tuple(l) for l in msg["bids"]], [tuple(l) for l in msg["asks"]],
+                 msg.get("E"), recv, encode_levels(msg["bids"]), encode_levels(msg["asks"]),
                  RULE_OF[market], source)
 
 
@@ -381,8 +382,8 @@ def test_valid_messages_decode_to_exactly_their_event(message, serialization):
         assert event == message.expected, (label, raw)
         assert not event_problems(event), (label, event_problems(event))
         # exact decimal strings, byte for byte
-        assert [list(l) for l in event.bids + event.asks] == [
-            list(l) for l in message.expected.bids + message.expected.asks]
+        assert decode_levels(event.bids) + decode_levels(event.asks) == (
+            decode_levels(message.expected.bids) + decode_levels(message.expected.asks))
 
 
 # ---- mutations --------------------------------------------------------------------------------

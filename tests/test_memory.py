@@ -12,7 +12,7 @@ from transforms.sinks import clean_sink
 
 def _rows(count):
     return [(Event("binance", "spot", "BTCUSDT", DELTA, i, i, None, 1000 + i, 1001 + i,
-                   [("1.5", "2")], [], RANGE_PLUS_ONE), 1, True) for i in range(count)]
+                   b'[["1.5","2"]]', b"[]", RANGE_PLUS_ONE), 1, True) for i in range(count)]
 
 
 def test_guard_steps_at_the_strategy_thresholds():

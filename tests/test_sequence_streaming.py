@@ -23,11 +23,11 @@ T0 = 1_700_000_000_000
 
 
 def delta(first, last, at):
-    return Event(*KEY, DELTA, first, last, None, T0 + at, T0 + at + 5, [("1.0", "2")], [], RANGE_PLUS_ONE)
+    return Event(*KEY, DELTA, first, last, None, T0 + at, T0 + at + 5, b'[["1.0","2"]]', b"[]", RANGE_PLUS_ONE)
 
 
 def snapshot(last_id, at):
-    return Event(*KEY, SNAPSHOT, last_id, last_id, None, None, T0 + at, [("1.0", "2")], [],
+    return Event(*KEY, SNAPSHOT, last_id, last_id, None, None, T0 + at, b'[["1.0","2"]]', b"[]",
                  RANGE_PLUS_ONE)
 
 
@@ -153,7 +153,7 @@ def test_stall_and_resume():
 
 
 def test_poison_event_goes_to_dead_letters_and_the_key_keeps_going(tmp_path):
-    poison = Event(*KEY, DELTA, 101, 102, None, T0 + 50, T0 + 50, [], [], "checksum_only", "f:9")
+    poison = Event(*KEY, DELTA, 101, 102, None, T0 + 50, T0 + 50, b"[]", b"[]", "checksum_only", "f:9")
     stream = (start().add_elements(stamped(snapshot(100, 0), poison, delta(101, 102, 100)))
               .add_elements(stamped(delta(103, 104, 200)))
               .advance_watermark_to_infinity())
@@ -200,7 +200,7 @@ def test_an_exception_in_a_timer_is_a_dead_letter_not_a_failed_bundle():
 
 
 def test_batch_path_sets_poison_aside_too(tmp_path):
-    poison = Event(*KEY, DELTA, 101, 102, None, T0 + 50, T0 + 50, [], [], "checksum_only", "f:9")
+    poison = Event(*KEY, DELTA, 101, 102, None, T0 + 50, T0 + 50, b"[]", b"[]", "checksum_only", "f:9")
     with TestPipeline() as p:
         out = (p | beam.Create([[snapshot(100, 0), delta(101, 102, 100)], [poison, delta(103, 104, 200)]])
                | SequenceFeeds(Policy(), streaming=False, work_dir=str(tmp_path), run_span_ids=50))

@@ -13,16 +13,16 @@ USDM = ("binance", "usdm", "ETHUSDT")
 
 
 def spot(first, last, at=0):
-    return Event(*SPOT, DELTA, first, last, None, at, at, [], [], RANGE_PLUS_ONE)
+    return Event(*SPOT, DELTA, first, last, None, at, at, b"[]", b"[]", RANGE_PLUS_ONE)
 
 
 def usdm(first, last, prev, at=0):
-    return Event(*USDM, DELTA, first, last, prev, at, at, [], [], PREVIOUS_LINK)
+    return Event(*USDM, DELTA, first, last, prev, at, at, b"[]", b"[]", PREVIOUS_LINK)
 
 
 def snap(key, last_id, at=0):
     rule = RANGE_PLUS_ONE if key == SPOT else PREVIOUS_LINK
-    return Event(*key, SNAPSHOT, last_id, last_id, None, at, at, [], [], rule)
+    return Event(*key, SNAPSHOT, last_id, last_id, None, at, at, b"[]", b"[]", rule)
 
 
 def run(key, events, policy=Policy(recovery_timeout_ms=1000)):
@@ -148,7 +148,7 @@ def test_state_of_another_version_restarts_the_key_with_state_reset():
 
 def test_a_poison_event_is_set_aside_and_the_rest_go_on():
     machine = StreamSequencer(SPOT, Policy())
-    poison = Event(*SPOT, DELTA, 11, 12, None, 1, 1, [], [], "checksum_only", "f:7")
+    poison = Event(*SPOT, DELTA, 11, 12, None, 1, 1, b"[]", b"[]", "checksum_only", "f:7")
     for event in (snap(SPOT, 10), poison, spot(11, 12), spot(13, 14)):
         machine.feed(event)
     [(bad, trace)] = [v for t, v in machine.out if t == "poison"]

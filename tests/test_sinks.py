@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from beam_pipeline.model import (DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
-                                 DeadLetter, Event, Gap, RecoveryRequest)
+                                 DeadLetter, Event, Gap, RecoveryRequest, decode_levels,
+                                 encode_levels)
 from beam_pipeline.options import FeedCheckOptions
 from transforms.sinks import (CLEAN_SCHEMA, SCHEMA_DIR, ParquetSink, WriteFolder, WriteOutputs,
                               clean_table)
@@ -43,11 +44,12 @@ def ms(value):
 
 
 SPOT = Event("binance", "spot", "BTCUSDT", DELTA, 101, 105, None, T, T + 7,
-             [("65000.10", "0.00100000"), ("64999.00", "0")], [], RANGE_PLUS_ONE, "f:2")
-USDM = Event("binance", "usdm", "SOLUSDT", DELTA, 201, 204, 200, T + 100, T + 103, [],
-             [("20.5", "3")], PREVIOUS_LINK, "f:3")
+             encode_levels([("65000.10", "0.00100000"), ("64999.00", "0")]), b"[]", RANGE_PLUS_ONE, "f:2")
+USDM = Event("binance", "usdm", "SOLUSDT", DELTA, 201, 204, 200, T + 100, T + 103, b"[]",
+             encode_levels([("20.5", "3")]), PREVIOUS_LINK, "f:3")
 SNAP = Event("binance", "spot", "BTCUSDT", SNAPSHOT, 100, 100, None, None, T - 5,
-             [("65000.00", "1.5")], [("65000.20", "2")], RANGE_PLUS_ONE, "h:1")
+             encode_levels([("65000.00", "1.5")]), encode_levels([("65000.20", "2")]),
+             RANGE_PLUS_ONE, "h:1")
 CLEAN = [[(SNAP, 0, True), (SPOT, 0, True)], [(USDM, 3, False)]]
 LETTERS = [DeadLetter("bad_json", "Input data was truncated", "decode", b'{"e":"depthUp\xff',
                       "/in/feed.jsonl:7", T + 1),
@@ -95,8 +97,8 @@ def clean_dict(event, segment, anchored):
             "kind": event.kind, "first_id": event.first_id, "last_id": event.last_id,
             "prev_id": event.prev_id, "event_time": ms(event.event_time),
             "recv_time": ms(event.recv_time),
-            "bids": [{"price": p, "qty": q} for p, q in event.bids],
-            "asks": [{"price": p, "qty": q} for p, q in event.asks],
+            "bids": [{"price": p, "qty": q} for p, q in decode_levels(event.bids)],
+            "asks": [{"price": p, "qty": q} for p, q in decode_levels(event.asks)],
             "segment_id": segment, "anchored": anchored}
 
 
@@ -164,7 +166,7 @@ def test_write_outputs_batch(tmp_path):
 def test_write_folder_parquet_row_groups(tmp_path):
     """Lists and single rows are both accepted; a row group is written once the buffer holds
     row_group_rows rows (so at most row_group_rows - 1 + the longest list), none is lost."""
-    rows = [(Event("binance", "spot", "ETHUSDT", DELTA, i, i, None, T + i, T + i, [], [],
+    rows = [(Event("binance", "spot", "ETHUSDT", DELTA, i, i, None, T + i, T + i, b"[]", b"[]",
                    RANGE_PLUS_ONE), 0, True) for i in range(10)]
     folder = str(tmp_path / "clean")
     with TestPipeline() as p:

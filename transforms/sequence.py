@@ -301,7 +301,7 @@ class LiveSequencerDoFn(SequencerDoFn):
             yield from self._process_event(key, value, state_cell, held_bag, waiting_bag,
                                            recovery_timer, reorder_timer, stall_timer)
         except Exception:  # a poison event must not crash-loop its key: dead-letter it, keep state
-            yield self._poison("sequence", key, msgspec.json.encode(value), value.source)
+            yield self._poison("sequence", key, value.to_json(), value.source)
 
     def _process_event(self, key, event, state_cell, held_bag, waiting_bag, recovery_timer,
                        reorder_timer, stall_timer):
@@ -463,7 +463,7 @@ class LiveSequencerDoFn(SequencerDoFn):
 
 
 def _poison_letter(event: Event, trace: str) -> DeadLetter:
-    return DeadLetter("processing_error", trace[-8000:], "sequence", msgspec.json.encode(event),
+    return DeadLetter("processing_error", trace[-8000:], "sequence", event.to_json(),
                       event.source, now_ms(), symbol=stream_name(event.key),
                       first_id=_int_or_none(event.first_id), last_id=_int_or_none(event.last_id))
 
@@ -474,7 +474,7 @@ def _int_or_none(value):
 
 def _late_letter(event: Event) -> DeadLetter:
     return DeadLetter("late_event", "arrived after the gap it would have filled was declared",
-                      "sequence", msgspec.json.encode(event), event.source, now_ms(),
+                      "sequence", event.to_json(), event.source, now_ms(),
                       symbol=stream_name(event.key), first_id=event.first_id, last_id=event.last_id)
 
 

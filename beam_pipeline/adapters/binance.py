@@ -14,7 +14,8 @@ from urllib.parse import parse_qs, urlparse
 import msgspec
 
 from beam_pipeline.adapters import Rejected
-from beam_pipeline.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event
+from beam_pipeline.model import (DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event,
+                                 encode_levels)
 
 NAME = "binance"
 RULES = {"spot": RANGE_PLUS_ONE, "usdm": PREVIOUS_LINK, "coinm": PREVIOUS_LINK}
@@ -81,7 +82,6 @@ _COMPACT_LEVELS = re.compile(
 
 _depth_decoder = msgspec.json.Decoder(_DepthUpdate)
 _depth_fast_decoder = msgspec.json.Decoder(_DepthUpdateFast)
-_plain_levels_decoder = msgspec.json.Decoder(list[tuple[str, str]])
 _snapshot_decoder = msgspec.json.Decoder(_Snapshot)
 _combined_decoder = msgspec.json.Decoder(_Combined)
 _probe_decoder = msgspec.json.Decoder(_Probe)
@@ -141,12 +141,13 @@ def _plain_shape(payload: bytes) -> bool:
 
 
 def _decode_depth(payload: bytes):
-    """The payload as a depth update (a _DepthUpdate or an equal _DepthUpdateFast), None for
-    another stream's message, or raises Rejected.
+    """The payload as a depth update (a _DepthUpdate or an equal _DepthUpdateFast, levels as
+    their canonical text), None for another stream's message, or raises Rejected.
 
-    Fast path: levels in compact form are validated by one regex and decoded without per-string
-    checks; it accepts a subset of what the typed decoder accepts, with the same values (property
-    test: tests/test_fuzz_decoders.py). Everything else, and every rejection, is the typed decoder's.
+    Fast path: levels in compact form are validated by one regex and kept as the bytes they came
+    in, which are already the canonical text; it accepts a subset of what the typed decoder accepts,
+    with the same values (property test: tests/test_fast_paths.py). Everything else, and every
+    rejection, is the typed decoder's.
     """
     fast = None
     if _plain_shape(payload):
@@ -155,8 +156,7 @@ def _decode_depth(payload: bytes):
         except msgspec.DecodeError:
             pass
     if fast is not None and _COMPACT_LEVELS.match(fast.b) and _COMPACT_LEVELS.match(fast.a):
-        fast.b = _plain_levels_decoder.decode(fast.b)
-        fast.a = _plain_levels_decoder.decode(fast.a)
+        fast.b, fast.a = bytes(fast.b), bytes(fast.a)
         return fast
     return decode_depth_typed(payload)
 
@@ -164,11 +164,13 @@ def _decode_depth(payload: bytes):
 def decode_depth_typed(payload: bytes):
     """The reference: the typed decoder alone (every field checked, every rejection's reason)."""
     try:
-        return _depth_decoder.decode(payload)
+        msg = _depth_decoder.decode(payload)
     except msgspec.DecodeError as error:
         if _is_other_stream(payload):
             return None
         raise rejection(error) from None
+    msg.b, msg.a = encode_levels(msg.b), encode_levels(msg.a)
+    return msg
 
 
 def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
@@ -180,7 +182,8 @@ def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_tim
         raise rejection(error) from None
     market = market_of(market, msg.T is not None)
     return Event(NAME, market, symbol, SNAPSHOT, msg.lastUpdateId, msg.lastUpdateId, None,
-                 msg.E, recv_time, msg.bids, msg.asks, RULES[market], source)
+                 msg.E, recv_time, encode_levels(msg.bids), encode_levels(msg.asks), RULES[market],
+                 source)
 
 
 def decode_message(raw: bytes, recv_time: Optional[int], source: str,
