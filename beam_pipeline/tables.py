@@ -34,7 +34,10 @@ CORRUPT_SCHEMA = pa.schema(_KEY_FIELDS + [
 
 _CLEAN_COLUMNS = ("exchange", "market", "symbol", "kind", "first_id", "last_id", "prev_id",
                   "event_time", "recv_time")
-_QUOTE = ord('"')
+_QUOTE, _POINT = b'".'
+# Level statistics would be min/max of decimal strings, compared as text ("10" < "9"): useless to
+# a reader and a fifth of the write time (bench/README.md). Every other column keeps them.
+_STATISTICS = [name for name in CLEAN_SCHEMA.names if name not in ("bids", "asks")]
 
 
 def clean_table(rows) -> pa.Table:
@@ -47,21 +50,21 @@ def clean_table(rows) -> pa.Table:
     return pa.table(columns, schema=CLEAN_SCHEMA)
 
 
-def levels_array(texts: list) -> pa.Array:
-    """Canonical levels texts (model.encode_levels: [["price","qty"],...], no escapes) -> one
-    list<struct<price, qty>> array, with numpy over all the texts at once instead of a Python
-    object per level: every string is what lies between a pair of quotes, and a level is four
-    quotes. Reference: decode_levels per text (tests/test_fast_paths.py)."""
-    joined = b"".join(texts)
-    chars = np.frombuffer(joined, np.uint8)
-    is_quote = chars == _QUOTE
-    quotes = np.flatnonzero(is_quote)
-    inside = (np.cumsum(is_quote) & 1).astype(bool) & ~is_quote
-    string_offsets = np.zeros(len(quotes) // 2 + 1, np.int64)
+def levels_array(texts) -> pa.Array:
+    """Canonical levels texts (model.encode_levels: [["price","qty"],...], every string a decimal)
+    -> one list<struct<price, qty>> array, with numpy over all the texts at once instead of a
+    Python object per level: a string is what lies between a pair of quotes, its characters are
+    exactly the digits and points of the text, and a level is four quotes. Reference:
+    decode_levels per text (tests/test_fast_paths.py)."""
+    chars = np.frombuffer(b"".join(texts), np.uint8)
+    quotes = np.flatnonzero(chars == _QUOTE)
+    values = chars[chars - np.uint8(_POINT) < 12]    # '.', '/' (never sent), '0'-'9'; others wrap
+    if len(values) >= 2**31:
+        raise ValueError("over 2 GiB of price levels in one clean table: lower --run_span_ids")
+    string_offsets = np.zeros(len(quotes) // 2 + 1, np.int32)
     np.cumsum(quotes[1::2] - quotes[0::2] - 1, out=string_offsets[1:])
-    strings = pa.LargeStringArray.from_buffers(
-        len(string_offsets) - 1, pa.py_buffer(string_offsets), pa.py_buffer(chars[inside]))
-    strings = strings.cast(pa.string())
+    strings = pa.StringArray.from_buffers(len(string_offsets) - 1, pa.py_buffer(string_offsets),
+                                          pa.py_buffer(values))
     text_ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
     level_offsets = np.zeros(len(texts) + 1, np.int32)
     level_offsets[1:] = np.searchsorted(quotes, text_ends) // 4
@@ -93,7 +96,7 @@ def row_times(table: pa.Table) -> np.ndarray:
 
 def write_clean_part(table: pa.Table, path: str, symbol: str) -> CleanPart:
     with FileSystems.create(path) as handle:
-        pq.write_table(table, handle, compression="zstd")
+        pq.write_table(table, handle, compression="zstd", write_statistics=_STATISTICS)
     return CleanPart(path, table.num_rows, symbol, row_times(table).tobytes())
 
 

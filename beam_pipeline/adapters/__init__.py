@@ -17,11 +17,14 @@ class Rejected(Exception):
         self.message = message
 
 
-def adapter_for(exchange: str):
-    from beam_pipeline.adapters import binance  # imported here so adding an exchange is one line
+_ADAPTERS: dict = {}
 
-    adapters = {binance.NAME: binance}
+
+def adapter_for(exchange: str):
+    if not _ADAPTERS:           # filled on first use: the adapter modules import this one
+        from beam_pipeline.adapters import binance  # adding an exchange is one line here
+        _ADAPTERS.update({binance.NAME: binance})
     try:
-        return adapters[exchange]
+        return _ADAPTERS[exchange]
     except KeyError:
         raise Rejected("unsupported_exchange", f"no adapter for exchange {exchange!r}") from None
