@@ -37,7 +37,7 @@ from beam_pipeline.epochs import canonical_order
 from beam_pipeline.model import (PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
                                  ErrorEvent, Event, Gap, RecoveryRequest, stream_name)
 
-STATE_VERSION = 1
+STATE_VERSION = 2   # 2: Event levels stored as their canonical JSON text (were lists)
 NEVER = 2**62  # a watermark past every event time: the end of a bounded input
 
 # Output tags of the machine; transforms/sequence.py maps them onto the DoFn's outputs.

@@ -146,6 +146,21 @@ def test_state_of_another_version_restarts_the_key_with_state_reset():
         assert reset.reason == "state_reset" and reset.symbol == "ETHUSDT"
 
 
+def test_events_held_in_unreadable_state_become_dead_letters():
+    """Held and waiting events are stored in their version's encoding: at a state reset each is
+    a state_reset dead letter with its stored bytes, never dropped uncounted."""
+    fn = SequencerDoFn(Policy())
+    held, waiting = _Cell(), _Cell()
+    held.add(b"old-held-event")
+    waiting.add(b"old-waiting-event")
+    _, _, outputs = fn._load(SPOT, _Cell(b"\x00garbage"), held, waiting)
+    letters = [o.value for o in outputs if o.tag == "dead_letter"]
+    assert [(d.reason, d.payload, d.stage) for d in letters] == [
+        ("state_reset", b"old-held-event", "sequence"), ("state_reset", b"old-waiting-event", "sequence")]
+    assert held.read() == [] and waiting.read() == []
+    assert [o.value.reason for o in outputs if o.tag == "corrupt_periods"] == ["state_reset"]
+
+
 def test_a_poison_event_is_set_aside_and_the_rest_go_on():
     machine = StreamSequencer(SPOT, Policy())
     poison = Event(*SPOT, DELTA, 11, 12, None, 1, 1, b"[]", b"[]", "checksum_only", "f:7")

@@ -162,8 +162,10 @@ class SequencerDoFn(beam.DoFn):
 
     # -- state helpers --
 
-    def _load(self, key, state_cell, held_bag):
-        """The key's state; state from another schema version restarts the key (state_reset)."""
+    def _load(self, key, state_cell, held_bag, waiting_bag=None):
+        """The key's state; state from another schema version restarts the key (state_reset):
+        the events its bags hold are in that version's encoding, so each becomes a state_reset
+        dead letter with its stored bytes (accounted for, and replayable by that version)."""
         blob, outputs = state_cell.read(), []
         stored = None
         if blob is not None:
@@ -173,8 +175,8 @@ class SequencerDoFn(beam.DoFn):
                     raise ValueError(f"state version {stored.version}, expected {STATE_VERSION}")
             except (msgspec.DecodeError, ValueError) as error:
                 stored = None
-                held_bag.clear()
                 outputs.append(self._state_reset(key, str(error)))
+                outputs.extend(_unreadable_events(key, [held_bag, waiting_bag], str(error)))
         stored = stored or StoredState(SequencerState(), StreamState())
         machine = StreamSequencer(key, self.policy, stored.machine, _BagStore(held_bag))
         return stored, machine, outputs
@@ -306,7 +308,7 @@ class LiveSequencerDoFn(SequencerDoFn):
 
     def _process_event(self, key, event, state_cell, held_bag, waiting_bag, recovery_timer,
                        reorder_timer, stall_timer):
-        stored, machine, outputs = self._load(key, state_cell, held_bag)
+        stored, machine, outputs = self._load(key, state_cell, held_bag, waiting_bag)
         yield from outputs
         first_seen = not stored.machine.seen
         stream = stored.stream
@@ -359,7 +361,7 @@ class LiveSequencerDoFn(SequencerDoFn):
         so each stays accounted for exactly once; a timer with no events of its own is reported
         as a `timer_error` error event and logged with its trace."""
         try:
-            stored, machine, outputs = self._load(key, state_cell, held_bag)
+            stored, machine, outputs = self._load(key, state_cell, held_bag, waiting_bag)
             yield from outputs
             extra = body(stored, machine) or ()
             self._save(state_cell, stored)
@@ -471,6 +473,16 @@ def _poison_letter(event: Event, trace: str) -> DeadLetter:
 
 def _int_or_none(value):
     return value if isinstance(value, int) else None
+
+
+def _unreadable_events(key, bags, why: str):
+    """Dead letters for the stored events of a key whose state is being reset; the bags emptied."""
+    for bag in filter(None, bags):
+        for blob in bag.read():
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
+                "state_reset", f"held in state that cannot be read: {why}", "sequence", blob,
+                stream_name(key), now_ms(), symbol=stream_name(key)))
+        bag.clear()
 
 
 def _late_letter(event: Event) -> DeadLetter:
