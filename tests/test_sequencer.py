@@ -1,4 +1,6 @@
 """The per-symbol state machine on its own: rules, classes, holds, replays, state versions."""
+from collections import Counter
+
 import msgspec
 
 from beam_pipeline.epochs import canonical_order
@@ -6,7 +8,7 @@ from beam_pipeline.epochs import canonical_order
 from beam_pipeline.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event
 from beam_pipeline.sequencer import (CLEAN, CORRUPT, DUPLICATE, GAP, LATE, RECOVERY, SUPERSEDED,
                                      Policy, StreamSequencer)
-from transforms.sequence import SequencerDoFn, StoredState, StreamState
+from transforms.sequence import SequencerDoFn, SpillRuns, StoredState, StreamState
 
 SPOT = ("binance", "spot", "ETHUSDT")
 USDM = ("binance", "usdm", "ETHUSDT")
@@ -311,3 +313,38 @@ def test_state_written_before_resets_existed_still_decodes():
     machine.feed(spot(5, 6, 7))                    # a reset from the stored cursor
     machine.finish()
     assert gaps_of(machine.out)[0][:4] == (100_000, 5, None, "reset")
+
+
+def _replayed(fn, events, work_dir):
+    """The batch sequencer's end-of-input replay of one key, on chunks spilled as SpillRuns does."""
+    runs = _Cell()
+    for _, ref in SpillRuns(str(work_dir), run_span_ids=10).process(events):
+        runs.add(msgspec.msgpack.encode(ref))
+    state = _Cell()
+    state.read = lambda: state.value          # a value cell: None until written
+    return list(fn.end_of_input(key=SPOT, state_cell=state, held_bag=_Cell(), runs_bag=runs))
+
+
+def test_a_failing_batch_replay_dead_letters_every_event_of_the_key(tmp_path):
+    """Nothing of the key is emitted before its replay has succeeded, so when it raises each of
+    its events is a processing_error dead letter, exactly once, and the job goes on."""
+    events = [snap(SPOT, 5)] + [spot(i, i + 1) for i in range(6, 40, 2)] + [spot(6, 7)]
+
+    class BrokenSink(SequencerDoFn):
+        def _clean_output(self, machine, clean):
+            raise RuntimeError("a bug in the clean output")
+
+    working = _replayed(SequencerDoFn(Policy(), str(tmp_path / "ok")), events, tmp_path / "ok")
+    tallies = Counter()
+    for output in working:
+        if output.tag == "tally":
+            tallies[output.value[0]] += output.value[1]
+    assert tallies["clean_records"] + tallies["duplicates"] == len(events)
+
+    broken = _replayed(BrokenSink(Policy(), str(tmp_path / "b")), events, tmp_path / "b")
+    assert {output.tag for output in broken} == {"dead_letter"}
+    letters = [output.value for output in broken]
+    assert sorted((d.first_id, d.last_id) for d in letters) == sorted(
+        (e.first_id, e.last_id) for e in events)
+    assert all(d.reason == "processing_error" and d.stage == "sequence.end_of_input"
+               and "a bug in the clean output" in d.message for d in letters)

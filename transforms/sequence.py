@@ -248,24 +248,47 @@ class SequencerDoFn(beam.DoFn):
                      held_bag=beam.DoFn.StateParam(HELD),
                      runs_bag=beam.DoFn.StateParam(RUNS)):
         """Batch: replay the key's sorted runs in canonical order (id order; after an id reset,
-        epochs in time order: beam_pipeline/epochs.py), then close any wait still open."""
+        epochs in time order: beam_pipeline/epochs.py), then close any wait still open.
+
+        The key's outputs are emitted only once its whole replay has succeeded (they are small:
+        clean rows are Parquet parts in the work folder, emitted as references). If the replay
+        raises (a bug: the machine sets a raising event aside on its own), nothing of the key has
+        been emitted, so every one of its events becomes a processing_error dead letter with the
+        trace and the job goes on. An OSError (the work folder) fails the bundle: the runner
+        retries it, or the job stops with the error."""
         self._part = 0
+        refs = [_run_codec.decode(blob) for blob in runs_bag.read()]
         try:
-            stored, machine, outputs = self._load(key, state_cell, held_bag)
-            yield from outputs
-            first_seen = not stored.machine.seen
-            refs = [_run_codec.decode(blob) for blob in runs_bag.read()]
-            for events in replay_in_epoch_order(runs_in_order(refs), read_run,
-                                                self.policy.medium_gap_max, chunks_min_time):
-                machine.feed_all(events)
-                yield from self._outputs(machine, first_seen)
-                first_seen = False
-            machine.finish()
-            yield from self._outputs(machine, False)
-            runs_bag.clear()
-            self._save(state_cell, stored)
+            outputs = list(self._replay(key, refs, state_cell, held_bag))
+        except OSError:
+            raise
         except Exception:
-            yield self._poison("sequence.end_of_input", key, b"", stream_name(key))
+            outputs = list(self._replay_failed(key, refs, held_bag))
+        runs_bag.clear()
+        yield from outputs
+
+    def _replay(self, key, refs, state_cell, held_bag):
+        stored, machine, outputs = self._load(key, state_cell, held_bag)
+        yield from outputs
+        first_seen = not stored.machine.seen
+        for events in replay_in_epoch_order(runs_in_order(refs), read_run,
+                                            self.policy.medium_gap_max, chunks_min_time):
+            machine.feed_all(events)
+            yield from self._outputs(machine, first_seen)
+            first_seen = False
+        machine.finish()
+        yield from self._outputs(machine, False)
+        self._save(state_cell, stored)
+
+    def _replay_failed(self, key, refs, held_bag):
+        trace = traceback.format_exc()
+        logging.getLogger(__name__).error("%s: replay failed, its events are dead letters:\n%s",
+                                          stream_name(key), trace)
+        held_bag.clear()
+        for ref in refs:
+            for event in read_run([ref]):
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, msgspec.structs.replace(
+                    _poison_letter(event, trace), stage="sequence.end_of_input"))
 
 
 class LiveSequencerDoFn(SequencerDoFn):
