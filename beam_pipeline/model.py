@@ -16,7 +16,6 @@ Level = tuple[str, str]
 # sends and what msgspec encodes. A validated array is kept as the bytes it arrived in, so no level
 # becomes a Python object on the way through decode, spill files and replay; the clean table's
 # level columns are built from these bytes in bulk (tables.levels_array).
-NO_LEVELS = b"[]"
 _levels_decoder = msgspec.json.Decoder(list[Level])
 _json_encode = msgspec.json.Encoder().encode
 

@@ -95,8 +95,8 @@ class SpillRuns(beam.DoFn):
         span, runs = self.run_span_ids, defaultdict(list)
         for event in events_of(batch):      # a flat tuple: Event.key would build one more per event
             runs[(event.exchange, event.market, event.symbol, event.last_id // span)].append(event)
-        for (*key, run_index), run_events in runs.items():
-            key = tuple(key)
+        for (exchange, market, symbol, run_index), run_events in runs.items():
+            key = (exchange, market, symbol)
             path = "/".join([self.work_dir, "runs", *map(_safe, key), f"{run_index:012d}",
                              f"{uuid.uuid4().hex}.msgpack"])
             with FileSystems.create(path) as handle:
