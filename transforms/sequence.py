@@ -287,8 +287,8 @@ class SequencerDoFn(beam.DoFn):
         held_bag.clear()
         for ref in refs:
             for event in read_run([ref]):
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, msgspec.structs.replace(
-                    _poison_letter(event, trace), stage="sequence.end_of_input"))
+                yield beam.pvalue.TaggedOutput(
+                    DEAD_LETTER, _poison_letter(event, trace, "sequence.end_of_input"))
 
 
 class LiveSequencerDoFn(SequencerDoFn):
@@ -404,8 +404,7 @@ class LiveSequencerDoFn(SequencerDoFn):
         except Exception:      # the buffer itself is unreadable: nothing more can be saved
             waiting = []
         for event in waiting:
-            letter = _poison_letter(event, trace)
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, msgspec.structs.replace(letter, stage=stage))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, _poison_letter(event, trace, stage))
         if waiting:
             try:                   # the buffer is empty now: so must the stored count be
                 stored, _, _ = self._load(key, state_cell, held_bag)
@@ -488,8 +487,8 @@ class LiveSequencerDoFn(SequencerDoFn):
         yield from self._run_timer("end_of_stream", key, state_cell, held_bag, body, waiting_bag)
 
 
-def _poison_letter(event: Event, trace: str) -> DeadLetter:
-    return DeadLetter("processing_error", trace[-8000:], "sequence", event.to_json(),
+def _poison_letter(event: Event, trace: str, stage: str = "sequence") -> DeadLetter:
+    return DeadLetter("processing_error", trace[-8000:], stage, event.to_json(),
                       event.source, now_ms(), symbol=stream_name(event.key),
                       first_id=_int_or_none(event.first_id), last_id=_int_or_none(event.last_id))
 
