@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_EVENTS ?= 200000
 
-.PHONY: setup demo test flink-job-server bench clean
+.PHONY: setup demo test test-fast flink-job-server bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,11 +19,16 @@ flink-job-server:
 
 # The main job on a sample the project generates itself (faults injected, expected summary beside it).
 demo: setup
-	$(PY) -m beam_pipeline.synthetic --events $(DEMO_EVENTS) --output sample/feed.jsonl.gz --expected sample/expected_summary.json
+	$(PY) -m tests.tooling.synthetic --events $(DEMO_EVENTS) --output sample/feed.jsonl.gz --expected sample/expected_summary.json
 	$(PY) -m beam_pipeline --input sample/feed.jsonl.gz --output out/demo
 
+# The whole suite (unit, beam, integration: the Pub/Sub emulator, Flink, gcloud). CI runs this.
 test: setup flink-job-server
 	$(PY) -m pytest -q tests
+
+# Unit and Beam tests only: no Flink jar, no emulator.
+test-fast: setup
+	$(PY) -m pytest -q -m "unit or beam" tests
 
 bench: setup flink-job-server
 	$(PY) -m bench

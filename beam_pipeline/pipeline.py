@@ -8,7 +8,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_pipeline.options import FeedCheckOptions
-from beam_pipeline.sequencer import Policy
+from beam_pipeline.core.sequencer import Policy
 from transforms.aggregate import (AlertRules, CountErrorsAndAlert, EnforceBadRecordRate, Summarize,
                                   dead_letter_error)
 from transforms.decode import DecodeRecords

@@ -188,7 +188,7 @@ def _kill_tree(tree) -> None:
 
 def generate(events: int, path: Path, log_path: Path) -> dict:
     """The project's own generator, clean feed (no faults, no bad records), default symbol mix."""
-    cmd = [sys.executable, "-m", "beam_pipeline.synthetic", "--events", str(events),
+    cmd = [sys.executable, "-m", "tests.tooling.synthetic", "--events", str(events),
            "--output", str(path), "--no_faults"]
     start = time.perf_counter()
     with open(log_path, "wb") as log:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runners.profiles import flag_value
+from runners.flags import flag_value
 
 SETUP_FILE = Path(__file__).resolve().parent.parent / "setup.py"
 

@@ -12,7 +12,7 @@ Not changed: in batch DirectRunner first tries Prism, whose binary download fail
 """
 from __future__ import annotations
 
-from runners.profiles import flag_value
+from runners.flags import flag_value
 
 DEFAULTS = {"direct_running_mode": "in_memory", "direct_num_workers": "1"}
 

@@ -33,7 +33,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from runners.profiles import flag_value
+from runners.flags import flag_value
 
 #: Flink minor version of the job server (and of the cluster in scripts/flink_cluster.sh).
 FLINK_VERSION = "1.19"

@@ -12,7 +12,7 @@ batch and streaming (see templates/README.md):
 import sys
 
 from beam_pipeline.cli import main
-from runners.profiles import flag_value
+from runners.flags import flag_value
 
 
 def template_argv(argv: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ import fastavro
 import pyarrow.parquet as pq
 import pytest
 
-pytest_plugins = ["tests.pubsub_emulator"]
+pytest_plugins = ["tests.tooling.pubsub_emulator"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTURES = os.path.join(os.path.dirname(REPO), "shared", "data", "cryptofeed")
@@ -56,3 +56,15 @@ class Outputs:
 @pytest.fixture
 def outputs():
     return Outputs
+
+
+# Markers by folder: unit (no Beam), beam (TestPipeline / TestStream / a local run of the graph),
+# integration (the Pub/Sub emulator, Flink, gcloud). `make test-fast` runs the first two.
+_KINDS = ("unit", "beam", "integration")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        kind = next((k for k in _KINDS if f"/tests/{k}/" in str(item.fspath)), None)
+        assert kind, f"{item.nodeid}: a test lives in tests/unit, tests/beam or tests/integration"
+        item.add_marker(getattr(pytest.mark, kind))

@@ -17,8 +17,8 @@ from apache_beam.transforms import trigger, window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_pipeline.model import ErrorEvent
-from beam_pipeline.tables import CleanPart, row_times
+from beam_pipeline.core.model import ErrorEvent
+from transforms.tables import CleanPart, row_times
 
 SUMMARY_COUNTS = ("input_records", "clean_records", "ignored", "duplicates", "superseded")
 GAP_CLASSES = ("small", "medium", "large", "reset")

@@ -7,12 +7,13 @@ import traceback
 
 import apache_beam as beam
 
-from beam_pipeline.adapters import Rejected
-from beam_pipeline.framing import FileContext, decode_message, decode_record
-import beam_pipeline.coders  # noqa: F401  (registers the batch coders)
-from beam_pipeline.model import DeadLetter, EventBatch, RawBatch
-from beam_pipeline.runtime import tune_gc_for_bulk_work
-from transforms.read import DEAD_LETTER, TALLY, now_ms
+from beam_pipeline.core.adapters import Rejected
+from beam_pipeline.core.framing import FileContext, decode_message, decode_record
+import transforms.coders  # noqa: F401  (registers the batch coders)
+from beam_pipeline.core.model import DeadLetter, EventBatch, RawBatch
+from beam_pipeline.core.runtime import tune_gc_for_bulk_work
+from beam_pipeline.core.runtime import now_ms
+from transforms.tags import DEAD_LETTER, TALLY
 
 
 def record_source(batch: RawBatch, number: int) -> str:

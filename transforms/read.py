@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import time
 import traceback
 
 import apache_beam as beam
@@ -11,20 +10,16 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline.framing import context_from_header, detect_format, is_header
-import beam_pipeline.coders  # noqa: F401  (registers the batch coders)
-from beam_pipeline.model import DeadLetter, RawBatch
+from beam_pipeline.core.framing import context_from_header, detect_format, is_header
+import transforms.coders  # noqa: F401  (registers the batch coders)
+from beam_pipeline.core.model import DeadLetter, RawBatch
+from beam_pipeline.core.runtime import now_ms
+from transforms.tags import DEAD_LETTER, TALLY
 
-DEAD_LETTER = "dead_letter"
-TALLY = "tally"
 BLOCK_BYTES = 1 << 20
 # Records per RawBatch: 5,000 (~2 MB of JSON) makes Beam's per-element costs and the batch
 # sequencer's per-chunk costs vanish, and keeps a worker's memory flat.
 RECORDS_PER_BATCH = 5000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def split_lines(blocks, max_record_bytes: int):

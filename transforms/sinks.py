@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.transforms import trigger, window
 
-from beam_pipeline.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
-from beam_pipeline.tables import (CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA,  # noqa: F401 (re-exported)
+from transforms.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
+from transforms.tables import (CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA,  # noqa: F401 (re-exported)
                                   CleanPart, clean_table, struct_table)
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -38,7 +38,7 @@ class ParquetSink(fileio.FileSink):
     """Buffers rows and writes row groups; `to_table` turns a list of buffered rows into a table.
 
     The buffer is the one place rows wait in worker memory, so it follows the memory ladder
-    (beam_pipeline/memory.py): smaller row groups, dropped caches, an immediate flush, or a failed
+    (transforms/memory.py): smaller row groups, dropped caches, an immediate flush, or a failed
     bundle for the runner to retry. Rows are never dropped."""
 
     CHECK_EVERY_ROWS = 1000
@@ -239,7 +239,7 @@ class PublishJson(beam.DoFn):
         self.max_outstanding_messages = max_outstanding_messages
 
     def setup(self):
-        from beam_pipeline.resilience import ResilientPublisher
+        from beam_pipeline.core.resilience import ResilientPublisher
 
         # Publisher flow control: past this many unacknowledged messages publish() blocks, so a
         # slow Pub/Sub pushes back on the bundle instead of the worker buffering without bound.
@@ -247,7 +247,7 @@ class PublishJson(beam.DoFn):
             self.topic, max_outstanding_messages=self.max_outstanding_messages)
 
     def process(self, row):
-        from beam_pipeline.resilience import ExternalCallError
+        from beam_pipeline.core.resilience import ExternalCallError
 
         data = msgspec.json.encode(row)
         try:

@@ -1,0 +1,201 @@
+"""The records that flow between stages: one normalized order-book event and the report rows.
+
+msgspec Structs: compact, fast to build, picklable for Beam's default coder, and encodable to
+MessagePack for the sorted runs the batch sequencer writes to its work folder.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import msgspec
+
+# A price level exactly as the exchange sent it: (price, quantity) decimal strings, never floats.
+Level = tuple[str, str]
+
+# An event's levels travel as one canonical JSON text, compact, [["price","qty"],...]: what Binance
+# sends and what msgspec encodes. A validated array is kept as the bytes it arrived in, so no level
+# becomes a Python object on the way through decode, spill files and replay; the clean table's
+# level columns are built from these bytes in bulk (tables.levels_array).
+_levels_decoder = msgspec.json.Decoder(list[Level])
+_json_encode = msgspec.json.Encoder().encode
+
+
+def encode_levels(levels) -> bytes:
+    """A list of (price, qty) -> the canonical levels text."""
+    return _json_encode(levels)
+
+
+def decode_levels(text: bytes) -> list:
+    """The canonical levels text -> [(price, qty), ...]."""
+    return _levels_decoder.decode(text)
+
+DELTA = "delta"
+SNAPSHOT = "snapshot"
+
+# Continuity rules the sequencer knows (see ../shared/docs/exchange-sequencing.md). Adapters pick one.
+RANGE_PLUS_ONE = "range_plus_one"  # a delta (first, last) continues cursor c when first <= c+1 <= last
+PREVIOUS_LINK = "previous_link"    # a delta continues cursor c when its prev_id == c
+
+
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """One normalized order-book message: a delta or a snapshot of one (exchange, market, symbol)."""
+
+    exchange: str
+    market: str
+    symbol: str
+    kind: str                      # DELTA or SNAPSHOT
+    first_id: int                  # deltas: first update id; snapshots: lastUpdateId
+    last_id: int                   # deltas: last update id; snapshots: lastUpdateId
+    prev_id: Optional[int]         # previous message's last id, where the exchange sends it
+    event_time: Optional[int]      # exchange time, ms since epoch
+    recv_time: Optional[int]       # collector receive time, ms since epoch
+    bids: bytes                    # canonical levels text (encode_levels / decode_levels)
+    asks: bytes
+    rule: str                      # RANGE_PLUS_ONE or PREVIOUS_LINK
+    source: str = ""               # where it came from (file:line or Pub/Sub message id)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.exchange, self.market, self.symbol)
+
+    @property
+    def time(self) -> int:
+        """The event's own time: the exchange's where it has one, else the receive time."""
+        return self.event_time if self.event_time is not None else (self.recv_time or 0)
+
+    def sort_key(self):
+        """The canonical order the sequencer processes a key's events in.
+
+        By last id, a snapshot after the deltas it covers (u <= lastUpdateId) and before those it
+        does not: exactly Binance's bridge. Ties are broken by the content so that identical input
+        in any order gives identical output.
+        """
+        return (self.last_id, 1 if self.kind == SNAPSHOT else 0, self.first_id,
+                -1 if self.prev_id is None else self.prev_id, self.time, self.recv_time or 0,
+                decode_levels(self.bids), decode_levels(self.asks))
+
+    def to_json(self) -> bytes:
+        """The event as a JSON object, its levels as JSON arrays (dead letters carry it)."""
+        return _json_encode(msgspec.structs.replace(
+            self, bids=_as_json(self.bids), asks=_as_json(self.asks)))
+
+
+def _as_json(levels):
+    return msgspec.Raw(levels) if isinstance(levels, bytes) else levels  # a poison event may hold anything
+
+
+def _rank(event: Event) -> int:
+    return event.last_id * 2 + (event.kind == SNAPSHOT)
+
+
+def sort_canonically(events: list) -> list:
+    """Sorts `events` by Event.sort_key, in place; the same order, at a fraction of the cost.
+
+    Event.sort_key builds an 8-field tuple per event. Its first two fields (last id, snapshot
+    last) decide almost every comparison, so sort by those as one int, then sort each run of equal
+    ranks (duplicates, overlaps) by the full key. Both sorts are stable, so the result is exactly
+    that of sorting by Event.sort_key (property test: tests/test_fast_paths.py)."""
+    events.sort(key=_rank)
+    ranks = list(map(_rank, events))
+    start = 0
+    for end in range(1, len(events) + 1):
+        if end == len(events) or ranks[end] != ranks[start]:
+            if end - start > 1:                                        # a tie: rare
+                events[start:end] = sorted(events[start:end], key=Event.sort_key)
+            start = end
+    return events
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A record that could not be used, with why and where it came from. Written as Avro."""
+
+    reason: str
+    message: str
+    stage: str
+    payload: bytes
+    source: str
+    ingest_time: int               # ms since epoch, when the pipeline saw it
+    symbol: Optional[str] = None
+    first_id: Optional[int] = None
+    last_id: Optional[int] = None
+
+
+class Gap(msgspec.Struct, frozen=True):
+    exchange: str
+    market: str
+    symbol: str
+    last_good_id: Optional[int]
+    next_first_id: int
+    gap_size: Optional[int]        # None where the rule cannot measure it (previous_link)
+    gap_class: str                 # small | medium | large | reset (an id reset: engine restart)
+    action: str                    # continue_with_warning | hold_for_snapshot | mark_corrupt
+    resolution: str                # continued | resynced | corrupt_period
+    event_time: int                # time of the event that revealed the gap
+
+
+class CorruptPeriod(msgspec.Struct, frozen=True):
+    exchange: str
+    market: str
+    symbol: str
+    start_id: int
+    end_id: int
+    start_time: Optional[int]
+    end_time: int
+    reason: str                    # large_gap | recovery_timeout | buffer_overflow | id_reset | state_reset
+
+
+class RecoveryRequest(msgspec.Struct, frozen=True):
+    exchange: str
+    market: str
+    symbol: str
+    from_id: int
+    reason: str
+    event_time: int
+
+
+class ErrorEvent(msgspec.Struct, frozen=True):
+    """One error occurrence, counted per window by type and symbol."""
+
+    error_type: str                # dead_letter:<reason> | gap_small | gap_medium | gap_large | gap_reset | corrupt_period | stall | timer_error
+    symbol: str                    # exchange:market:symbol, or "-" when unknown
+    event_time: int
+
+
+def stream_name(key: tuple[str, str, str]) -> str:
+    return ":".join(key)
+
+
+class EventBatch(msgspec.Struct):
+    """The events decoded from one RawBatch: one element per batch keeps Beam's per-element costs
+    off the hot path (its coder: transforms/coders.py)."""
+
+    events: list[Event]
+
+
+def events_of(element) -> list:
+    """The events of an EventBatch, or of a plain list of Events (tests build those)."""
+    return element.events if isinstance(element, EventBatch) else element
+
+
+class RawBatch(msgspec.Struct):
+    """Consecutive records of one file (or one Pub/Sub message), before decoding."""
+
+    source: str                    # file path, or pubsub:<subscription>
+    fmt: str                       # envelope | binance | cryptofeed | message (Pub/Sub)
+    exchange: Optional[str]        # from a cryptofeed header, when known
+    market: Optional[str]
+    records: list[tuple[int, bytes]]   # (line number or 0, raw bytes)
+    attributes: Optional[dict] = None  # Pub/Sub message attributes
+    ingest_time: int = 0
+
+
+class RunRef(msgspec.Struct, frozen=True):
+    """A chunk of one run of one key's events (ids run_index * run_span_ids and up), written to the
+    work folder in arrival order (batch sequencing)."""
+
+    run_index: int
+    path: str
+    count: int
+    min_time: Optional[int] = None  # earliest Event.time in the chunk (epoch replay order; None: unknown)
+
+

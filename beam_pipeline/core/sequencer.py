@@ -1,0 +1,503 @@
+"""The per-symbol sequencing state machine, free of Beam.
+
+It consumes one key's events in canonical order (Event.sort_key: by last id, a snapshot after the
+deltas it covers; after an id reset, epochs in time order: beam_pipeline/core/epochs.py) and decides
+for each: clean (with its segment), duplicate, superseded, or held while a gap waits for a
+snapshot. Beam's stateful DoFn (transforms/sequence.py) only stores its state between elements
+and turns its outputs into PCollections, as Beam Java's ordered-processing extension separates
+its per-key processor from the user's handler. Unlike that extension, a wait here always ends:
+by a resolving snapshot, by event time passing the recovery deadline, or by the bound on held
+events.
+
+Rules (exchange-agnostic, picked per event by its adapter):
+  range_plus_one  a delta (U, u) continues cursor c when U <= c+1 <= u; gap size U - c - 1
+  previous_link   a delta continues when pu == c (right after a snapshot L also U <= L <= u);
+                  the gap size is unknowable, so such gaps are medium
+A delta with u <= c is a duplicate, or superseded when a snapshot covered it.
+
+Id resets (exchange engine restarts, beam_pipeline/core/epochs.py): an event whose ids are lower than
+the cursor by more than medium_gap_max while its time is not older than the last accepted delta's
+(or a previous_link delta with pu == -1, what Binance USD-M sends after a restart) begins a new
+epoch. It is a gap of class "reset" (gap_size None): the key holds the new epoch's deltas for a
+snapshot as after a medium gap (a snapshot of the new epoch resyncs; none in time gives a corrupt
+period and the held deltas are released unanchored). Messages of the old epoch that arrive after
+the reset (streaming) are kept apart: while the reset waits they may still extend the old epoch
+(a delta that continues it, a newer snapshot); later, or when they would leave a gap, they are
+late_event, or duplicate / superseded when at or below its last good id.
+"""
+from __future__ import annotations
+
+import traceback
+from collections import deque
+from typing import Iterable, Optional
+
+import msgspec
+
+from beam_pipeline.core.epochs import canonical_order
+from beam_pipeline.core.model import (PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
+                                 ErrorEvent, Event, Gap, RecoveryRequest, stream_name)
+
+STATE_VERSION = 2   # 2: Event levels stored as their canonical JSON text (were lists)
+NEVER = 2**62  # a watermark past every event time: the end of a bounded input
+
+# Output tags of the machine; transforms/sequence.py maps them onto the DoFn's outputs.
+CLEAN, DUPLICATE, SUPERSEDED, LATE, GAP, CORRUPT, RECOVERY, ERROR, POISON = (
+    "clean", "duplicate", "superseded", "late", "gap", "corrupt_period", "recovery_request", "error",
+    "poison")
+RESET = "reset"      # a Hold's reason and a Gap's class for an id reset
+RESTART_PREV_ID = -1  # the previous-link id an exchange sends on the first message after a restart
+
+
+class Policy(msgspec.Struct, frozen=True):
+    small_gap_max: int = 10
+    medium_gap_max: int = 1000
+    recovery_timeout_ms: int = 60_000
+    max_buffered_events: int = 10_000
+
+    @classmethod
+    def from_options(cls, options) -> "Policy":
+        return cls(options.small_gap_max, options.medium_gap_max,
+                   int(round(options.recovery_timeout * 1000)), options.max_buffered_events)
+
+    def classify(self, gap_size: Optional[int]) -> str:
+        if gap_size is None or self.small_gap_max < gap_size <= self.medium_gap_max:
+            return "medium"
+        return "small" if gap_size <= self.small_gap_max else "large"
+
+
+class Hold(msgspec.Struct):
+    """Deltas held back while the stream waits for a snapshot (at its start, after a medium gap, or
+    after an id reset)."""
+
+    reason: str                    # "start" (no snapshot seen yet), "gap" (medium) or "reset"
+    last_good_id: Optional[int]
+    last_good_time: Optional[int]
+    next_first_id: int
+    gap_size: Optional[int]
+    reveal_time: int
+    deadline: int
+    held_count: int = 0
+    held_max: tuple = (-1, -1, -1)  # rank of the latest held event, to notice out-of-order arrivals
+    held_max_time: Optional[int] = None  # its time (a later reset is told from a stale event by time)
+
+
+class SequencerState(msgspec.Struct):
+    """Everything the machine keeps between elements; small, versioned, stored in one ValueState."""
+
+    version: int = STATE_VERSION
+    cursor: Optional[int] = None           # last update id the book is known to be complete up to
+    segment_id: Optional[int] = None       # id where the current continuous segment begins
+    anchored: bool = False                 # did the segment begin at a snapshot?
+    bridging: bool = False                 # the last accepted event was a snapshot
+    snapshot_floor: Optional[int] = None   # lastUpdateId of the newest accepted snapshot
+    last_time: Optional[int] = None        # time of the last accepted event
+    last_snapshot_id: Optional[int] = None # lastUpdateId when the last accepted event was a snapshot
+    hold: Optional[Hold] = None
+    declared_gaps: list = []               # recent (from_id, to_id) holes, to tell late fills from duplicates
+    announced_from: Optional[int] = None   # from_id of the last medium gap announced (no repeats on replay)
+    seen: bool = False                     # has this key produced anything yet?
+    # Id resets (added without a version bump: state written before them decodes with these defaults)
+    last_delta_time: Optional[int] = None  # time of the last accepted delta
+    announced_reset: Optional[int] = None  # cursor a reset was announced from (no repeats on replay)
+    prior_epoch_id: Optional[int] = None   # last good id of the epoch before the latest reset
+    epoch_time: Optional[int] = None       # time the latest reset was revealed
+
+
+def _rank(event: Event) -> tuple:
+    return (event.last_id, 1 if event.kind == SNAPSHOT else 0, event.first_id)
+
+
+class StreamSequencer:
+    """Sequences one key. `held` stores held deltas: a list, or a Beam BagState adapter."""
+
+    RECENT_GAPS = 16
+
+    def __init__(self, key: tuple, policy: Policy, state: Optional[SequencerState] = None,
+                 held=None):
+        self.key = key
+        self.symbol = stream_name(key)
+        self.policy = policy
+        self.state = state or SequencerState()
+        self.held = held if held is not None else ListStore()
+        self.out: list = []
+        self._queue: deque = deque()
+        self._jump = policy.medium_gap_max     # ids further below the cursor may be an id reset
+
+    # ---- public API -------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> None:
+        self._queue.append(event)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Step through the queue. An event that raises is set aside as poison (with its stack
+        trace) and the rest of the queue goes on: one bad event never takes others with it."""
+        while self._queue:
+            event = self._queue.popleft()
+            try:
+                self._step(event)
+            except Exception:
+                self._emit(POISON, (event, traceback.format_exc()))
+
+    def feed_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.feed(event)
+
+    def advance_watermark(self, time_ms: int) -> None:
+        """Event time has passed `time_ms`: a hold whose deadline is earlier gives up."""
+        while self.state.hold is not None and time_ms > self.state.hold.deadline:
+            self._give_up("recovery_timeout")
+            self._drain()
+
+    def finish(self) -> None:
+        """A bounded input has ended: no snapshot can come any more."""
+        self.advance_watermark(NEVER)
+
+    def is_next(self, event: Event) -> bool:
+        """Would `event` be processed without revealing a gap? (The streaming reorder buffer asks.)"""
+        st = self.state
+        if st.hold is not None or st.cursor is None or self._from_older_epoch(event):
+            return True
+        if self._is_reset(event, st.cursor, self._reference_time()):
+            return False    # revealed like a gap: stragglers of the old epoch may still come first
+        if event.kind == SNAPSHOT:
+            return event.last_id <= st.cursor
+        return event.last_id <= st.cursor or self._continues(event)
+
+    def deadline(self) -> Optional[int]:
+        return self.state.hold.deadline if self.state.hold is not None else None
+
+    def take_output(self) -> list:
+        out, self.out = self.out, []
+        return out
+
+    # ---- one event --------------------------------------------------------------------------
+
+    def _step(self, event: Event) -> None:
+        st = self.state
+        if not st.seen:
+            st.seen = True
+        if st.hold is not None:
+            self._step_holding(event)
+        elif st.cursor is None:
+            self._step_start(event)
+        elif st.prior_epoch_id is not None and self._from_older_epoch(event):
+            self._step_older_epoch(event)
+        elif (event.last_id + self._jump < st.cursor
+              and self._is_reset(event, st.cursor, self._reference_time())):
+            self._on_reset(event)
+        elif event.kind == SNAPSHOT:
+            self._step_snapshot(event)
+        else:
+            self._step_delta(event)
+
+    def _step_start(self, event: Event) -> None:
+        if event.kind == SNAPSHOT:
+            self._accept_snapshot(event)
+            return
+        # Binance's procedure: buffer deltas until a snapshot, drop those it covers, bridge.
+        self._start_hold("start", event, gap_size=None)
+
+    def _step_snapshot(self, event: Event) -> None:
+        st = self.state
+        if event.last_id < st.cursor:
+            self._emit(SUPERSEDED, event)        # older than what the deltas already gave us
+        elif event.last_id == st.cursor and st.last_snapshot_id == event.last_id:
+            self._emit(DUPLICATE, event)
+        else:
+            self._accept_snapshot(event)
+
+    def _step_delta(self, event: Event) -> None:
+        st = self.state
+        if event.last_id <= st.cursor:
+            self._emit(self._stale_outcome(event), event)
+        elif self._continues(event):
+            self._accept_delta(event)
+        else:
+            self._on_gap(event)
+
+    def _step_holding(self, event: Event) -> None:
+        st, hold = self.state, self.state.hold
+        if event.time > hold.deadline:
+            self._queue.appendleft(event)        # it follows the released deltas
+            self._give_up("recovery_timeout")
+        elif hold.reason == RESET and self._older_than_hold(event):
+            self._step_older_in_hold(event)
+        elif hold.reason != RESET and self._from_older_epoch(event):
+            self._step_older_epoch(event)
+        elif self._is_reset(event, hold.held_max[0] if hold.reason != "gap" else st.cursor,
+                            hold.held_max_time):
+            self._queue.appendleft(event)        # the wait belongs to an epoch that has ended
+            self._give_up("id_reset")
+        elif _rank(event) < tuple(hold.held_max):
+            self._rewind(event)              # arrived after later ones: replay the hold in order
+        elif event.kind == SNAPSHOT:
+            self._resolve(event)
+        elif hold.reason != RESET and st.cursor is not None and event.last_id <= st.cursor:
+            self._emit(self._stale_outcome(event), event)
+        elif event.last_id == hold.held_max[0]:
+            self._emit(DUPLICATE, event)
+        elif hold.held_count >= self.policy.max_buffered_events:
+            self._queue.appendleft(event)
+            self._give_up("buffer_overflow")
+        else:
+            self._hold(event)
+
+    # ---- rules ------------------------------------------------------------------------------
+
+    def _continues(self, event: Event) -> bool:
+        c = self.state.cursor
+        if event.rule == PREVIOUS_LINK:
+            bridged = self.state.bridging and event.first_id <= c <= event.last_id
+            return event.prev_id == c or bridged
+        if event.rule == RANGE_PLUS_ONE:
+            return event.first_id <= c + 1 <= event.last_id
+        raise ValueError(f"the sequencer has no continuity rule {event.rule!r}")
+
+    def _gap_size(self, event: Event) -> Optional[int]:
+        if event.rule == PREVIOUS_LINK:
+            return None
+        return event.first_id - self.state.cursor - 1
+
+    # ---- id resets (epochs) ---------------------------------------------------------------------
+
+    def _reference_time(self) -> Optional[int]:
+        """The time a reset must not be older than: the last accepted delta's (a snapshot's time is
+        often a receive time, later than the deltas after it), else the last accepted event's."""
+        st = self.state
+        return st.last_delta_time if st.last_delta_time is not None else st.last_time
+
+    def _is_reset(self, event: Event, ref_id: Optional[int], ref_time: Optional[int]) -> bool:
+        """Do `event`'s ids restart far below `ref_id` (an engine restart, not a stale message)?"""
+        if ref_id is None or event.last_id + self.policy.medium_gap_max >= ref_id:
+            return False
+        if (event.kind != SNAPSHOT and event.rule == PREVIOUS_LINK
+                and event.prev_id == RESTART_PREV_ID):
+            return True
+        return ref_time is not None and event.time >= ref_time
+
+    def _from_older_epoch(self, event: Event) -> bool:
+        """After a reset: is `event` a late message of an epoch before the current one (ids far
+        above the cursor, and sent before the reset or near the old epoch's ids)?"""
+        st, jump = self.state, self.policy.medium_gap_max
+        return (st.prior_epoch_id is not None and st.cursor is not None
+                and event.first_id - st.cursor > jump
+                and (event.time < st.epoch_time or event.last_id + jump >= st.prior_epoch_id))
+
+    def _older_than_hold(self, event: Event) -> bool:
+        """While a reset waits: is `event` of the old epoch rather than of the held new one?"""
+        hold, jump = self.state.hold, self.policy.medium_gap_max
+        return (event.first_id - hold.held_max[0] > jump
+                and (event.time < hold.reveal_time or event.last_id + jump >= hold.last_good_id))
+
+    def _on_reset(self, event: Event) -> None:
+        """The ids restarted: report the reset and wait for a snapshot of the new epoch (the
+        event is that snapshot: the new epoch is anchored at once)."""
+        st = self.state
+        old = st.cursor
+        replayed = st.announced_reset == old     # a hold replayed in order (see _rewind)
+        if not replayed:
+            self._error("gap_reset", event.time)
+        st.announced_reset, st.prior_epoch_id, st.epoch_time = old, old, event.time
+        if event.kind == SNAPSHOT:
+            self._emit_gap(old, event.first_id, None, RESET, "hold_for_snapshot", "resynced",
+                           event.time)
+            self._leave_old_epoch()
+            self._accept_snapshot(event)
+            return
+        if not replayed:
+            self._emit(RECOVERY, RecoveryRequest(*self.key, from_id=event.first_id,
+                                                 reason="id_reset", event_time=event.time))
+        self._start_hold(RESET, event, None, last_good_time=self._reference_time())
+
+    def _leave_old_epoch(self) -> None:
+        """The new epoch begins: the old one's snapshot and holes say nothing about its ids."""
+        self.state.snapshot_floor, self.state.declared_gaps = None, []
+
+    def _step_older_in_hold(self, event: Event) -> None:
+        """A message of the old epoch while the reset waits. Canonical order would have given it
+        before the reset, so it may still extend the old epoch (the reset then leaves from there);
+        one that would leave a gap in an epoch already over is late."""
+        st, hold = self.state, self.state.hold
+        if event.last_id <= st.cursor:
+            self._emit(self._stale_outcome(event), event)
+            return
+        if event.kind == SNAPSHOT:
+            self._accept_snapshot(event)
+        elif self._continues(event):
+            self._accept_delta(event)
+        else:
+            self._emit(LATE, event)
+            return
+        hold.last_good_id, hold.last_good_time = st.cursor, self._reference_time()
+        st.announced_reset = st.prior_epoch_id = st.cursor
+
+    def _step_older_epoch(self, event: Event) -> None:
+        """A message of an earlier epoch after the reset's wait ended (streaming, past the reorder
+        buffer): at or below that epoch's last good id it is stale, above it late."""
+        if event.last_id > self.state.prior_epoch_id:
+            self._emit(LATE, event)
+        elif event.kind == SNAPSHOT:
+            self._emit(SUPERSEDED, event)
+        else:
+            self._emit(self._stale_outcome(event), event)
+
+    def _stale_outcome(self, event: Event) -> str:
+        st = self.state
+        for low, high in st.declared_gaps:
+            if low <= event.first_id and event.last_id <= high:
+                return LATE                   # it would have filled a hole already declared
+        if st.snapshot_floor is not None and event.last_id <= st.snapshot_floor:
+            return SUPERSEDED
+        return DUPLICATE
+
+    # ---- accepting --------------------------------------------------------------------------
+
+    def _accept_delta(self, event: Event) -> None:
+        st = self.state
+        st.cursor, st.bridging, st.last_snapshot_id = event.last_id, False, None
+        st.last_time = st.last_delta_time = event.time
+        self._emit(CLEAN, (event, st.segment_id, st.anchored))
+
+    def _accept_snapshot(self, event: Event) -> None:
+        st = self.state
+        if not (st.anchored and st.cursor == event.last_id):
+            st.segment_id, st.anchored = event.last_id, True    # a resync starts a new segment
+        st.cursor, st.bridging, st.snapshot_floor = event.last_id, True, event.last_id
+        st.last_snapshot_id, st.last_time = event.last_id, event.time
+        self._emit(CLEAN, (event, st.segment_id, st.anchored))
+
+    def _start_unanchored_segment(self, event: Event) -> None:
+        st = self.state
+        st.segment_id, st.anchored = event.first_id, False
+        self._accept_delta(event)
+
+    # ---- gaps -------------------------------------------------------------------------------
+
+    def _on_gap(self, event: Event) -> None:
+        st = self.state
+        size = self._gap_size(event)
+        gap_class = self.policy.classify(size)
+        replayed = gap_class == "medium" and st.announced_from == st.cursor + 1
+        if not replayed:
+            self._error(f"gap_{gap_class}", event.time)
+        self._remember_gap(st.cursor + 1, event.first_id - 1)
+        if gap_class == "small":
+            self._emit_gap(st.cursor, event.first_id, size, "small", "continue_with_warning", "continued",
+                           event.time)
+            self._start_unanchored_segment(event)
+        elif gap_class == "large":
+            self._emit_gap(st.cursor, event.first_id, size, "large", "mark_corrupt", "corrupt_period", event.time)
+            self._emit_corrupt(st.cursor + 1, event.first_id - 1, st.last_time, event.time,
+                               "large_gap")
+            self._start_unanchored_segment(event)
+        else:
+            if not replayed:     # a hold replayed in order (see _rewind) asks only once
+                self._emit(RECOVERY, RecoveryRequest(*self.key, from_id=st.cursor + 1,
+                                                     reason="medium_gap", event_time=event.time))
+                st.announced_from = st.cursor + 1
+            self._start_hold("gap", event, size)
+
+    def _start_hold(self, reason: str, event: Event, gap_size: Optional[int],
+                    last_good_time: Optional[int] = None) -> None:
+        st = self.state
+        st.hold = Hold(reason, st.cursor, st.last_time if last_good_time is None else last_good_time,
+                       event.first_id, gap_size, event.time,
+                       event.time + self.policy.recovery_timeout_ms)
+        self._hold(event)
+
+    def _hold(self, event: Event) -> None:
+        hold = self.state.hold
+        self.held.add(event)
+        hold.held_count += 1
+        hold.held_max = _rank(event)
+        hold.held_max_time = event.time
+
+    def _take_held(self) -> list:
+        held = canonical_order(self.held.read(), self.policy.medium_gap_max)
+        self.held.clear()
+        return held
+
+    def _resolve(self, snapshot: Event) -> None:
+        """A snapshot arrived in time: held deltas it covers are superseded, the rest follow it."""
+        hold = self.state.hold
+        held = self._take_held()
+        self.state.hold = None
+        if hold.reason in ("gap", RESET):
+            self._emit_gap(hold.last_good_id, hold.next_first_id, hold.gap_size,
+                           "medium" if hold.reason == "gap" else RESET, "hold_for_snapshot",
+                           "resynced", hold.reveal_time)
+        if hold.reason == RESET:
+            self._leave_old_epoch()
+        covered = [e for e in held if e.last_id <= snapshot.last_id]
+        for event in covered:
+            self._emit(SUPERSEDED, event)
+        self._accept_snapshot(snapshot)
+        self._queue.extendleft(reversed(held[len(covered):]))
+
+    def _give_up(self, reason: str) -> None:
+        """No snapshot in time (or too much held): mark the hole corrupt and release the deltas."""
+        st, hold = self.state, self.state.hold
+        held = self._take_held()
+        st.hold = None
+        if hold.reason in ("gap", RESET):
+            # for a reset the two ids are in different numberings: start_id (the old epoch's first
+            # id not seen) > end_id (the new epoch's last id not seen); the times order the period
+            self._emit_gap(hold.last_good_id, hold.next_first_id, hold.gap_size,
+                           "medium" if hold.reason == "gap" else RESET, "hold_for_snapshot",
+                           "corrupt_period", hold.reveal_time)
+            self._emit_corrupt(hold.last_good_id + 1, hold.next_first_id - 1, hold.last_good_time,
+                               hold.reveal_time, reason)
+        if hold.reason == RESET:
+            self._leave_old_epoch()
+        self._start_unanchored_segment(held[0])
+        self._queue.extendleft(reversed(held[1:]))
+
+    def _rewind(self, event: Event) -> None:
+        """An event older than held ones: forget the hold and replay everything in order."""
+        held = self._take_held()
+        self.state.hold = None
+        self._queue.extendleft(reversed(canonical_order(held + [event],
+                                                        self.policy.medium_gap_max)))
+
+    # ---- outputs ----------------------------------------------------------------------------
+
+    def _remember_gap(self, low: int, high: int) -> None:
+        gaps = self.state.declared_gaps
+        if (low, high) in gaps or [low, high] in gaps:
+            return
+        gaps.append((low, high))
+        del gaps[:-self.RECENT_GAPS]
+
+    def _emit(self, tag: str, value) -> None:
+        self.out.append((tag, value))
+
+    def _error(self, error_type: str, time_ms: int) -> None:
+        self._emit(ERROR, ErrorEvent(error_type, self.symbol, time_ms))
+
+    def _emit_gap(self, last_good, next_first_id, size, gap_class, action, resolution,
+                  time_ms) -> None:
+        self._emit(GAP, Gap(*self.key, last_good_id=last_good, next_first_id=next_first_id,
+                            gap_size=size, gap_class=gap_class, action=action,
+                            resolution=resolution, event_time=time_ms))
+
+    def _emit_corrupt(self, start_id, end_id, start_time, end_time, reason) -> None:
+        self._error("corrupt_period", end_time)
+        self._emit(CORRUPT, CorruptPeriod(*self.key, start_id=start_id, end_id=end_id,
+                                          start_time=start_time, end_time=end_time, reason=reason))
+
+
+class ListStore:
+    """Held deltas in memory (batch, tests); the streaming DoFn uses BagState instead."""
+
+    def __init__(self, items=None):
+        self.items = list(items or [])
+
+    def add(self, event: Event) -> None:
+        self.items.append(event)
+
+    def read(self) -> list:
+        return list(self.items)
+
+    def clear(self) -> None:
+        self.items = []

@@ -1,0 +1,182 @@
+"""Tests of transforms/sinks.py: WriteOutputs and WriteFolder in batch write files a user can read
+(Parquet with pyarrow, Avro with fastavro and schemas/dead_letter.avsc, JSON Lines, summary.json)."""
+import glob
+import json
+import os
+from datetime import datetime, timedelta, timezone
+
+import apache_beam as beam
+import fastavro
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from beam_pipeline.core.model import (DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
+                                 DeadLetter, Event, Gap, RecoveryRequest, decode_levels,
+                                 encode_levels)
+from beam_pipeline.options import FeedCheckOptions
+from transforms.sinks import (CLEAN_SCHEMA, SCHEMA_DIR, ParquetSink, WriteFolder, WriteOutputs,
+                              clean_table)
+
+T = 1_700_000_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+TIME = pa.timestamp("ms", tz="UTC")
+LEVELS = pa.list_(pa.struct([("price", pa.string()), ("qty", pa.string())]))
+KEY = [("exchange", pa.string()), ("market", pa.string()), ("symbol", pa.string())]
+EXPECTED_SCHEMAS = {
+    "clean": pa.schema(KEY + [
+        ("kind", pa.string()), ("first_id", pa.int64()), ("last_id", pa.int64()),
+        ("prev_id", pa.int64()), ("event_time", TIME), ("recv_time", TIME), ("bids", LEVELS),
+        ("asks", LEVELS), ("segment_id", pa.int64()), ("anchored", pa.bool_())]),
+    "gaps": pa.schema(KEY + [
+        ("last_good_id", pa.int64()), ("next_first_id", pa.int64()), ("gap_size", pa.int64()),
+        ("gap_class", pa.string()), ("action", pa.string()), ("resolution", pa.string()),
+        ("event_time", TIME)]),
+    "corrupt_periods": pa.schema(KEY + [
+        ("start_id", pa.int64()), ("end_id", pa.int64()), ("start_time", TIME), ("end_time", TIME),
+        ("reason", pa.string())]),
+}
+
+
+def ms(value):
+    return None if value is None else EPOCH + timedelta(milliseconds=value)
+
+
+SPOT = Event("binance", "spot", "BTCUSDT", DELTA, 101, 105, None, T, T + 7,
+             encode_levels([("65000.10", "0.00100000"), ("64999.00", "0")]), b"[]", RANGE_PLUS_ONE, "f:2")
+USDM = Event("binance", "usdm", "SOLUSDT", DELTA, 201, 204, 200, T + 100, T + 103, b"[]",
+             encode_levels([("20.5", "3")]), PREVIOUS_LINK, "f:3")
+SNAP = Event("binance", "spot", "BTCUSDT", SNAPSHOT, 100, 100, None, None, T - 5,
+             encode_levels([("65000.00", "1.5")]), encode_levels([("65000.20", "2")]),
+             RANGE_PLUS_ONE, "h:1")
+CLEAN = [[(SNAP, 0, True), (SPOT, 0, True)], [(USDM, 3, False)]]
+LETTERS = [DeadLetter("bad_json", "Input data was truncated", "decode", b'{"e":"depthUp\xff',
+                      "/in/feed.jsonl:7", T + 1),
+           DeadLetter("late", "too late", "sequence", b"", "/in/feed.jsonl:9", T + 2,
+                      symbol="binance:spot:BTCUSDT", first_id=3, last_id=4)]
+GAPS = [Gap("binance", "spot", "BTCUSDT", 105, 111, 5, "small", "continue_with_warning",
+            "continued", T + 200),
+        Gap("binance", "usdm", "SOLUSDT", None, 300, None, "medium", "hold_for_snapshot",
+            "resynced", T + 300)]
+CORRUPT = [CorruptPeriod("binance", "spot", "BTCUSDT", 106, 5000, None, T + 400, "large_gap")]
+RECOVERY = [RecoveryRequest("binance", "usdm", "SOLUSDT", 205, "medium_gap", T + 300)]
+COUNTS = [{"window_start": "2023-11-14T22:13:00Z", "window_end": "2023-11-14T22:14:00Z",
+           "error_type": "gap_small", "symbol": "binance:spot:BTCUSDT", "count": 1}]
+ALERTS = [{"level": "critical", "rule": "stall", "key": "stall/binance:spot:BTCUSDT",
+           "window": {"start": "2023-11-14T22:13:00Z", "end": "2023-11-14T22:14:00Z"},
+           "count": 1, "message": "silent", "suggested_action": "Check the collector."}]
+SUMMARY = {"input_records": 9, "clean_records": 3, "ignored": 1, "duplicates": 0,
+           "superseded": 0, "dead_letters": {"bad_json": 1, "late": 1},
+           "gaps": {"small": 1, "medium": 1, "large": 0}, "corrupt_periods": 1, "symbols": 2,
+           "balanced": False}
+
+
+def files(folder, suffix):
+    found = sorted(glob.glob(os.path.join(folder, f"*{suffix}")))
+    assert found, f"no {suffix} file in {folder}"
+    return found
+
+
+def parquet(folder):
+    paths = files(folder, ".parquet")
+    tables = [pq.read_table(path) for path in paths]
+    return tables[0].schema, [row for table in tables for row in table.to_pylist()]
+
+
+def jsonl(folder):
+    rows = []
+    for path in files(folder, ".jsonl"):
+        with open(path) as handle:
+            rows.extend(json.loads(line) for line in handle)
+    return rows
+
+
+def clean_dict(event, segment, anchored):
+    return {"exchange": event.exchange, "market": event.market, "symbol": event.symbol,
+            "kind": event.kind, "first_id": event.first_id, "last_id": event.last_id,
+            "prev_id": event.prev_id, "event_time": ms(event.event_time),
+            "recv_time": ms(event.recv_time),
+            "bids": [{"price": p, "qty": q} for p, q in decode_levels(event.bids)],
+            "asks": [{"price": p, "qty": q} for p, q in decode_levels(event.asks)],
+            "segment_id": segment, "anchored": anchored}
+
+
+def test_write_outputs_batch(tmp_path):
+    out = str(tmp_path / "out")
+    options = FeedCheckOptions(["--output", out + "/"])
+    with TestPipeline() as p:
+        parts = {name: p | f"Create_{name}" >> beam.Create(values) for name, values in (
+            ("clean", CLEAN), ("dead_letter", LETTERS), ("gaps", GAPS),
+            ("corrupt_periods", CORRUPT), ("recovery_requests", RECOVERY),
+            ("error_counts", COUNTS), ("alerts", ALERTS), ("summary", [SUMMARY]))}
+        parts | WriteOutputs(options, streaming=False)
+
+    assert sorted(os.listdir(out)) == ["alerts", "clean", "corrupt_periods", "dead_letter",
+                                       "error_counts", "gaps", "recovery_requests", "summary.json"]
+
+    schema, rows = parquet(os.path.join(out, "clean"))
+    assert schema.equals(EXPECTED_SCHEMAS["clean"])
+    assert sorted(rows, key=lambda r: (r["symbol"], r["first_id"])) == [
+        clean_dict(SNAP, 0, True), clean_dict(SPOT, 0, True), clean_dict(USDM, 3, False)]
+
+    schema, rows = parquet(os.path.join(out, "gaps"))
+    assert schema.equals(EXPECTED_SCHEMAS["gaps"])
+    assert sorted(rows, key=lambda r: r["next_first_id"]) == [
+        {"exchange": "binance", "market": "spot", "symbol": "BTCUSDT", "last_good_id": 105,
+         "next_first_id": 111, "gap_size": 5, "gap_class": "small",
+         "action": "continue_with_warning", "resolution": "continued", "event_time": ms(T + 200)},
+        {"exchange": "binance", "market": "usdm", "symbol": "SOLUSDT", "last_good_id": None,
+         "next_first_id": 300, "gap_size": None, "gap_class": "medium",
+         "action": "hold_for_snapshot", "resolution": "resynced", "event_time": ms(T + 300)}]
+
+    schema, rows = parquet(os.path.join(out, "corrupt_periods"))
+    assert schema.equals(EXPECTED_SCHEMAS["corrupt_periods"])
+    assert rows == [{"exchange": "binance", "market": "spot", "symbol": "BTCUSDT",
+                     "start_id": 106, "end_id": 5000, "start_time": None,
+                     "end_time": ms(T + 400), "reason": "large_gap"}]
+
+    with open(os.path.join(SCHEMA_DIR, "dead_letter.avsc")) as handle:  # the shipped schema file
+        avsc = fastavro.parse_schema(json.load(handle))
+    letters = []
+    for path in files(os.path.join(out, "dead_letter"), ".avro"):
+        with open(path, "rb") as handle:
+            reader = fastavro.reader(handle, reader_schema=avsc)
+            assert [f["name"] for f in reader.writer_schema["fields"]] == [
+                "reason", "message", "stage", "payload", "source", "ingest_time", "symbol",
+                "first_id", "last_id"]
+            letters.extend(reader)
+    assert sorted(letters, key=lambda r: r["source"]) == [
+        {"reason": "bad_json", "message": "Input data was truncated", "stage": "decode",
+         "payload": b'{"e":"depthUp\xff', "source": "/in/feed.jsonl:7", "ingest_time": ms(T + 1),
+         "symbol": None, "first_id": None, "last_id": None},
+        {"reason": "late", "message": "too late", "stage": "sequence", "payload": b"",
+         "source": "/in/feed.jsonl:9", "ingest_time": ms(T + 2),
+         "symbol": "binance:spot:BTCUSDT", "first_id": 3, "last_id": 4}]
+
+    assert jsonl(os.path.join(out, "recovery_requests")) == [
+        {"exchange": "binance", "market": "usdm", "symbol": "SOLUSDT", "from_id": 205,
+         "reason": "medium_gap", "event_time": T + 300}]
+    assert jsonl(os.path.join(out, "error_counts")) == COUNTS
+    assert jsonl(os.path.join(out, "alerts")) == ALERTS
+    with open(os.path.join(out, "summary.json")) as handle:
+        assert json.load(handle) == SUMMARY
+
+
+def test_write_folder_parquet_row_groups(tmp_path):
+    """Lists and single rows are both accepted; a row group is written once the buffer holds
+    row_group_rows rows (so at most row_group_rows - 1 + the longest list), none is lost."""
+    rows = [(Event("binance", "spot", "ETHUSDT", DELTA, i, i, None, T + i, T + i, b"[]", b"[]",
+                   RANGE_PLUS_ONE), 0, True) for i in range(10)]
+    folder = str(tmp_path / "clean")
+    with TestPipeline() as p:
+        (p | beam.Create([rows[:4], rows[4], rows[5:9], rows[9]])
+         | WriteFolder(folder, lambda _: ParquetSink(CLEAN_SCHEMA, clean_table, row_group_rows=3),
+                       ".parquet", False, 60))
+    paths = files(folder, ".parquet")
+    sizes = [pq.ParquetFile(path).metadata.row_group(i).num_rows
+             for path in paths for i in range(pq.ParquetFile(path).metadata.num_row_groups)]
+    assert sum(sizes) == 10 and max(sizes) <= 3 - 1 + 4 and len(sizes) >= 2
+    _, read = parquet(folder)
+    assert sorted(r["first_id"] for r in read) == list(range(10))
+    assert {r["event_time"] for r in read} == {ms(T + i) for i in range(10)}

@@ -1,0 +1,155 @@
+"""What the batch and the live sequencing DoFns share: the key's stored state, the state machine
+built over it, and the mapping of the machine's outputs onto tagged outputs.
+
+The two DoFns (transforms/sequence_batch.py, transforms/sequence_live.py) are siblings over this
+module, as Beam Java's ordered-processing extension keeps its per-key processors apart from the
+shared state machine: neither inherits the other's state specs or timers.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+from collections import Counter
+
+import apache_beam as beam
+import msgspec
+
+from beam_pipeline.core.model import CorruptPeriod, DeadLetter, ErrorEvent, Event, stream_name
+from beam_pipeline.core.runtime import now_ms
+from beam_pipeline.core.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, POISON,
+                                          RECOVERY, STATE_VERSION, SUPERSEDED, Policy,
+                                          SequencerState, StreamSequencer)
+from transforms.tags import CLEAN as CLEAN_ROWS
+from transforms.tags import CORRUPT_PERIODS, DEAD_LETTER, ERRORS, GAPS, RECOVERY_REQUESTS, TALLY
+
+# The machine's report outputs -> the DoFn's output tags.
+TAG_OF = {GAP: GAPS, CORRUPT: CORRUPT_PERIODS, RECOVERY: RECOVERY_REQUESTS, ERROR: ERRORS}
+
+event_codec = msgspec.msgpack.Decoder(Event)
+encode = msgspec.msgpack.Encoder().encode
+
+
+class StreamState(msgspec.Struct):
+    """What the streaming wrapper keeps beside the machine's own state."""
+
+    waiting: int = 0               # events in the reorder buffer
+    stalled: bool = False
+    recovery_timer: int = -1       # deadline the recovery timer is set for
+    processing_floor: int = 0      # µs: processing time is at least when our last such timer fired
+
+
+class StoredState(msgspec.Struct):
+    machine: SequencerState
+    stream: StreamState
+    version: int = STATE_VERSION
+
+
+_stored_codec = msgspec.msgpack.Decoder(StoredState)
+
+
+class BagStore:
+    """The machine's held-delta store over a BagState."""
+
+    def __init__(self, bag):
+        self.bag = bag
+
+    def add(self, event):
+        self.bag.add(encode(event))
+
+    def read(self):
+        return [event_codec.decode(blob) for blob in self.bag.read()]
+
+    def clear(self):
+        self.bag.clear()
+
+
+def load(key, policy: Policy, state_cell, held_bag, waiting_bag=None):
+    """The key's (stored state, machine, outputs). State from another schema version restarts the
+    key (state_reset): the events its bags hold are in that version's encoding, so each becomes a
+    state_reset dead letter with its stored bytes (accounted for, and replayable by that version)."""
+    blob, outputs = state_cell.read(), []
+    stored = None
+    if blob is not None:
+        try:
+            stored = _stored_codec.decode(blob)
+            if stored.version != STATE_VERSION:
+                raise ValueError(f"state version {stored.version}, expected {STATE_VERSION}")
+        except (msgspec.DecodeError, ValueError) as error:
+            stored = None
+            outputs.append(_state_reset(key, str(error)))
+            outputs.extend(_unreadable_events(key, [held_bag, waiting_bag], str(error)))
+    stored = stored or StoredState(SequencerState(), StreamState())
+    machine = StreamSequencer(key, policy, stored.machine, BagStore(held_bag))
+    return stored, machine, outputs
+
+
+def save(state_cell, stored: StoredState) -> None:
+    state_cell.write(encode(stored))
+
+
+def tagged_outputs(machine, first_seen: bool, clean_output):
+    """Machine outputs -> tagged outputs; the clean rows of one call go to `clean_output(machine,
+    rows)`, which returns the one element that carries them (a table, or a written part)."""
+    clean, counts = [], Counter()
+    for tag, value in machine.take_output():
+        if tag == CLEAN:
+            clean.append(value)
+        elif tag in (DUPLICATE, SUPERSEDED):
+            counts["duplicates" if tag == DUPLICATE else "superseded"] += 1
+        elif tag == LATE:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, late_letter(value))
+        elif tag == POISON:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, poison_letter(*value))
+        else:
+            yield beam.pvalue.TaggedOutput(TAG_OF[tag], value)
+    if clean:
+        counts["clean_records"] += len(clean)
+        yield beam.pvalue.TaggedOutput(CLEAN_ROWS, clean_output(machine, clean))
+    if first_seen:
+        counts["symbols"] += 1
+    for name, count in counts.items():
+        yield beam.pvalue.TaggedOutput(TALLY, (name, count))
+
+
+def poison(stage: str, key, payload: bytes, source: str):
+    """The element being processed raised: a processing_error dead letter with the trace."""
+    return beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
+        "processing_error", traceback.format_exc()[-8000:], stage, payload, source, now_ms(),
+        symbol=stream_name(key)))
+
+
+def poison_letter(event: Event, trace: str, stage: str = "sequence") -> DeadLetter:
+    return DeadLetter("processing_error", trace[-8000:], stage, event.to_json(),
+                      event.source, now_ms(), symbol=stream_name(event.key),
+                      first_id=_int_or_none(event.first_id), last_id=_int_or_none(event.last_id))
+
+
+def late_letter(event: Event) -> DeadLetter:
+    return DeadLetter("late_event", "arrived after the gap it would have filled was declared",
+                      "sequence", event.to_json(), event.source, now_ms(),
+                      symbol=stream_name(event.key), first_id=event.first_id, last_id=event.last_id)
+
+
+def timer_error(key):
+    return beam.pvalue.TaggedOutput(ERRORS, ErrorEvent("timer_error", stream_name(key), now_ms()))
+
+
+def _int_or_none(value):
+    return value if isinstance(value, int) else None
+
+
+def _state_reset(key, why):
+    """The key's earlier state cannot be read (`why`): what came before is in doubt."""
+    logging.getLogger(__name__).warning("%s: state reset: %s", stream_name(key), why)
+    return beam.pvalue.TaggedOutput(CORRUPT_PERIODS, CorruptPeriod(
+        *key, start_id=0, end_id=0, start_time=None, end_time=now_ms(), reason="state_reset"))
+
+
+def _unreadable_events(key, bags, why: str):
+    """Dead letters for the stored events of a key whose state is being reset; the bags emptied."""
+    for bag in filter(None, bags):
+        for blob in bag.read():
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
+                "state_reset", f"held in state that cannot be read: {why}", "sequence", blob,
+                stream_name(key), now_ms(), symbol=stream_name(key)))
+        bag.clear()
