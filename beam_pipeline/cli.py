@@ -18,6 +18,8 @@ from apache_beam.options.pipeline_options_validator import PipelineOptionsValida
 from beam_pipeline.options import FeedCheckOptions
 from beam_pipeline.pipeline import build_pipeline
 from transforms.aggregate import bad_record_rate
+from runners import direct
+from runners.flags import runner_kind
 from runners.profiles import apply_profile
 
 
@@ -133,6 +135,8 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     ops = options.view_as(FeedCheckOptions)
+    if ops.input_subscription and runner_kind(argv) == "direct":
+        direct.tune_streaming_pubsub_reads(ops.pull_max_messages, ops.pull_wait_seconds)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options)
     result = pipeline.run()

@@ -61,11 +61,26 @@ class FeedCheckOptions(PipelineOptions):
             "--alerts_topic", default=None,
             help="Streaming: Pub/Sub topic that also receives every alert (alerts/ is always written).")
 
+        io.add_argument(
+            "--pull_max_messages", type=int, default=1000,
+            help="Streaming on DirectRunner: the most Pub/Sub messages one pull (one bundle) takes. "
+                 "Beam's own reader takes 10, which caps a backlog's drain. Default: 1000.")
+        io.add_argument(
+            "--pull_wait_seconds", type=float, default=1.0,
+            help="Streaming on DirectRunner: how long one pull waits on an idle subscription. Timers "
+                 "(reorder, stall, recovery) fire only between pulls, so this bounds their delay. "
+                 "Beam's own reader waits 30 s. Default: 1.")
+
         decode = parser.add_argument_group("decoding")
         decode.add_argument(
             "--max_record_bytes", type=int, default=1024 * 1024,
             help="Records longer than this many bytes are dead-lettered as record_too_large. "
                  "Default: 1048576 (1 MiB).")
+        decode.add_argument(
+            "--max_message_bytes", type=int, default=64 * 1024 * 1024,
+            help="Streaming: a gzip-compressed Pub/Sub message that unpacks to more than this many "
+                 "bytes is one read_error dead letter (its compressed bytes kept). "
+                 "Default: 67108864 (64 MiB).")
 
         seq = parser.add_argument_group("sequencing and gap policy")
         seq.add_argument(
@@ -115,6 +130,16 @@ class FeedCheckOptions(PipelineOptions):
             "--allowed_lateness", type=float, default=300.0,
             help="Streaming: seconds after the watermark that late records are still counted in their "
                  "error window; later ones are counted as late and dead-lettered. Default: 300.")
+
+        agg.add_argument(
+            "--lag_warning", type=float, default=30.0,
+            help="Streaming: seconds of input lag (now minus the publish time of the messages being "
+                 "read) above which a backpressure warning alert is raised; a resolved alert "
+                 "follows when the lag falls back below it. Default: 30.")
+        agg.add_argument(
+            "--lag_critical", type=float, default=300.0,
+            help="Streaming: seconds of input lag above which the backpressure alert is critical. "
+                 "Default: 300 (5 minutes).")
 
         guard = parser.add_argument_group("safety limits")
         guard.add_argument(

@@ -11,6 +11,7 @@ from beam_pipeline.options import FeedCheckOptions
 from beam_pipeline.core.sequencer import Policy
 from transforms.aggregate import (AlertRules, CountErrorsAndAlert, EnforceBadRecordRate, Summarize,
                                   dead_letter_error)
+from transforms.backpressure import MonitorInputLag
 from transforms.decode import DecodeRecords
 from transforms.read import ReadFeedFiles, ReadFeedMessages
 from transforms.sequence import SequenceFeeds
@@ -22,9 +23,13 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
     ops = options.view_as(FeedCheckOptions)
 
     # Sources
+    lag_alerts = []
     if ops.input_subscription:
-        batches = pipeline | "ReadMessages" >> ReadFeedMessages(ops.input_subscription)
-        read_failures, read_tallies = [], []
+        read = pipeline | "ReadMessages" >> ReadFeedMessages(
+            ops.input_subscription, ops.max_record_bytes, ops.max_message_bytes)
+        batches, read_failures, read_tallies = read.batches, [read.dead_letter], [read.tally]
+        lag = read.input_lag | "InputLag" >> MonitorInputLag(ops.lag_warning, ops.lag_critical)
+        lag_alerts, read_tallies = [lag.alerts], read_tallies + [lag.tally]
     else:
         read = pipeline | "ReadFiles" >> ReadFeedFiles(
             ops.input_globs(), ops.input_format, ops.max_record_bytes,
@@ -49,6 +54,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
     counted = (errors, sequenced.clean) | "CountErrors" >> CountErrorsAndAlert(
         ops.error_window, AlertRules(ops.alert_warning_count, ops.alert_critical_count,
                                      ops.alert_gap_rate), ops.allowed_lateness, streaming)
+    alerts = [counted["alerts"]] + lag_alerts | "AllAlerts" >> beam.Flatten()
     summary = ((tallies, dead_letters, sequenced.gaps, sequenced.corrupt_periods)
                | "Summarize" >> Summarize(streaming))
     if streaming and ops.max_bad_record_rate is not None:
@@ -58,5 +64,5 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
     _ = {"clean": sequenced.clean, "dead_letter": dead_letters, "gaps": sequenced.gaps,
          "corrupt_periods": sequenced.corrupt_periods,
          "recovery_requests": sequenced.recovery_requests,
-         "error_counts": counted["error_counts"], "alerts": counted["alerts"],
+         "error_counts": counted["error_counts"], "alerts": alerts,
          "summary": summary} | "Write" >> WriteOutputs(ops, streaming)

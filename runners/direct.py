@@ -12,6 +12,8 @@ Not changed: in batch DirectRunner first tries Prism, whose binary download fail
 """
 from __future__ import annotations
 
+import os
+
 from runners.flags import flag_value
 
 DEFAULTS = {"direct_running_mode": "in_memory", "direct_num_workers": "1"}
@@ -24,3 +26,128 @@ def apply_profile(argv: list[str]) -> list[str]:
         if flag_value(argv, name) is None:
             argv.append(f"--{name}={value}")
     return argv
+
+
+def tune_streaming_pubsub_reads(max_messages: int, wait_seconds: float) -> None:
+    """Streaming DirectRunner reads Pub/Sub in one pull per bundle: at most 10 messages, a 30 s
+    long poll when the subscription is idle, a new client each time, and a watermark of the wall
+    clock (Beam 2.75, transform_evaluator._PubSubReadEvaluator). On its single worker thread the
+    idle poll stops every timer for up to 30 s (stall alerts came after 61 s), 10 messages a
+    bundle cap a backlog's drain, and a wall-clock watermark claims a backlog has been read the
+    moment its first message is. For this process the evaluator pulls up to `max_messages` with a
+    `wait_seconds` poll on one reused client, and its watermark follows the publish times it
+    pulls (the oldest of each pull; on an empty pull, now minus the poll), as Dataflow estimates
+    a Pub/Sub watermark from the backlog. Acknowledgement stays as Beam does it (right after the
+    pull). Dataflow and Flink read Pub/Sub their own way and are not touched."""
+    from apache_beam.runners.direct import transform_evaluator
+
+    evaluator = transform_evaluator._PubSubReadEvaluator
+    evaluator._read_from_pubsub = _pull_reader(max_messages, wait_seconds)
+    evaluator.finish_bundle = _finish_with_publish_watermark(wait_seconds)
+    _cache_dofn_specs()
+
+
+def _finish_with_publish_watermark(wait_seconds: float):
+    """_PubSubReadEvaluator.finish_bundle with a publish-time watermark (see above)."""
+    import time
+
+    from apache_beam import pvalue
+    from apache_beam.runners.direct.transform_evaluator import TransformResult
+    from apache_beam.transforms.window import GlobalWindows
+    from apache_beam.utils.timestamp import Timestamp
+
+    watermarks = {}
+
+    def finish_bundle(self):
+        data = self._read_from_pubsub(self.source.timestamp_attribute)
+        bundles = []
+        if data:
+            bundle = self._evaluation_context.create_bundle(list(self._outputs)[0])
+            for timestamp, message in data:
+                element = message if self.source.with_attributes else message.data
+                bundle.output(GlobalWindows.windowed_value(element, timestamp=timestamp))
+            bundles = [bundle]
+            candidate = min(timestamp for timestamp, _ in data)
+        else:
+            candidate = Timestamp.of(time.time() - wait_seconds)
+        watermark = max(watermarks.get(self._sub_name, candidate), candidate)
+        watermarks[self._sub_name] = watermark
+        inputs = self._applied_ptransform.inputs
+        input_pvalue = inputs[0] if inputs else pvalue.PBegin(self._applied_ptransform.transform.pipeline)
+        unprocessed = self._evaluation_context.create_bundle(input_pvalue)
+        return TransformResult(self, bundles, [unprocessed], None, {None: watermark})
+
+    return finish_bundle
+
+
+def _cache_dofn_specs() -> None:
+    """The bundle-based DirectRunner inspects every DoFn's method signatures for state and timer
+    specs at the start of every bundle, three times (userstate.get_dofn_specs via
+    is_stateful_dofn and validate_stateful_dofn): a third of a streaming job's CPU when it drains a
+    backlog (py-spy). The specs are class attributes, fixed once the DoFn is built, so they are
+    computed once per DoFn class (and per wrapped callable for Map/FlatMap)."""
+    from apache_beam.transforms import userstate
+
+    if getattr(userstate.get_dofn_specs, "cached", False):
+        return
+    compute, cache = userstate.get_dofn_specs, {}
+
+    def get_dofn_specs(dofn):
+        key = (type(dofn), getattr(dofn, "_fn", None))
+        try:
+            return cache[key]
+        except KeyError:
+            return cache.setdefault(key, compute(dofn))
+        except TypeError:           # an unhashable wrapped callable: no caching
+            return compute(dofn)
+
+    get_dofn_specs.cached = True
+    userstate.get_dofn_specs = get_dofn_specs
+
+
+def _subscriber(pubsub):
+    """A SubscriberClient; on the emulator with no cap on a pull's response size (the client's
+    emulator channel keeps gRPC's 4 MiB default, which 1,000 batched messages exceed; its channel to
+    the real service has no cap)."""
+    host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if not host:
+        return pubsub.SubscriberClient()
+    import grpc
+    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+    channel = grpc.insecure_channel(host, options=[("grpc.max_receive_message_length", -1)])
+    return pubsub.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel, host=host))
+
+
+def _pull_reader(max_messages: int, wait_seconds: float):
+    clients = {}
+
+    def read_from_pubsub(self, timestamp_attribute):
+        from apache_beam.io.gcp.pubsub import PubsubMessage
+        from apache_beam.utils.timestamp import Timestamp
+        from google.api_core import exceptions
+        from google.cloud import pubsub
+
+        client = clients.get("subscriber") or clients.setdefault("subscriber", _subscriber(pubsub))
+        try:
+            response = client.pull(subscription=self._sub_name, max_messages=max_messages,
+                                   timeout=wait_seconds, retry=None)
+        except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
+            return []                    # an idle subscription: let timers and the watermark move
+        received = response.received_messages
+        if received:
+            client.acknowledge(subscription=self._sub_name, ack_ids=[m.ack_id for m in received])
+        elements = []
+        for received_message in received:
+            message = PubsubMessage._from_message(received_message.message)
+            stamp = (message.attributes or {}).get(timestamp_attribute) if timestamp_attribute else None
+            if stamp is None:
+                timestamp = Timestamp.from_utc_datetime(received_message.message.publish_time)
+            elif stamp.isdigit():
+                timestamp = Timestamp(micros=int(stamp) * 1000)
+            else:
+                timestamp = Timestamp.from_rfc3339(stamp)
+            elements.append((timestamp, message))
+        return elements
+
+    return read_from_pubsub

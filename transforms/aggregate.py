@@ -34,18 +34,25 @@ ACTIONS = {
 # ---- summary ---------------------------------------------------------------------------------
 
 class _CounterFn(beam.CombineFn):
+    """Sums (name, n) tallies; a "max." name keeps its largest value and a "latest." name its
+    newest (at, value) pair (gauges such as the input lag)."""
+
     def create_accumulator(self):
         return Counter()
 
     def add_input(self, acc, item):
         name, count = item
-        acc[name] += count
+        if name.startswith(("max.", "latest.")):
+            acc[name] = max(acc[name], count) if name in acc else count
+        else:
+            acc[name] += count
         return acc
 
     def merge_accumulators(self, accs):
         total = Counter()
         for acc in accs:
-            total.update(acc)
+            for name, count in acc.items():
+                self.add_input(total, (name, count))
         return total
 
     def extract_output(self, acc):
@@ -59,6 +66,9 @@ def format_summary(counts: Counter) -> dict:
     summary["gaps"] = {cls: counts.get(f"gaps.{cls}", 0) for cls in GAP_CLASSES}
     summary["corrupt_periods"] = counts.get("corrupt_periods", 0)
     summary["symbols"] = counts.get("symbols", 0)
+    if "latest.input_lag_ms" in counts:          # streaming from Pub/Sub: backpressure figures
+        summary["input_lag_s"] = counts["latest.input_lag_ms"][1] / 1000
+        summary["input_lag_max_s"] = counts["max.input_lag_ms"] / 1000
     summary["balanced"] = is_balanced(summary)
     return summary
 

@@ -17,7 +17,8 @@ from transforms.tags import DEAD_LETTER, TALLY
 
 
 def record_source(batch: RawBatch, number: int) -> str:
-    """file:line; a Pub/Sub message (number 0) is named by its subscription and message id alone."""
+    """file:line, or pubsub:<message id>:<line>; a single-record message (number 0) is named by
+    its message id alone."""
     return f"{batch.source}:{number}" if number else batch.source
 
 
@@ -94,7 +95,7 @@ class DecodeBatch(beam.DoFn):
         if ignored:
             yield beam.pvalue.TaggedOutput(TALLY, ("ignored", ignored))
         if events:
-            yield EventBatch(events)
+            yield EventBatch(events, batch.publish_time)
 
 
 class DecodeRecords(beam.PTransform):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import traceback
+import zlib
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -14,7 +15,7 @@ from beam_pipeline.core.framing import context_from_header, detect_format, is_he
 import transforms.coders  # noqa: F401  (registers the batch coders)
 from beam_pipeline.core.model import DeadLetter, RawBatch
 from beam_pipeline.core.runtime import now_ms
-from transforms.tags import DEAD_LETTER, TALLY
+from transforms.tags import DEAD_LETTER, INPUT_LAG, TALLY
 
 BLOCK_BYTES = 1 << 20
 # Records per RawBatch: 5,000 (~2 MB of JSON) makes Beam's per-element costs and the batch
@@ -146,18 +147,96 @@ class ReadFeedFiles(beam.PTransform):
                 .with_outputs(DEAD_LETTER, TALLY, main="batches"))
 
 
-class ReadFeedMessages(beam.PTransform):
-    """Pub/Sub subscription -> one RawBatch per message (streaming)."""
+class ParseMessages(beam.DoFn):
+    """A Pub/Sub message -> one RawBatch of its records (JSON Lines, gzip-compressed when its
+    attribute content_encoding=gzip), or one read_error dead letter with the raw bytes when it does
+    not decompress; plus its `tally` and an input-lag sample (publish time, ingest time)."""
 
-    def __init__(self, subscription: str):
+    def __init__(self, max_record_bytes: int, max_message_bytes: int):
+        self.max_record_bytes = max_record_bytes
+        self.max_message_bytes = max_message_bytes
+
+    def process(self, message):
+        ingest = now_ms()
+        publish = _publish_ms(message)
+        yield beam.pvalue.TaggedOutput(INPUT_LAG, (publish, ingest))
+        parsed = message_batch(message.data, dict(message.attributes or {}),
+                               message.message_id or "", publish, ingest,
+                               self.max_record_bytes, self.max_message_bytes)
+        if isinstance(parsed, DeadLetter):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, parsed)
+            yield beam.pvalue.TaggedOutput(TALLY, ("input_records", 1))
+        else:
+            yield parsed
+
+
+def _publish_ms(message) -> int:
+    published = getattr(message, "publish_time", None)
+    if published is None:
+        return now_ms()
+    if hasattr(published, "timestamp"):          # a datetime (the Python client's type)
+        return int(published.timestamp() * 1000)
+    return int(published.seconds * 1000 + published.nanos // 1_000_000)   # a protobuf Timestamp
+
+
+def message_batch(data: bytes, attributes: dict, message_id: str, publish_ms: int, ingest_ms: int,
+                  max_record_bytes: int, max_message_bytes: int):
+    """One message's records as a RawBatch (record numbers are lines of the message; 0 for a
+    single-record message, whose source stays pubsub:<message id>), or a read_error DeadLetter."""
+    source = f"pubsub:{message_id}"
+    encoding = attributes.get("content_encoding", "")
+    if encoding == "gzip":
+        try:
+            data = _gunzip(data, max_message_bytes)
+        except (OSError, EOFError, zlib.error, ValueError) as error:
+            return DeadLetter("read_error", f"content_encoding=gzip but the message does not "
+                              f"decompress: {type(error).__name__}: {error}", "read",
+                              data[:max_record_bytes + 1], source, ingest_ms)
+    elif encoding not in ("", "identity"):
+        return DeadLetter("read_error", f"unknown content_encoding {encoding!r} (known: gzip, "
+                          "identity)", "read", data[:max_record_bytes + 1], source, ingest_ms)
+    fmt = attributes.get("format") or "message"
+    body = data[:-1] if data.endswith(b"\n") else data
+    if encoding == "" and b"\n" not in body:
+        records = [(0, body)]                     # a single-record message, as before batching
+    else:
+        records = [(number, line.rstrip(b"\r")[:max_record_bytes + 1])
+                   for number, line in enumerate(body.split(b"\n"), 1) if line.strip()]
+    return RawBatch(source, fmt, attributes.get("exchange"), attributes.get("market"), records,
+                    attributes, ingest_ms, publish_ms)
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """gzip members -> bytes, refusing more than `limit` bytes (a small message can unpack huge)."""
+    out, rest = [], data
+    size = 0
+    while rest:
+        inflater = zlib.decompressobj(wbits=31)
+        out.append(inflater.decompress(rest, limit - size + 1))
+        size += len(out[-1])
+        if size > limit or inflater.unconsumed_tail:
+            raise ValueError(f"decompresses to more than --max_message_bytes={limit}")
+        if not inflater.eof:
+            raise EOFError("the gzip stream is truncated")
+        rest = inflater.unused_data
+    return b"".join(out)
+
+
+class ReadFeedMessages(beam.PTransform):
+    """Pub/Sub subscription -> RawBatch per message (main `batches`), `dead_letter`, `tally`, and
+    `input_lag` samples (publish time, ingest time) per message (streaming)."""
+
+    def __init__(self, subscription: str, max_record_bytes: int, max_message_bytes: int):
         super().__init__()
         self.subscription = subscription
+        self.max_record_bytes = max_record_bytes
+        self.max_message_bytes = max_message_bytes
 
     def expand(self, pbegin):
-        source = f"pubsub:{self.subscription}"
         return (pbegin
                 | "Pull" >> beam.io.ReadFromPubSub(subscription=self.subscription,
                                                    with_attributes=True)
-                | "AsBatch" >> beam.Map(lambda msg: RawBatch(
-                    f"{source}/{msg.message_id or ''}", "message", None, None, [(0, msg.data)],
-                    dict(msg.attributes or {}), now_ms())).with_output_types(RawBatch))
+                | "Parse" >> beam.ParDo(ParseMessages(self.max_record_bytes,
+                                                      self.max_message_bytes))
+                .with_output_types(RawBatch)
+                .with_outputs(DEAD_LETTER, TALLY, INPUT_LAG, main="batches"))

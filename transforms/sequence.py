@@ -8,11 +8,12 @@ Dataflow Runner v2, Flink and Direct.
 from __future__ import annotations
 
 import typing
+from collections import defaultdict
 
 import apache_beam as beam
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_pipeline.core.model import events_of
+from beam_pipeline.core.model import EventBatch, events_of
 from beam_pipeline.core.sequencer import Policy
 from transforms.sequence_batch import BatchSequencerDoFn, SpillRuns
 from transforms.sequence_live import LiveSequencerDoFn
@@ -20,6 +21,20 @@ from transforms.tags import (CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERRORS, GAPS, 
                              TALLY)
 
 _KEYED = typing.Tuple[typing.Tuple[str, str, str], typing.Any]
+
+
+def _per_key(batch):
+    """A decoded message -> one (key, EventBatch) per symbol in it, stamped with the message's
+    publish time (the live sequencer's timers follow the watermark of publish times); input
+    without one (files, tests) is stamped with its earliest event time (the exchange's time where
+    the message has one, else the receive time)."""
+    by_key = defaultdict(list)
+    for event in events_of(batch):
+        by_key[event.key].append(event)
+    publish_time = getattr(batch, "publish_time", 0)
+    for key, events in by_key.items():
+        stamp = publish_time or min(event.time for event in events)
+        yield beam.window.TimestampedValue((key, EventBatch(events, publish_time)), stamp / 1000)
 
 
 class SequenceFeeds(beam.PTransform):
@@ -42,9 +57,7 @@ class SequenceFeeds(beam.PTransform):
     def expand(self, event_lists):
         if self.streaming:
             # Event time is the exchange's time where the message has one, else the receive time.
-            keyed = event_lists | "KeyBySymbol" >> beam.FlatMap(
-                lambda batch: (beam.window.TimestampedValue((event.key, event), event.time / 1000)
-                               for event in events_of(batch)))
+            keyed = event_lists | "KeyBySymbol" >> beam.FlatMap(_per_key)
             sequencer = LiveSequencerDoFn(self.policy, self.reorder_timeout_s,
                                           self.stall_timeout_s, self.clock)
         else:

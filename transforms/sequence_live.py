@@ -1,10 +1,21 @@
-"""Live sequencing (streaming): events one at a time, a reorder buffer, timers.
+"""Live sequencing (streaming): one key's events per message, a reorder buffer, timers.
 
-Out-of-order events wait in a BagState for at most --reorder_timeout (processing-time timer) or
---max_buffered_events; a medium gap's recovery deadline is an event-time timer; a silent symbol
-trips a processing-time stall timer. The batch sequencer (transforms/sequence_batch.py) is a sibling
-over the same state machine and stored state (transforms/sequence_state.py), so both give the same
-answers for the same data.
+A gap may be declared only when the records that could fill it can no longer arrive. For Pub/Sub
+input every element carries its message's publish time and is stamped with it, so the runner's own
+watermark says how far the input has been read *and sequenced*: it stays behind every message
+still unpulled (Dataflow estimates it from the subscription's backlog; on DirectRunner our profile
+derives it from the publish times it pulls, runners/direct.py) and behind every record still in
+flight inside the pipeline. Out-of-order events therefore wait for an event-time timer at
+publish time + --reorder_timeout: whether the job drains an hour of backlog, is live, or gets a
+burst, a gap is declared once everything published up to that point has been sequenced, which is
+what makes the answer equal the batch run's. A medium gap's wait ends by the data as in batch (a
+snapshot in time, or a later event past its deadline), or when the watermark passes the revealing
+message's publish time + --recovery_timeout. Input without publish times (files, TestStream) keeps
+processing-time reorder waits and event-time deadlines. Both sides bound the buffer by
+--max_buffered_events. A silent symbol trips a processing-time stall timer.
+
+The batch sequencer (transforms/sequence_batch.py) is a sibling over the same state machine and
+stored state (transforms/sequence_state.py).
 """
 from __future__ import annotations
 
@@ -12,6 +23,7 @@ import logging
 import traceback
 
 import apache_beam as beam
+import msgspec
 from apache_beam.coders import BytesCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
@@ -19,7 +31,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from beam_pipeline.core.epochs import canonical_order
-from beam_pipeline.core.model import ErrorEvent, stream_name
+from beam_pipeline.core.model import ErrorEvent, Event, events_of, stream_name
 from beam_pipeline.core.runtime import now_ms
 from beam_pipeline.core.sequencer import ERROR, Policy
 from transforms import sequence_state as keyed
@@ -27,15 +39,30 @@ from transforms.tables import clean_table
 from transforms.tags import DEAD_LETTER, ERRORS
 
 
+class Waiting(msgspec.Struct, array_like=True):
+    """An event in the reorder buffer, with the publish time of the message it came in (0: none)."""
+
+    published: int
+    event: Event
+
+
+_waiting_codec = msgspec.msgpack.Decoder(Waiting)
+
+
+def _ms(timestamp: Timestamp) -> int:
+    return timestamp.micros // 1000
+
+
 class LiveSequencerDoFn(beam.DoFn):
-    """Streaming: (key, Event) one at a time. Adds the reorder buffer (processing-time timer), the
-    recovery deadline (event-time timer) and stall detection (processing-time timer)."""
+    """Streaming: (key, EventBatch of that key's events from one message). Adds the reorder buffer,
+    the recovery deadline and stall detection to the state machine."""
 
     STATE = ReadModifyWriteStateSpec("state", BytesCoder())
     HELD = BagStateSpec("held", BytesCoder())
     WAITING = BagStateSpec("waiting", BytesCoder())
     RECOVERY = TimerSpec("recovery", TimeDomain.WATERMARK)
     REORDER = TimerSpec("reorder", TimeDomain.REAL_TIME)
+    REORDER_PUBLISHED = TimerSpec("reorder_published", TimeDomain.WATERMARK)
     STALL = TimerSpec("stall", TimeDomain.REAL_TIME)
     END_OF_STREAM = TimerSpec("end_of_stream", TimeDomain.WATERMARK)
 
@@ -46,6 +73,7 @@ class LiveSequencerDoFn(beam.DoFn):
         processing time starts at 0) pass a clock of their own."""
         self.policy = policy
         self.reorder_wait = Duration(seconds=reorder_timeout_s)
+        self.reorder_ms = int(round(reorder_timeout_s * 1000))
         self.stall_wait = Duration(seconds=stall_timeout_s)
         self.clock = clock
 
@@ -55,32 +83,51 @@ class LiveSequencerDoFn(beam.DoFn):
                 waiting_bag=beam.DoFn.StateParam(WAITING),
                 recovery_timer=beam.DoFn.TimerParam(RECOVERY),
                 reorder_timer=beam.DoFn.TimerParam(REORDER),
+                published_timer=beam.DoFn.TimerParam(REORDER_PUBLISHED),
                 stall_timer=beam.DoFn.TimerParam(STALL),
                 end_timer=beam.DoFn.TimerParam(END_OF_STREAM),
                 window=beam.DoFn.WindowParam):
-        key, value = element
+        """One state load and save for all the key's events of a message: what lets a batched
+        message cost little more than one record."""
+        key, batch = element
+        events = events_of(batch)
+        published = getattr(batch, "publish_time", 0)
         end_timer.set(window.max_timestamp())
+        cells = (state_cell, held_bag, waiting_bag, recovery_timer, reorder_timer,
+                 published_timer, stall_timer)
         try:
-            yield from self._process_event(key, value, state_cell, held_bag, waiting_bag,
-                                           recovery_timer, reorder_timer, stall_timer)
-        except Exception:  # a poison event must not crash-loop its key: dead-letter it, keep state
-            yield keyed.poison("sequence", key, value.to_json(), value.source)
+            outputs = list(self._process_events(key, events, published, *cells))
+        except Exception:  # retry one event at a time: only an event that raises is set aside
+            outputs = list(self._process_one_by_one(key, events, published, *cells))
+        yield from outputs
 
-    def _process_event(self, key, event, state_cell, held_bag, waiting_bag, recovery_timer,
-                       reorder_timer, stall_timer):
+    def _process_one_by_one(self, key, events, published, *cells):
+        for event in events:
+            try:
+                yield from list(self._process_events(key, [event], published, *cells))
+            except Exception:  # a poison event must not crash-loop its key: dead-letter it
+                yield keyed.poison("sequence", key, event.to_json(), event.source)
+
+    def _process_events(self, key, events, published, state_cell, held_bag, waiting_bag,
+                        recovery_timer, reorder_timer, published_timer, stall_timer):
         stored, machine, outputs = keyed.load(key, self.policy, state_cell, held_bag, waiting_bag)
         yield from outputs
         first_seen = not stored.machine.seen
         stream = stored.stream
+        now = self._now(stream)
         if stream.stalled:
             stream.stalled = False
-            machine.out.append((ERROR, ErrorEvent("stall_resolved", machine.symbol, event.time)))
-        if stream.waiting == 0 and machine.is_next(event):
-            machine.feed(event)
-        else:
-            self._wait(machine, stream, event, waiting_bag, reorder_timer)
-        self._arm_recovery(machine, stream, recovery_timer)
-        stall_timer.set(self._now(stream) + self.stall_wait)
+            machine.out.append((ERROR, ErrorEvent("stall_resolved", machine.symbol, events[0].time)))
+        ready = 0
+        if stream.waiting == 0:
+            while ready < len(events) and machine.is_next(events[ready]):
+                machine.feed(events[ready])
+                ready += 1
+        if ready < len(events):
+            timer = published_timer if published else reorder_timer
+            self._wait(machine, stream, events[ready:], published, waiting_bag, timer, now)
+        self._arm_recovery(machine, stream, recovery_timer, published)
+        stall_timer.set(now + self.stall_wait)
         keyed.save(state_cell, stored)
         yield from self._outputs(machine, first_seen)
 
@@ -89,34 +136,80 @@ class LiveSequencerDoFn(beam.DoFn):
         """Clean rows travel as one Arrow table per call."""
         return keyed.tagged_outputs(machine, first_seen, lambda _, rows: clean_table(rows))
 
-    def _now(self, stream: StreamState) -> Timestamp:
+    def _now(self, stream) -> Timestamp:
         return max(self.clock(), Timestamp(micros=stream.processing_floor))
 
-    def _wait(self, machine, stream, event, waiting_bag, reorder_timer):
-        """Reorder buffer: keep `event` until the ids before it arrive, then feed the ready prefix."""
+    # -- the reorder buffer --
+
+    def _wait(self, machine, stream, events, published, waiting_bag, timer, now):
+        """Keep `events` until the ids before them arrive. The machine does not move while events
+        wait (only a timer moves it, and then it feeds the buffer itself), so only a new event can
+        be next: when none is, the new events are appended and the buffer is not read (a backlog
+        can hold thousands in it)."""
         if stream.waiting == 0:
-            reorder_timer.set(self._now(stream) + self.reorder_wait)
-        pending = canonical_order([keyed.event_codec.decode(b) for b in waiting_bag.read()] + [event],
-                                  self.policy.medium_gap_max)
-        ready = 0
-        while ready < len(pending) and machine.is_next(pending[ready]):
-            machine.feed(pending[ready])
-            ready += 1
-        rest = pending[ready:]
+            timer.set(Timestamp(micros=(published + self.reorder_ms) * 1000) if published
+                      else now + self.reorder_wait)
+        overflow = stream.waiting + len(events) > self.policy.max_buffered_events
+        if stream.waiting and not overflow and not any(map(machine.is_next, events)):
+            for event in events:
+                waiting_bag.add(keyed.encode(Waiting(published, event)))
+            stream.waiting += len(events)
+            return
+        pending = self._read_waiting(waiting_bag) + [Waiting(published, e) for e in events]
+        self._feed(machine, stream, pending, waiting_bag, declare_upto=None)
+
+    def _feed(self, machine, stream, pending, waiting_bag, declare_upto, timer=None):
+        """Feed `pending` in canonical order while each event is next. An event that reveals a
+        gap is fed too (the gap declared) when its wait is over: it was published at or before
+        `declare_upto` (ms: the watermark says everything published up to --reorder_timeout later
+        has been sequenced), or it has no publish time and `declare_upto` is given (a
+        processing-time wait that ended). What stays is put back; `timer` (when given) is set for
+        the next waiting event that will be due."""
+        order = canonical_order([w.event for w in pending], self.policy.medium_gap_max)
+        published_of = {id(w.event): w.published for w in pending}
+        rest = []
+        for position, event in enumerate(order):
+            if machine.is_next(event) or self._due(published_of[id(event)], declare_upto):
+                machine.feed(event)
+                continue
+            rest = [Waiting(published_of[id(e)], e) for e in order[position:]]
+            break
         if len(rest) > self.policy.max_buffered_events:
-            machine.out.append((ERROR, ErrorEvent("reorder_overflow", machine.symbol, event.time)))
-            machine.feed_all(rest)     # declare the gap now rather than grow state without limit
+            machine.out.append((ERROR, ErrorEvent("reorder_overflow", machine.symbol,
+                                                  rest[-1].event.time)))
+            machine.feed_all(w.event for w in rest)   # declare now rather than grow without limit
             rest = []
         waiting_bag.clear()
         for waiting in rest:
             waiting_bag.add(keyed.encode(waiting))
         stream.waiting = len(rest)
+        if rest and timer is not None:
+            due = min(w.published for w in rest) + self.reorder_ms
+            timer.set(Timestamp(micros=max(due, declare_upto + self.reorder_ms + 1) * 1000))
 
-    def _arm_recovery(self, machine, stream, recovery_timer):
+    @staticmethod
+    def _due(published: int, declare_upto) -> bool:
+        if declare_upto is None:
+            return False
+        return not published or published <= declare_upto
+
+    @staticmethod
+    def _read_waiting(waiting_bag) -> list:
+        return [_waiting_codec.decode(blob) for blob in waiting_bag.read()]
+
+    # -- the recovery deadline --
+
+    def _arm_recovery(self, machine, stream, recovery_timer, published: int):
+        """A new wait for a snapshot: its deadline is the revealing message's publish time +
+        --recovery_timeout (event time + timeout for input without publish times)."""
         deadline = machine.deadline()
-        if deadline is not None and deadline != stream.recovery_timer:
-            recovery_timer.set(Timestamp(micros=(deadline + 1) * 1000))
-            stream.recovery_timer = deadline
+        if deadline is None or deadline == stream.recovery_timer:
+            return
+        fire_ms = published + self.policy.recovery_timeout_ms if published else deadline
+        recovery_timer.set(Timestamp(micros=(fire_ms + 1) * 1000))
+        stream.recovery_timer = deadline
+
+    # -- timers --
 
     def _run_timer(self, stage: str, key, state_cell, held_bag, body, waiting_bag=None):
         """A timer's work on the key's state: load it, run `body(stored, machine)` (which may
@@ -140,7 +233,7 @@ class LiveSequencerDoFn(beam.DoFn):
         trace = traceback.format_exc()
         logging.getLogger(__name__).error("%s: %s failed:\n%s", stream_name(key), stage, trace)
         try:
-            waiting = [keyed.event_codec.decode(blob) for blob in waiting_bag.read()] if waiting_bag else []
+            waiting = [w.event for w in self._read_waiting(waiting_bag)] if waiting_bag else []
             if waiting_bag:
                 waiting_bag.clear()
         except Exception:      # the buffer itself is unreadable: nothing more can be saved
@@ -157,26 +250,11 @@ class LiveSequencerDoFn(beam.DoFn):
         else:
             yield keyed.timer_error(key)
 
-    def _take_waiting(self, stored, waiting_bag) -> list:
-        """The reorder buffer's events in canonical order; the buffer is emptied."""
-        waiting = canonical_order((keyed.event_codec.decode(b) for b in waiting_bag.read()),
-                                  self.policy.medium_gap_max)
-        waiting_bag.clear()
-        stored.stream.waiting = 0
-        return waiting
-
-    @on_timer(RECOVERY)
-    def recovery_deadline(self, key=beam.DoFn.KeyParam,
-                          fired=beam.DoFn.TimestampParam,
-                          state_cell=beam.DoFn.StateParam(STATE),
-                          held_bag=beam.DoFn.StateParam(HELD),
-                          recovery_timer=beam.DoFn.TimerParam(RECOVERY)):
-        """Streaming: event time passed a medium gap's deadline with no snapshot."""
-        def body(stored, machine):
-            machine.advance_watermark(fired.micros // 1000)
-            stored.stream.recovery_timer = -1
-            self._arm_recovery(machine, stored.stream, recovery_timer)
-        yield from self._run_timer("recovery", key, state_cell, held_bag, body)
+    def _release(self, machine, stream, waiting_bag, declare_upto, timer=None):
+        """Feed the buffer as far as `declare_upto` allows (see _feed)."""
+        if stream.waiting:
+            self._feed(machine, stream, self._read_waiting(waiting_bag), waiting_bag,
+                       declare_upto, timer)
 
     @on_timer(REORDER)
     def reorder_timeout(self, key=beam.DoFn.KeyParam,
@@ -185,13 +263,49 @@ class LiveSequencerDoFn(beam.DoFn):
                         held_bag=beam.DoFn.StateParam(HELD),
                         waiting_bag=beam.DoFn.StateParam(WAITING),
                         recovery_timer=beam.DoFn.TimerParam(RECOVERY)):
-        """Streaming: the missing ids did not come in time; the waiting events reveal the gap."""
+        """Input without publish times: the missing ids did not come within --reorder_timeout of
+        processing time; the waiting events reveal the gap."""
         def body(stored, machine):
-            pending = self._take_waiting(stored, waiting_bag)
             stored.stream.processing_floor = fired.micros
-            machine.feed_all(pending)
-            self._arm_recovery(machine, stored.stream, recovery_timer)
+            self._release(machine, stored.stream, waiting_bag, declare_upto=_ms(fired))
+            self._arm_recovery(machine, stored.stream, recovery_timer, 0)
         yield from self._run_timer("reorder", key, state_cell, held_bag, body, waiting_bag)
+
+    @on_timer(REORDER_PUBLISHED)
+    def reorder_published(self, key=beam.DoFn.KeyParam,
+                          fired=beam.DoFn.TimestampParam,
+                          state_cell=beam.DoFn.StateParam(STATE),
+                          held_bag=beam.DoFn.StateParam(HELD),
+                          waiting_bag=beam.DoFn.StateParam(WAITING),
+                          recovery_timer=beam.DoFn.TimerParam(RECOVERY),
+                          published_timer=beam.DoFn.TimerParam(REORDER_PUBLISHED)):
+        """Every message published up to --reorder_timeout after the first waiting event's has
+        been sequenced and the missing ids were not among them: the gap is declared. Waiting
+        events published later stay, and the timer is set again for them."""
+        def body(stored, machine):
+            self._release(machine, stored.stream, waiting_bag, _ms(fired) - self.reorder_ms,
+                          published_timer)
+            self._arm_recovery(machine, stored.stream, recovery_timer, _ms(fired))
+        yield from self._run_timer("reorder", key, state_cell, held_bag, body, waiting_bag)
+
+    @on_timer(RECOVERY)
+    def recovery_deadline(self, key=beam.DoFn.KeyParam,
+                          fired=beam.DoFn.TimestampParam,
+                          state_cell=beam.DoFn.StateParam(STATE),
+                          held_bag=beam.DoFn.StateParam(HELD),
+                          waiting_bag=beam.DoFn.StateParam(WAITING),
+                          recovery_timer=beam.DoFn.TimerParam(RECOVERY)):
+        """The watermark passed a medium gap's deadline with no snapshot: the wait gives up (the
+        hole becomes a corrupt period, the held deltas are released)."""
+        def body(stored, machine):
+            stored.stream.recovery_timer = -1
+            deadline = machine.deadline()
+            if deadline is None:
+                return
+            machine.advance_watermark(deadline + 1)       # this wait only: a later one has its own
+            self._release(machine, stored.stream, waiting_bag, declare_upto=None)
+            self._arm_recovery(machine, stored.stream, recovery_timer, _ms(fired))
+        yield from self._run_timer("recovery", key, state_cell, held_bag, body, waiting_bag)
 
     @on_timer(STALL)
     def stall(self, key=beam.DoFn.KeyParam,
@@ -213,6 +327,7 @@ class LiveSequencerDoFn(beam.DoFn):
                       waiting_bag=beam.DoFn.StateParam(WAITING),
                       recovery_timer=beam.DoFn.TimerParam(RECOVERY),
                       reorder_timer=beam.DoFn.TimerParam(REORDER),
+                      published_timer=beam.DoFn.TimerParam(REORDER_PUBLISHED),
                       stall_timer=beam.DoFn.TimerParam(STALL)):
         """The watermark reached the end of time: a bounded input is exhausted (or a drain). Feed
         the waiting events, close any wait (no snapshot can come any more) and clear the
@@ -220,9 +335,12 @@ class LiveSequencerDoFn(beam.DoFn):
         Java's operator does not fire pending processing-time timers at the end of input, and their
         watermark holds keep the job alive. Never fires in a live unbounded run."""
         def body(stored, machine):
-            machine.feed_all(self._take_waiting(stored, waiting_bag))
+            machine.feed_all(canonical_order([w.event for w in self._read_waiting(waiting_bag)],
+                                             self.policy.medium_gap_max))
+            waiting_bag.clear()
+            stored.stream.waiting = 0
             machine.finish()
             stored.stream.recovery_timer = -1
-            for timer in (reorder_timer, stall_timer, recovery_timer):
+            for timer in (reorder_timer, published_timer, stall_timer, recovery_timer):
                 timer.clear()
         yield from self._run_timer("end_of_stream", key, state_cell, held_bag, body, waiting_bag)

@@ -8,3 +8,4 @@ GAPS = "gaps"                      # Gap
 CORRUPT_PERIODS = "corrupt_periods"  # CorruptPeriod
 RECOVERY_REQUESTS = "recovery_requests"  # RecoveryRequest
 ERRORS = "errors"                  # ErrorEvent: counted per window and alerted on
+INPUT_LAG = "input_lag"          # (publish ms, ingest ms) per Pub/Sub message: backpressure

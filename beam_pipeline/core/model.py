@@ -170,6 +170,7 @@ class EventBatch(msgspec.Struct):
     off the hot path (its coder: transforms/coders.py)."""
 
     events: list[Event]
+    publish_time: int = 0          # ms: the Pub/Sub publish time of the message they came in (0: files)
 
 
 def events_of(element) -> list:
@@ -180,13 +181,14 @@ def events_of(element) -> list:
 class RawBatch(msgspec.Struct):
     """Consecutive records of one file (or one Pub/Sub message), before decoding."""
 
-    source: str                    # file path, or pubsub:<subscription>
-    fmt: str                       # envelope | binance | cryptofeed | message (Pub/Sub)
+    source: str                    # file path, or pubsub:<message id>
+    fmt: str                       # envelope | binance | cryptofeed | message (Pub/Sub: envelopes or raw frames)
     exchange: Optional[str]        # from a cryptofeed header, when known
     market: Optional[str]
-    records: list[tuple[int, bytes]]   # (line number or 0, raw bytes)
+    records: list[tuple[int, bytes]]   # (line number, or 0 for a single-record message; raw bytes)
     attributes: Optional[dict] = None  # Pub/Sub message attributes
     ingest_time: int = 0
+    publish_time: int = 0          # ms: the Pub/Sub message's publish time (0: from a file)
 
 
 class RunRef(msgspec.Struct, frozen=True):

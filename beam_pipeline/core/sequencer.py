@@ -37,7 +37,8 @@ from beam_pipeline.core.epochs import canonical_order
 from beam_pipeline.core.model import (PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
                                  ErrorEvent, Event, Gap, RecoveryRequest, stream_name)
 
-STATE_VERSION = 2   # 2: Event levels stored as their canonical JSON text (were lists)
+STATE_VERSION = 3   # 2: Event levels stored as text (were lists); 3: the streaming reorder buffer
+                    # keeps each event's publish time
 NEVER = 2**62  # a watermark past every event time: the end of a bounded input
 
 # Output tags of the machine; transforms/sequence.py maps them onto the DoFn's outputs.

@@ -172,7 +172,7 @@ def test_poison_event_goes_to_dead_letters_and_the_key_keeps_going(tmp_path):
 class ReorderBufferUnreadable(LiveSequencerDoFn):
     """The streaming sequencer with a timer that always raises (a bug, or state it cannot read)."""
 
-    def _take_waiting(self, stored, waiting_bag):
+    def _release(self, machine, stream, waiting_bag, declare_upto, timer=None):
         raise RuntimeError("injected: the reorder buffer cannot be read")
 
 
@@ -185,7 +185,7 @@ def test_an_exception_in_a_timer_is_a_dead_letter_not_a_failed_bundle():
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options) as p:
         out = (p | stream
-               | beam.FlatMap(lambda batch: [(event.key, event) for event in batch])
+               | beam.FlatMap(lambda batch: [(event.key, [event]) for event in batch])
                | beam.ParDo(ReorderBufferUnreadable(Policy(), 2, 30, clock=lambda: Timestamp(0)))
                .with_outputs(CLEAN_ROWS, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS,
                              DEAD_LETTER, TALLY))
