@@ -16,13 +16,16 @@ from beam_pipeline.core.runtime import now_ms
 from transforms.tags import DEAD_LETTER, TALLY
 
 
-def record_source(batch: RawBatch, number: int) -> str:
+def record_source(batch: RawBatch, number: int, index: int = 0) -> str:
     """file:line, or pubsub:<message id>:<line>; a single-record message (number 0) is named by
-    its message id alone."""
+    its message id alone; records of several single-record messages carry their own."""
+    if batch.sources is not None:
+        return batch.sources[index]
     return f"{batch.source}:{number}" if number else batch.source
 
 
-def decode_one(batch: RawBatch, ctx: FileContext, number: int, raw: bytes, max_record_bytes: int):
+def decode_one(batch: RawBatch, ctx: FileContext, number: int, raw: bytes, max_record_bytes: int,
+               index: int = 0):
     """Event, None (another stream's message), or raises Rejected."""
     if len(raw) > max_record_bytes:
         raise Rejected("record_too_large",
@@ -33,7 +36,7 @@ def decode_one(batch: RawBatch, ctx: FileContext, number: int, raw: bytes, max_r
             raw.decode("utf-8")
         except UnicodeDecodeError as error:
             raise Rejected("invalid_utf8", str(error)) from None
-    source = record_source(batch, number)
+    source = record_source(batch, number, index)
     if batch.fmt == "message":
         return decode_message(raw, batch.attributes or {}, source)
     return decode_record(raw, ctx, source)
@@ -73,18 +76,18 @@ class DecodeBatch(beam.DoFn):
     def process(self, batch: RawBatch):
         ctx = FileContext(batch.fmt, batch.exchange, batch.market)
         events, ignored, ingest = [], 0, batch.ingest_time or now_ms()
-        for number, raw in batch.records:
+        for index, (number, raw) in enumerate(batch.records):
             try:
-                event = decode_one(batch, ctx, number, raw, self.max_record_bytes)
+                event = decode_one(batch, ctx, number, raw, self.max_record_bytes, index)
             except Rejected as rejected:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
-                    rejected.reason, rejected.message, "decode", raw, record_source(batch, number),
+                    rejected.reason, rejected.message, "decode", raw, record_source(batch, number, index),
                     ingest))
                 continue
             except Exception as error:  # a bug or an input we did not foresee: never fail the bundle
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
                     "processing_error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}",
-                    "decode", raw, record_source(batch, number), ingest))
+                    "decode", raw, record_source(batch, number, index), ingest))
                 continue
             if event is None:
                 ignored += 1

@@ -189,6 +189,7 @@ class RawBatch(msgspec.Struct):
     attributes: Optional[dict] = None  # Pub/Sub message attributes
     ingest_time: int = 0
     publish_time: int = 0          # ms: the Pub/Sub message's publish time (0: from a file)
+    sources: Optional[list] = None # per record, when records of several messages share a batch
 
 
 class RunRef(msgspec.Struct, frozen=True):
