@@ -8,13 +8,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_pipeline.options import FeedCheckOptions
-from beam_pipeline.core.sequencer import Policy
 from transforms.aggregate import (AlertRules, CountErrorsAndAlert, EnforceBadRecordRate, Summarize,
                                   dead_letter_error)
 from transforms.decode import DecodeRecords
 from transforms.read import ReadFeedFiles, ReadFeedMessages
 from transforms.sequence import SequenceFeeds
 from transforms.sinks import WriteOutputs
+from transforms.tables import part_row_times, table_row_times
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
@@ -36,7 +36,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
 
     # Sequence
     sequenced = decoded.events | "Sequence" >> SequenceFeeds(
-        Policy.from_options(ops), streaming, work_dir=None if streaming else ops.resolved_work_dir(),
+        ops.policy(), streaming, work_dir=None if streaming else ops.resolved_work_dir(),
         run_span_ids=ops.run_span_ids, reorder_timeout_s=ops.reorder_timeout,
         stall_timeout_s=ops.stall_timeout)
 
@@ -46,7 +46,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
     tallies = read_tallies + [decoded.tally, sequenced.tally] | "AllTallies" >> beam.Flatten()
     errors = ((sequenced.errors, dead_letters | "DeadLetterErrors" >> beam.Map(dead_letter_error))
               | "AllErrors" >> beam.Flatten())
-    counted = (errors, sequenced.clean) | "CountErrors" >> CountErrorsAndAlert(
+    clean_times = sequenced.clean | "CleanRowTimes" >> beam.FlatMap(
+        table_row_times if streaming else part_row_times)   # pa.Table / CleanPart -> RowTimes
+    counted = (errors, clean_times) | "CountErrors" >> CountErrorsAndAlert(
         ops.error_window, AlertRules(ops.alert_warning_count, ops.alert_critical_count,
                                      ops.alert_gap_rate), ops.allowed_lateness, streaming)
     summary = ((tallies, dead_letters, sequenced.gaps, sequenced.corrupt_periods)

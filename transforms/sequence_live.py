@@ -21,7 +21,8 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from beam_pipeline.core.epochs import canonical_order
 from beam_pipeline.core.model import ErrorEvent, stream_name
 from beam_pipeline.core.runtime import now_ms
-from beam_pipeline.core.sequencer import ERROR, Policy
+from beam_pipeline.core.reasons import ErrorType, Outcome
+from beam_pipeline.core.sequencer import Policy
 from transforms import sequence_state as keyed
 from transforms.tables import clean_table
 from transforms.tags import DEAD_LETTER, ERRORS
@@ -74,7 +75,8 @@ class LiveSequencerDoFn(beam.DoFn):
         stream = stored.stream
         if stream.stalled:
             stream.stalled = False
-            machine.out.append((ERROR, ErrorEvent("stall_resolved", machine.symbol, event.time)))
+            machine.out.append((Outcome.ERRORS, ErrorEvent(ErrorType.STALL_RESOLVED, machine.symbol,
+                                                           event.time)))
         if stream.waiting == 0 and machine.is_next(event):
             machine.feed(event)
         else:
@@ -97,14 +99,15 @@ class LiveSequencerDoFn(beam.DoFn):
         if stream.waiting == 0:
             reorder_timer.set(self._now(stream) + self.reorder_wait)
         pending = canonical_order([keyed.event_codec.decode(b) for b in waiting_bag.read()] + [event],
-                                  self.policy.medium_gap_max)
+                                  self.policy.reset_min_jump_ids)
         ready = 0
         while ready < len(pending) and machine.is_next(pending[ready]):
             machine.feed(pending[ready])
             ready += 1
         rest = pending[ready:]
         if len(rest) > self.policy.max_buffered_events:
-            machine.out.append((ERROR, ErrorEvent("reorder_overflow", machine.symbol, event.time)))
+            machine.out.append((Outcome.ERRORS, ErrorEvent(ErrorType.REORDER_OVERFLOW, machine.symbol,
+                                                           event.time)))
             machine.feed_all(rest)     # declare the gap now rather than grow state without limit
             rest = []
         waiting_bag.clear()
@@ -160,7 +163,7 @@ class LiveSequencerDoFn(beam.DoFn):
     def _take_waiting(self, stored, waiting_bag) -> list:
         """The reorder buffer's events in canonical order; the buffer is emptied."""
         waiting = canonical_order((keyed.event_codec.decode(b) for b in waiting_bag.read()),
-                                  self.policy.medium_gap_max)
+                                  self.policy.reset_min_jump_ids)
         waiting_bag.clear()
         stored.stream.waiting = 0
         return waiting
@@ -203,7 +206,7 @@ class LiveSequencerDoFn(beam.DoFn):
             stored.stream.stalled = True
             stored.stream.processing_floor = fired.micros
             return [beam.pvalue.TaggedOutput(ERRORS, ErrorEvent(
-                "stall", machine.symbol, stored.machine.last_time or now_ms()))]
+                ErrorType.STALL, machine.symbol, stored.machine.last_time or now_ms()))]
         yield from self._run_timer("stall", key, state_cell, held_bag, body)
 
     @on_timer(END_OF_STREAM)
