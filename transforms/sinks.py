@@ -288,10 +288,10 @@ class WriteOutputs(beam.PTransform):
     `clean` is the sequencer's clean output: CleanParts in batch (moved into clean/), Arrow tables in
     streaming (written by clean_sink)."""
 
-    SINKS = {"clean": clean_sink, "dead_letter": dead_letter_sink, "gaps": gap_sink,
-             "corrupt_periods": corrupt_sink, "recovery_requests": json_lines_sink,
-             "error_counts": json_lines_sink, "alerts": json_lines_sink}
-    FOLDERS = {name: (SINKS[name], suffix) for name, suffix in FOLDER_SUFFIX.items()}
+    FOLDERS = {name: (sink, FOLDER_SUFFIX[name]) for name, sink in (
+        ("clean", clean_sink), ("dead_letter", dead_letter_sink), ("gaps", gap_sink),
+        ("corrupt_periods", corrupt_sink), ("recovery_requests", json_lines_sink),
+        ("error_counts", json_lines_sink), ("alerts", json_lines_sink))}
 
     def __init__(self, options, streaming: bool):
         super().__init__()
