@@ -7,9 +7,8 @@ from beam_pipeline.core.epochs import canonical_order
 
 from beam_pipeline.core.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event
 from beam_pipeline.options import default_policy
-from beam_pipeline.core.sequencer import (CLEAN, CORRUPT, DUPLICATE, GAP, LATE, RECOVERY,
-                                          ERROR, POISON, SUPERSEDED,
-                                          StreamSequencer)
+from beam_pipeline.core.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, POISON,
+                                          RECOVERY, SUPERSEDED, StreamSequencer)
 from transforms import sequence_state
 from transforms.sequence_batch import BatchSequencerDoFn, SpillRuns
 from transforms.sequence_state import StoredState, StreamState
@@ -34,7 +33,7 @@ def snap(key, last_id, at=0):
 def run(key, events, policy=default_policy(recovery_timeout_ms=1000)):
     """Canonical order, as the batch sequencer feeds the machine."""
     machine = StreamSequencer(key, policy)
-    machine.feed_all(canonical_order(events, policy.medium_gap_max))
+    machine.feed_all(canonical_order(events, policy.reset_min_jump_ids))
     machine.finish()
     return machine.out
 
@@ -197,6 +196,19 @@ def in_order(events, policy=default_policy(recovery_timeout_ms=1000)):
         machine.feed(event)
     machine.finish()
     return machine.out
+
+
+def test_the_id_reset_threshold_is_its_own_option():
+    """--reset_min_jump_ids, not --medium_gap_max, tells an id reset from a stale message."""
+    events = [snap(SPOT, 100_000, 0), spot(100_001, 100_002, 10), spot(99_500, 99_501, 20)]
+    assert default_policy().reset_min_jump_ids == default_policy().medium_gap_max == 1000
+    small_gaps = default_policy(medium_gap_max=100, recovery_timeout_ms=1000)
+    small_jumps = default_policy(reset_min_jump_ids=100, recovery_timeout_ms=1000)
+    for order in (lambda policy: run(SPOT, events, policy), lambda policy: in_order(events, policy)):
+        stale = order(small_gaps)
+        assert gaps_of(stale) == [] and (SUPERSEDED, 99_501) in tags(stale)
+        assert gaps_of(order(small_jumps)) == [(100_002, 99_500, None, "reset", "hold_for_snapshot",
+                                                "corrupt_period", 20)]
 
 
 def test_id_reset_without_snapshot_waits_then_releases_unanchored():
