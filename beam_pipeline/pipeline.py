@@ -15,6 +15,8 @@ from transforms.read import ReadFeedFiles, ReadFeedMessages
 from transforms.sequence import SequenceFeeds
 from transforms.sinks import WriteOutputs
 from transforms.tables import part_row_times, table_row_times
+from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS, GAPS,
+                            RECOVERY_REQUESTS)
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
@@ -57,8 +59,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
         summary = summary | "BadRecordLimit" >> beam.ParDo(EnforceBadRecordRate(ops.max_bad_record_rate))
 
     # Sinks
-    _ = {"clean": sequenced.clean, "dead_letter": dead_letters, "gaps": sequenced.gaps,
-         "corrupt_periods": sequenced.corrupt_periods,
-         "recovery_requests": sequenced.recovery_requests,
-         "error_counts": counted["error_counts"], "alerts": counted["alerts"],
+    _ = {CLEAN: sequenced.clean, DEAD_LETTER: dead_letters, GAPS: sequenced.gaps,
+         CORRUPT_PERIODS: sequenced.corrupt_periods,
+         RECOVERY_REQUESTS: sequenced.recovery_requests,
+         ERROR_COUNTS: counted[ERROR_COUNTS], ALERTS: counted[ALERTS],
          "summary": summary} | "Write" >> WriteOutputs(ops, streaming)

@@ -19,6 +19,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipeline.core.model import ErrorEvent
 from beam_pipeline.core.reasons import GAP_ERROR_TYPES, ErrorType, GapClass
+from transforms.tags import ALERTS, ERROR_COUNTS
 
 SUMMARY_COUNTS = ("input_records", "clean_records", "ignored", "duplicates", "superseded")
 GAP_CLASSES = tuple(gap_class.value for gap_class in GapClass)      # plain strings: summary keys
@@ -273,4 +274,4 @@ class CountErrorsAndAlert(beam.PTransform):
                   | "KeyAlerts" >> beam.Map(lambda a: ((a["rule"], a["key"], a["window"]["start"]), a))
                   .with_output_types(typing.Tuple[typing.Tuple[str, str, str], dict])
                   | "OncePerLevel" >> beam.ParDo(_OncePerLevel()))
-        return {"error_counts": counts, "alerts": alerts}
+        return {ERROR_COUNTS: counts, ALERTS: alerts}

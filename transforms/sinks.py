@@ -28,7 +28,8 @@ from apache_beam.transforms import trigger, window
 from transforms.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
 from transforms.tables import (CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA,  # noqa: F401 (re-exported)
                                CleanPart, struct_table)
-from transforms.tags import FOLDER_SUFFIX
+from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS,
+                            FOLDER_SUFFIX, GAPS, RECOVERY_REQUESTS)
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "beam_pipeline", "schemas")
@@ -289,9 +290,9 @@ class WriteOutputs(beam.PTransform):
     streaming (written by clean_sink)."""
 
     FOLDERS = {name: (sink, FOLDER_SUFFIX[name]) for name, sink in (
-        ("clean", clean_sink), ("dead_letter", dead_letter_sink), ("gaps", gap_sink),
-        ("corrupt_periods", corrupt_sink), ("recovery_requests", json_lines_sink),
-        ("error_counts", json_lines_sink), ("alerts", json_lines_sink))}
+        (CLEAN, clean_sink), (DEAD_LETTER, dead_letter_sink), (GAPS, gap_sink),
+        (CORRUPT_PERIODS, corrupt_sink), (RECOVERY_REQUESTS, json_lines_sink),
+        (ERROR_COUNTS, json_lines_sink), (ALERTS, json_lines_sink))}
 
     def __init__(self, options, streaming: bool):
         super().__init__()
@@ -303,15 +304,15 @@ class WriteOutputs(beam.PTransform):
         limit = self.options.memory_limit_gb
         for name, (make_sink, suffix) in self.FOLDERS.items():
             rows = outputs[name]
-            if name == "clean" and not self.streaming:
+            if name == CLEAN and not self.streaming:
                 # batch: CleanParts, written by the sequencer to the work folder: move them
                 rows | "Commit_clean" >> beam.ParDo(CommitCleanParts(f"{self.output}/clean"))
                 continue
             rows | f"Write_{name}" >> WriteFolder(
                 f"{self.output}/{name}", lambda _, make=make_sink: make(limit), suffix,
                 self.streaming, self.options.output_flush_seconds)
-        topics = {"recovery_requests": self.options.recovery_topic,
-                  "alerts": self.options.alerts_topic} if self.streaming else {}
+        topics = {RECOVERY_REQUESTS: self.options.recovery_topic,
+                  ALERTS: self.options.alerts_topic} if self.streaming else {}
         undelivered = [
             (outputs[name] | f"Publish_{name}" >> beam.ParDo(PublishJson(topic)).with_outputs(
                 PublishJson.UNDELIVERED, main="published"))[PublishJson.UNDELIVERED]

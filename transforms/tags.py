@@ -14,6 +14,8 @@ GAPS = Outcome.GAPS.value          # Gap
 CORRUPT_PERIODS = Outcome.CORRUPT_PERIODS.value      # CorruptPeriod
 RECOVERY_REQUESTS = Outcome.RECOVERY_REQUESTS.value  # RecoveryRequest
 ERRORS = Outcome.ERRORS.value      # ErrorEvent: counted per window and alerted on
+ERROR_COUNTS = "error_counts"      # dict rows: errors per window, type and symbol
+ALERTS = "alerts"                  # dict rows: alerts raised by the counts
 
 # Output folders under --output and their files' suffix (transforms/sinks.py writes them,
 # beam_pipeline/readback.py reads them).
@@ -23,6 +25,6 @@ FOLDER_SUFFIX = {
     GAPS: ".parquet",
     CORRUPT_PERIODS: ".parquet",
     RECOVERY_REQUESTS: ".jsonl",
-    "error_counts": ".jsonl",
-    "alerts": ".jsonl",
+    ERROR_COUNTS: ".jsonl",
+    ALERTS: ".jsonl",
 }
