@@ -135,7 +135,8 @@ def _state_reset(key, why):
     """The key's earlier state cannot be read (`why`): what came before is in doubt."""
     logging.getLogger(__name__).warning("%s: state reset: %s", stream_name(key), why)
     return beam.pvalue.TaggedOutput(CORRUPT_PERIODS, CorruptPeriod(
-        *key, start_id=0, end_id=0, start_time=None, end_time=now_ms(), reason=CorruptReason.STATE_RESET))
+        *key, start_id=0, end_id=0, start_time=None, end_time=now_ms(),
+        reason=CorruptReason.STATE_RESET))
 
 
 def _unreadable_events(key, bags, why: str):
