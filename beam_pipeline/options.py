@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+import msgspec
+
+from beam_pipeline.core.sequencer import Policy
+
 INPUT_FORMATS = ("auto", "envelope", "binance", "cryptofeed")
 
 
@@ -92,6 +96,12 @@ class FeedCheckOptions(PipelineOptions):
                  "deltas until a snapshot resyncs the stream. Larger gaps are large: a corrupt period "
                  "is recorded and the stream continues. Default: 1000.")
         seq.add_argument(
+            "--reset_min_jump_ids", type=int, default=1000,
+            help="An event whose ids lie more than this many below the stream's last good id, and "
+                 "whose time is not older (or a USD-M delta with pu=-1), is an id reset (the "
+                 "exchange's engine restarted): a gap of class reset that waits for a snapshot of "
+                 "the new numbering. Closer or older ones are duplicates or late. Default: 1000.")
+        seq.add_argument(
             "--recovery_timeout", type=float, default=60.0,
             help="Seconds of event time a medium gap waits for a resolving snapshot before it becomes "
                  "a corrupt period and the held deltas are released. Fractions allowed. Default: 60.")
@@ -128,8 +138,11 @@ class FeedCheckOptions(PipelineOptions):
             help="Gaps per event of a symbol in a window above this rate are critical. Default: 0.001.")
         agg.add_argument(
             "--allowed_lateness", type=float, default=300.0,
-            help="Streaming: seconds after the watermark that late records are still counted in their "
-                 "error window; later ones are counted as late and dead-lettered. Default: 300.")
+            help="Streaming: seconds after the watermark passes an error-count window's end that "
+                 "late error records are still counted in it (the window fires again). Records "
+                 "later than that are left out of error_counts/ and its alerts (Beam drops them); "
+                 "they are still in dead_letter/, gaps/, corrupt_periods/ and summary.json, which "
+                 "do not depend on windows. Default: 300.")
 
         agg.add_argument(
             "--lag_warning", type=float, default=30.0,
@@ -151,6 +164,15 @@ class FeedCheckOptions(PipelineOptions):
             help="Memory budget per worker for buffering stages; guards shrink batches, drop caches "
                  "and flush as usage approaches it. Default: the machine's total memory.")
 
+    @classmethod
+    def defaults(cls, *flags: str) -> "FeedCheckOptions":
+        """The options with every default (tests, tools), `flags` applied on top."""
+        return cls(list(flags))
+
+    def policy(self) -> Policy:
+        """The sequencer's gap policy from these options."""
+        return Policy.from_options(self)
+
     def input_globs(self):
         return _split_inputs(self.input)
 
@@ -158,3 +180,8 @@ class FeedCheckOptions(PipelineOptions):
         if self.work_dir:
             return self.work_dir
         return self.output.rstrip("/") + "/_work"
+
+
+def default_policy(**overrides) -> Policy:
+    """The gap policy of the default options, with `overrides` (tests)."""
+    return msgspec.structs.replace(FeedCheckOptions.defaults().policy(), **overrides)

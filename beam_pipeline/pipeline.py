@@ -8,7 +8,6 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_pipeline.options import FeedCheckOptions
-from beam_pipeline.core.sequencer import Policy
 from transforms.aggregate import (AlertRules, CountErrorsAndAlert, EnforceBadRecordRate, Summarize,
                                   dead_letter_error)
 from transforms.backpressure import MonitorInputLag
@@ -16,6 +15,9 @@ from transforms.decode import DecodeRecords
 from transforms.read import ReadFeedFiles, ReadFeedMessages
 from transforms.sequence import SequenceFeeds
 from transforms.sinks import WriteOutputs
+from transforms.tables import part_row_times, table_row_times
+from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS, GAPS,
+                            RECOVERY_REQUESTS)
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
@@ -41,7 +43,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
 
     # Sequence
     sequenced = decoded.events | "Sequence" >> SequenceFeeds(
-        Policy.from_options(ops), streaming, work_dir=None if streaming else ops.resolved_work_dir(),
+        ops.policy(), streaming, work_dir=None if streaming else ops.resolved_work_dir(),
         run_span_ids=ops.run_span_ids, reorder_timeout_s=ops.reorder_timeout,
         stall_timeout_s=ops.stall_timeout)
 
@@ -51,7 +53,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
     tallies = read_tallies + [decoded.tally, sequenced.tally] | "AllTallies" >> beam.Flatten()
     errors = ((sequenced.errors, dead_letters | "DeadLetterErrors" >> beam.Map(dead_letter_error))
               | "AllErrors" >> beam.Flatten())
-    counted = (errors, sequenced.clean) | "CountErrors" >> CountErrorsAndAlert(
+    clean_times = sequenced.clean | "CleanRowTimes" >> beam.FlatMap(
+        table_row_times if streaming else part_row_times)   # pa.Table / CleanPart -> RowTimes
+    counted = (errors, clean_times) | "CountErrors" >> CountErrorsAndAlert(
         ops.error_window, AlertRules(ops.alert_warning_count, ops.alert_critical_count,
                                      ops.alert_gap_rate), ops.allowed_lateness, streaming)
     alerts = [counted["alerts"]] + lag_alerts | "AllAlerts" >> beam.Flatten()
@@ -61,8 +65,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
         summary = summary | "BadRecordLimit" >> beam.ParDo(EnforceBadRecordRate(ops.max_bad_record_rate))
 
     # Sinks
-    _ = {"clean": sequenced.clean, "dead_letter": dead_letters, "gaps": sequenced.gaps,
-         "corrupt_periods": sequenced.corrupt_periods,
-         "recovery_requests": sequenced.recovery_requests,
-         "error_counts": counted["error_counts"], "alerts": alerts,
+    _ = {CLEAN: sequenced.clean, DEAD_LETTER: dead_letters, GAPS: sequenced.gaps,
+         CORRUPT_PERIODS: sequenced.corrupt_periods,
+         RECOVERY_REQUESTS: sequenced.recovery_requests,
+         ERROR_COUNTS: counted[ERROR_COUNTS], ALERTS: alerts,
          "summary": summary} | "Write" >> WriteOutputs(ops, streaming)

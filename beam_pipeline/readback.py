@@ -35,6 +35,8 @@ import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from transforms.tags import FOLDER_SUFFIX
+
 KEYS = {
     "clean": ("exchange", "market", "symbol", "kind", "first_id", "last_id"),
     "gaps": ("exchange", "market", "symbol", "last_good_id", "next_first_id"),
@@ -42,8 +44,7 @@ KEYS = {
     "dead_letter": ("reason", "stage", "source", "payload"),
     "recovery_requests": ("exchange", "market", "symbol", "from_id", "reason"),
 }
-_SUFFIX = {"clean": ".parquet", "gaps": ".parquet", "corrupt_periods": ".parquet",
-           "dead_letter": ".avro", "recovery_requests": ".jsonl"}
+_SUFFIX = FOLDER_SUFFIX
 
 
 def _files(output_dir: str, name: str) -> list[str]:

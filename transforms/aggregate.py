@@ -18,11 +18,12 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipeline.core.model import ErrorEvent
-from transforms.tables import CleanPart, row_times
+from beam_pipeline.core.reasons import GAP_ERROR_TYPES, ErrorType, GapClass
+from transforms.tags import ALERTS, ERROR_COUNTS
 
 SUMMARY_COUNTS = ("input_records", "clean_records", "ignored", "duplicates", "superseded")
-GAP_CLASSES = ("small", "medium", "large", "reset")
-GAP_TYPES = ("gap_small", "gap_medium", "gap_large", "gap_reset")
+GAP_CLASSES = tuple(gap_class.value for gap_class in GapClass)      # plain strings: summary keys
+GAP_TYPES = tuple(error_type.value for error_type in GAP_ERROR_TYPES)
 ACTIONS = {
     "stall": "Check the collector and the exchange connection for this symbol.",
     "gap_rate": "Check network connectivity and data source health; request snapshots.",
@@ -130,26 +131,21 @@ class Summarize(beam.PTransform):
 # ---- error counts and alerts -----------------------------------------------------------------
 
 def dead_letter_error(letter) -> ErrorEvent:
-    return ErrorEvent(f"dead_letter:{letter.reason}", letter.symbol or "-", letter.ingest_time)
+    return ErrorEvent(ErrorType.of_dead_letter(letter.reason), letter.symbol or "-",
+                      letter.ingest_time)
 
 
 def _stamped(error: ErrorEvent):
     return window.TimestampedValue(error, error.event_time / 1000.0)
 
 
-def _clean_counts(clean, window_ms: int):
-    """Clean rows (a table, or a CleanPart) -> ((symbol, window start), count), stamped at the
-    window start."""
-    if isinstance(clean, CleanPart):
-        times, symbols = np.frombuffer(clean.times, dtype=np.int64), None
-    else:
-        times = row_times(clean)
-        symbols = pc.binary_join_element_wise(
-            clean["exchange"], clean["market"], clean["symbol"], ":").to_pylist()
+def _clean_counts(row_times, window_ms: int):
+    """RowTimes (symbol, int64 times) -> ((symbol, window start), count), stamped at the window
+    start."""
+    symbol, times = row_times
+    times = np.frombuffer(times, dtype=np.int64)
     starts = (times - times % window_ms).tolist()          # times are >= 0
-    counts = Counter(zip(symbols, starts) if symbols is not None
-                     else ((clean.symbol, start) for start in starts))
-    for (symbol, start), count in counts.items():
+    for start, count in Counter(starts).items():
         yield window.TimestampedValue((symbol, count), start / 1000.0)
 
 
@@ -169,15 +165,15 @@ def _iso(ts: Timestamp) -> str:
 class AlertRules:
     """Thresholds from the options; each rule turns a window's counts into zero or more alerts."""
 
-    def __init__(self, warning_count=10, critical_count=100, gap_rate=0.001):
+    def __init__(self, warning_count: int, critical_count: int, gap_rate: float):
         self.warning_count, self.critical_count, self.gap_rate = warning_count, critical_count, gap_rate
 
     def for_count(self, row: dict):
         error_type, count = row["error_type"], row["count"]
-        if error_type == "stall":
+        if error_type == ErrorType.STALL:
             yield self._alert("critical", "stall", row, count,
                               f"{row['symbol']} silent past the stall timeout", "stall")
-        elif error_type == "stall_resolved":
+        elif error_type == ErrorType.STALL_RESOLVED:
             yield self._alert("info", "stall_resolved", row, count,
                               f"{row['symbol']} is receiving data again", "default")
         elif count > self.critical_count:
@@ -238,13 +234,14 @@ class _OncePerLevel(beam.DoFn):
 
 
 class CountErrorsAndAlert(beam.PTransform):
-    """ErrorEvents and clean rows -> outputs `error_counts` rows and `alerts`.
+    """ErrorEvents and the clean rows' RowTimes (transforms/tables.py) -> outputs `error_counts`
+    rows and `alerts`.
 
     In streaming, error counts fire early (on every new error) so an alert is written within
     moments of the event that caused it, not when the window closes."""
 
-    def __init__(self, window_seconds: float, rules: AlertRules, allowed_lateness: float = 0,
-                 streaming: bool = False):
+    def __init__(self, window_seconds: float, rules: AlertRules, allowed_lateness: float,
+                 streaming: bool):
         super().__init__()
         self.window_seconds = window_seconds
         self.rules = rules
@@ -262,17 +259,18 @@ class CountErrorsAndAlert(beam.PTransform):
             accumulation_mode=trigger.AccumulationMode.ACCUMULATING)
 
     def expand(self, parts):
-        errors, clean = parts
+        errors, clean_times = parts
         stamped = errors | "Stamp" >> beam.Map(_stamped)
         windowed_errors = self._windowed("WindowErrors", stamped)
         counts = (windowed_errors
-                  | "ByTypeAndSymbol" >> beam.Map(lambda e: ((e.error_type, e.symbol), 1))
+                  # str(): a plain string key (Beam's key coder would pickle an ErrorType)
+                  | "ByTypeAndSymbol" >> beam.Map(lambda e: ((str(e.error_type), e.symbol), 1))
                   | "Count" >> beam.CombinePerKey(sum)
                   | "Rows" >> beam.ParDo(_WithWindow()))
         count_alerts = counts | "CountRules" >> beam.FlatMap(self.rules.for_count)
 
         window_ms = int(self.window_seconds * 1000)
-        events = self._windowed("WindowEvents", clean | "EventCounts" >> beam.FlatMap(
+        events = self._windowed("WindowEvents", clean_times | "EventCounts" >> beam.FlatMap(
             _clean_counts, window_ms)) | "EventsPerSymbol" >> beam.CombinePerKey(sum)
         gaps = (windowed_errors
                 | "OnlyGaps" >> beam.Filter(lambda e: e.error_type in GAP_TYPES)
@@ -286,4 +284,4 @@ class CountErrorsAndAlert(beam.PTransform):
                   | "KeyAlerts" >> beam.Map(lambda a: ((a["rule"], a["key"], a["window"]["start"]), a))
                   .with_output_types(typing.Tuple[typing.Tuple[str, str, str], dict])
                   | "OncePerLevel" >> beam.ParDo(_OncePerLevel()))
-        return {"error_counts": counts, "alerts": alerts}
+        return {ERROR_COUNTS: counts, ALERTS: alerts}

@@ -7,12 +7,11 @@ import traceback
 
 import apache_beam as beam
 
-from beam_pipeline.core.adapters import Rejected
 from beam_pipeline.core.framing import FileContext, decode_message, decode_record
 import transforms.coders  # noqa: F401  (registers the batch coders)
-from beam_pipeline.core.model import DeadLetter, EventBatch, RawBatch
-from beam_pipeline.core.runtime import tune_gc_for_bulk_work
-from beam_pipeline.core.runtime import now_ms
+from beam_pipeline.core.model import EventBatch, RawBatch, dead_letter
+from beam_pipeline.core.reasons import Reason, Rejected
+from beam_pipeline.core.runtime import now_ms, tune_gc_for_bulk_work
 from transforms.tags import DEAD_LETTER, TALLY
 
 
@@ -28,14 +27,14 @@ def decode_one(batch: RawBatch, ctx: FileContext, number: int, raw: bytes, max_r
                index: int = 0):
     """Event, None (another stream's message), or raises Rejected."""
     if len(raw) > max_record_bytes:
-        raise Rejected("record_too_large",
+        raise Rejected(Reason.RECORD_TOO_LARGE,
                        f"record longer than --max_record_bytes={max_record_bytes}; "
                        f"the dead letter keeps its first {max_record_bytes + 1} bytes")
     if not raw.isascii():                   # ASCII is valid UTF-8; the check is 5x cheaper
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise Rejected("invalid_utf8", str(error)) from None
+            raise Rejected(Reason.INVALID_UTF8, str(error)) from None
     source = record_source(batch, number, index)
     if batch.fmt == "message":
         return decode_message(raw, batch.attributes or {}, source)
@@ -80,13 +79,13 @@ class DecodeBatch(beam.DoFn):
             try:
                 event = decode_one(batch, ctx, number, raw, self.max_record_bytes, index)
             except Rejected as rejected:
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
                     rejected.reason, rejected.message, "decode", raw, record_source(batch, number, index),
                     ingest))
                 continue
             except Exception as error:  # a bug or an input we did not foresee: never fail the bundle
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
-                    "processing_error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}",
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+                    Reason.PROCESSING_ERROR, f"{type(error).__name__}: {error}\n{traceback.format_exc()}",
                     "decode", raw, record_source(batch, number, index), ingest))
                 continue
             if event is None:

@@ -16,7 +16,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipeline.core.framing import context_from_header, detect_format, is_header
 import transforms.coders  # noqa: F401  (registers the batch coders)
-from beam_pipeline.core.model import DeadLetter, RawBatch
+from beam_pipeline.core.model import RawBatch, dead_letter
+from beam_pipeline.core.reasons import Reason
 from beam_pipeline.core.runtime import now_ms
 from transforms.tags import DEAD_LETTER, INPUT_LAG, TALLY
 
@@ -112,9 +113,9 @@ class ReadRecordBatches(beam.DoFn):
                         yield RawBatch(path, fmt, ctx.exchange, ctx.market, records)
                         records = []
         except Exception as error:  # a truncated gzip member, a vanished file: keep what was read
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
-                "read_error", f"{type(error).__name__}: {error}", "read",
-                traceback.format_exc().encode()[-4096:], f"{path}:{last_line + 1}", now_ms()))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+                Reason.READ_ERROR, f"{type(error).__name__}: {error}", "read",
+                traceback.format_exc().encode()[-4096:], f"{path}:{last_line + 1}"))
             yield beam.pvalue.TaggedOutput(TALLY, ("input_records", 1))
         if records:
             yield RawBatch(path, fmt, ctx.exchange, ctx.market, records)
@@ -127,7 +128,8 @@ class ReadFeedFiles(beam.PTransform):
     appear (fileio.MatchContinuously): a streaming source that also runs on Flink, where Beam's
     Pub/Sub source does not."""
 
-    def __init__(self, globs, input_format="auto", max_record_bytes=1 << 20, watch_seconds=None):
+    def __init__(self, globs, input_format: str, max_record_bytes: int, watch_seconds=None):
+        """`watch_seconds`: None reads the files once (batch)."""
         super().__init__()
         self.globs = list(globs)
         self.input_format = input_format

@@ -38,9 +38,13 @@ def _per_key(batch):
 
 
 class SequenceFeeds(beam.PTransform):
-    """EventBatches -> outputs clean (batch: CleanParts, the rows written to the work folder;
-    streaming: Arrow tables in tables.CLEAN_SCHEMA), gaps, corrupt_periods, recovery_requests,
-    errors, dead_letter, tally."""
+    """EventBatches -> outputs clean, gaps, corrupt_periods, recovery_requests, errors,
+    dead_letter, tally (transforms/tags.py).
+
+    `clean` has one type per mode, fixed when the graph is built: batch, CleanParts (the rows
+    written to the work folder, moved into clean/ by sinks.CommitCleanParts); streaming, Arrow
+    tables in tables.CLEAN_SCHEMA (written by sinks.clean_sink). tables.part_row_times /
+    table_row_times turn either into the RowTimes the error counts use."""
 
     def __init__(self, policy: Policy, streaming: bool, work_dir: str = None,
                  run_span_ids: int = None, reorder_timeout_s: float = None,

@@ -145,7 +145,7 @@ class BatchSequencerDoFn(beam.DoFn):
         yield from outputs
         first_seen = not stored.machine.seen
         for events in replay_in_epoch_order(runs_in_order(refs), read_run,
-                                            self.policy.medium_gap_max, chunks_min_time):
+                                            self.policy.reset_min_jump_ids, chunks_min_time):
             machine.feed_all(events)
             yield from keyed.tagged_outputs(machine, first_seen, self._clean_part)
             first_seen = False

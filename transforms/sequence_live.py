@@ -33,7 +33,8 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from beam_pipeline.core.epochs import canonical_order
 from beam_pipeline.core.model import ErrorEvent, Event, events_of, stream_name
 from beam_pipeline.core.runtime import now_ms
-from beam_pipeline.core.sequencer import ERROR, Policy
+from beam_pipeline.core.reasons import ErrorType, Outcome
+from beam_pipeline.core.sequencer import Policy
 from transforms import sequence_state as keyed
 from transforms.tables import clean_table
 from transforms.tags import DEAD_LETTER, ERRORS
@@ -117,7 +118,8 @@ class LiveSequencerDoFn(beam.DoFn):
         now = self._now(stream)
         if stream.stalled:
             stream.stalled = False
-            machine.out.append((ERROR, ErrorEvent("stall_resolved", machine.symbol, events[0].time)))
+            machine.out.append((Outcome.ERRORS, ErrorEvent(ErrorType.STALL_RESOLVED, machine.symbol,
+                                                           events[0].time)))
         ready = 0
         if stream.waiting == 0:
             while ready < len(events) and machine.is_next(events[ready]):
@@ -165,7 +167,7 @@ class LiveSequencerDoFn(beam.DoFn):
         has been sequenced), or it has no publish time and `declare_upto` is given (a
         processing-time wait that ended). What stays is put back; `timer` (when given) is set for
         the next waiting event that will be due."""
-        order = canonical_order([w.event for w in pending], self.policy.medium_gap_max)
+        order = canonical_order([w.event for w in pending], self.policy.reset_min_jump_ids)
         published_of = {id(w.event): w.published for w in pending}
         rest = []
         for position, event in enumerate(order):
@@ -175,8 +177,8 @@ class LiveSequencerDoFn(beam.DoFn):
             rest = [Waiting(published_of[id(e)], e) for e in order[position:]]
             break
         if len(rest) > self.policy.max_buffered_events:
-            machine.out.append((ERROR, ErrorEvent("reorder_overflow", machine.symbol,
-                                                  rest[-1].event.time)))
+            machine.out.append((Outcome.ERRORS, ErrorEvent(ErrorType.REORDER_OVERFLOW, machine.symbol,
+                                                           rest[-1].event.time)))
             machine.feed_all(w.event for w in rest)   # declare now rather than grow without limit
             rest = []
         waiting_bag.clear()
@@ -317,7 +319,7 @@ class LiveSequencerDoFn(beam.DoFn):
             stored.stream.stalled = True
             stored.stream.processing_floor = fired.micros
             return [beam.pvalue.TaggedOutput(ERRORS, ErrorEvent(
-                "stall", machine.symbol, stored.machine.last_time or now_ms()))]
+                ErrorType.STALL, machine.symbol, stored.machine.last_time or now_ms()))]
         yield from self._run_timer("stall", key, state_cell, held_bag, body)
 
     @on_timer(END_OF_STREAM)
@@ -336,7 +338,7 @@ class LiveSequencerDoFn(beam.DoFn):
         watermark holds keep the job alive. Never fires in a live unbounded run."""
         def body(stored, machine):
             machine.feed_all(canonical_order([w.event for w in self._read_waiting(waiting_bag)],
-                                             self.policy.medium_gap_max))
+                                             self.policy.reset_min_jump_ids))
             waiting_bag.clear()
             stored.stream.waiting = 0
             machine.finish()

@@ -14,16 +14,12 @@ from collections import Counter
 import apache_beam as beam
 import msgspec
 
-from beam_pipeline.core.model import CorruptPeriod, DeadLetter, ErrorEvent, Event, stream_name
+from beam_pipeline.core.model import (CorruptPeriod, ErrorEvent, Event, dead_letter,
+                                      event_dead_letter, stream_name)
+from beam_pipeline.core.reasons import CorruptReason, ErrorType, Outcome, Reason
 from beam_pipeline.core.runtime import now_ms
-from beam_pipeline.core.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, POISON,
-                                          RECOVERY, STATE_VERSION, SUPERSEDED, Policy,
-                                          SequencerState, StreamSequencer)
-from transforms.tags import CLEAN as CLEAN_ROWS
-from transforms.tags import CORRUPT_PERIODS, DEAD_LETTER, ERRORS, GAPS, RECOVERY_REQUESTS, TALLY
-
-# The machine's report outputs -> the DoFn's output tags.
-TAG_OF = {GAP: GAPS, CORRUPT: CORRUPT_PERIODS, RECOVERY: RECOVERY_REQUESTS, ERROR: ERRORS}
+from beam_pipeline.core.sequencer import STATE_VERSION, Policy, SequencerState, StreamSequencer
+from transforms.tags import CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERRORS, TALLY
 
 event_codec = msgspec.msgpack.Decoder(Event)
 encode = msgspec.msgpack.Encoder().encode
@@ -91,20 +87,22 @@ def tagged_outputs(machine, first_seen: bool, clean_output):
     """Machine outputs -> tagged outputs; the clean rows of one call go to `clean_output(machine,
     rows)`, which returns the one element that carries them (a table, or a written part)."""
     clean, counts = [], Counter()
-    for tag, value in machine.take_output():
-        if tag == CLEAN:
+    for outcome, value in machine.take_output():
+        if outcome == Outcome.CLEAN:
             clean.append(value)
-        elif tag in (DUPLICATE, SUPERSEDED):
-            counts["duplicates" if tag == DUPLICATE else "superseded"] += 1
-        elif tag == LATE:
+        elif outcome == Outcome.DUPLICATE:
+            counts["duplicates"] += 1
+        elif outcome == Outcome.SUPERSEDED:
+            counts["superseded"] += 1
+        elif outcome == Outcome.LATE:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, late_letter(value))
-        elif tag == POISON:
+        elif outcome == Outcome.POISON:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, poison_letter(*value))
-        else:
-            yield beam.pvalue.TaggedOutput(TAG_OF[tag], value)
+        else:                      # a report: the outcome is the name of its output tag
+            yield beam.pvalue.TaggedOutput(outcome.value, value)
     if clean:
         counts["clean_records"] += len(clean)
-        yield beam.pvalue.TaggedOutput(CLEAN_ROWS, clean_output(machine, clean))
+        yield beam.pvalue.TaggedOutput(CLEAN, clean_output(machine, clean))
     if first_seen:
         counts["symbols"] += 1
     for name, count in counts.items():
@@ -113,43 +111,39 @@ def tagged_outputs(machine, first_seen: bool, clean_output):
 
 def poison(stage: str, key, payload: bytes, source: str):
     """The element being processed raised: a processing_error dead letter with the trace."""
-    return beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
-        "processing_error", traceback.format_exc()[-8000:], stage, payload, source, now_ms(),
+    return beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+        Reason.PROCESSING_ERROR, traceback.format_exc()[-8000:], stage, payload, source,
         symbol=stream_name(key)))
 
 
-def poison_letter(event: Event, trace: str, stage: str = "sequence") -> DeadLetter:
-    return DeadLetter("processing_error", trace[-8000:], stage, event.to_json(),
-                      event.source, now_ms(), symbol=stream_name(event.key),
-                      first_id=_int_or_none(event.first_id), last_id=_int_or_none(event.last_id))
+def poison_letter(event: Event, trace: str, stage: str = "sequence"):
+    return event_dead_letter(Reason.PROCESSING_ERROR, trace[-8000:], stage, event)
 
 
-def late_letter(event: Event) -> DeadLetter:
-    return DeadLetter("late_event", "arrived after the gap it would have filled was declared",
-                      "sequence", event.to_json(), event.source, now_ms(),
-                      symbol=stream_name(event.key), first_id=event.first_id, last_id=event.last_id)
+def late_letter(event: Event):
+    return event_dead_letter(Reason.LATE_EVENT,
+                             "arrived after the gap it would have filled was declared", "sequence",
+                             event)
 
 
 def timer_error(key):
-    return beam.pvalue.TaggedOutput(ERRORS, ErrorEvent("timer_error", stream_name(key), now_ms()))
-
-
-def _int_or_none(value):
-    return value if isinstance(value, int) else None
+    return beam.pvalue.TaggedOutput(ERRORS, ErrorEvent(ErrorType.TIMER_ERROR, stream_name(key),
+                                                       now_ms()))
 
 
 def _state_reset(key, why):
     """The key's earlier state cannot be read (`why`): what came before is in doubt."""
     logging.getLogger(__name__).warning("%s: state reset: %s", stream_name(key), why)
     return beam.pvalue.TaggedOutput(CORRUPT_PERIODS, CorruptPeriod(
-        *key, start_id=0, end_id=0, start_time=None, end_time=now_ms(), reason="state_reset"))
+        *key, start_id=0, end_id=0, start_time=None, end_time=now_ms(),
+        reason=CorruptReason.STATE_RESET))
 
 
 def _unreadable_events(key, bags, why: str):
     """Dead letters for the stored events of a key whose state is being reset; the bags emptied."""
     for bag in filter(None, bags):
         for blob in bag.read():
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(
-                "state_reset", f"held in state that cannot be read: {why}", "sequence", blob,
-                stream_name(key), now_ms(), symbol=stream_name(key)))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+                Reason.STATE_RESET, f"held in state that cannot be read: {why}", "sequence", blob,
+                stream_name(key), symbol=stream_name(key)))
         bag.clear()

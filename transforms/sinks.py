@@ -27,7 +27,9 @@ from apache_beam.transforms import trigger, window
 
 from transforms.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
 from transforms.tables import (CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA,  # noqa: F401 (re-exported)
-                                  CleanPart, clean_table, struct_table)
+                               CleanPart, struct_table)
+from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS,
+                            FOLDER_SUFFIX, GAPS, RECOVERY_REQUESTS)
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "beam_pipeline", "schemas")
@@ -35,7 +37,7 @@ DEAD_LETTER_SCHEMA = fastavro.parse_schema(
     json.load(open(os.path.join(SCHEMA_DIR, "dead_letter.avsc"))))
 
 class ParquetSink(fileio.FileSink):
-    """Buffers rows and writes row groups; `to_table` turns a list of buffered rows into a table.
+    """Buffers Arrow tables (already in `schema`) and writes them as row groups.
 
     The buffer is the one place rows wait in worker memory, so it follows the memory ladder
     (transforms/memory.py): smaller row groups, dropped caches, an immediate flush, or a failed
@@ -44,30 +46,24 @@ class ParquetSink(fileio.FileSink):
     CHECK_EVERY_ROWS = 1000
     MIN_ROW_GROUP_ROWS = 1024
 
-    def __init__(self, schema: pa.Schema, to_table, row_group_rows: int = 65536,
+    def __init__(self, schema: pa.Schema, row_group_rows: int = 65536,
                  memory_limit_gb: float = None):
         self.schema = schema
-        self.to_table = to_table
         self.row_group_rows = row_group_rows
         self.memory_limit_gb = memory_limit_gb
 
     def open(self, fh):
         self._writer = pq.ParquetWriter(fh, self.schema, compression="zstd")
-        self._rows, self._tables, self._buffered = [], [], 0
+        self._tables, self._buffered = [], 0
         self._check_at = self.CHECK_EVERY_ROWS
         self._guard = MemoryGuard.from_gb("parquet_sink", self.memory_limit_gb)
 
-    def write(self, record):
-        """A row, a list of rows, or an Arrow table of rows (already in the schema)."""
-        if isinstance(record, pa.Table):
-            self._tables.append(record)
-            self._buffered += record.num_rows
-        elif isinstance(record, list):
-            self._rows.extend(record)
-            self._buffered += len(record)
-        else:
-            self._rows.append(record)
-            self._buffered += 1
+    def write(self, table: pa.Table):
+        self._tables.append(table)
+        self._added(table.num_rows)
+
+    def _added(self, rows: int):
+        self._buffered += rows
         if self._buffered >= self._check_at:
             self._follow_memory_ladder()
         if self._buffered >= self.row_group_rows:
@@ -81,19 +77,44 @@ class ParquetSink(fileio.FileSink):
             self._write_rows()
         self._check_at = self._buffered + self.CHECK_EVERY_ROWS
 
+    def _pending_tables(self) -> list:
+        return self._tables
+
     def _write_rows(self):
-        if self._rows:
-            self._tables.append(self.to_table(self._rows))
-        if self._tables:
+        tables = self._pending_tables()
+        if tables:
             # One table per row group at most: streaming hands in many one-row tables.
-            table = pa.concat_tables(self._tables).combine_chunks()
+            table = pa.concat_tables(tables).combine_chunks()
             self._writer.write_table(table, row_group_size=max(self.row_group_rows, 1))
-        self._rows, self._tables, self._buffered = [], [], 0
+        self._tables, self._buffered = [], 0
         self._check_at = self.CHECK_EVERY_ROWS
 
     def flush(self):
         self._write_rows()
         self._writer.close()      # writes the footer; WriteToFiles flushes only before closing
+
+
+class RowParquetSink(ParquetSink):
+    """A ParquetSink fed one row (a Struct) at a time; `to_table` turns buffered rows into a table."""
+
+    def __init__(self, schema: pa.Schema, to_table, row_group_rows: int = 65536,
+                 memory_limit_gb: float = None):
+        super().__init__(schema, row_group_rows, memory_limit_gb)
+        self.to_table = to_table
+
+    def open(self, fh):
+        super().open(fh)
+        self._rows = []
+
+    def write(self, row):
+        self._rows.append(row)
+        self._added(1)
+
+    def _pending_tables(self) -> list:
+        if self._rows:
+            self._tables.append(self.to_table(self._rows))
+            self._rows = []
+        return self._tables
 
 
 class AvroSink(fileio.FileSink):
@@ -127,17 +148,18 @@ def dead_letter_record(letter) -> dict:
 
 
 def clean_sink(memory_limit_gb=None):
-    return ParquetSink(CLEAN_SCHEMA, clean_table, memory_limit_gb=memory_limit_gb)
+    """Streaming's clean rows: Arrow tables from the live sequencer."""
+    return ParquetSink(CLEAN_SCHEMA, memory_limit_gb=memory_limit_gb)
 
 
 def gap_sink(memory_limit_gb=None):
-    return ParquetSink(GAP_SCHEMA, lambda rows: struct_table(rows, GAP_SCHEMA),
-                       memory_limit_gb=memory_limit_gb)
+    return RowParquetSink(GAP_SCHEMA, lambda rows: struct_table(rows, GAP_SCHEMA),
+                          memory_limit_gb=memory_limit_gb)
 
 
 def corrupt_sink(memory_limit_gb=None):
-    return ParquetSink(CORRUPT_SCHEMA, lambda rows: struct_table(rows, CORRUPT_SCHEMA),
-                       memory_limit_gb=memory_limit_gb)
+    return RowParquetSink(CORRUPT_SCHEMA, lambda rows: struct_table(rows, CORRUPT_SCHEMA),
+                          memory_limit_gb=memory_limit_gb)
 
 
 def dead_letter_sink(memory_limit_gb=None):
@@ -262,17 +284,15 @@ class PublishJson(beam.DoFn):
 
 
 class WriteOutputs(beam.PTransform):
-    """The pipeline's outputs -> folders under --output (and Pub/Sub topics in streaming)."""
+    """The pipeline's outputs -> folders under --output (and Pub/Sub topics in streaming).
 
-    FOLDERS = {
-        "clean": (clean_sink, ".parquet"),
-        "dead_letter": (dead_letter_sink, ".avro"),
-        "gaps": (gap_sink, ".parquet"),
-        "corrupt_periods": (corrupt_sink, ".parquet"),
-        "recovery_requests": (json_lines_sink, ".jsonl"),
-        "error_counts": (json_lines_sink, ".jsonl"),
-        "alerts": (json_lines_sink, ".jsonl"),
-    }
+    `clean` is the sequencer's clean output: CleanParts in batch (moved into clean/), Arrow tables in
+    streaming (written by clean_sink)."""
+
+    FOLDERS = {name: (sink, FOLDER_SUFFIX[name]) for name, sink in (
+        (CLEAN, clean_sink), (DEAD_LETTER, dead_letter_sink), (GAPS, gap_sink),
+        (CORRUPT_PERIODS, corrupt_sink), (RECOVERY_REQUESTS, json_lines_sink),
+        (ERROR_COUNTS, json_lines_sink), (ALERTS, json_lines_sink))}
 
     def __init__(self, options, streaming: bool):
         super().__init__()
@@ -284,15 +304,15 @@ class WriteOutputs(beam.PTransform):
         limit = self.options.memory_limit_gb
         for name, (make_sink, suffix) in self.FOLDERS.items():
             rows = outputs[name]
-            if name == "clean" and not self.streaming:    # parts the sequencer wrote: move them
-                parts, rows = rows | "SplitClean" >> beam.Partition(
-                    lambda row, _: 0 if isinstance(row, CleanPart) else 1, 2)
-                parts | "Commit_clean" >> beam.ParDo(CommitCleanParts(f"{self.output}/clean"))
+            if name == CLEAN and not self.streaming:
+                # batch: CleanParts, written by the sequencer to the work folder: move them
+                rows | "Commit_clean" >> beam.ParDo(CommitCleanParts(f"{self.output}/clean"))
+                continue
             rows | f"Write_{name}" >> WriteFolder(
                 f"{self.output}/{name}", lambda _, make=make_sink: make(limit), suffix,
                 self.streaming, self.options.output_flush_seconds)
-        topics = {"recovery_requests": self.options.recovery_topic,
-                  "alerts": self.options.alerts_topic} if self.streaming else {}
+        topics = {RECOVERY_REQUESTS: self.options.recovery_topic,
+                  ALERTS: self.options.alerts_topic} if self.streaming else {}
         undelivered = [
             (outputs[name] | f"Publish_{name}" >> beam.ParDo(PublishJson(topic)).with_outputs(
                 PublishJson.UNDELIVERED, main="published"))[PublishJson.UNDELIVERED]

@@ -4,7 +4,9 @@ Clean rows leave the streaming sequencer as Arrow tables: a table crosses a stag
 few buffers, where a list of Events was pickled one object at a time (25 us a row, measured;
 bench/README.md). The batch sequencer writes each replayed run's clean rows to the work folder as a
 Parquet part and emits only a CleanPart: a runner that holds a stage's whole output in memory
-(DirectRunner does) then holds references, not a month of rows.
+(DirectRunner does) then holds references, not a month of rows. So the sequencer's clean output
+is typed by mode: CleanPart in batch, pa.Table in streaming; each has its own sink (CommitCleanParts,
+clean_sink) and its own RowTimes conversion for the error counts.
 """
 from __future__ import annotations
 
@@ -100,9 +102,25 @@ def write_clean_part(table: pa.Table, path: str, symbol: str) -> CleanPart:
     return CleanPart(path, table.num_rows, symbol, row_times(table).tobytes())
 
 
-def as_clean_table(element) -> pa.Table:
-    """An element of the sequencer's clean output as a table: a table, or a CleanPart read back."""
-    if isinstance(element, CleanPart):
-        with FileSystems.open(element.path) as handle:
-            return pq.read_table(handle)
-    return element
+def read_clean_part(part: CleanPart) -> pa.Table:
+    """A batch clean part read back from the work folder (before the sink moves it)."""
+    with FileSystems.open(part.path) as handle:
+        return pq.read_table(handle)
+
+
+# Clean row times: what the per-window counts need of the clean rows, one type for both modes:
+# (exchange:market:symbol, each row's time as int64 bytes).
+RowTimes = tuple[str, bytes]
+
+
+def part_row_times(part: CleanPart) -> list:
+    """Batch: a CleanPart -> [RowTimes] (the part carries its times: nothing is read back)."""
+    return [(part.symbol, part.times)]
+
+
+def table_row_times(table: pa.Table) -> list:
+    """Streaming: a clean table -> [RowTimes], one per symbol in it."""
+    times = row_times(table)
+    symbols = pc.binary_join_element_wise(table["exchange"], table["market"], table["symbol"],
+                                          ":").to_numpy(zero_copy_only=False)
+    return [(symbol, times[symbols == symbol].tobytes()) for symbol in dict.fromkeys(symbols)]

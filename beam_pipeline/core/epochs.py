@@ -7,7 +7,7 @@ so the canonical order the state machine consumes is:
 
 1. sort by Event.sort_key (update ids ascending);
 2. cut between two neighbours a, b (in that order) where the ids jump up by more than `max_jump`
-   (the policy's medium_gap_max) **and** time goes backwards: b.first_id - a.last_id > max_jump and
+   (the policy's reset_min_jump_ids) **and** time goes backwards: b.first_id - a.last_id > max_jump and
    b.time < a.time. Higher ids that are older: b begins an earlier epoch. A large gap (ids jump,
    time moves forward) is no cut;
 3. replay the epochs by their earliest event time (ties: lower ids first), ids ascending within

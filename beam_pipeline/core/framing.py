@@ -15,7 +15,8 @@ from typing import Optional
 
 import msgspec
 
-from beam_pipeline.core.adapters import Rejected, adapter_for
+from beam_pipeline.core.adapters import adapter_for
+from beam_pipeline.core.reasons import Reason, Rejected
 from beam_pipeline.core.adapters.binance import LAST_MS, TimeMs, rejection  # msgspec errors map alike everywhere
 from beam_pipeline.core.model import Event
 
@@ -81,7 +82,7 @@ def parse_seconds_ms(text: bytes) -> int:
     whole, _, frac = text.partition(b".")
     ms = int(whole) * 1000 + int((frac[:3] or b"0").ljust(3, b"0"))
     if ms > LAST_MS:
-        raise Rejected("mistyped_field", f"capture time {text[:20]!r} is past the year 9999")
+        raise Rejected(Reason.MISTYPED_FIELD, f"capture time {text[:20]!r} is past the year 9999")
     return ms
 
 
@@ -91,9 +92,9 @@ def _rejecting_the_unparseable(decode):
         try:
             return decode(*args)
         except RecursionError:
-            raise Rejected("bad_json", "JSON nested too deeply to parse") from None
+            raise Rejected(Reason.BAD_JSON, "JSON nested too deeply to parse") from None
         except UnicodeDecodeError as error:
-            raise Rejected("invalid_utf8", str(error)) from None
+            raise Rejected(Reason.INVALID_UTF8, str(error)) from None
     return guarded
 
 
@@ -111,7 +112,7 @@ def decode_record(line: bytes, ctx: FileContext, source: str) -> Optional[Event]
         return adapter_for(ctx.exchange or "binance").decode_message(line, None, source, ctx.market)
     if ctx.fmt == "cryptofeed":
         return _decode_cryptofeed(line, ctx, source)
-    raise Rejected("unknown_format", f"unknown input format {ctx.fmt!r}")
+    raise Rejected(Reason.UNKNOWN_FORMAT, f"unknown input format {ctx.fmt!r}")
 
 
 def decode_envelope(line: bytes, source: str) -> Optional[Event]:
@@ -137,13 +138,13 @@ def decode_message(data: bytes, attributes: dict, source: str) -> Optional[Event
     try:
         recv_time = int(recv) if recv is not None else None
     except ValueError:
-        raise Rejected("mistyped_field", f"attribute recv_ts_ms={recv!r} is not an integer") from None
+        raise Rejected(Reason.MISTYPED_FIELD, f"attribute recv_ts_ms={recv!r} is not an integer") from None
     if recv_time is not None and not 0 <= recv_time <= LAST_MS:
-        raise Rejected("mistyped_field", f"attribute recv_ts_ms={recv!r} is out of range")
+        raise Rejected(Reason.MISTYPED_FIELD, f"attribute recv_ts_ms={recv!r} is out of range")
     adapter = adapter_for(attributes.get("exchange", "binance"))
     event = adapter.decode_message(data, recv_time, source, attributes.get("market"))
     if event is not None and attributes.get("symbol") not in (None, event.symbol):
-        raise Rejected("symbol_mismatch",
+        raise Rejected(Reason.SYMBOL_MISMATCH,
                        f"attribute symbol {attributes['symbol']!r} but payload symbol {event.symbol!r}")
     return event
 
@@ -152,7 +153,7 @@ def _decode_cryptofeed(line: bytes, ctx: FileContext, source: str) -> Optional[E
     if _CRYPTOFEED_WS_LINE.match(line):
         stamp, _, raw = line.partition(b": ")
         if ctx.exchange is None:
-            raise Rejected("bad_framing", "websocket line before a header naming the stream URL")
+            raise Rejected(Reason.BAD_FRAMING, "websocket line before a header naming the stream URL")
         return adapter_for(ctx.exchange).decode_message(raw, parse_seconds_ms(stamp), source, ctx.market)
     if _CRYPTOFEED_REST_LINE.match(line):
         head, _, raw = line.partition(b": ")
@@ -160,12 +161,12 @@ def _decode_cryptofeed(line: bytes, ctx: FileContext, source: str) -> Optional[E
         url = url_bytes.decode("utf-8")
         exchange, market = _exchange_of_url(url)
         if exchange is None:
-            raise Rejected("unsupported_exchange", f"no adapter recognises {url}")
+            raise Rejected(Reason.UNSUPPORTED_EXCHANGE, f"no adapter recognises {url}")
         adapter = adapter_for(exchange)
         if not adapter.is_depth_snapshot_url(url):
             return None
         symbol = adapter.symbol_from_url(url)
         if symbol is None:
-            raise Rejected("missing_field", f"REST URL without symbol= parameter: {url}")
+            raise Rejected(Reason.MISSING_FIELD, f"REST URL without symbol= parameter: {url}")
         return adapter.decode_snapshot(raw, market, symbol, parse_seconds_ms(stamp), source)
-    raise Rejected("bad_framing", "not a cryptofeed line: expected '<ts>: <json>' or '<url> -> <ts>: <json>'")
+    raise Rejected(Reason.BAD_FRAMING, "not a cryptofeed line: expected '<ts>: <json>' or '<url> -> <ts>: <json>'")

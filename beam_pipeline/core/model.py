@@ -9,6 +9,9 @@ from typing import Optional
 
 import msgspec
 
+from beam_pipeline.core.reasons import Reason
+from beam_pipeline.core.runtime import now_ms
+
 # A price level exactly as the exchange sent it: (price, quantity) decimal strings, never floats.
 Level = tuple[str, str]
 
@@ -109,7 +112,7 @@ def sort_canonically(events: list) -> list:
 class DeadLetter(msgspec.Struct, frozen=True):
     """A record that could not be used, with why and where it came from. Written as Avro."""
 
-    reason: str
+    reason: str                    # a Reason (core/reasons.py); build with dead_letter()
     message: str
     stage: str
     payload: bytes
@@ -120,6 +123,28 @@ class DeadLetter(msgspec.Struct, frozen=True):
     last_id: Optional[int] = None
 
 
+def dead_letter(reason: Reason, message: str, stage: str, payload: bytes, source: str,
+                ingest_time: Optional[int] = None, symbol: Optional[str] = None,
+                first_id: Optional[int] = None, last_id: Optional[int] = None) -> DeadLetter:
+    """The one way a stage builds a dead letter: `reason` must be a Reason (stored as its plain
+    string: Beam's coders pickle an enum); the ingest time is now unless the record brought its
+    own."""
+    return DeadLetter(Reason(reason).value, message, stage, payload, source,
+                      now_ms() if ingest_time is None else ingest_time, symbol, first_id, last_id)
+
+
+def event_dead_letter(reason: Reason, message: str, stage: str, event: "Event") -> DeadLetter:
+    """A dead letter for a decoded event: it carries the event as JSON, its key and its ids (a
+    poison event's ids may be anything: only ints are kept)."""
+    return dead_letter(reason, message, stage, event.to_json(), event.source,
+                       symbol=stream_name(event.key), first_id=_int_or_none(event.first_id),
+                       last_id=_int_or_none(event.last_id))
+
+
+def _int_or_none(value):
+    return value if isinstance(value, int) else None
+
+
 class Gap(msgspec.Struct, frozen=True):
     exchange: str
     market: str
@@ -127,9 +152,9 @@ class Gap(msgspec.Struct, frozen=True):
     last_good_id: Optional[int]
     next_first_id: int
     gap_size: Optional[int]        # None where the rule cannot measure it (previous_link)
-    gap_class: str                 # small | medium | large | reset (an id reset: engine restart)
-    action: str                    # continue_with_warning | hold_for_snapshot | mark_corrupt
-    resolution: str                # continued | resynced | corrupt_period
+    gap_class: str                 # GapClass: small | medium | large | reset (an id reset: engine restart)
+    action: str                    # GapAction: continue_with_warning | hold_for_snapshot | mark_corrupt
+    resolution: str                # Resolution: continued | resynced | corrupt_period
     event_time: int                # time of the event that revealed the gap
 
 
@@ -141,7 +166,7 @@ class CorruptPeriod(msgspec.Struct, frozen=True):
     end_id: int
     start_time: Optional[int]
     end_time: int
-    reason: str                    # large_gap | recovery_timeout | buffer_overflow | id_reset | state_reset
+    reason: str                    # a CorruptReason (core/reasons.py)
 
 
 class RecoveryRequest(msgspec.Struct, frozen=True):
@@ -156,7 +181,7 @@ class RecoveryRequest(msgspec.Struct, frozen=True):
 class ErrorEvent(msgspec.Struct, frozen=True):
     """One error occurrence, counted per window by type and symbol."""
 
-    error_type: str                # dead_letter:<reason> | gap_small | gap_medium | gap_large | gap_reset | corrupt_period | stall | timer_error
+    error_type: str                # an ErrorType (core/reasons.py), or dead_letter:<Reason>
     symbol: str                    # exchange:market:symbol, or "-" when unknown
     event_time: int
 

@@ -1,11 +1,134 @@
-"""Why a record could not be used: the exception every decoder raises, with a stable reason code."""
+"""Every reason, class and kind the pipeline reports, named once.
+
+StrEnums: each member is its string value (a member == "bad_json", f"{member}" == "bad_json"),
+so the values written to dead_letter/, gaps/, corrupt_periods/, error_counts/ and summary.json are
+the plain strings they always were.
+"""
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a record became a dead letter (DeadLetter.reason, summary.json's dead_letters)."""
+
+    # read
+    READ_ERROR = "read_error"                  # the file could not be read on (truncated gzip, ...)
+    # decode: the record itself
+    RECORD_TOO_LARGE = "record_too_large"
+    INVALID_UTF8 = "invalid_utf8"
+    BAD_JSON = "bad_json"
+    BAD_FRAMING = "bad_framing"
+    UNKNOWN_FORMAT = "unknown_format"
+    MISSING_FIELD = "missing_field"
+    MISTYPED_FIELD = "mistyped_field"
+    BAD_PRICE_LEVEL = "bad_price_level"
+    INVALID_IDS = "invalid_ids"
+    MISSING_PREV_ID = "missing_prev_id"
+    SYMBOL_MISMATCH = "symbol_mismatch"
+    UNKNOWN_MARKET = "unknown_market"
+    UNSUPPORTED_EXCHANGE = "unsupported_exchange"
+    # sequence
+    LATE_EVENT = "late_event"                  # would have filled a gap already declared
+    STATE_RESET = "state_reset"                # held in stored state that cannot be read
+    # any stage
+    PROCESSING_ERROR = "processing_error"      # a bug or an unforeseen input: the trace is kept
+
+
+class GapClass(StrEnum):
+    """Gap.gap_class: how big a hole in the update ids is (summary.json's gaps)."""
+
+    SMALL = "small"
+    MEDIUM = "medium"
+    LARGE = "large"
+    RESET = "reset"                            # an id reset: the exchange's engine restarted
+
+
+class GapAction(StrEnum):
+    """Gap.action: what the sequencer does about a gap."""
+
+    CONTINUE_WITH_WARNING = "continue_with_warning"
+    HOLD_FOR_SNAPSHOT = "hold_for_snapshot"
+    MARK_CORRUPT = "mark_corrupt"
+
+
+class Resolution(StrEnum):
+    """Gap.resolution: how the gap ended."""
+
+    CONTINUED = "continued"
+    RESYNCED = "resynced"
+    CORRUPT_PERIOD = "corrupt_period"
+
+
+class CorruptReason(StrEnum):
+    """CorruptPeriod.reason: why a stretch of the book is in doubt."""
+
+    LARGE_GAP = "large_gap"
+    RECOVERY_TIMEOUT = "recovery_timeout"      # no snapshot within --recovery_timeout
+    BUFFER_OVERFLOW = "buffer_overflow"        # more than --max_buffered_events held
+    ID_RESET = "id_reset"                      # the wait belonged to an epoch that ended
+    STATE_RESET = "state_reset"                # the key's stored state could not be read
+
+
+class RecoveryReason(StrEnum):
+    """RecoveryRequest.reason: why a snapshot is wanted."""
+
+    MEDIUM_GAP = "medium_gap"
+    ID_RESET = "id_reset"
+
+
+class ErrorType(StrEnum):
+    """ErrorEvent.error_type: what error_counts/ counts (besides dead_letter:<Reason>)."""
+
+    GAP_SMALL = "gap_small"
+    GAP_MEDIUM = "gap_medium"
+    GAP_LARGE = "gap_large"
+    GAP_RESET = "gap_reset"
+    CORRUPT_PERIOD = "corrupt_period"
+    STALL = "stall"
+    STALL_RESOLVED = "stall_resolved"
+    REORDER_OVERFLOW = "reorder_overflow"
+    TIMER_ERROR = "timer_error"
+
+    @classmethod
+    def of_gap(cls, gap_class: GapClass) -> "ErrorType":
+        return cls(f"gap_{gap_class}")
+
+    @staticmethod
+    def of_dead_letter(reason: str) -> str:
+        return f"dead_letter:{reason}"
+
+
+GAP_ERROR_TYPES = tuple(ErrorType.of_gap(c) for c in GapClass)
+
+
+class Outcome(StrEnum):
+    """What the state machine (core/sequencer.py) emits. The report outputs carry the names of the
+    output tags they end up on (transforms/tags.py), so no mapping stands between the two."""
+
+    CLEAN = "clean"
+    DUPLICATE = "duplicate"
+    SUPERSEDED = "superseded"
+    LATE = "late"
+    POISON = "poison"
+    GAPS = "gaps"
+    CORRUPT_PERIODS = "corrupt_periods"
+    RECOVERY_REQUESTS = "recovery_requests"
+    ERRORS = "errors"
+
+
+class HoldReason(StrEnum):
+    """Hold.reason: what a held stream waits for a snapshot after."""
+
+    START = "start"                            # no snapshot seen yet
+    GAP = "gap"                                # a medium gap
+    RESET = "reset"                            # an id reset
 
 
 class Rejected(Exception):
     """A record that cannot be used: `reason` is a stable code, the message says what was wrong."""
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: Reason, message: str):
         super().__init__(message)
-        self.reason = reason
+        self.reason = Reason(reason)
         self.message = message

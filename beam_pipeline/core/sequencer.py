@@ -16,7 +16,7 @@ Rules (exchange-agnostic, picked per event by its adapter):
 A delta with u <= c is a duplicate, or superseded when a snapshot covered it.
 
 Id resets (exchange engine restarts, beam_pipeline/core/epochs.py): an event whose ids are lower than
-the cursor by more than medium_gap_max while its time is not older than the last accepted delta's
+the cursor by more than reset_min_jump_ids while its time is not older than the last accepted delta's
 (or a previous_link delta with pu == -1, what Binance USD-M sends after a restart) begins a new
 epoch. It is a gap of class "reset" (gap_size None): the key holds the new epoch's deltas for a
 snapshot as after a medium gap (a snapshot of the new epoch resyncs; none in time gives a corrupt
@@ -35,42 +35,49 @@ import msgspec
 
 from beam_pipeline.core.epochs import canonical_order
 from beam_pipeline.core.model import (PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
-                                 ErrorEvent, Event, Gap, RecoveryRequest, stream_name)
+                                      ErrorEvent, Event, Gap, RecoveryRequest, stream_name)
+from beam_pipeline.core.reasons import (CorruptReason, ErrorType, GapAction, GapClass, HoldReason,
+                                        Outcome, RecoveryReason, Resolution)
 
 STATE_VERSION = 3   # 2: Event levels stored as text (were lists); 3: the streaming reorder buffer
                     # keeps each event's publish time
 NEVER = 2**62  # a watermark past every event time: the end of a bounded input
 
-# Output tags of the machine; transforms/sequence.py maps them onto the DoFn's outputs.
-CLEAN, DUPLICATE, SUPERSEDED, LATE, GAP, CORRUPT, RECOVERY, ERROR, POISON = (
-    "clean", "duplicate", "superseded", "late", "gap", "corrupt_period", "recovery_request", "error",
-    "poison")
-RESET = "reset"      # a Hold's reason and a Gap's class for an id reset
+# What the machine emits (core/reasons.py): the report outputs carry their output tag's name.
+CLEAN, DUPLICATE, SUPERSEDED, LATE, POISON = (Outcome.CLEAN, Outcome.DUPLICATE, Outcome.SUPERSEDED,
+                                              Outcome.LATE, Outcome.POISON)
+GAP, CORRUPT, RECOVERY, ERROR = (Outcome.GAPS, Outcome.CORRUPT_PERIODS, Outcome.RECOVERY_REQUESTS,
+                                 Outcome.ERRORS)
 RESTART_PREV_ID = -1  # the previous-link id an exchange sends on the first message after a restart
 
 
 class Policy(msgspec.Struct, frozen=True):
-    small_gap_max: int = 10
-    medium_gap_max: int = 1000
-    recovery_timeout_ms: int = 60_000
-    max_buffered_events: int = 10_000
+    """The gap policy. No defaults here: they live in beam_pipeline/options.py (tests take them from
+    FeedCheckOptions.defaults())."""
+
+    small_gap_max: int
+    medium_gap_max: int
+    recovery_timeout_ms: int
+    max_buffered_events: int
+    reset_min_jump_ids: int        # ids this far below the cursor (or more) may be an id reset
 
     @classmethod
     def from_options(cls, options) -> "Policy":
         return cls(options.small_gap_max, options.medium_gap_max,
-                   int(round(options.recovery_timeout * 1000)), options.max_buffered_events)
+                   int(round(options.recovery_timeout * 1000)), options.max_buffered_events,
+                   options.reset_min_jump_ids)
 
-    def classify(self, gap_size: Optional[int]) -> str:
+    def classify(self, gap_size: Optional[int]) -> GapClass:
         if gap_size is None or self.small_gap_max < gap_size <= self.medium_gap_max:
-            return "medium"
-        return "small" if gap_size <= self.small_gap_max else "large"
+            return GapClass.MEDIUM
+        return GapClass.SMALL if gap_size <= self.small_gap_max else GapClass.LARGE
 
 
 class Hold(msgspec.Struct):
     """Deltas held back while the stream waits for a snapshot (at its start, after a medium gap, or
     after an id reset)."""
 
-    reason: str                    # "start" (no snapshot seen yet), "gap" (medium) or "reset"
+    reason: HoldReason
     last_good_id: Optional[int]
     last_good_time: Optional[int]
     next_first_id: int
@@ -104,6 +111,10 @@ class SequencerState(msgspec.Struct):
     epoch_time: Optional[int] = None       # time the latest reset was revealed
 
 
+def _gap_class_of(hold: Hold) -> GapClass:
+    return GapClass.MEDIUM if hold.reason == HoldReason.GAP else GapClass.RESET
+
+
 def _rank(event: Event) -> tuple:
     return (event.last_id, 1 if event.kind == SNAPSHOT else 0, event.first_id)
 
@@ -122,7 +133,7 @@ class StreamSequencer:
         self.held = held if held is not None else ListStore()
         self.out: list = []
         self._queue: deque = deque()
-        self._jump = policy.medium_gap_max     # ids further below the cursor may be an id reset
+        self._jump = policy.reset_min_jump_ids   # ids further below the cursor may be an id reset
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -147,7 +158,7 @@ class StreamSequencer:
     def advance_watermark(self, time_ms: int) -> None:
         """Event time has passed `time_ms`: a hold whose deadline is earlier gives up."""
         while self.state.hold is not None and time_ms > self.state.hold.deadline:
-            self._give_up("recovery_timeout")
+            self._give_up(CorruptReason.RECOVERY_TIMEOUT)
             self._drain()
 
     def finish(self) -> None:
@@ -197,7 +208,7 @@ class StreamSequencer:
             self._accept_snapshot(event)
             return
         # Binance's procedure: buffer deltas until a snapshot, drop those it covers, bridge.
-        self._start_hold("start", event, gap_size=None)
+        self._start_hold(HoldReason.START, event, gap_size=None)
 
     def _step_snapshot(self, event: Event) -> None:
         st = self.state
@@ -221,26 +232,26 @@ class StreamSequencer:
         st, hold = self.state, self.state.hold
         if event.time > hold.deadline:
             self._queue.appendleft(event)        # it follows the released deltas
-            self._give_up("recovery_timeout")
-        elif hold.reason == RESET and self._older_than_hold(event):
+            self._give_up(CorruptReason.RECOVERY_TIMEOUT)
+        elif hold.reason == HoldReason.RESET and self._older_than_hold(event):
             self._step_older_in_hold(event)
-        elif hold.reason != RESET and self._from_older_epoch(event):
+        elif hold.reason != HoldReason.RESET and self._from_older_epoch(event):
             self._step_older_epoch(event)
-        elif self._is_reset(event, hold.held_max[0] if hold.reason != "gap" else st.cursor,
+        elif self._is_reset(event, hold.held_max[0] if hold.reason != HoldReason.GAP else st.cursor,
                             hold.held_max_time):
             self._queue.appendleft(event)        # the wait belongs to an epoch that has ended
-            self._give_up("id_reset")
+            self._give_up(CorruptReason.ID_RESET)
         elif _rank(event) < tuple(hold.held_max):
             self._rewind(event)              # arrived after later ones: replay the hold in order
         elif event.kind == SNAPSHOT:
             self._resolve(event)
-        elif hold.reason != RESET and st.cursor is not None and event.last_id <= st.cursor:
+        elif hold.reason != HoldReason.RESET and st.cursor is not None and event.last_id <= st.cursor:
             self._emit(self._stale_outcome(event), event)
         elif event.last_id == hold.held_max[0]:
             self._emit(DUPLICATE, event)
         elif hold.held_count >= self.policy.max_buffered_events:
             self._queue.appendleft(event)
-            self._give_up("buffer_overflow")
+            self._give_up(CorruptReason.BUFFER_OVERFLOW)
         else:
             self._hold(event)
 
@@ -270,7 +281,7 @@ class StreamSequencer:
 
     def _is_reset(self, event: Event, ref_id: Optional[int], ref_time: Optional[int]) -> bool:
         """Do `event`'s ids restart far below `ref_id` (an engine restart, not a stale message)?"""
-        if ref_id is None or event.last_id + self.policy.medium_gap_max >= ref_id:
+        if ref_id is None or event.last_id + self.policy.reset_min_jump_ids >= ref_id:
             return False
         if (event.kind != SNAPSHOT and event.rule == PREVIOUS_LINK
                 and event.prev_id == RESTART_PREV_ID):
@@ -280,14 +291,14 @@ class StreamSequencer:
     def _from_older_epoch(self, event: Event) -> bool:
         """After a reset: is `event` a late message of an epoch before the current one (ids far
         above the cursor, and sent before the reset or near the old epoch's ids)?"""
-        st, jump = self.state, self.policy.medium_gap_max
+        st, jump = self.state, self.policy.reset_min_jump_ids
         return (st.prior_epoch_id is not None and st.cursor is not None
                 and event.first_id - st.cursor > jump
                 and (event.time < st.epoch_time or event.last_id + jump >= st.prior_epoch_id))
 
     def _older_than_hold(self, event: Event) -> bool:
         """While a reset waits: is `event` of the old epoch rather than of the held new one?"""
-        hold, jump = self.state.hold, self.policy.medium_gap_max
+        hold, jump = self.state.hold, self.policy.reset_min_jump_ids
         return (event.first_id - hold.held_max[0] > jump
                 and (event.time < hold.reveal_time or event.last_id + jump >= hold.last_good_id))
 
@@ -298,18 +309,19 @@ class StreamSequencer:
         old = st.cursor
         replayed = st.announced_reset == old     # a hold replayed in order (see _rewind)
         if not replayed:
-            self._error("gap_reset", event.time)
+            self._error(ErrorType.GAP_RESET, event.time)
         st.announced_reset, st.prior_epoch_id, st.epoch_time = old, old, event.time
         if event.kind == SNAPSHOT:
-            self._emit_gap(old, event.first_id, None, RESET, "hold_for_snapshot", "resynced",
-                           event.time)
+            self._emit_gap(old, event.first_id, None, GapClass.RESET, GapAction.HOLD_FOR_SNAPSHOT,
+                           Resolution.RESYNCED, event.time)
             self._leave_old_epoch()
             self._accept_snapshot(event)
             return
         if not replayed:
             self._emit(RECOVERY, RecoveryRequest(*self.key, from_id=event.first_id,
-                                                 reason="id_reset", event_time=event.time))
-        self._start_hold(RESET, event, None, last_good_time=self._reference_time())
+                                                 reason=RecoveryReason.ID_RESET,
+                                                 event_time=event.time))
+        self._start_hold(HoldReason.RESET, event, None, last_good_time=self._reference_time())
 
     def _leave_old_epoch(self) -> None:
         """The new epoch begins: the old one's snapshot and holes say nothing about its ids."""
@@ -379,27 +391,29 @@ class StreamSequencer:
         st = self.state
         size = self._gap_size(event)
         gap_class = self.policy.classify(size)
-        replayed = gap_class == "medium" and st.announced_from == st.cursor + 1
+        replayed = gap_class == GapClass.MEDIUM and st.announced_from == st.cursor + 1
         if not replayed:
-            self._error(f"gap_{gap_class}", event.time)
+            self._error(ErrorType.of_gap(gap_class), event.time)
         self._remember_gap(st.cursor + 1, event.first_id - 1)
-        if gap_class == "small":
-            self._emit_gap(st.cursor, event.first_id, size, "small", "continue_with_warning", "continued",
-                           event.time)
+        if gap_class == GapClass.SMALL:
+            self._emit_gap(st.cursor, event.first_id, size, gap_class, GapAction.CONTINUE_WITH_WARNING,
+                           Resolution.CONTINUED, event.time)
             self._start_unanchored_segment(event)
-        elif gap_class == "large":
-            self._emit_gap(st.cursor, event.first_id, size, "large", "mark_corrupt", "corrupt_period", event.time)
+        elif gap_class == GapClass.LARGE:
+            self._emit_gap(st.cursor, event.first_id, size, gap_class, GapAction.MARK_CORRUPT,
+                           Resolution.CORRUPT_PERIOD, event.time)
             self._emit_corrupt(st.cursor + 1, event.first_id - 1, st.last_time, event.time,
-                               "large_gap")
+                               CorruptReason.LARGE_GAP)
             self._start_unanchored_segment(event)
         else:
             if not replayed:     # a hold replayed in order (see _rewind) asks only once
                 self._emit(RECOVERY, RecoveryRequest(*self.key, from_id=st.cursor + 1,
-                                                     reason="medium_gap", event_time=event.time))
+                                                     reason=RecoveryReason.MEDIUM_GAP,
+                                                     event_time=event.time))
                 st.announced_from = st.cursor + 1
-            self._start_hold("gap", event, size)
+            self._start_hold(HoldReason.GAP, event, size)
 
-    def _start_hold(self, reason: str, event: Event, gap_size: Optional[int],
+    def _start_hold(self, reason: HoldReason, event: Event, gap_size: Optional[int],
                     last_good_time: Optional[int] = None) -> None:
         st = self.state
         st.hold = Hold(reason, st.cursor, st.last_time if last_good_time is None else last_good_time,
@@ -415,7 +429,7 @@ class StreamSequencer:
         hold.held_max_time = event.time
 
     def _take_held(self) -> list:
-        held = canonical_order(self.held.read(), self.policy.medium_gap_max)
+        held = canonical_order(self.held.read(), self.policy.reset_min_jump_ids)
         self.held.clear()
         return held
 
@@ -424,11 +438,11 @@ class StreamSequencer:
         hold = self.state.hold
         held = self._take_held()
         self.state.hold = None
-        if hold.reason in ("gap", RESET):
+        if hold.reason != HoldReason.START:
             self._emit_gap(hold.last_good_id, hold.next_first_id, hold.gap_size,
-                           "medium" if hold.reason == "gap" else RESET, "hold_for_snapshot",
-                           "resynced", hold.reveal_time)
-        if hold.reason == RESET:
+                           _gap_class_of(hold), GapAction.HOLD_FOR_SNAPSHOT, Resolution.RESYNCED,
+                           hold.reveal_time)
+        if hold.reason == HoldReason.RESET:
             self._leave_old_epoch()
         covered = [e for e in held if e.last_id <= snapshot.last_id]
         for event in covered:
@@ -436,20 +450,20 @@ class StreamSequencer:
         self._accept_snapshot(snapshot)
         self._queue.extendleft(reversed(held[len(covered):]))
 
-    def _give_up(self, reason: str) -> None:
+    def _give_up(self, reason: CorruptReason) -> None:
         """No snapshot in time (or too much held): mark the hole corrupt and release the deltas."""
         st, hold = self.state, self.state.hold
         held = self._take_held()
         st.hold = None
-        if hold.reason in ("gap", RESET):
+        if hold.reason != HoldReason.START:
             # for a reset the two ids are in different numberings: start_id (the old epoch's first
             # id not seen) > end_id (the new epoch's last id not seen); the times order the period
             self._emit_gap(hold.last_good_id, hold.next_first_id, hold.gap_size,
-                           "medium" if hold.reason == "gap" else RESET, "hold_for_snapshot",
-                           "corrupt_period", hold.reveal_time)
+                           _gap_class_of(hold), GapAction.HOLD_FOR_SNAPSHOT,
+                           Resolution.CORRUPT_PERIOD, hold.reveal_time)
             self._emit_corrupt(hold.last_good_id + 1, hold.next_first_id - 1, hold.last_good_time,
                                hold.reveal_time, reason)
-        if hold.reason == RESET:
+        if hold.reason == HoldReason.RESET:
             self._leave_old_epoch()
         self._start_unanchored_segment(held[0])
         self._queue.extendleft(reversed(held[1:]))
@@ -459,7 +473,7 @@ class StreamSequencer:
         held = self._take_held()
         self.state.hold = None
         self._queue.extendleft(reversed(canonical_order(held + [event],
-                                                        self.policy.medium_gap_max)))
+                                                        self.policy.reset_min_jump_ids)))
 
     # ---- outputs ----------------------------------------------------------------------------
 
@@ -470,10 +484,10 @@ class StreamSequencer:
         gaps.append((low, high))
         del gaps[:-self.RECENT_GAPS]
 
-    def _emit(self, tag: str, value) -> None:
+    def _emit(self, tag: Outcome, value) -> None:
         self.out.append((tag, value))
 
-    def _error(self, error_type: str, time_ms: int) -> None:
+    def _error(self, error_type: ErrorType, time_ms: int) -> None:
         self._emit(ERROR, ErrorEvent(error_type, self.symbol, time_ms))
 
     def _emit_gap(self, last_good, next_first_id, size, gap_class, action, resolution,
@@ -483,7 +497,7 @@ class StreamSequencer:
                             resolution=resolution, event_time=time_ms))
 
     def _emit_corrupt(self, start_id, end_id, start_time, end_time, reason) -> None:
-        self._error("corrupt_period", end_time)
+        self._error(ErrorType.CORRUPT_PERIOD, end_time)
         self._emit(CORRUPT, CorruptPeriod(*self.key, start_id=start_id, end_id=end_id,
                                           start_time=start_time, end_time=end_time, reason=reason))
 

@@ -5,7 +5,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipeline.core.model import DELTA, SNAPSHOT, CorruptPeriod, DeadLetter, ErrorEvent, Event, Gap
 from tests.tooling.synthetic import Expected
-from transforms.tables import clean_table
+from transforms.tables import clean_table, table_row_times
 from transforms.aggregate import (ACTIONS, AlertRules, CountErrorsAndAlert, Summarize,
                                   dead_letter_error, format_summary, is_balanced)
 
@@ -110,11 +110,12 @@ def count_rows(counts):
 
 
 def clean_rows(symbol, times, kind=DELTA):
-    """A clean table as the sequencer emits it."""
+    """The RowTimes of a clean table as the streaming sequencer emits it."""
     exchange, market, name = symbol.split(":")
-    return clean_table([(Event(exchange, market, name, kind, 1, 1, None,
+    [row_times] = table_row_times(clean_table([(Event(exchange, market, name, kind, 1, 1, None,
                                t if kind == DELTA else None, t, b"[]", b"[]", "range_plus_one"), 0, True)
-                        for t in times])
+                        for t in times]))
+    return row_times
 
 
 def test_error_counts_per_window_and_count_alerts():
@@ -131,7 +132,8 @@ def test_error_counts_per_window_and_count_alerts():
     clean = [clean_rows(S1, range(W0, W0 + 60_000, 1000))]   # no gaps: no gap-rate alert
     with TestPipeline() as p:
         out = ((p | "Errors" >> beam.Create(errs), p | "Clean" >> beam.Create(clean))
-               | CountErrorsAndAlert(60, AlertRules(10, 100, 0.001)))
+               | CountErrorsAndAlert(60, AlertRules(10, 100, 0.001), allowed_lateness=0,
+                                     streaming=False))
         assert_that(count_rows(out["error_counts"]), equal_to([
             row(0, "dead_letter:bad_json", "-", 10),
             row(0, "dead_letter:invalid_ids", S1, 11),
@@ -174,7 +176,8 @@ def test_gap_rate_alerts():
     ]
     with TestPipeline() as p:
         out = ((p | "Errors" >> beam.Create(errs), p | "Clean" >> beam.Create(clean))
-               | CountErrorsAndAlert(60, AlertRules(10, 100, 0.001)))
+               | CountErrorsAndAlert(60, AlertRules(10, 100, 0.001), allowed_lateness=0,
+                                     streaming=False))
         assert_that(out["alerts"] | beam.Map(lambda a: (
             a["level"], a["rule"], a["key"], a["window"]["start"], a["count"],
             a["suggested_action"], a["message"].split(" (")[1].split(")")[0])), equal_to([

@@ -53,8 +53,9 @@ from beam_pipeline.cli import main
 from beam_pipeline.core.epochs import canonical_order
 from beam_pipeline.core.framing import is_header
 from beam_pipeline.core.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event, decode_levels
-from beam_pipeline.core.sequencer import (CLEAN, CORRUPT, DUPLICATE, GAP, LATE, POISON, RECOVERY,
-                                     SUPERSEDED, Policy, StreamSequencer)
+from beam_pipeline.options import default_policy
+from beam_pipeline.core.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, POISON,
+                                          RECOVERY, SUPERSEDED, StreamSequencer)
 from tests.tooling.synthetic import (BLANKS, START_MS, TRUNCATED_KEY, _envelope, _safe_first,
                                      generate_chaos, gzip_members, readable_prefix)
 from transforms.aggregate import format_summary
@@ -130,7 +131,7 @@ def read_and_decode(paths, input_format="auto", max_record_bytes=MAX_RECORD_BYTE
     return events, tallies, letters
 
 
-def run_reference(paths, input_format="auto", policy=Policy(), max_record_bytes=MAX_RECORD_BYTES):
+def run_reference(paths, input_format="auto", policy=default_policy(), max_record_bytes=MAX_RECORD_BYTES):
     """Read and decode, then each key's events in canonical order through the state machine."""
     events, tallies, letters = read_and_decode(paths, input_format, max_record_bytes)
     by_key = defaultdict(list)
@@ -360,7 +361,7 @@ def test_clock_jumps_follow_the_documented_rules():
     minute = 60_000
     steady = [snap, delta(101, 101, START_MS + 1), delta(102, 102, START_MS - 30 * minute),
               delta(103, 104, START_MS + 90 * minute), delta(105, 105, START_MS + 2)]
-    machine = StreamSequencer(key, Policy())
+    machine = StreamSequencer(key, default_policy())
     machine.feed_all(sorted(steady, key=Event.sort_key))
     machine.finish()
     assert [tag for tag, _ in machine.out] == [CLEAN] * 5
@@ -368,14 +369,14 @@ def test_clock_jumps_follow_the_documented_rules():
     waiting = [snap, delta(150, 150, START_MS + 1), delta(151, 151, START_MS - 10 * minute),
                Event(*key, SNAPSHOT, 151, 151, None, START_MS + 50_000, START_MS + 50_000, b"[]", b"[]",
                      RANGE_PLUS_ONE)]
-    machine = StreamSequencer(key, Policy())
+    machine = StreamSequencer(key, default_policy())
     machine.feed_all(sorted(waiting, key=Event.sort_key))
     machine.finish()
     [gap] = [v for t, v in machine.out if t == GAP]
     assert gap.resolution == "resynced"
     # a forward jump inside the wait ends it at once, before the snapshot
     jumped = waiting[:2] + [delta(151, 151, START_MS + 2 * minute), waiting[3]]
-    machine = StreamSequencer(key, Policy())
+    machine = StreamSequencer(key, default_policy())
     machine.feed_all(sorted(jumped, key=Event.sort_key))
     machine.finish()
     [gap] = [v for t, v in machine.out if t == GAP]
@@ -498,7 +499,7 @@ def test_a_malformed_cryptofeed_header_loses_only_itself(tmp_path):
 
 # ---- id resets (engine restarts), once pinned by strict-xfail tests --------------------------------
 
-def _machine_out(key, events, policy=Policy()):
+def _machine_out(key, events, policy=default_policy()):
     machine = StreamSequencer(key, policy)
     machine.feed_all(events)
     machine.finish()
@@ -533,14 +534,14 @@ def test_an_id_reset_gives_the_same_answer_in_arrival_and_canonical_order():
         return _outcome_view(_machine_out(key, events))[0]
 
     arrival = tags(before + after)
-    canonical = tags(canonical_order(before + after, Policy().medium_gap_max))
+    canonical = tags(canonical_order(before + after, default_policy().reset_min_jump_ids))
     # (before the fix the 4 records after the restart were all superseded)
     assert [t for t, _ in arrival].count(CLEAN) >= 5, arrival
     assert arrival == canonical
     # stronger: every output agrees, and is what the Gap policy documents for a reset
     out = _machine_out(key, before + after)
     assert _outcome_view(out) == _outcome_view(
-        _machine_out(key, canonical_order(before + after, Policy().medium_gap_max)))
+        _machine_out(key, canonical_order(before + after, default_policy().reset_min_jump_ids)))
     assert arrival == sorted([(CLEAN, 10_000_000), (CLEAN, 10_000_003), (CLEAN, 10_000_009),
                               (SUPERSEDED, 5_002), (SUPERSEDED, 5_004), (CLEAN, 5_004),
                               (CLEAN, 5_007)])
@@ -575,7 +576,7 @@ def _restart_feed(step_ms):
 @pytest.mark.parametrize("step_ms", [100, 5000], ids=["short_epochs", "long_epochs"])
 def test_id_resets_in_canonical_order_are_reported_where_they_happened(step_ms):
     key, events, restarts = _restart_feed(step_ms)
-    out = _machine_out(key, canonical_order(events, Policy().medium_gap_max))
+    out = _machine_out(key, canonical_order(events, default_policy().reset_min_jump_ids))
     superseded = [v for t, v in out if t == SUPERSEDED and v.time > 0]   # sent after the snapshot
     inverted = [v for t, v in out if t == CORRUPT and v.start_time is not None
                 and v.start_time > v.end_time]
@@ -601,7 +602,7 @@ def test_id_resets_in_canonical_order_are_reported_where_they_happened(step_ms):
     assert sorted(e.last_id for e, _, _ in clean) == sorted(e.last_id for e in events)
     # nothing else: 2 x (gap, corrupt period, request, errors gap_reset and corrupt_period)
     assert Counter(t for t, _ in out) == {CLEAN: len(events), GAP: 2, CORRUPT: 2, RECOVERY: 2,
-                                           "error": 4}
+                                           ERROR: 4}
     # each epoch after a restart is its own unanchored segment, in time order
     assert [(segment, anchored) for _, segment, anchored in clean] == (
         [(10_000_000, True)] * 21 + [(20_000, False)] * 20 + [(50, False)] * 20)
@@ -612,14 +613,14 @@ def _batch_outputs(events, tmp_path, span, batches):
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
-    from transforms.tables import as_clean_table
+    from transforms.tables import read_clean_part
     from transforms.sequence import SequenceFeeds
 
-    reference = _machine_out(events[0].key, canonical_order(events, Policy().medium_gap_max))
+    reference = _machine_out(events[0].key, canonical_order(events, default_policy().reset_min_jump_ids))
     clean = [(v[0].first_id, v[0].last_id, v[1], v[2]) for t, v in reference if t == CLEAN]
     with TestPipeline() as p:
         out = (p | beam.Create(batches)
-               | SequenceFeeds(Policy(), streaming=False, work_dir=str(tmp_path),
+               | SequenceFeeds(default_policy(), streaming=False, work_dir=str(tmp_path),
                                run_span_ids=span))
         assert_that(out.gaps, equal_to([v for t, v in reference if t == GAP]), label="gaps")
         assert_that(out.corrupt_periods, equal_to([v for t, v in reference if t == CORRUPT]),
@@ -628,7 +629,7 @@ def _batch_outputs(events, tmp_path, span, batches):
                     label="requests")
         assert_that(out.clean | beam.FlatMap(lambda part: [
             (r["first_id"], r["last_id"], r["segment_id"], r["anchored"])
-            for r in as_clean_table(part).to_pylist()]), equal_to(clean), label="clean")
+            for r in read_clean_part(part).to_pylist()]), equal_to(clean), label="clean")
     return reference
 
 
@@ -662,7 +663,7 @@ def test_an_old_epoch_snapshot_never_supersedes_the_new_epoch(tmp_path):
     late_snapshot = Event(*key, SNAPSHOT, 9_012, 9_012, None, None, 1_250, b"[]", b"[]", RANGE_PLUS_ONE)
     new = [delta(3 + i, 3 + i, 1_200 + 100 * i) for i in range(5)]                  # 3 .. 7
     arrival = old + new[:1] + [late_snapshot] + new[1:]
-    canonical = canonical_order(arrival, Policy().medium_gap_max)
+    canonical = canonical_order(arrival, default_policy().reset_min_jump_ids)
     assert canonical == old + [late_snapshot] + new
     for events in (arrival, canonical):
         out = _machine_out(key, events)

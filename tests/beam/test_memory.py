@@ -8,6 +8,7 @@ import pytest
 from transforms.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard, MemoryPressureError
 from beam_pipeline.core.model import DELTA, RANGE_PLUS_ONE, Event
 from transforms.sinks import clean_sink
+from transforms.tables import clean_table
 
 
 def _rows(count):
@@ -36,7 +37,7 @@ def _write_through_sink(ratio, rows):
     sink.open(buffer)
     sink._guard = MemoryGuard("parquet_sink", 10_000, rss=lambda: int(ratio * 10_000))
     for start in range(0, len(rows), 500):
-        sink.write(rows[start:start + 500])
+        sink.write(clean_table(rows[start:start + 500]))
     sink.flush()
     return sink, pq.ParquetFile(io.BytesIO(buffer.getvalue()))
 

@@ -9,7 +9,11 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from beam_pipeline.options import FeedCheckOptions
 from transforms.read import RECORDS_PER_BATCH, ReadFeedFiles, split_lines
+
+_DEFAULTS = FeedCheckOptions.defaults()
+DEFAULT_READ = (_DEFAULTS.input_format, _DEFAULTS.max_record_bytes)   # the options' defaults
 
 CAPTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                         os.pardir, "shared", "data", "cryptofeed")
@@ -60,7 +64,7 @@ def test_reads_plain_and_gz_files_from_several_globs(tmp_path):
     write(str(b / "notes.txt"), b"not matched by any glob\n")
 
     with TestPipeline() as p:
-        read = p | ReadFeedFiles([str(a / "*"), str(b / "*.log"), str(b / "*.log.gz")])
+        read = p | ReadFeedFiles([str(a / "*"), str(b / "*.log"), str(b / "*.log.gz")], *DEFAULT_READ)
         assert_that(read.batches | beam.Map(summary), equal_to([
             ("feed.jsonl", "envelope", None, None, [(1, ENV_1), (3, ENV_2), (5, ENV_1)]),
             ("raw.jsonl.gz", "binance", None, None, [(1, RAW_1), (2, RAW_2)]),
@@ -106,7 +110,7 @@ def test_truncated_gz_keeps_the_records_before_the_damage(tmp_path):
     expected = [(n, line) for n, line in enumerate(lines[:complete], 1)]
 
     with TestPipeline() as p:
-        read = p | ReadFeedFiles([path])
+        read = p | ReadFeedFiles([path], *DEFAULT_READ)
         assert_that(read.batches | beam.FlatMap(lambda batch: batch.records),
                     equal_to(expected))
         # batches of at most RECORDS_PER_BATCH records, all in the detected format
@@ -130,7 +134,7 @@ def test_reads_the_cryptofeed_captures():
 
     with TestPipeline() as p:
         read = p | ReadFeedFiles([os.path.join(CAPTURES, "BINANCE.*.0"),
-                                  os.path.join(CAPTURES, "BINANCE_FUTURES.*.0")])
+                                  os.path.join(CAPTURES, "BINANCE_FUTURES.*.0")], *DEFAULT_READ)
         assert_that(read.batches | beam.Map(shape), equal_to([
             ("BINANCE.ws.1.0", "cryptofeed", "binance", "spot", 265, 2, 266, True),
             ("BINANCE.http.0.0", "cryptofeed", None, None, 4, 1, 4, True),

@@ -12,8 +12,8 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipeline.core.model import DELTA, RANGE_PLUS_ONE, SNAPSHOT, Event, Gap
-from beam_pipeline.core.sequencer import Policy
-from transforms.tables import as_clean_table
+from beam_pipeline.options import default_policy
+from transforms.tables import read_clean_part
 from transforms.tags import DEAD_LETTER, TALLY
 from transforms.sequence import SequenceFeeds
 from transforms.sequence_live import LiveSequencerDoFn
@@ -37,7 +37,7 @@ def stamped(*events):
     return [TimestampedValue([event], event.time / 1000) for event in events]
 
 
-def run(stream, policy=Policy(recovery_timeout_ms=5000), check=None):
+def run(stream, policy=default_policy(recovery_timeout_ms=5000), check=None):
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options) as p:
@@ -55,9 +55,11 @@ def start(watermark=T0 / 1000):
     return TestStream().advance_watermark_to(watermark)
 
 
-def flatten_clean(label):
+def flatten_clean(label, batch=False):
+    """(first_id, last_id) of the clean rows: Arrow tables (streaming) or CleanParts (batch)."""
+    as_table = read_clean_part if batch else (lambda table: table)
     return lambda out: out.clean | label >> beam.FlatMap(
-        lambda rows: [(r["first_id"], r["last_id"]) for r in as_clean_table(rows).to_pylist()])
+        lambda rows: [(r["first_id"], r["last_id"]) for r in as_table(rows).to_pylist()])
 
 
 def test_reorder_filled_before_timeout_is_no_gap():
@@ -138,7 +140,7 @@ def test_buffer_bound_declares_the_gap_early():
         assert_that(out.errors | beam.Map(lambda e: e.error_type)
                     | beam.Filter(lambda t: t == "reorder_overflow"),
                     equal_to(["reorder_overflow"]), label="counted with its own reason")
-    run(stream, policy=Policy(recovery_timeout_ms=5000, max_buffered_events=3), check=check)
+    run(stream, policy=default_policy(recovery_timeout_ms=5000, max_buffered_events=3), check=check)
 
 
 def test_stall_and_resume():
@@ -186,7 +188,7 @@ def test_an_exception_in_a_timer_is_a_dead_letter_not_a_failed_bundle():
     with TestPipeline(options=options) as p:
         out = (p | stream
                | beam.FlatMap(lambda batch: [(event.key, [event]) for event in batch])
-               | beam.ParDo(ReorderBufferUnreadable(Policy(), 2, 30, clock=lambda: Timestamp(0)))
+               | beam.ParDo(ReorderBufferUnreadable(default_policy(), 2, 30, clock=lambda: Timestamp(0)))
                .with_outputs(CLEAN_ROWS, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS,
                              DEAD_LETTER, TALLY))
         # the event the failed timer was to process is a dead letter with the trace: still
@@ -197,7 +199,7 @@ def test_an_exception_in_a_timer_is_a_dead_letter_not_a_failed_bundle():
             equal_to([("processing_error", "sequence.reorder", "binance:spot:BTCUSDT", 105, 106,
                        True)]), label="timer failure")
         assert_that(out[CLEAN_ROWS] | beam.FlatMap(lambda rows: [
-            (r["first_id"], r["last_id"]) for r in as_clean_table(rows).to_pylist()]),
+            (r["first_id"], r["last_id"]) for r in rows.to_pylist()]),
             equal_to([(100, 100), (101, 102)]), label="what came before is kept")
 
 
@@ -205,11 +207,11 @@ def test_batch_path_sets_poison_aside_too(tmp_path):
     poison = Event(*KEY, DELTA, 101, 102, None, T0 + 50, T0 + 50, b"[]", b"[]", "checksum_only", "f:9")
     with TestPipeline() as p:
         out = (p | beam.Create([[snapshot(100, 0), delta(101, 102, 100)], [poison, delta(103, 104, 200)]])
-               | SequenceFeeds(Policy(), streaming=False, work_dir=str(tmp_path), run_span_ids=50))
+               | SequenceFeeds(default_policy(), streaming=False, work_dir=str(tmp_path), run_span_ids=50))
         assert_that(out.dead_letter | beam.Map(lambda d: (d.reason, d.stage, d.source)),
                     equal_to([("processing_error", "sequence", "f:9")]), label="poison")
         assert_that(out.clean | beam.FlatMap(
-            lambda part: [(r["first_id"], r["last_id"]) for r in as_clean_table(part).to_pylist()]),
+            lambda part: [(r["first_id"], r["last_id"]) for r in read_clean_part(part).to_pylist()]),
                     equal_to([(100, 100), (101, 102), (103, 104)]), label="others clean")
 
 
@@ -244,7 +246,7 @@ def test_an_id_reset_in_arrival_order_matches_the_batch_answer(tmp_path):
 
     with TestPipeline() as p:
         out = (p | beam.Create([[reset, *new], [straggler2, straggler, *old]])
-               | SequenceFeeds(Policy(recovery_timeout_ms=5000), streaming=False,
+               | SequenceFeeds(default_policy(recovery_timeout_ms=5000), streaming=False,
                                work_dir=str(tmp_path), run_span_ids=1_000))
         assert_that(out.gaps, equal_to(want_gaps), label="batch reset")
-        assert_that(flatten_clean("batch ids")(out), equal_to(want_clean), label="batch clean")
+        assert_that(flatten_clean("batch ids", batch=True)(out), equal_to(want_clean), label="batch clean")

@@ -15,8 +15,8 @@ from beam_pipeline.core.model import (DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAP
                                  DeadLetter, Event, Gap, RecoveryRequest, decode_levels,
                                  encode_levels)
 from beam_pipeline.options import FeedCheckOptions
-from transforms.sinks import (CLEAN_SCHEMA, SCHEMA_DIR, ParquetSink, WriteFolder, WriteOutputs,
-                              clean_table)
+from transforms.sinks import CLEAN_SCHEMA, SCHEMA_DIR, ParquetSink, WriteFolder, WriteOutputs
+from transforms.tables import clean_table, write_clean_part
 
 T = 1_700_000_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -105,9 +105,12 @@ def clean_dict(event, segment, anchored):
 def test_write_outputs_batch(tmp_path):
     out = str(tmp_path / "out")
     options = FeedCheckOptions(["--output", out + "/"])
+    # batch clean rows arrive as CleanParts the sequencer wrote to the work folder
+    clean_parts = [write_clean_part(clean_table(rows), str(tmp_path / "work" / f"k-{i:06d}.parquet"),
+                                    "binance:spot:BTCUSDT") for i, rows in enumerate(CLEAN)]
     with TestPipeline() as p:
         parts = {name: p | f"Create_{name}" >> beam.Create(values) for name, values in (
-            ("clean", CLEAN), ("dead_letter", LETTERS), ("gaps", GAPS),
+            ("clean", clean_parts), ("dead_letter", LETTERS), ("gaps", GAPS),
             ("corrupt_periods", CORRUPT), ("recovery_requests", RECOVERY),
             ("error_counts", COUNTS), ("alerts", ALERTS), ("summary", [SUMMARY]))}
         parts | WriteOutputs(options, streaming=False)
@@ -164,14 +167,14 @@ def test_write_outputs_batch(tmp_path):
 
 
 def test_write_folder_parquet_row_groups(tmp_path):
-    """Lists and single rows are both accepted; a row group is written once the buffer holds
-    row_group_rows rows (so at most row_group_rows - 1 + the longest list), none is lost."""
+    """Tables of any size are accepted; a row group is written once the buffer holds
+    row_group_rows rows (so at most row_group_rows - 1 + the longest table), none is lost."""
     rows = [(Event("binance", "spot", "ETHUSDT", DELTA, i, i, None, T + i, T + i, b"[]", b"[]",
                    RANGE_PLUS_ONE), 0, True) for i in range(10)]
     folder = str(tmp_path / "clean")
     with TestPipeline() as p:
-        (p | beam.Create([rows[:4], rows[4], rows[5:9], rows[9]])
-         | WriteFolder(folder, lambda _: ParquetSink(CLEAN_SCHEMA, clean_table, row_group_rows=3),
+        (p | beam.Create([clean_table(part) for part in (rows[:4], [rows[4]], rows[5:9], [rows[9]])])
+         | WriteFolder(folder, lambda _: ParquetSink(CLEAN_SCHEMA, row_group_rows=3),
                        ".parquet", False, 60))
     paths = files(folder, ".parquet")
     sizes = [pq.ParquetFile(path).metadata.row_group(i).num_rows

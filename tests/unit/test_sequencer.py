@@ -6,8 +6,9 @@ import msgspec
 from beam_pipeline.core.epochs import canonical_order
 
 from beam_pipeline.core.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event
-from beam_pipeline.core.sequencer import (CLEAN, CORRUPT, DUPLICATE, GAP, LATE, RECOVERY, SUPERSEDED,
-                                     Policy, StreamSequencer)
+from beam_pipeline.options import default_policy
+from beam_pipeline.core.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, POISON,
+                                          RECOVERY, SUPERSEDED, StreamSequencer)
 from transforms import sequence_state
 from transforms.sequence_batch import BatchSequencerDoFn, SpillRuns
 from transforms.sequence_state import StoredState, StreamState
@@ -29,10 +30,10 @@ def snap(key, last_id, at=0):
     return Event(*key, SNAPSHOT, last_id, last_id, None, at, at, b"[]", b"[]", rule)
 
 
-def run(key, events, policy=Policy(recovery_timeout_ms=1000)):
+def run(key, events, policy=default_policy(recovery_timeout_ms=1000)):
     """Canonical order, as the batch sequencer feeds the machine."""
     machine = StreamSequencer(key, policy)
-    machine.feed_all(canonical_order(events, policy.medium_gap_max))
+    machine.feed_all(canonical_order(events, policy.reset_min_jump_ids))
     machine.finish()
     return machine.out
 
@@ -51,7 +52,7 @@ def test_spot_range_plus_one_with_overlap_and_duplicates():
 
 
 def test_gap_classes_at_their_boundaries():
-    policy = Policy(small_gap_max=10, medium_gap_max=1000, recovery_timeout_ms=1000)
+    policy = default_policy(small_gap_max=10, medium_gap_max=1000, recovery_timeout_ms=1000)
     for size, cls in ((1, "small"), (10, "small"), (11, "medium"), (1000, "medium"),
                       (1001, "large")):
         out = run(SPOT, [snap(SPOT, 100), spot(101 + size, 101 + size, at=5)], policy)
@@ -90,14 +91,14 @@ def test_snapshot_after_the_deadline_does_not_resolve():
 
 def test_hold_bound_gives_up_with_its_own_reason():
     events = [snap(SPOT, 100), spot(150, 150, 1)] + [spot(i, i, 2) for i in range(151, 160)]
-    out = run(SPOT, events, Policy(recovery_timeout_ms=10_000, max_buffered_events=4))
+    out = run(SPOT, events, default_policy(recovery_timeout_ms=10_000, max_buffered_events=4))
     [corrupt] = [v for t, v in out if t == CORRUPT]
     assert corrupt.reason == "buffer_overflow"
     assert [t for t, _ in out].count(CLEAN) == 1 + 10   # everything released, nothing lost
 
 
 def test_out_of_order_arrival_during_a_hold_replays_in_order():
-    machine = StreamSequencer(SPOT, Policy(recovery_timeout_ms=1000))
+    machine = StreamSequencer(SPOT, default_policy(recovery_timeout_ms=1000))
     for event in (snap(SPOT, 100), spot(150, 150, 5), spot(101, 149, 4)):   # the filler is late
         machine.feed(event)
     machine.finish()
@@ -107,7 +108,7 @@ def test_out_of_order_arrival_during_a_hold_replays_in_order():
 
 
 def test_late_fill_of_a_declared_gap_is_late_not_duplicate():
-    machine = StreamSequencer(SPOT, Policy())
+    machine = StreamSequencer(SPOT, default_policy())
     for event in (snap(SPOT, 100), spot(105, 106, 1), spot(101, 104, 2)):
         machine.feed(event)
     assert [t for t, _ in machine.out][-1] == LATE
@@ -143,7 +144,7 @@ def test_state_of_another_version_restarts_the_key_with_state_reset():
     old = msgspec.msgpack.encode(StoredState(machine=msgspec.msgpack.decode(
         msgspec.msgpack.encode({"version": 0}), type=dict), stream=StreamState(), version=0))
     for blob in (old, b"\x00garbage"):
-        stored, machine, outputs = sequence_state.load(SPOT, Policy(), _Cell(blob), _Cell())
+        stored, machine, outputs = sequence_state.load(SPOT, default_policy(), _Cell(blob), _Cell())
         assert machine.state.cursor is None
         [reset] = [o.value for o in outputs]
         assert reset.reason == "state_reset" and reset.symbol == "ETHUSDT"
@@ -155,7 +156,7 @@ def test_events_held_in_unreadable_state_become_dead_letters():
     held, waiting = _Cell(), _Cell()
     held.add(b"old-held-event")
     waiting.add(b"old-waiting-event")
-    _, _, outputs = sequence_state.load(SPOT, Policy(), _Cell(b"\x00garbage"), held, waiting)
+    _, _, outputs = sequence_state.load(SPOT, default_policy(), _Cell(b"\x00garbage"), held, waiting)
     letters = [o.value for o in outputs if o.tag == "dead_letter"]
     assert [(d.reason, d.payload, d.stage) for d in letters] == [
         ("state_reset", b"old-held-event", "sequence"), ("state_reset", b"old-waiting-event", "sequence")]
@@ -164,11 +165,11 @@ def test_events_held_in_unreadable_state_become_dead_letters():
 
 
 def test_a_poison_event_is_set_aside_and_the_rest_go_on():
-    machine = StreamSequencer(SPOT, Policy())
+    machine = StreamSequencer(SPOT, default_policy())
     poison = Event(*SPOT, DELTA, 11, 12, None, 1, 1, b"[]", b"[]", "checksum_only", "f:7")
     for event in (snap(SPOT, 10), poison, spot(11, 12), spot(13, 14)):
         machine.feed(event)
-    [(bad, trace)] = [v for t, v in machine.out if t == "poison"]
+    [(bad, trace)] = [v for t, v in machine.out if t == POISON]
     assert bad is poison and "no continuity rule 'checksum_only'" in trace
     assert [v[0].last_id for t, v in machine.out if t == CLEAN] == [10, 12, 14]
 
@@ -188,13 +189,26 @@ def requests_of(out):
     return [(r.from_id, r.reason) for t, r in out if t == RECOVERY]
 
 
-def in_order(events, policy=Policy(recovery_timeout_ms=1000)):
+def in_order(events, policy=default_policy(recovery_timeout_ms=1000)):
     """Arrival order: the events exactly as given."""
     machine = StreamSequencer(events[0].key, policy)
     for event in events:
         machine.feed(event)
     machine.finish()
     return machine.out
+
+
+def test_the_id_reset_threshold_is_its_own_option():
+    """--reset_min_jump_ids, not --medium_gap_max, tells an id reset from a stale message."""
+    events = [snap(SPOT, 100_000, 0), spot(100_001, 100_002, 10), spot(99_500, 99_501, 20)]
+    assert default_policy().reset_min_jump_ids == default_policy().medium_gap_max == 1000
+    small_gaps = default_policy(medium_gap_max=100, recovery_timeout_ms=1000)
+    small_jumps = default_policy(reset_min_jump_ids=100, recovery_timeout_ms=1000)
+    for order in (lambda policy: run(SPOT, events, policy), lambda policy: in_order(events, policy)):
+        stale = order(small_gaps)
+        assert gaps_of(stale) == [] and (SUPERSEDED, 99_501) in tags(stale)
+        assert gaps_of(order(small_jumps)) == [(100_002, 99_500, None, "reset", "hold_for_snapshot",
+                                                "corrupt_period", 20)]
 
 
 def test_id_reset_without_snapshot_waits_then_releases_unanchored():
@@ -209,7 +223,7 @@ def test_id_reset_without_snapshot_waits_then_releases_unanchored():
              ((t, v) for t, v in out if t == CLEAN)]
     assert clean == [(100_000, 100_000, True), (100_002, 100_000, True), (100_003, 100_000, True),
                      (51, 50, False), (52, 50, False), (55, 50, False)]
-    assert [v.error_type for t, v in out if t == "error"] == ["gap_reset", "corrupt_period"]
+    assert [v.error_type for t, v in out if t == ERROR] == ["gap_reset", "corrupt_period"]
     assert in_order(events) == out
 
 
@@ -223,7 +237,7 @@ def test_id_reset_resolved_by_a_snapshot_of_the_new_epoch():
                          (CLEAN, 52), (CLEAN, 53)]     # 52-52 arrives after the snapshot: held,
     # then bridges it (52 <= 51+1 <= 52) in canonical order; in arrival order the snapshot comes
     # after it and rewinds the hold, with the same answer
-    assert [v for v in out if v[0] != "error"] == [v for v in in_order(events) if v[0] != "error"]
+    assert [v for v in out if v[0] != ERROR] == [v for v in in_order(events) if v[0] != ERROR]
     assert [(e.last_id, segment, anchored) for t, (e, segment, anchored) in
             ((t, v) for t, v in out if t == CLEAN)][-3:] == [(51, 51, True), (52, 51, True),
                                                               (53, 51, True)]
@@ -240,13 +254,13 @@ def test_a_snapshot_far_below_reveals_a_reset_and_anchors_the_new_epoch():
     late = in_order([events[0], events[1], events[3], events[2]])
     assert gaps_of(late) == gaps_of(out) and tags(late) == tags(out)
     assert requests_of(late) == [(50, "id_reset")]
-    assert [v.error_type for t, v in late if t == "error"] == ["gap_reset"]
+    assert [v.error_type for t, v in late if t == ERROR] == ["gap_reset"]
 
 
 def test_a_stale_delta_far_below_is_stale_not_a_reset():
     events = [snap(SPOT, 100_000, 0), spot(100_001, 100_002, 10), spot(100_003, 100_004, 20),
               spot(5, 6, 15)]                     # ids far below, but older than the last delta
-    machine = StreamSequencer(SPOT, Policy())
+    machine = StreamSequencer(SPOT, default_policy())
     for event in events[:3]:
         machine.feed(event)
     assert machine.is_next(events[3])             # no reset to reveal: fed at once
@@ -309,7 +323,7 @@ def test_state_written_before_resets_existed_still_decodes():
               "hold": None, "declared_gaps": [], "announced_from": None, "seen": True}
     state = msgspec.msgpack.decode(msgspec.msgpack.encode(before), type=SequencerState)
     assert (state.cursor, state.last_delta_time, state.prior_epoch_id) == (100_000, None, None)
-    machine = StreamSequencer(SPOT, Policy(), state)
+    machine = StreamSequencer(SPOT, default_policy(), state)
     machine.feed(spot(5, 6, 7))                    # a reset from the stored cursor
     machine.finish()
     assert gaps_of(machine.out)[0][:4] == (100_000, 5, None, "reset")
@@ -334,14 +348,14 @@ def test_a_failing_batch_replay_dead_letters_every_event_of_the_key(tmp_path):
         def _clean_part(self, machine, clean):
             raise RuntimeError("a bug in the clean output")
 
-    working = _replayed(BatchSequencerDoFn(Policy(), str(tmp_path / "ok")), events, tmp_path / "ok")
+    working = _replayed(BatchSequencerDoFn(default_policy(), str(tmp_path / "ok")), events, tmp_path / "ok")
     tallies = Counter()
     for output in working:
         if output.tag == "tally":
             tallies[output.value[0]] += output.value[1]
     assert tallies["clean_records"] + tallies["duplicates"] == len(events)
 
-    broken = _replayed(BrokenSink(Policy(), str(tmp_path / "b")), events, tmp_path / "b")
+    broken = _replayed(BrokenSink(default_policy(), str(tmp_path / "b")), events, tmp_path / "b")
     assert {output.tag for output in broken} == {"dead_letter"}
     letters = [output.value for output in broken]
     assert sorted((d.first_id, d.last_id) for d in letters) == sorted(

@@ -8,7 +8,7 @@ Anything an adapter cannot use raises Rejected with a reason code; a message of 
 from __future__ import annotations
 
 from beam_pipeline.core.adapters import binance
-from beam_pipeline.core.reasons import Rejected
+from beam_pipeline.core.reasons import Reason, Rejected
 
 
 _ADAPTERS = {binance.NAME: binance}     # adding an exchange is one line here
@@ -18,4 +18,4 @@ def adapter_for(exchange: str):
     try:
         return _ADAPTERS[exchange]
     except KeyError:
-        raise Rejected("unsupported_exchange", f"no adapter for exchange {exchange!r}") from None
+        raise Rejected(Reason.UNSUPPORTED_EXCHANGE, f"no adapter for exchange {exchange!r}") from None

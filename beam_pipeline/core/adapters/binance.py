@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 import msgspec
 
-from beam_pipeline.core.reasons import Rejected
+from beam_pipeline.core.reasons import Reason, Rejected
 from beam_pipeline.core.model import (DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event,
                                  encode_levels)
 
@@ -93,33 +93,33 @@ def rejection(error: msgspec.DecodeError) -> Rejected:
     """Map a msgspec error onto a stable reason code."""
     text = str(error)
     if not isinstance(error, msgspec.ValidationError):
-        return Rejected("bad_json", text)
+        return Rejected(Reason.BAD_JSON, text)
     if text.startswith("Object missing required field"):
-        return Rejected("missing_field", text)
+        return Rejected(Reason.MISSING_FIELD, text)
     match = _PATH.search(text)
     field = match.group(1) if match and match.group(1) else ""
     if field in (".b", ".a", ".bids", ".asks"):
-        return Rejected("bad_price_level", text)
+        return Rejected(Reason.BAD_PRICE_LEVEL, text)
     if (">=" in text or "<=" in text) and field in (".U", ".u", ".pu", ".lastUpdateId"):
-        return Rejected("invalid_ids", text)
-    return Rejected("mistyped_field", text)
+        return Rejected(Reason.INVALID_IDS, text)
+    return Rejected(Reason.MISTYPED_FIELD, text)
 
 
 def market_of(market: Optional[str], has_prev: bool) -> str:
     if market is None:
         return "usdm" if has_prev else "spot"
     if market not in RULES:
-        raise Rejected("unknown_market", f"binance has no market {market!r} (known: {sorted(RULES)})")
+        raise Rejected(Reason.UNKNOWN_MARKET, f"binance has no market {market!r} (known: {sorted(RULES)})")
     return market
 
 
 def _delta_event(msg: _DepthUpdate, market: Optional[str], recv_time, source) -> Event:
     market = market_of(market, msg.pu is not None)
     if msg.U > msg.u:
-        raise Rejected("invalid_ids", f"first update id U={msg.U} is after last update id u={msg.u}")
+        raise Rejected(Reason.INVALID_IDS, f"first update id U={msg.U} is after last update id u={msg.u}")
     rule = RULES[market]
     if rule == PREVIOUS_LINK and msg.pu is None:
-        raise Rejected("missing_prev_id", f"a {market} delta must carry pu (previous u)")
+        raise Rejected(Reason.MISSING_PREV_ID, f"a {market} delta must carry pu (previous u)")
     return Event(NAME, market, msg.s, DELTA, msg.U, msg.u, msg.pu, msg.E, recv_time,
                  msg.b, msg.a, rule, source)
 
@@ -131,7 +131,7 @@ def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int]
     if msg is None or msg.e != "depthUpdate":
         return None
     if symbol is not None and msg.s != symbol:
-        raise Rejected("symbol_mismatch", f"envelope symbol {symbol!r} but payload symbol {msg.s!r}")
+        raise Rejected(Reason.SYMBOL_MISMATCH, f"envelope symbol {symbol!r} but payload symbol {msg.s!r}")
     return _delta_event(msg, market, recv_time, source)
 
 
