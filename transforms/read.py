@@ -16,7 +16,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipeline.core.framing import context_from_header, detect_format, is_header
 import transforms.coders  # noqa: F401  (registers the batch coders)
-from beam_pipeline.core.model import RawBatch, dead_letter
+from beam_pipeline.core.model import DeadLetter, RawBatch, dead_letter
 from beam_pipeline.core.reasons import Reason
 from beam_pipeline.core.runtime import now_ms
 from transforms.tags import DEAD_LETTER, INPUT_LAG, TALLY
@@ -214,11 +214,11 @@ def message_batch(data: bytes, attributes: dict, message_id: str, publish_ms: in
         try:
             data = _gunzip(data, max_message_bytes)
         except (OSError, EOFError, zlib.error, ValueError) as error:
-            return DeadLetter("read_error", f"content_encoding=gzip but the message does not "
+            return dead_letter(Reason.READ_ERROR, f"content_encoding=gzip but the message does not "
                               f"decompress: {type(error).__name__}: {error}", "read",
                               data[:max_record_bytes + 1], source, ingest_ms)
     elif encoding not in ("", "identity"):
-        return DeadLetter("read_error", f"unknown content_encoding {encoding!r} (known: gzip, "
+        return dead_letter(Reason.READ_ERROR, f"unknown content_encoding {encoding!r} (known: gzip, "
                           "identity)", "read", data[:max_record_bytes + 1], source, ingest_ms)
     fmt = attributes.get("format") or "message"
     body = data[:-1] if data.endswith(b"\n") else data
