@@ -1,0 +1,395 @@
+"""What the report shows, read from a run's output folder and aggregated per time bucket.
+
+Reads a finished batch run's or a running streaming job's outputs, each row once (the rule of
+beam_pipeline/readback.py: the first written of each id, files in name order). Clean rows are read
+column-wise (no price levels) and deduplicated with Arrow, so a 4M-row clean/ costs seconds; every
+per-symbol figure is computed with numpy over the rows of that symbol, and kept only per bucket
+(never a point per event).
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipeline import readback
+from beam_pipeline.options import FeedCheckOptions
+from transforms.tables import row_times
+
+RECORD_KINDS = (("clean_records", "clean"), ("ignored", "ignored"), ("duplicates", "duplicates"),
+                ("superseded", "superseded"), ("dead_letters", "dead letters"))
+GAP_CLASSES = ("small", "medium", "large", "reset")
+# Bucket sizes (ms) a time axis may use: the smallest that keeps the axis under a bucket limit.
+BUCKETS_MS = (1_000, 10_000, 60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000)
+BUCKET_NAMES = {1_000: "1 s", 10_000: "10 s", 60_000: "1 min", 300_000: "5 min",
+                900_000: "15 min", 3_600_000: "1 h", 21_600_000: "6 h", 86_400_000: "1 day"}
+THRESHOLD_OPTIONS = ("error_window", "alert_warning_count", "alert_critical_count",
+                     "alert_gap_rate", "stall_timeout")
+_CLEAN_COLUMNS = ("exchange", "market", "symbol", "kind", "first_id", "last_id", "event_time",
+                  "recv_time", "segment_id", "anchored")
+UNATTRIBUTED = "-"          # error counts of records whose symbol is unknown (most dead letters)
+
+
+class NoOutputs(Exception):
+    """The folder holds no summary.json: not a run's output folder, or no summary written yet."""
+
+
+def choose_bucket(span_ms: int, max_buckets: int) -> int:
+    for bucket in BUCKETS_MS:
+        if span_ms / bucket <= max_buckets:
+            return bucket
+    return BUCKETS_MS[-1]
+
+
+@dataclass
+class Thresholds:
+    error_window_s: float
+    warning_count: int
+    critical_count: int
+    gap_rate: float
+    stall_timeout_s: float
+    source: str                # where they came from: the run's settings, or the defaults
+
+
+def _json_file(path: str):
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read())
+
+
+def load_thresholds(output: str, summary: dict) -> Thresholds:
+    """The run's alert thresholds: from a settings record when the run wrote one (summary.json
+    "settings" or "options", or settings.json beside it), else options.py's defaults."""
+    record = summary.get("settings") or summary.get("options")
+    source = "the run's settings (summary.json)"
+    if not isinstance(record, dict):
+        record = _json_file(_join(output, "settings.json"))
+        source = "the run's settings.json"
+    if not isinstance(record, dict):
+        record, source = {}, "the defaults of beam_pipeline/options.py (the run recorded none)"
+    defaults = PipelineOptions([]).view_as(FeedCheckOptions)
+    value = {name: record.get(name, getattr(defaults, name)) for name in THRESHOLD_OPTIONS}
+    return Thresholds(float(value["error_window"]), int(value["alert_warning_count"]),
+                      int(value["alert_critical_count"]), float(value["alert_gap_rate"]),
+                      float(value["stall_timeout"]), source)
+
+
+def _join(output: str, name: str) -> str:
+    return f"{output.rstrip('/')}/{name}"
+
+
+def _files(output: str, folder: str, suffix: str) -> list[str]:
+    match = FileSystems.match([f"{_join(output, folder)}/*{suffix}"])[0]
+    return sorted(meta.path for meta in match.metadata_list)
+
+
+def _parquet(path: str, columns) -> pa.Table:
+    if "://" not in path:
+        return pq.read_table(path, columns=list(columns))
+    with FileSystems.open(path) as handle:
+        return pq.read_table(io.BytesIO(handle.read()), columns=list(columns))
+
+
+def read_clean_rows(output: str) -> pa.Table:
+    """clean/ without price levels, each id once (readback.KEYS["clean"], first written kept):
+    columns stream (exchange:market:symbol), time (ms), segment_id, anchored."""
+    tables = [_parquet(path, _CLEAN_COLUMNS) for path in _files(output, "clean", ".parquet")]
+    if not tables:
+        return pa.table({"stream": pa.array([], pa.string()), "time": pa.array([], pa.int64()),
+                         "segment_id": pa.array([], pa.int64()),
+                         "anchored": pa.array([], pa.bool_())})
+    table = pa.concat_tables(tables)
+    table = table.append_column("time", pa.array(row_times(table), pa.int64()))
+    keys = list(readback.KEYS["clean"])
+    unique = table.group_by(keys, use_threads=False).aggregate(
+        [("time", "first"), ("segment_id", "first"), ("anchored", "first")])
+    stream = pc.binary_join_element_wise(unique["exchange"], unique["market"], unique["symbol"], ":")
+    return pa.table({"stream": stream, "time": unique["time_first"],
+                     "segment_id": unique["segment_id_first"], "anchored": unique["anchored_first"]})
+
+
+def _jsonl(output: str, folder: str) -> list[dict]:
+    rows = []
+    for path in _files(output, folder, ".jsonl"):
+        with FileSystems.open(path) as handle:
+            rows.extend(json.loads(line) for line in handle.read().splitlines() if line.strip())
+    return rows
+
+
+def read_error_counts(output: str) -> list[dict]:
+    """error_counts/, one row per (window, error type, symbol): the highest pane (the newest
+    count of a window that streaming fired more than once)."""
+    newest = {}
+    for row in _jsonl(output, "error_counts"):
+        key = (row["window_start"], row["error_type"], row["symbol"])
+        if key not in newest or row.get("pane", 0) > newest[key].get("pane", 0):
+            newest[key] = row
+    return list(newest.values())
+
+
+_LEVEL_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def read_alerts(output: str) -> list[dict]:
+    """alerts/, one per (rule, key, window): the highest level."""
+    strongest = {}
+    for row in _jsonl(output, "alerts"):
+        key = (row["rule"], row["key"], row["window"]["start"])
+        if key not in strongest or (_LEVEL_RANK.get(row["level"], 0)
+                                    > _LEVEL_RANK.get(strongest[key]["level"], 0)):
+            strongest[key] = row
+    return list(strongest.values())
+
+
+def alert_stream(alert: dict) -> str:
+    """An alert's key is <error type>/<exchange:market:symbol>; a type holds no slash."""
+    return alert["key"].split("/", 1)[1] if "/" in alert["key"] else alert["key"]
+
+
+def iso_ms(text: str) -> int:
+    """An ISO-8601 UTC time (error_counts, alerts) -> ms since the epoch."""
+    return int(np.datetime64(text.replace("Z", "").replace("+00:00", ""), "ms").astype(np.int64))
+
+
+def _ms(value) -> int | None:
+    """A timestamp from a Parquet row (datetime) -> ms since the epoch."""
+    if value is None:
+        return None
+    return int(value.timestamp() * 1000)
+
+
+@dataclass
+class StreamReport:
+    """One (exchange, market, symbol): its figures and its per-bucket timeline."""
+
+    name: str
+    first_ms: int | None = None
+    last_ms: int | None = None
+    clean_rows: int = 0
+    segments: int = 0
+    anchored_segments: int = 0
+    covered_ms: int = 0
+    anchored_ms: int = 0
+    gaps: list = field(default_factory=list)              # (time ms, class, size, resolution)
+    corrupt: list = field(default_factory=list)           # (start ms, end ms, reason, start_id, end_id)
+    error_counts: list = field(default_factory=list)      # rows of error_counts/
+    alerts: list = field(default_factory=list)
+    dead_letters: int = 0
+    # per-bucket timeline over [first_ms, last_ms]
+    bucket_ms: int = 0
+    start_ms: int = 0
+    anchored_rows: np.ndarray = None
+    unanchored_rows: np.ndarray = None
+    events_per_window: dict = field(default_factory=dict)  # window start ms -> clean rows
+
+    @property
+    def span_ms(self) -> int:
+        if self.first_ms is None:
+            return 0
+        return self.last_ms - self.first_ms
+
+    def coverage(self, anchored: bool = False) -> float:
+        """Share of the symbol's time span inside continuous segments (anchored ones only)."""
+        covered = self.anchored_ms if anchored else self.covered_ms
+        if self.span_ms == 0:
+            return 1.0 if (self.anchored_segments if anchored else self.segments) else 0.0
+        return min(covered / self.span_ms, 1.0)
+
+    def gap_counts(self) -> dict:
+        counts = {cls: 0 for cls in GAP_CLASSES}
+        for _, cls, _, _ in self.gaps:
+            counts[cls] = counts.get(cls, 0) + 1
+        return counts
+
+    def alert_counts(self) -> dict:
+        counts = {"critical": 0, "warning": 0, "info": 0}
+        for alert in self.alerts:
+            counts[alert["level"]] = counts.get(alert["level"], 0) + 1
+        return counts
+
+    def stalls(self) -> int:
+        return sum(row["count"] for row in self.error_counts if row["error_type"] == "stall")
+
+    def corrupt_ms(self) -> int:
+        return sum(max(end - (start if start is not None else end), 0)
+                   for start, end, *_ in self.corrupt)
+
+    def severity(self) -> tuple:
+        """Sort key, worst first: least coverage, least anchored, then most trouble."""
+        alerts = self.alert_counts()
+        trouble = (len(self.corrupt), alerts["critical"], self.gap_counts()["large"]
+                   + self.gap_counts()["reset"], alerts["warning"], len(self.gaps),
+                   self.dead_letters, self.stalls())
+        return (round(self.coverage(), 6), round(self.coverage(True), 6),
+                tuple(-n for n in trouble), self.name)
+
+    def _extend_span(self, *times) -> None:
+        for time in times:
+            if time is None:
+                continue
+            self.first_ms = time if self.first_ms is None else min(self.first_ms, time)
+            self.last_ms = time if self.last_ms is None else max(self.last_ms, time)
+
+
+def union_length(starts: np.ndarray, ends: np.ndarray) -> int:
+    """Total length of the union of the intervals [start, end]."""
+    if len(starts) == 0:
+        return 0
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], np.maximum.accumulate(ends[order])
+    # A new run of overlapping intervals begins where an interval starts after all before it end.
+    new_run = np.ones(len(starts), bool)
+    new_run[1:] = starts[1:] > ends[:-1]
+    run_of = np.cumsum(new_run) - 1
+    run_starts = starts[new_run]
+    run_ends = np.zeros(len(run_starts), np.int64)
+    np.maximum.at(run_ends, run_of, ends)
+    return int((run_ends - run_starts).sum())
+
+
+def _segment_extents(times: np.ndarray, segments: np.ndarray, anchored: np.ndarray):
+    """-> per segment: start ms, end ms, anchored."""
+    order = np.lexsort((times, segments))
+    segs, times, anchored = segments[order], times[order], anchored[order]
+    first = np.ones(len(segs), bool)
+    first[1:] = segs[1:] != segs[:-1]
+    starts_at = np.flatnonzero(first)
+    ends_at = np.append(starts_at[1:] - 1, len(segs) - 1)
+    return times[starts_at], times[ends_at], anchored[starts_at]
+
+
+@dataclass
+class Report:
+    output: str
+    summary: dict
+    thresholds: Thresholds
+    streams: list                     # StreamReport, worst first
+    dead_letters: pa.Table
+    unattributed_counts: list         # error_counts rows without a symbol (ingest time)
+    clean_rows_read: int
+    files: list | None                # summary.json "files", or None when the run recorded none
+
+
+def _by_stream(reports: dict, name: str) -> StreamReport:
+    if name not in reports:
+        reports[name] = StreamReport(name)
+    return reports[name]
+
+
+def _add_clean(reports: dict, clean: pa.Table, window_ms: int) -> None:
+    if clean.num_rows == 0:
+        return
+    encoded = clean["stream"].combine_chunks().dictionary_encode()
+    names = encoded.dictionary.to_pylist()
+    codes = encoded.indices.to_numpy()
+    times = clean["time"].to_numpy()
+    segments = pc.fill_null(clean["segment_id"], -1).to_numpy()
+    anchored = pc.fill_null(clean["anchored"], False).to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    for code, name in enumerate(names):
+        rows = order[bounds[code]:bounds[code + 1]]
+        stream = _by_stream(reports, name)
+        t, seg, anch = times[rows], segments[rows], anchored[rows]
+        stream.clean_rows = len(rows)
+        stream._extend_span(int(t.min()), int(t.max()))
+        starts, ends, seg_anchored = _segment_extents(t, seg, anch)
+        stream.segments, stream.anchored_segments = len(starts), int(seg_anchored.sum())
+        stream.covered_ms = union_length(starts, ends)
+        stream.anchored_ms = union_length(starts[seg_anchored], ends[seg_anchored])
+        windows, counts = np.unique(t - t % window_ms, return_counts=True)
+        stream.events_per_window = dict(zip(windows.tolist(), counts.tolist()))
+        stream._times, stream._anchored = t, anch        # for the buckets, dropped after
+
+
+def _bucket_rows(stream: StreamReport, max_buckets: int) -> None:
+    span = max(stream.span_ms, 1)
+    stream.bucket_ms = choose_bucket(span, max_buckets)
+    stream.start_ms = (stream.first_ms or 0) - (stream.first_ms or 0) % stream.bucket_ms
+    length = (((stream.last_ms or 0) - stream.start_ms) // stream.bucket_ms) + 1
+    times = getattr(stream, "_times", np.zeros(0, np.int64))
+    anchored = getattr(stream, "_anchored", np.zeros(0, bool))
+    index = (times - stream.start_ms) // stream.bucket_ms
+    stream.anchored_rows = np.bincount(index[anchored], minlength=length)
+    stream.unanchored_rows = np.bincount(index[~anchored], minlength=length)
+    for name in ("_times", "_anchored"):
+        if hasattr(stream, name):
+            delattr(stream, name)
+
+
+def build(output: str, max_buckets: int = 720) -> Report:
+    """Everything the report shows, read from `output`."""
+    summary = _json_file(_join(output, "summary.json"))
+    if summary is None:
+        raise NoOutputs(f"no summary.json under {output}: not a feedcheck output folder, or the "
+                        f"job has not written its first summary yet")
+    thresholds = load_thresholds(output, summary)
+    window_ms = int(thresholds.error_window_s * 1000)
+    streams: dict = {}
+    clean = read_clean_rows(output)
+    _add_clean(streams, clean, window_ms)
+    for row in readback.read(output, "gaps").to_pylist():
+        stream = _by_stream(streams, f"{row['exchange']}:{row['market']}:{row['symbol']}")
+        time = _ms(row["event_time"])
+        stream.gaps.append((time, row["gap_class"], row["gap_size"], row["resolution"]))
+        stream._extend_span(time)
+    for row in readback.read(output, "corrupt_periods").to_pylist():
+        stream = _by_stream(streams, f"{row['exchange']}:{row['market']}:{row['symbol']}")
+        start, end = _ms(row["start_time"]), _ms(row["end_time"])
+        stream.corrupt.append((start, end, row["reason"], row["start_id"], row["end_id"]))
+        stream._extend_span(start, end)
+    unattributed = []
+    for row in read_error_counts(output):
+        if row["symbol"] == UNATTRIBUTED:
+            unattributed.append(row)
+        else:
+            _by_stream(streams, row["symbol"]).error_counts.append(row)
+    for alert in read_alerts(output):
+        name = alert_stream(alert)
+        if name != UNATTRIBUTED:
+            _by_stream(streams, name).alerts.append(alert)
+    dead_letters = readback.read(output, "dead_letter")
+    if dead_letters.num_rows:
+        for name in dead_letters["symbol"].to_pylist():
+            if name:
+                _by_stream(streams, name).dead_letters += 1
+    for stream in streams.values():
+        if stream.first_ms is None:      # only error counts or alerts: their windows give the span
+            times = [iso_ms(r["window_start"]) for r in stream.error_counts]
+            times += [iso_ms(a["window"]["start"]) for a in stream.alerts]
+            stream._extend_span(*times)
+        _bucket_rows(stream, max_buckets)
+    files = summary.get("files")
+    return Report(output, summary, thresholds, sorted(streams.values(), key=StreamReport.severity),
+                  dead_letters, unattributed, clean.num_rows,
+                  files if isinstance(files, list) else None)
+
+
+def conservation(summary: dict) -> dict:
+    """The conservation law, term by term: input = clean + ignored + duplicates + superseded +
+    dead letters."""
+    terms = {name: summary.get(name, 0) for name, _ in RECORD_KINDS if name != "dead_letters"}
+    terms["dead_letters"] = sum(summary.get("dead_letters", {}).values())
+    accounted = sum(terms.values())
+    return {"terms": terms, "accounted": accounted, "input": summary.get("input_records", 0),
+            "balanced": accounted == summary.get("input_records", 0)}
+
+
+def dead_letter_examples(letters: pa.Table) -> list[dict]:
+    """One example per reason (the first in readback order), with the count of that reason."""
+    examples, counts = {}, {}
+    if letters.num_rows == 0:
+        return []
+    for row in letters.select(["reason", "stage", "source", "message", "payload"]).to_pylist():
+        counts[row["reason"]] = counts.get(row["reason"], 0) + 1
+        examples.setdefault(row["reason"], row)
+    return [dict(examples[reason], count=counts[reason])
+            for reason in sorted(counts, key=lambda r: (-counts[r], r))]
