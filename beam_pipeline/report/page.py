@@ -32,7 +32,7 @@ th{background:#f5f5f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
 code,.bytes{font:12px ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-all}
 .ok{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}.warn{color:#ef6c00}
 .muted{color:#757575}img{max-width:100%;height:auto;display:block;margin:6px 0}
-nav a{margin-right:14px}.detail{border-top:1px solid #eeeeee}
+nav a{margin-right:14px}td a{overflow-wrap:anywhere}.detail{border-top:1px solid #eeeeee}
 """
 
 
