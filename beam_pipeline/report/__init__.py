@@ -14,7 +14,7 @@ as data: URIs (the same PNGs are written to <page name>_files/ beside it for reu
 from __future__ import annotations
 
 import argparse
-import posixpath
+import re
 import sys
 import time
 
@@ -50,20 +50,34 @@ def write_report(output: str, html_path: str | None = None, detail_charts: int |
     pngs = {"kinds": chart.record_kinds(report.summary),
             "overview": chart.overview(report, overview_rows),
             "unattributed": chart.unattributed_errors(report.unattributed_counts, report.thresholds)}
+    files = {"kinds.png": pngs["kinds"], "unattributed.png": pngs["unattributed"]}
+    files.update({f"overview-{i + 1}.png": data for i, data in enumerate(pngs["overview"])})
     for index, stream in enumerate(report.streams[:detail_charts]):
         if stream.first_ms is not None:
-            pngs[("symbol", index)] = chart.stream_detail(stream, report.thresholds)
+            pngs[("symbol", index)] = files[f"symbol-{index + 1}.png"] = chart.stream_detail(
+                stream, report.thresholds)
     folder = charts_folder(html_path)
+    _remove_old_charts(folder)
     written = 0
-    for key, data in pngs.items():
-        if data is None:
-            continue
-        name = f"symbol-{key[1] + 1}.png" if isinstance(key, tuple) else f"{key}.png"
-        _write(posixpath.join(folder, name) if "://" in folder else f"{folder}/{name}", data)
-        written += 1
+    for name, data in files.items():
+        if data is not None:
+            _write(f"{folder}/{name}", data)
+            written += 1
     _write(html_path, page(report, pngs, overview_rows, int(time.time() * 1000)).encode("utf-8"))
     return {"html": html_path, "charts": written, "symbols": len(report.streams),
             "seconds": round(time.monotonic() - started, 2)}
+
+
+_CHART_NAME = re.compile(r"(kinds|unattributed|overview-\d+|symbol-\d+)\.png")
+
+
+def _remove_old_charts(folder: str) -> None:
+    """A report written again over an earlier one: drop the charts this one does not rewrite
+    (only names the report itself gives)."""
+    match = FileSystems.match([f"{folder}/*.png"])[0]
+    old = [m.path for m in match.metadata_list if _CHART_NAME.fullmatch(m.path.rsplit("/", 1)[-1])]
+    if old:
+        FileSystems.delete(old)
 
 
 def _write(path: str, data: bytes) -> None:

@@ -86,26 +86,46 @@ def _runs(mask: np.ndarray):
 _STATES = ("none", "anchored", "unanchored", "gap", "corrupt")
 
 
-def overview(report: Report, max_rows: int, max_buckets: int = 1000) -> bytes | None:
-    """One row per symbol (worst first, as in the table), one column per bucket of the run's whole
-    time span: anchored, unanchored, a gap in the bucket, corrupt, or no clean data."""
-    streams = [s for s in report.streams if s.first_ms is not None][:max_rows]
-    if not streams:
-        return None
+def active_periods(streams: list) -> list[list]:
+    """Groups the symbols whose time spans overlap or lie close together (a gap shorter than the
+    group's span so far), so that one map per group is not mostly empty: captures of two days
+    months apart make two maps."""
+    groups = []
+    for stream in sorted(streams, key=lambda s: s.first_ms):
+        if groups and stream.first_ms - groups[-1][1] <= max(groups[-1][1] - groups[-1][0], 1):
+            groups[-1][1] = max(groups[-1][1], stream.last_ms)
+            groups[-1][2].append(stream)
+        else:
+            groups.append([stream.first_ms, stream.last_ms, [stream]])
+    return [members for _, _, members in groups]
+
+
+def overview(report: Report, max_rows: int, max_buckets: int = 1000) -> list[bytes]:
+    """One map per active period: one row per symbol (worst first, as in the table), one column
+    per bucket: anchored, unanchored, a gap in the bucket, corrupt, or no clean data."""
+    shown = [s for s in report.streams if s.first_ms is not None][:max_rows]
+    rank = {s.name: i for i, s in enumerate(shown)}
+    return [_overview_map(sorted(group, key=lambda s: rank[s.name]), max_buckets)
+            for group in active_periods(shown)]
+
+
+def _overview_map(streams: list, max_buckets: int) -> bytes:
     first = min(s.first_ms for s in streams)
     last = max(s.last_ms for s in streams)
     bucket = choose_bucket(max(last - first, 1), max_buckets)
+    # A stream's own buckets must fit whole into the map's: never finer than the finest stream's.
+    bucket = max([bucket] + [s.bucket_ms for s in streams])
     start = first - first % bucket
     columns = (last - start) // bucket + 1
     grid = np.zeros((len(streams), columns), np.int8)
     for row, stream in enumerate(streams):
         _fill_overview_row(grid[row], stream, start, bucket)
-    height = 0.6 + 0.14 * len(streams)
+    height = 0.75 + 0.14 * len(streams)
     height = max(height, 1.6)
     figure = Figure(figsize=(10, height))
     label_px = 30 + 5.5 * max(len(s.name) for s in streams)
     figure.subplots_adjust(left=min(label_px / (10 * DPI), 0.4), right=0.98,
-                           top=1 - 0.3 / height, bottom=0.65 / height)
+                           top=1 - 0.3 / height, bottom=0.75 / height)
     ax = figure.add_subplot()
     ax.imshow(grid, aspect="auto", interpolation="nearest", vmin=0, vmax=len(_STATES) - 1,
               cmap=ListedColormap([COLORS[s] for s in _STATES]),
@@ -129,8 +149,8 @@ def _fill_overview_row(row: np.ndarray, stream: StreamReport, start: int, bucket
             view = row[(begin - start) // bucket:(end - start) // bucket + 1]
             np.maximum(view, state, out=view)
 
-    fill(stream.anchored_rows > 0, 1)
-    fill(stream.unanchored_rows > 0, 2)
+    fill(stream.anchored_buckets, 1)
+    fill(stream.unanchored_buckets, 2)
     for time, *_ in stream.gaps:
         if time is not None:
             row[(time - start) // bucket] = max(row[(time - start) // bucket], 3)
@@ -174,8 +194,9 @@ def _timeline(ax, stream: StreamReport) -> None:
     bucket_days = stream.bucket_ms / DAY_MS
     origin = _dates(stream.start_ms)[()]
     lane = {name: i for i, name in enumerate(_LANES)}
-    for name, counts in (("anchored", stream.anchored_rows), ("unanchored", stream.unanchored_rows)):
-        bars = [(origin + i * bucket_days, n * bucket_days) for i, n in _runs(counts > 0)]
+    for name, spanned in (("anchored", stream.anchored_buckets),
+                          ("unanchored", stream.unanchored_buckets)):
+        bars = [(origin + i * bucket_days, n * bucket_days) for i, n in _runs(spanned)]
         ax.broken_barh(bars, (lane[name] - 0.35, 0.7), color=COLORS[name])
     min_width = max(stream.span_ms / 400, 1) / DAY_MS       # a corrupt period stays visible
     corrupt = [(_dates(end if start is None else start)[()],

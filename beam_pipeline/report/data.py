@@ -186,8 +186,14 @@ class StreamReport:
     # per-bucket timeline over [first_ms, last_ms]
     bucket_ms: int = 0
     start_ms: int = 0
-    anchored_rows: np.ndarray = None
-    unanchored_rows: np.ndarray = None
+    # Per bucket: does a continuous segment (anchored / not) span it. From the segments' first and
+    # last rows, so a quiet symbol between two updates of one segment is still continuous there.
+    anchored_buckets: np.ndarray = None
+    unanchored_buckets: np.ndarray = None
+    # Each segment's first and last row time and whether it is anchored.
+    segment_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    segment_ends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    segment_anchored: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     events_per_window: dict = field(default_factory=dict)  # window start ms -> clean rows
 
     @property
@@ -307,7 +313,8 @@ def _add_clean(reports: dict, clean: pa.Table, window_ms: int) -> None:
         stream.anchored_ms = union_length(starts[seg_anchored], ends[seg_anchored])
         windows, counts = np.unique(t - t % window_ms, return_counts=True)
         stream.events_per_window = dict(zip(windows.tolist(), counts.tolist()))
-        stream._times, stream._anchored = t, anch        # for the buckets, dropped after
+        stream.segment_starts, stream.segment_ends = starts, ends
+        stream.segment_anchored = seg_anchored
 
 
 def _bucket_rows(stream: StreamReport, max_buckets: int) -> None:
@@ -315,14 +322,18 @@ def _bucket_rows(stream: StreamReport, max_buckets: int) -> None:
     stream.bucket_ms = choose_bucket(span, max_buckets)
     stream.start_ms = (stream.first_ms or 0) - (stream.first_ms or 0) % stream.bucket_ms
     length = (((stream.last_ms or 0) - stream.start_ms) // stream.bucket_ms) + 1
-    times = getattr(stream, "_times", np.zeros(0, np.int64))
-    anchored = getattr(stream, "_anchored", np.zeros(0, bool))
-    index = (times - stream.start_ms) // stream.bucket_ms
-    stream.anchored_rows = np.bincount(index[anchored], minlength=length)
-    stream.unanchored_rows = np.bincount(index[~anchored], minlength=length)
-    for name in ("_times", "_anchored"):
-        if hasattr(stream, name):
-            delattr(stream, name)
+    first = (stream.segment_starts - stream.start_ms) // stream.bucket_ms
+    last = (stream.segment_ends - stream.start_ms) // stream.bucket_ms
+    stream.anchored_buckets = _spanned(first, last, stream.segment_anchored, length)
+    stream.unanchored_buckets = _spanned(first, last, ~stream.segment_anchored, length)
+
+
+def _spanned(first: np.ndarray, last: np.ndarray, which: np.ndarray, length: int) -> np.ndarray:
+    """Buckets covered by any interval [first, last] (bucket indexes) of those selected."""
+    steps = np.zeros(length + 1, np.int64)
+    np.add.at(steps, first[which], 1)
+    np.add.at(steps, last[which] + 1, -1)
+    return np.cumsum(steps[:-1]) > 0
 
 
 def build(output: str, max_buckets: int = 720) -> Report:

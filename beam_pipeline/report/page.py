@@ -28,11 +28,12 @@ h1{font-size:22px;margin:8px 0 2px}h2{font-size:18px;margin:28px 0 8px;border-bo
 h3{font-size:15px;margin:22px 0 6px}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
 th,td{border:1px solid #e0e0e0;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f5f5f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f5f5f5}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 code,.bytes{font:12px ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-all}
 .ok{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}.warn{color:#ef6c00}
 .muted{color:#757575}img{max-width:100%;height:auto;display:block;margin:6px 0}
-nav a{margin-right:14px}td a{overflow-wrap:anywhere}.detail{border-top:1px solid #eeeeee}
+nav a{margin-right:14px}.row{display:flex;gap:28px;align-items:flex-start}
+.grow{flex:1;min-width:0}td.sym{min-width:11em;overflow-wrap:anywhere}.detail{border-top:1px solid #eeeeee}
 """
 
 
@@ -142,9 +143,9 @@ def summary_section(report: Report, kinds_png: bytes) -> str:
                   + (" (as summary.json says)." if report.clean_rows_read == law["terms"]["clean_records"]
                      else f"; summary.json counts {law['terms']['clean_records']:,} (a running job "
                           f"writes its files and its summary at different moments)."))
-    return (f'<h2 id="summary">Summary</h2><p>{verdict}: <code>{text(equation)}</code></p>{note}'
-            f'{image(kinds_png, "record kinds")}<p class="muted">{text(clean_note)}</p>'
-            + _table(["", "records"], rows))
+    return (f'<h2 id="summary">Summary</h2><div class="row"><div>{_table(["", "records"], rows)}'
+            f'</div><div class="grow"><p>{verdict}: <code>{text(equation)}</code></p>{note}'
+            f'{image(kinds_png, "record kinds")}<p class="muted">{text(clean_note)}</p></div></div>')
 
 
 FILE_COLUMNS = ("records", "clean", "ignored", "duplicates", "superseded", "dead")
@@ -201,7 +202,7 @@ def worst_section(report: Report) -> str:
     periods = [(end - (start if start is not None else end), stream, start, end, reason, a, b)
                for stream in report.streams for start, end, reason, a, b in stream.corrupt]
     periods.sort(key=lambda p: (-p[0], p[1].name))
-    corrupt_rows = [[f"<td>{_symbol_link(rank[s.name], s)}</td>", f"<td>{when(start)}</td>",
+    corrupt_rows = [[f"<td class='sym'>{_symbol_link(rank[s.name], s)}</td>", f"<td>{when(start)}</td>",
                      f"<td>{when(end)}</td>", f"<td class=n>{duration(length)}</td>",
                      f"<td class=n>{number(a)} .. {number(b)}</td>", f"<td>{text(reason)}</td>"]
                     for length, s, start, end, reason, a, b in periods[:WORST_LIMIT]]
@@ -209,7 +210,7 @@ def worst_section(report: Report) -> str:
     alerts = [(stream, alert) for stream in report.streams for alert in stream.alerts]
     alerts.sort(key=lambda p: (level.get(p[1]["level"], 3), -p[1]["count"], p[0].name,
                                p[1]["window"]["start"]))
-    alert_rows = [[f"<td>{_symbol_link(rank[s.name], s)}</td>",
+    alert_rows = [[f"<td class='sym'>{_symbol_link(rank[s.name], s)}</td>",
                    f"<td>{text(a['window']['start'])} .. {text(a['window']['end'])}</td>",
                    f'<td class="{"bad" if a["level"] == "critical" else "warn"}">{text(a["level"])}</td>',
                    f"<td>{text(a['rule'])}</td>", _td(a["count"]), f"<td>{text(a['message'])}</td>"]
@@ -224,12 +225,12 @@ def worst_section(report: Report) -> str:
     return out
 
 
-def symbols_section(report: Report, overview_png: bytes | None, overview_rows: int) -> str:
+def symbols_section(report: Report, overview_png: list, overview_rows: int) -> str:
     rows = []
     for i, s in enumerate(report.streams):
         gaps, alerts = s.gap_counts(), s.alert_counts()
         coverage_css = "ok" if s.coverage() >= 0.999 else ("warn" if s.coverage() >= 0.95 else "bad")
-        rows.append([f"<td class=n>{i + 1}</td>", f"<td>{_symbol_link(i, s)}</td>",
+        rows.append([f"<td class=n>{i + 1}</td>", f"<td class='sym'>{_symbol_link(i, s)}</td>",
                      f'<td class="n {coverage_css}" data-coverage="{i + 1}">{percent(s.coverage())}</td>',
                      f"<td class=n>{percent(s.coverage(True))}</td>",
                      f"<td class=n>{duration(s.span_ms)}</td>",
@@ -251,7 +252,7 @@ def symbols_section(report: Report, overview_png: bytes | None, overview_rows: i
             "(the book can be rebuilt exactly). Order: least coverage, then least anchored, then "
             "most corrupt periods, critical alerts, large gaps and resets.</p>"
             + (_table(header, rows) if rows else "<p>No symbols.</p>")
-            + image(overview_png, "timeline of every symbol") + tail)
+            + "".join(image(png, "timeline of the symbols") for png in overview_png) + tail)
 
 
 def detail_section(index: int, stream: StreamReport, chart: bytes | None) -> str:
@@ -336,7 +337,7 @@ shows as a gap (batch) or a stall (streaming).</p>
 {files_section(report)}
 {dead_letter_section(report)}
 {worst_section(report)}
-{symbols_section(report, charts.get("overview"), overview_rows)}
+{symbols_section(report, charts.get("overview", []), overview_rows)}
 <h2 id="details">Per symbol</h2>
 {unattributed_part}
 {details}

@@ -42,7 +42,7 @@ def test_batch_report_flag_writes_page_and_charts(faulted_run):
     page = out / "report.html"
     assert page.exists()
     charts = sorted(os.listdir(out / "report_files"))
-    assert {"kinds.png", "overview.png", "symbol-1.png"} <= set(charts)
+    assert {"kinds.png", "overview-1.png", "symbol-1.png"} <= set(charts)
     for name in charts:
         assert (out / "report_files" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     dom = _page(page)
@@ -110,7 +110,7 @@ def test_report_of_real_captures(captures, tmp_path):
     dom = _page(tmp_path / "r" / "q.html")
     summary = json.loads((out / "summary.json").read_text())
     assert dom.summary_numbers() == summary_as_shown(summary)
-    assert os.path.exists(tmp_path / "r" / "q_files" / "overview.png")
+    assert os.path.exists(tmp_path / "r" / "q_files" / "overview-2.png")
     report = report_data.build(str(out))
     # Every symbol of the captures is continuous and anchored from its snapshot on.
     assert len(report.streams) == 8
@@ -178,14 +178,21 @@ def test_missing_output_is_a_usage_error(tmp_path, capsys):
 
 
 def test_a_long_span_is_aggregated_not_drawn_per_event():
-    """A month of one event a second: the timeline keeps at most the bucket limit, not 2.6M."""
+    """A month of one symbol: the timeline keeps at most the bucket limit, and a bucket is
+    continuous where a segment spans it, even without a row of its own."""
     stream = report_data.StreamReport("binance:spot:X")
-    times = np.arange(0, 30 * 86_400_000, 1000, dtype=np.int64)
-    stream._extend_span(int(times[0]), int(times[-1]))
-    stream._times, stream._anchored = times, np.ones(len(times), bool)
+    month = 30 * 86_400_000
+    stream._extend_span(0, month)
+    # two anchored segments, a silent hour inside the first, a hole of three hours between them
+    stream.segment_starts = np.array([0, 15 * 86_400_000], np.int64)
+    stream.segment_ends = np.array([15 * 86_400_000 - 3 * 3_600_000, month], np.int64)
+    stream.segment_anchored = np.array([True, False])
     report_data._bucket_rows(stream, 720)
     assert stream.bucket_ms == 3_600_000
-    assert len(stream.anchored_rows) <= 721 and stream.anchored_rows.sum() == len(times)
+    assert len(stream.anchored_buckets) == 721
+    hole = ~(stream.anchored_buckets | stream.unanchored_buckets)
+    assert hole.sum() == 2              # the hours strictly between the segments' buckets
+    assert stream.anchored_buckets[:357].all() and stream.unanchored_buckets[360:].all()
 
 
 def test_union_length_and_coverage():
