@@ -171,18 +171,12 @@ def stream_detail(stream: StreamReport, thresholds: Thresholds) -> bytes:
                            hspace=0.45)
     axes = figure.subplots(rows, 1, sharex=True,
                            height_ratios=[1.6] + [1] * (rows - 1))
-    _timeline(axes[0], stream)
+    _timeline(axes[0], stream, thresholds)
     _error_counts(axes[1], stream, thresholds)
     if has_gaps:
         _gap_rate(axes[2], stream, thresholds)
-    # The error windows a symbol's records fall in may begin before its first record.
-    window_ms = int(thresholds.error_window_s * 1000)
-    windows = [iso_ms(r["window_start"]) for r in stream.error_counts]
-    windows += [iso_ms(a["window"]["start"]) for a in stream.alerts]
-    first = min([stream.first_ms] + windows)
-    last = max([stream.last_ms] + [w + window_ms for w in windows])
-    pad = max((last - first) * 0.01, stream.bucket_ms)
-    axes[0].set_xlim(_dates(first - pad)[()], _dates(last + pad)[()])
+    pad = max(stream.span_ms * 0.01, stream.bucket_ms)
+    axes[0].set_xlim(_dates(stream.first_ms - pad)[()], _dates(stream.last_ms + pad)[()])
     _date_axis(axes[-1])
     return png(figure)
 
@@ -190,7 +184,15 @@ def stream_detail(stream: StreamReport, thresholds: Thresholds) -> bytes:
 _LANES = ("alerts", "stalls", "gaps", "corrupt", "unanchored", "anchored")
 
 
-def _timeline(ax, stream: StreamReport) -> None:
+def window_point(stream: StreamReport, start_ms: int, window_ms: int) -> int:
+    """Where a window's count is drawn: the middle of the part of the window inside the symbol's
+    span (a 60 s window is longer than a short capture)."""
+    first = max(start_ms, stream.first_ms)
+    last = min(start_ms + window_ms, stream.last_ms)
+    return (first + last) // 2 if first <= last else start_ms + window_ms // 2
+
+
+def _timeline(ax, stream: StreamReport, thresholds: Thresholds) -> None:
     bucket_days = stream.bucket_ms / DAY_MS
     origin = _dates(stream.start_ms)[()]
     lane = {name: i for i, name in enumerate(_LANES)}
@@ -205,10 +207,12 @@ def _timeline(ax, stream: StreamReport) -> None:
     ax.broken_barh(corrupt, (lane["corrupt"] - 0.35, 0.7), color=COLORS["corrupt"])
     _markers(ax, stream, lane["gaps"], [(t, cls) for t, cls, *_ in stream.gaps if t is not None],
              GAP_CLASSES, "|")
-    stalls = [(iso_ms(r["window_start"]), "stall") for r in stream.error_counts
-              if r["error_type"] == "stall"]
+    window_ms = int(thresholds.error_window_s * 1000)
+    stalls = [(window_point(stream, iso_ms(r["window_start"]), window_ms), "stall")
+              for r in stream.error_counts if r["error_type"] == "stall"]
     _markers(ax, stream, lane["stalls"], stalls, ("stall",), "v")
-    alerts = [(iso_ms(a["window"]["start"]), a["level"]) for a in stream.alerts]
+    alerts = [(window_point(stream, iso_ms(a["window"]["start"]), window_ms), a["level"])
+              for a in stream.alerts]
     _markers(ax, stream, lane["alerts"], alerts, ("critical", "warning", "info"), "D")
     ax.set_yticks(range(len(_LANES)), _LANES)
     ax.set_ylim(-0.6, len(_LANES) - 0.4)
@@ -228,7 +232,7 @@ def _markers(ax, stream: StreamReport, y: int, items, kinds, marker: str) -> Non
                    label=f"{kind} ({len(times):,})", zorder=3)
 
 
-def _per_bucket_max(bucket_ms: int, window_ms: int, values: dict):
+def _per_bucket_max(bucket_ms: int, window_ms: int, values: dict, stream: StreamReport = None):
     """{window start ms: value} -> (the middle of each point's time, its value). Buckets wider
     than a window show their largest window (thresholds apply per window); otherwise each window
     is its own point."""
@@ -237,7 +241,10 @@ def _per_bucket_max(bucket_ms: int, window_ms: int, values: dict):
     starts = np.fromiter(values.keys(), np.int64, len(values))
     numbers = np.fromiter(values.values(), np.float64, len(values))
     if bucket_ms <= window_ms:
-        return starts + window_ms // 2, numbers
+        if stream is None:
+            return starts + window_ms // 2, numbers
+        points = [window_point(stream, int(start), window_ms) for start in starts]
+        return np.array(points, np.int64), numbers
     unique, inverse = np.unique(starts - starts % bucket_ms, return_inverse=True)
     peak = np.zeros(len(unique))
     np.maximum.at(peak, inverse, numbers)
@@ -259,7 +266,7 @@ def _error_counts(ax, stream: StreamReport, thresholds: Thresholds) -> None:
     palette = matplotlib.colormaps["tab10"]
     window_ms = int(thresholds.error_window_s * 1000)
     for i, error_type in enumerate(top[:9]):
-        x, y = _per_bucket_max(stream.bucket_ms, window_ms, by_type[error_type])
+        x, y = _per_bucket_max(stream.bucket_ms, window_ms, by_type[error_type], stream)
         dates = _dates(x)
         ax.vlines(dates, 0, y, color=palette(i), linewidth=1)
         ax.scatter(dates, y, color=palette(i), s=14, label=plain(error_type), zorder=3)
@@ -286,7 +293,7 @@ def _gap_rate(ax, stream: StreamReport, thresholds: Thresholds) -> None:
             gaps[start] = gaps.get(start, 0) + row["count"]
     rates = {start: n / max(stream.events_per_window.get(start, 0), 1) for start, n in gaps.items()}
     window_ms = int(thresholds.error_window_s * 1000)
-    x, y = _per_bucket_max(stream.bucket_ms, window_ms, rates)
+    x, y = _per_bucket_max(stream.bucket_ms, window_ms, rates, stream)
     dates = _dates(x)
     ax.vlines(dates, 0, y, color=COLORS["gap"], linewidth=1)
     ax.scatter(dates, y, color=COLORS["gap"], s=14, zorder=3, label="gaps / events")

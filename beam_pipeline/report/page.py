@@ -33,7 +33,7 @@ code,.bytes{font:12px ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap
 .ok{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}.warn{color:#ef6c00}
 .muted{color:#757575}img{max-width:100%;height:auto;display:block;margin:6px 0}
 nav a{margin-right:14px}.row{display:flex;gap:28px;align-items:flex-start}
-.grow{flex:1;min-width:0}td.sym{min-width:11em;overflow-wrap:anywhere}.detail{border-top:1px solid #eeeeee}
+.grow{flex:1;min-width:0}td.sym{min-width:13em;overflow-wrap:anywhere}.detail{border-top:1px solid #eeeeee}
 """
 
 
@@ -339,7 +339,7 @@ shows as a gap (batch) or a stall (streaming).</p>
 {worst_section(report)}
 {symbols_section(report, charts.get("overview", []), overview_rows)}
 <h2 id="details">Per symbol</h2>
-{unattributed_part}
 {details}
+{unattributed_part}
 </body></html>
 """

@@ -61,7 +61,7 @@ def fault_captures(destination: str) -> None:
     open(futures_path, "wb").write(b"\n".join(out))
 
 
-def screenshot(page: str, png: str, width: int = 1100, height: int = 2500) -> None:
+def screenshot(page: str, png: str, width: int = 1100, height: int = 2900) -> None:
     from PIL import Image
 
     chromium = subprocess.run(["bash", os.path.join(REPO, "scripts", "ensure_chromium.sh")],
