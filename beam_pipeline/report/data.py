@@ -34,6 +34,8 @@ THRESHOLD_OPTIONS = ("error_window", "alert_warning_count", "alert_critical_coun
                      "alert_gap_rate", "stall_timeout")
 _CLEAN_COLUMNS = ("exchange", "market", "symbol", "kind", "first_id", "last_id", "event_time",
                   "recv_time", "segment_id", "anchored")
+# readback.KEYS["clean"], the id of a clean row, as read_clean_rows turns it into numbers.
+CLEAN_KEY = ("exchange", "market", "symbol", "kind", "first_id", "last_id")
 UNATTRIBUTED = "-"          # error counts of records whose symbol is unknown (most dead letters)
 
 
@@ -98,22 +100,56 @@ def _parquet(path: str, columns) -> pa.Table:
         return pq.read_table(io.BytesIO(handle.read()), columns=list(columns))
 
 
-def read_clean_rows(output: str) -> pa.Table:
-    """clean/ without price levels, each id once (readback.KEYS["clean"], first written kept):
-    columns stream (exchange:market:symbol), time (ms), segment_id, anchored."""
-    tables = [_parquet(path, _CLEAN_COLUMNS) for path in _files(output, "clean", ".parquet")]
-    if not tables:
-        return pa.table({"stream": pa.array([], pa.string()), "time": pa.array([], pa.int64()),
-                         "segment_id": pa.array([], pa.int64()),
-                         "anchored": pa.array([], pa.bool_())})
-    table = pa.concat_tables(tables)
-    table = table.append_column("time", pa.array(row_times(table), pa.int64()))
-    keys = list(readback.KEYS["clean"])
-    unique = table.group_by(keys, use_threads=False).aggregate(
-        [("time", "first"), ("segment_id", "first"), ("anchored", "first")])
-    stream = pc.binary_join_element_wise(unique["exchange"], unique["market"], unique["symbol"], ":")
-    return pa.table({"stream": stream, "time": unique["time_first"],
-                     "segment_id": unique["segment_id_first"], "anchored": unique["anchored_first"]})
+@dataclass
+class CleanRows:
+    """clean/ without price levels, each id once: per row its stream (an index into `streams`,
+    exchange:market:symbol), time (ms), segment_id (-1 when null) and anchored."""
+
+    streams: list
+    stream: np.ndarray
+    time: np.ndarray
+    segment_id: np.ndarray
+    anchored: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+
+def read_clean_rows(output: str) -> CleanRows:
+    """Each id of clean/ once (readback.KEYS["clean"]: exchange, market, symbol, kind, first_id,
+    last_id), the first written kept (files in name order), as readback does. The key becomes
+    numbers (a stream index, snapshot or not, the two ids) so the duplicates are found with one
+    stable numpy sort: no Python object per row, a few columns in memory."""
+    streams: dict = {}
+    parts = {name: [] for name in ("stream", "snapshot", "first", "last", "time", "segment",
+                                   "anchored")}
+    for path in _files(output, "clean", ".parquet"):
+        table = _parquet(path, _CLEAN_COLUMNS)
+        if table.num_rows == 0:
+            continue
+        names = pc.binary_join_element_wise(table["exchange"], table["market"], table["symbol"],
+                                            ":").combine_chunks().dictionary_encode()
+        codes = np.array([streams.setdefault(name, len(streams))
+                          for name in names.dictionary.to_pylist()], np.int32)
+        parts["stream"].append(codes[names.indices.to_numpy(zero_copy_only=False)])
+        parts["snapshot"].append(pc.equal(table["kind"], "snapshot").to_numpy(zero_copy_only=False))
+        parts["first"].append(pc.fill_null(table["first_id"], -1).to_numpy())
+        parts["last"].append(pc.fill_null(table["last_id"], -1).to_numpy())
+        parts["time"].append(row_times(table))
+        parts["segment"].append(pc.fill_null(table["segment_id"], -1).to_numpy())
+        parts["anchored"].append(pc.fill_null(table["anchored"], False).to_numpy(zero_copy_only=False))
+    if not streams:
+        empty = np.zeros(0, np.int64)
+        return CleanRows([], empty.astype(np.int32), empty, empty, empty.astype(bool))
+    column = {name: np.concatenate(values) for name, values in parts.items()}
+    # lexsort is stable: among equal keys the first written stays first.
+    order = np.lexsort((column["last"], column["first"], column["snapshot"], column["stream"]))
+    keys = [column[k][order] for k in ("stream", "snapshot", "first", "last")]
+    first_of_key = np.ones(len(order), bool)
+    first_of_key[1:] = np.any([k[1:] != k[:-1] for k in keys], axis=0)
+    keep = order[first_of_key]
+    return CleanRows(list(streams), column["stream"][keep], column["time"][keep],
+                     column["segment"][keep], column["anchored"][keep])
 
 
 def _jsonl(output: str, folder: str) -> list[dict]:
@@ -290,21 +326,17 @@ def _by_stream(reports: dict, name: str) -> StreamReport:
     return reports[name]
 
 
-def _add_clean(reports: dict, clean: pa.Table, window_ms: int) -> None:
-    if clean.num_rows == 0:
+def _add_clean(reports: dict, clean: CleanRows, window_ms: int) -> None:
+    if len(clean) == 0:
         return
-    encoded = clean["stream"].combine_chunks().dictionary_encode()
-    names = encoded.dictionary.to_pylist()
-    codes = encoded.indices.to_numpy()
-    times = clean["time"].to_numpy()
-    segments = pc.fill_null(clean["segment_id"], -1).to_numpy()
-    anchored = pc.fill_null(clean["anchored"], False).to_numpy(zero_copy_only=False)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
-    for code, name in enumerate(names):
+    order = np.argsort(clean.stream, kind="stable")
+    bounds = np.searchsorted(clean.stream[order], np.arange(len(clean.streams) + 1))
+    for code, name in enumerate(clean.streams):
         rows = order[bounds[code]:bounds[code + 1]]
+        if len(rows) == 0:
+            continue
         stream = _by_stream(reports, name)
-        t, seg, anch = times[rows], segments[rows], anchored[rows]
+        t, seg, anch = clean.time[rows], clean.segment_id[rows], clean.anchored[rows]
         stream.clean_rows = len(rows)
         stream._extend_span(int(t.min()), int(t.max()))
         starts, ends, seg_anchored = _segment_extents(t, seg, anch)
@@ -380,7 +412,7 @@ def build(output: str, max_buckets: int = 720) -> Report:
         _bucket_rows(stream, max_buckets)
     files = summary.get("files")
     return Report(output, summary, thresholds, sorted(streams.values(), key=StreamReport.severity),
-                  dead_letters, unattributed, clean.num_rows,
+                  dead_letters, unattributed, len(clean),
                   files if isinstance(files, list) else None)
 
 

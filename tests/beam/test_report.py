@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipeline import readback
 from beam_pipeline.cli import main
 from beam_pipeline.options import FeedCheckOptions
 from beam_pipeline.report import data as report_data
@@ -97,6 +98,7 @@ def test_clean_rows_written_twice_are_counted_once(faulted_run, tmp_path):
     shutil.copytree(out, copy)
     for name in os.listdir(copy / "clean"):
         shutil.copy(copy / "clean" / name, copy / "clean" / f"zz-again-{name}")
+    assert report_data.CLEAN_KEY == readback.KEYS["clean"]
     first, again = report_data.build(str(out)), report_data.build(str(copy))
     assert again.clean_rows_read == first.clean_rows_read == again.summary["clean_records"]
     assert [(s.name, s.clean_rows, s.coverage(), s.coverage(True)) for s in again.streams] == \
