@@ -211,3 +211,32 @@ def test_text_and_bytes_are_escaped():
     assert "&lt;/html&gt;&lt;script&gt;\\xff\\x00\\n\\\\" in shown
     assert not re.search(r"<(?!/?span)", shown)
     assert "5 more bytes" in raw_bytes(b"0123456789", limit=5)
+
+
+def test_clean_rows_of_mixed_files_keep_the_first_written(tmp_path):
+    """Streaming files hold many symbols, in several row groups; a row written again (a restore)
+    counts once, as first written (files in name order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms.tables import CLEAN_SCHEMA
+
+    def rows(symbols, first_ids, segment):
+        return pa.Table.from_pylist([
+            {"exchange": "binance", "market": "spot", "symbol": symbol, "kind": "delta",
+             "first_id": first, "last_id": first, "prev_id": None, "event_time": first * 1000,
+             "recv_time": first * 1000, "bids": [], "asks": [], "segment_id": segment,
+             "anchored": True} for symbol, first in zip(symbols, first_ids)], schema=CLEAN_SCHEMA)
+
+    (tmp_path / "clean").mkdir()
+    with pq.ParquetWriter(tmp_path / "clean" / "part-1.parquet", CLEAN_SCHEMA) as writer:
+        writer.write_table(rows(["A", "B", "A"], [1, 1, 2], segment=1))    # row group 1
+        writer.write_table(rows(["C<x>", "B"], [5, 2], segment=1))        # row group 2
+    pq.write_table(rows(["B", "A", "D"], [2, 3, 9], segment=7), tmp_path / "clean" / "part-2.parquet")
+    clean = report_data.read_clean_rows(str(tmp_path))
+    got = sorted(zip((clean.streams[i] for i in clean.stream), clean.time.tolist(),
+                     clean.segment_id.tolist()))
+    assert got == [("binance:spot:A", 1000, 1), ("binance:spot:A", 2000, 1),
+                   ("binance:spot:A", 3000, 7), ("binance:spot:B", 1000, 1),
+                   ("binance:spot:B", 2000, 1), ("binance:spot:C<x>", 5000, 1),
+                   ("binance:spot:D", 9000, 7)]
