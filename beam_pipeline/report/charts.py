@@ -216,6 +216,9 @@ def _timeline(ax, stream: StreamReport, thresholds: Thresholds) -> None:
     _markers(ax, stream, lane["alerts"], alerts, ("critical", "warning", "info"), "D")
     ax.set_yticks(range(len(_LANES)), _LANES)
     ax.set_ylim(-0.6, len(_LANES) - 0.4)
+    if ax.get_legend_handles_labels()[0]:     # gap classes, stalls, alert levels met
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False,
+                  title="markers (count)", title_fontsize=7)
     ax.set_title(f"{plain(stream.name)}: timeline per {BUCKET_NAMES[stream.bucket_ms]}", loc="left")
     ax.grid(axis="x", color="#dddddd")
 
@@ -265,9 +268,11 @@ def _error_counts(ax, stream: StreamReport, thresholds: Thresholds) -> None:
     top = sorted(by_type, key=lambda t: -sum(by_type[t].values()))
     palette = matplotlib.colormaps["tab10"]
     window_ms = int(thresholds.error_window_s * 1000)
-    for i, error_type in enumerate(top[:9]):
+    shown = top[:9]
+    dodge = max(stream.span_ms, 1) / 250          # types of one window side by side, not stacked
+    for i, error_type in enumerate(shown):
         x, y = _per_bucket_max(stream.bucket_ms, window_ms, by_type[error_type], stream)
-        dates = _dates(x)
+        dates = _dates(x + (i - (len(shown) - 1) / 2) * dodge)
         ax.vlines(dates, 0, y, color=palette(i), linewidth=1)
         ax.scatter(dates, y, color=palette(i), s=14, label=plain(error_type), zorder=3)
     ax.axhline(thresholds.warning_count, color=COLORS["warning"], linestyle="--", linewidth=1,
