@@ -8,10 +8,12 @@ per-symbol figure is computed with numpy over the rows of that symbol, and kept 
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
 
+import fastavro
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -346,7 +348,7 @@ class Report:
     summary: dict
     thresholds: Thresholds
     streams: list                     # StreamReport, worst first
-    dead_letters: pa.Table
+    dead_letters: list               # one example per reason (read_dead_letters)
     unattributed_counts: list         # error_counts rows without a symbol (ingest time)
     clean_rows_read: int
     files: list | None                # summary.json "files", or None when the run recorded none
@@ -431,11 +433,9 @@ def build(output: str, max_buckets: int = 720) -> Report:
         name = alert_stream(alert)
         if name != UNATTRIBUTED:
             _by_stream(streams, name).alerts.append(alert)
-    dead_letters = readback.read(output, "dead_letter")
-    if dead_letters.num_rows:
-        for name in dead_letters["symbol"].to_pylist():
-            if name:
-                _by_stream(streams, name).dead_letters += 1
+    dead_letters, letters_by_stream = read_dead_letters(output)
+    for name, count in letters_by_stream.items():
+        _by_stream(streams, name).dead_letters += count
     for stream in streams.values():
         if stream.first_ms is None:      # only error counts or alerts: their windows give the span
             times = [iso_ms(r["window_start"]) for r in stream.error_counts]
@@ -458,13 +458,33 @@ def conservation(summary: dict) -> dict:
             "balanced": accounted == summary.get("input_records", 0)}
 
 
-def dead_letter_examples(letters: pa.Table) -> list[dict]:
-    """One example per reason (the first in readback order), with the count of that reason."""
-    examples, counts = {}, {}
-    if letters.num_rows == 0:
-        return []
-    for row in letters.select(["reason", "stage", "source", "message", "payload"]).to_pylist():
-        counts[row["reason"]] = counts.get(row["reason"], 0) + 1
-        examples.setdefault(row["reason"], row)
-    return [dict(examples[reason], count=counts[reason])
-            for reason in sorted(counts, key=lambda r: (-counts[r], r))]
+# Bytes of a dead letter's payload kept for its example (the page shows fewer).
+EXAMPLE_PAYLOAD_BYTES = 1024
+
+
+def read_dead_letters(output: str) -> tuple[list[dict], dict]:
+    """dead_letter/, each id (readback.KEYS["dead_letter"]) once, first written kept, streamed
+    file by file: -> (one example per reason, most frequent first, with its count and the first
+    EXAMPLE_PAYLOAD_BYTES of its payload; dead letters per stream). A payload is remembered by its
+    digest, so a run with many oversize records does not hold their bytes."""
+    seen, examples, counts, by_stream = set(), {}, {}, {}
+    for path in _files(output, "dead_letter", ".avro"):
+        with FileSystems.open(path) as handle:
+            for letter in fastavro.reader(handle):
+                payload = letter.get("payload") or b""
+                key = (letter["reason"], letter["stage"], letter["source"],
+                       hashlib.blake2b(payload, digest_size=16).digest())
+                if key in seen:
+                    continue
+                seen.add(key)
+                reason = letter["reason"]
+                counts[reason] = counts.get(reason, 0) + 1
+                if letter.get("symbol"):
+                    by_stream[letter["symbol"]] = by_stream.get(letter["symbol"], 0) + 1
+                if reason not in examples:
+                    examples[reason] = {
+                        "reason": reason, "stage": letter["stage"], "source": letter["source"],
+                        "message": letter["message"], "payload": payload[:EXAMPLE_PAYLOAD_BYTES],
+                        "payload_bytes": len(payload)}
+    ordered = sorted(counts, key=lambda r: (-counts[r], r))
+    return [dict(examples[reason], count=counts[reason]) for reason in ordered], by_stream

@@ -12,7 +12,7 @@ import datetime as dt
 import html
 
 from beam_pipeline.report.data import (BUCKET_NAMES, GAP_CLASSES, RECORD_KINDS, Report,
-                                       StreamReport, conservation, dead_letter_examples, iso_ms)
+                                       StreamReport, conservation, iso_ms)
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
        "form-action 'none'")
@@ -42,9 +42,9 @@ def text(value) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def raw_bytes(data: bytes | None, limit: int = PAYLOAD_PREVIEW_BYTES) -> str:
+def raw_bytes(data: bytes | None, limit: int = PAYLOAD_PREVIEW_BYTES, total: int | None = None) -> str:
     """Bytes as readable escaped text: printable ASCII as is, everything else as \\xNN, then
-    HTML-escaped. Says how many bytes were left out."""
+    HTML-escaped. Says how many bytes were left out (of `total`, when `data` is a prefix)."""
     if data is None:
         return '<span class="muted">none</span>'
     shown = data[:limit]
@@ -56,7 +56,7 @@ def raw_bytes(data: bytes | None, limit: int = PAYLOAD_PREVIEW_BYTES) -> str:
             chars.append(chr(byte))
         else:
             chars.append({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}.get(byte, f"\\x{byte:02x}"))
-    rest = len(data) - len(shown)
+    rest = (len(data) if total is None else total) - len(shown)
     more = f' <span class="muted">... {rest:,} more bytes</span>' if rest else ""
     return f'<span class="bytes">{text("".join(chars))}</span>{more}'
 
@@ -174,7 +174,7 @@ def files_section(report: Report) -> str:
 
 def dead_letter_section(report: Report) -> str:
     head = '<h2 id="dead-letters">Dead letters</h2>'
-    examples = dead_letter_examples(report.dead_letters)
+    examples = report.dead_letters
     if not examples:
         return head + "<p>None.</p>"
     rows = []
@@ -186,7 +186,7 @@ def dead_letter_section(report: Report) -> str:
                      f"<td><code>{text(example['source'])}</code></td>",
                      f"<td>{text(example['stage'])}</td>",
                      f"<td>{text(message[:MESSAGE_PREVIEW_CHARS])}{'...' if cut else ''}</td>",
-                     f"<td>{raw_bytes(example['payload'])}</td>"])
+                     f"<td>{raw_bytes(example['payload'], total=example['payload_bytes'])}</td>"])
     return head + ("<p>Each reason with its count and its first record: where it came from "
                    "(file:line) and its first bytes, escaped.</p>"
                    + _table(["reason", "count", "example source", "stage", "message",

@@ -96,13 +96,18 @@ def test_clean_rows_written_twice_are_counted_once(faulted_run, tmp_path):
     out, _ = faulted_run
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
-    for name in os.listdir(copy / "clean"):
-        shutil.copy(copy / "clean" / name, copy / "clean" / f"zz-again-{name}")
+    for folder in ("clean", "dead_letter"):
+        for name in os.listdir(copy / folder):
+            shutil.copy(copy / folder / name, copy / folder / f"zz-again-{name}")
     assert report_data.CLEAN_KEY == readback.KEYS["clean"]
+    # read_dead_letters keys a payload by its digest: the rest of readback's key as it is
+    assert readback.KEYS["dead_letter"] == ("reason", "stage", "source", "payload")
     first, again = report_data.build(str(out)), report_data.build(str(copy))
     assert again.clean_rows_read == first.clean_rows_read == again.summary["clean_records"]
     assert [(s.name, s.clean_rows, s.coverage(), s.coverage(True)) for s in again.streams] == \
         [(s.name, s.clean_rows, s.coverage(), s.coverage(True)) for s in first.streams]
+    assert again.dead_letters == first.dead_letters
+    assert {e["reason"]: e["count"] for e in again.dead_letters} == again.summary["dead_letters"]
 
 
 def test_report_of_real_captures(captures, tmp_path):
