@@ -19,11 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline import readback
 from beam_pipeline.options import FeedCheckOptions
 from transforms.tables import row_times
+from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS,
+                            FOLDER_SUFFIX, GAPS)
 
 RECORD_KINDS = (("clean_records", "clean"), ("ignored", "ignored"), ("duplicates", "duplicates"),
                 ("superseded", "superseded"), ("dead_letters", "dead letters"))
@@ -79,7 +80,7 @@ def load_thresholds(output: str, summary: dict) -> Thresholds:
         source = "the run's settings.json"
     if not isinstance(record, dict):
         record, source = {}, "the defaults of beam_pipeline/options.py (the run recorded none)"
-    defaults = PipelineOptions([]).view_as(FeedCheckOptions)
+    defaults = FeedCheckOptions.defaults()
     value = {name: record.get(name, getattr(defaults, name)) for name in THRESHOLD_OPTIONS}
     return Thresholds(float(value["error_window"]), int(value["alert_warning_count"]),
                       int(value["alert_critical_count"]), float(value["alert_gap_rate"]),
@@ -90,8 +91,8 @@ def _join(output: str, name: str) -> str:
     return f"{output.rstrip('/')}/{name}"
 
 
-def _files(output: str, folder: str, suffix: str) -> list[str]:
-    match = FileSystems.match([f"{_join(output, folder)}/*{suffix}"])[0]
+def _files(output: str, folder: str) -> list[str]:
+    match = FileSystems.match([f"{_join(output, folder)}/*{FOLDER_SUFFIX[folder]}"])[0]
     return sorted(meta.path for meta in match.metadata_list)
 
 
@@ -156,7 +157,7 @@ def read_clean_rows(output: str) -> CleanRows:
     streams: dict = {}
     parts = {name: [] for name in ("stream", "snapshot", "first", "last", "time", "segment",
                                    "anchored")}
-    for path in _files(output, "clean", ".parquet"):
+    for path in _files(output, CLEAN):
         table = _parquet(path, _CLEAN_COLUMNS)
         if table.num_rows == 0:
             continue
@@ -188,7 +189,7 @@ def read_clean_rows(output: str) -> CleanRows:
 
 def _jsonl(output: str, folder: str) -> list[dict]:
     rows = []
-    for path in _files(output, folder, ".jsonl"):
+    for path in _files(output, folder):
         with FileSystems.open(path) as handle:
             rows.extend(json.loads(line) for line in handle.read().splitlines() if line.strip())
     return rows
@@ -198,7 +199,7 @@ def read_error_counts(output: str) -> list[dict]:
     """error_counts/, one row per (window, error type, symbol): the highest pane (the newest
     count of a window that streaming fired more than once)."""
     newest = {}
-    for row in _jsonl(output, "error_counts"):
+    for row in _jsonl(output, ERROR_COUNTS):
         key = (row["window_start"], row["error_type"], row["symbol"])
         if key not in newest or row.get("pane", 0) > newest[key].get("pane", 0):
             newest[key] = row
@@ -211,7 +212,7 @@ _LEVEL_RANK = {"info": 0, "warning": 1, "critical": 2}
 def read_alerts(output: str) -> list[dict]:
     """alerts/, one per (rule, key, window): the highest level."""
     strongest = {}
-    for row in _jsonl(output, "alerts"):
+    for row in _jsonl(output, ALERTS):
         key = (row["rule"], row["key"], row["window"]["start"])
         if key not in strongest or (_LEVEL_RANK.get(row["level"], 0)
                                     > _LEVEL_RANK.get(strongest[key]["level"], 0)):
@@ -413,12 +414,12 @@ def build(output: str, max_buckets: int = 720) -> Report:
     streams: dict = {}
     clean = read_clean_rows(output)
     _add_clean(streams, clean, window_ms)
-    for row in readback.read(output, "gaps").to_pylist():
+    for row in readback.read(output, GAPS).to_pylist():
         stream = _by_stream(streams, f"{row['exchange']}:{row['market']}:{row['symbol']}")
         time = _ms(row["event_time"])
         stream.gaps.append((time, row["gap_class"], row["gap_size"], row["resolution"]))
         stream._extend_span(time)
-    for row in readback.read(output, "corrupt_periods").to_pylist():
+    for row in readback.read(output, CORRUPT_PERIODS).to_pylist():
         stream = _by_stream(streams, f"{row['exchange']}:{row['market']}:{row['symbol']}")
         start, end = _ms(row["start_time"]), _ms(row["end_time"])
         stream.corrupt.append((start, end, row["reason"], row["start_id"], row["end_id"]))
@@ -468,7 +469,7 @@ def read_dead_letters(output: str) -> tuple[list[dict], dict]:
     EXAMPLE_PAYLOAD_BYTES of its payload; dead letters per stream). A payload is remembered by its
     digest, so a run with many oversize records does not hold their bytes."""
     seen, examples, counts, by_stream = set(), {}, {}, {}
-    for path in _files(output, "dead_letter", ".avro"):
+    for path in _files(output, DEAD_LETTER):
         with FileSystems.open(path) as handle:
             for letter in fastavro.reader(handle):
                 payload = letter.get("payload") or b""
