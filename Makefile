@@ -24,6 +24,7 @@ demo: setup
 
 # The whole suite (unit, beam, integration: the Pub/Sub emulator, Flink, gcloud). CI runs this.
 test: setup flink-job-server
+	bash scripts/ensure_chromium.sh >/dev/null
 	$(PY) -m pytest -q tests
 
 # Unit and Beam tests only: no Flink jar, no emulator.

@@ -122,6 +122,10 @@ def format_summary_table(summary: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["report"]:
+        from beam_pipeline.report import main as report_main
+
+        return report_main(argv[1:])
     if "--help" in argv or "-h" in argv:
         print_help()
         return 0
@@ -157,6 +161,8 @@ def main(argv: list[str]) -> int:
     _remove_empty_temp_dirs(ops.output)
     summary = read_summary(ops.output)
     print(format_summary_table(summary))
+    if ops.report:
+        _write_report(ops.output)
     if not summary["balanced"]:
         print("error: the summary does not balance: some input records are unaccounted for",
               file=sys.stderr)
@@ -167,6 +173,13 @@ def main(argv: list[str]) -> int:
               f"--max_bad_record_rate={limit:.2%}", file=sys.stderr)
         return 3
     return 0
+
+
+def _write_report(output: str) -> None:
+    from beam_pipeline.report import write_report
+
+    result = write_report(output)
+    print(f"report: {result['html']} ({result['charts']} charts, {result['seconds']} s)")
 
 
 STOP_NOTE = (

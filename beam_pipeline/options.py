@@ -64,6 +64,11 @@ class FeedCheckOptions(PipelineOptions):
         io.add_argument(
             "--alerts_topic", default=None,
             help="Streaming: Pub/Sub topic that also receives every alert (alerts/ is always written).")
+        io.add_argument(
+            "--report", action="store_true", default=False,
+            help="Batch: when the run ends, write the data-quality report (the page of `python -m "
+                 "beam_pipeline report`) to <output>/report.html, its PNG charts in "
+                 "<output>/report_files/. Default: no report.")
 
         io.add_argument(
             "--pull_max_messages", type=int, default=1000,
@@ -185,3 +190,22 @@ class FeedCheckOptions(PipelineOptions):
 def default_policy(**overrides) -> Policy:
     """The gap policy of the default options, with `overrides` (tests)."""
     return msgspec.structs.replace(FeedCheckOptions.defaults().policy(), **overrides)
+
+
+def add_report_arguments(parser) -> None:
+    """The options of `python -m beam_pipeline report` (the data-quality report)."""
+    parser.add_argument(
+        "--output", required=True,
+        help="A run's --output folder (any Beam filesystem): a finished batch run or a running "
+             "streaming job.")
+    parser.add_argument(
+        "--html", default=None,
+        help="Where to write the page; its charts go to <page name>_files/ beside it. "
+             "Default: <output>/report.html.")
+    parser.add_argument(
+        "--detail_charts", type=int, default=30,
+        help="Draw the timeline and error-count chart of at most this many symbols, the worst "
+             "first; every symbol still gets its table row and detail lists. Default: 30.")
+    parser.add_argument(
+        "--overview_rows", type=int, default=400,
+        help="Symbols (worst first) in the overview map of every symbol's timeline. Default: 400.")
