@@ -1,10 +1,12 @@
 """Streaming benchmark on the real Pub/Sub emulator with DirectRunner (a benchmark, never a timed test).
 
     .venv/bin/python -m bench.streaming backlog --events 100000 [--records_per_message 500]
+    .venv/bin/python -m bench.streaming burst --events 400000
     .venv/bin/python -m bench.streaming live --rate 1000 --seconds 600
 
 backlog: a faulted synthetic feed an hour old is published before the job starts (as after
-downtime); the job drains it. Reports records/s, drain time and whether every output equals the
+downtime); the job drains it (figures include the job's start-up). burst: the same published at
+once to a running, idle job (the drain rate alone). Reports records/s, drain time and whether every output equals the
 batch run's on the same records (gap rows, corrupt periods, summary counts, no late_event).
 live: the job runs first; the feed is published at --rate records/s for --seconds; reports how
 long after the last message every record was counted, the input lag and the job's RSS over time.
@@ -14,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,13 +24,12 @@ import psutil
 
 from beam_pipeline.cli import main as run_batch
 from beam_pipeline.publish import publish
-from beam_pipeline.readback import read as read_table
 from tests.tooling.pubsub_emulator import PubSubEmulator, free_local_port, start_emulator, stop_emulator
+from tests.tooling.streaming_job import (comparable, start_job, stop_job, summary_of,
+                                         wait_counted, wait_written)
 from tests.tooling.synthetic import default_faults, generate, write_lines
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BAD = ["bad_json", "mistyped_field", "invalid_ids"]
-COMMON = ["--output_flush_seconds", "2"]
 
 
 def feed(path: str, events: int, start_ms: int, seed: int = 7) -> list:
@@ -39,74 +39,15 @@ def feed(path: str, events: int, start_ms: int, seed: int = 7) -> list:
     return lines
 
 
-def summary_of(folder: str):
-    try:
-        with open(os.path.join(folder, "summary.json")) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
-def comparable(folder: str) -> dict:
-    """What must be equal between a streaming and a batch run on the same records."""
-    gaps = read_table(folder, "gaps")
-    corrupt = read_table(folder, "corrupt_periods")
-    summary = summary_of(folder) or {}
-    keep = ("input_records", "clean_records", "ignored", "duplicates", "superseded",
-            "dead_letters", "gaps", "corrupt_periods", "symbols")
-    return {"gaps": sorted(map(str, gaps.to_pylist())),
-            "corrupt_periods": sorted(map(str, corrupt.to_pylist())),
-            "summary": {k: summary.get(k) for k in keep}}
-
-
-def start_job(emu: PubSubEmulator, subscription: str, out: str, alerts: str, extra=()):
-    env = dict(os.environ, PUBSUB_EMULATOR_HOST=emu.host, PYTHONPATH=REPO)
-    log = open(out + ".log", "w")
-    job = subprocess.Popen([sys.executable, "-m", "beam_pipeline", "--streaming",
-                            "--input_subscription", subscription, "--output", out,
-                            "--alerts_topic", alerts, *COMMON, *extra],
-                           cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return job
-
-
-def wait_counted(out: str, expected: int, timeout_s: float, job=None, samples=None):
-    """Seconds until summary.json counts `expected` input records and balances (or None)."""
-    begin = time.monotonic()
-    first = None
-    while time.monotonic() - begin < timeout_s:
-        summary = summary_of(out)
-        if summary and summary["input_records"] and first is None:
-            first = time.monotonic()
-        if summary and summary["input_records"] >= expected and summary["balanced"]:
-            return time.monotonic(), first, summary
-        if job is not None and samples is not None:
-            samples.append((time.monotonic(), psutil.Process(job.pid).memory_info().rss))
-        time.sleep(0.25)
-    return None, first, summary_of(out)
-
-
-def wait_written(out: str, timeout_s: float = 60) -> bool:
-    """Gap and corrupt-period files hold as many rows as the summary counts (sinks flush every
-    --output_flush_seconds, the summary every 5 s)."""
+def wait_counted_sampling(out: str, expected: int, timeout_s: float, job, samples: list):
+    """wait_counted, sampling the job's RSS meanwhile."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        summary = summary_of(out) or {}
-        try:
-            gaps, corrupt = len(read_table(out, "gaps")), len(read_table(out, "corrupt_periods"))
-        except Exception:   # a file being written
-            gaps = corrupt = -1
-        if summary and gaps == sum(summary["gaps"].values()) and corrupt == summary["corrupt_periods"]:
-            return True
-        time.sleep(0.5)
-    return False
-
-
-def stop(job) -> None:
-    job.terminate()
-    try:
-        job.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        job.kill()
+        done, summary = wait_counted(out, expected, 1)
+        if done:
+            return done, summary
+        samples.append((time.monotonic(), psutil.Process(job.pid).memory_info().rss))
+    return None, summary_of(out)
 
 
 def backlog(args, emu, work) -> dict:
@@ -121,24 +62,52 @@ def backlog(args, emu, work) -> dict:
                      compress=args.records_per_message > 1, progress=False)
     out = os.path.join(work, "stream")
     launched = time.monotonic()
-    job = start_job(emu, subscription, out, alerts)
+    job = start_job(emu.host, subscription, out, "--alerts_topic", alerts)
     try:
-        done, first, summary = wait_counted(out, len(lines), args.timeout)
+        done, summary = wait_counted(out, len(lines), args.timeout)
         written = done is not None and wait_written(out)
     finally:
-        stop(job)
+        stop_job(job)
     result = {"mode": "backlog", "records": len(lines), "messages": counts["messages"],
               "records_per_message": args.records_per_message,
               "publish_s": counts["seconds"], "counted": (summary or {}).get("input_records")}
     if done is None:
         result["error"] = f"not all records counted within {args.timeout} s"
         return result
-    result.update(job_wall_s=round(done - launched, 1), drain_s=round(done - first, 1),
-                  records_per_s=round(len(lines) / max(done - first, 1e-9)),
+    result.update(job_wall_s=round(done - launched, 1),
+                  records_per_s_with_startup=round(len(lines) / (done - launched)),
                   late_events=summary["dead_letters"].get("late_event", 0),
                   input_lag_max_s=summary.get("input_lag_max_s"))
     result["equals_batch"] = written and comparable(out) == comparable(batch_out)
     return result
+
+
+def burst(args, emu, work) -> dict:
+    """A running, idle job gets --events records at once: the drain rate without start-up."""
+    topic = emu.create_topic(emu.unique_name("feed"))
+    subscription = emu.create_subscription(topic, emu.unique_name("feed-sub"))
+    out = os.path.join(work, "stream")
+    path = os.path.join(work, "feed.jsonl")
+    lines = feed(path, args.events, int(time.time() * 1000) - 600_000)
+    batch_out = os.path.join(work, "batch")
+    assert run_batch(["--input", path, "--output", batch_out]) == 0
+    job = start_job(emu.host, subscription, out)
+    try:
+        time.sleep(15)                                     # start-up, then idle pulls
+        begin = time.monotonic()
+        counts = publish(topic, [path], records_per_message=args.records_per_message,
+                         compress=args.records_per_message > 1, progress=False)
+        done, summary = wait_counted(out, len(lines), args.timeout)
+        written = done is not None and wait_written(out)
+    finally:
+        stop_job(job)
+    if done is None:
+        return {"mode": "burst", "error": f"not all records counted within {args.timeout} s"}
+    return {"mode": "burst", "records": len(lines), "messages": counts["messages"],
+            "records_per_message": args.records_per_message, "publish_s": counts["seconds"],
+            "drain_s": round(done - begin, 1), "records_per_s": round(len(lines) / (done - begin)),
+            "late_events": summary["dead_letters"].get("late_event", 0),
+            "equals_batch": written and comparable(out) == comparable(batch_out)}
 
 
 def live(args, emu, work) -> dict:
@@ -146,7 +115,7 @@ def live(args, emu, work) -> dict:
     subscription = emu.create_subscription(topic, emu.unique_name("feed-sub"))
     alerts = emu.create_topic(emu.unique_name("alerts"))
     out = os.path.join(work, "stream")
-    job = start_job(emu, subscription, out, alerts)
+    job = start_job(emu.host, subscription, out, "--alerts_topic", alerts)
     samples = []
     try:
         time.sleep(10)                                     # start-up
@@ -162,9 +131,9 @@ def live(args, emu, work) -> dict:
             samples.append((time.monotonic(), psutil.Process(job.pid).memory_info().rss))
             time.sleep(1)
         last_sent = time.monotonic()
-        done, _, summary = wait_counted(out, len(lines), 120, job, samples)
+        done, summary = wait_counted_sampling(out, len(lines), 120, job, samples)
     finally:
-        stop(job)
+        stop_job(job)
     rss = [(round(t - t0), r // 2**20) for t, r in samples if t >= t0]
     at = lambda s: next((r for t, r in rss if t >= s), None)  # noqa: E731
     return {"mode": "live", "rate": args.rate, "seconds": args.seconds, "records": len(lines),
@@ -177,7 +146,7 @@ def live(args, emu, work) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.streaming", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("backlog", "live"))
+    parser.add_argument("mode", choices=("backlog", "burst", "live"))
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--records_per_message", type=int, default=500)
     parser.add_argument("--rate", type=float, default=1000)
@@ -191,7 +160,7 @@ def main(argv=None) -> int:
     os.environ["PUBSUB_EMULATOR_HOST"] = emu.host
     work = args.work_dir or tempfile.mkdtemp(prefix="feedcheck-stream-bench-")
     try:
-        result = (backlog if args.mode == "backlog" else live)(args, emu, work)
+        result = {"backlog": backlog, "burst": burst, "live": live}[args.mode](args, emu, work)
     finally:
         emu.close()
         stop_emulator(port)

@@ -13,6 +13,8 @@ Not changed: in batch DirectRunner first tries Prism, whose binary download fail
 from __future__ import annotations
 
 import os
+import time
+import warnings
 
 from runners.flags import flag_value
 
@@ -50,7 +52,6 @@ def tune_streaming_pubsub_reads(max_messages: int, wait_seconds: float) -> None:
 
 def _finish_with_publish_watermark(wait_seconds: float):
     """_PubSubReadEvaluator.finish_bundle with a publish-time watermark (see above)."""
-    import time
 
     from apache_beam import pvalue
     from apache_beam.runners.direct.transform_evaluator import TransformResult
@@ -142,8 +143,13 @@ def _subscriber(pubsub):
     return pubsub.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel, host=host))
 
 
+IDLE_POLL_SECONDS = 0.1   # between polls of an idle subscription, within one --pull_wait_seconds
+
+
 def _pull_reader(max_messages: int, wait_seconds: float):
     clients = {}
+
+    warnings.filterwarnings("ignore", message=".*return_immediately.*")   # deprecated, on purpose
 
     def read_from_pubsub(self, timestamp_attribute):
         from apache_beam.io.gcp.pubsub import PubsubMessage
@@ -152,12 +158,23 @@ def _pull_reader(max_messages: int, wait_seconds: float):
         from google.cloud import pubsub
 
         client = clients.get("subscriber") or clients.setdefault("subscriber", _subscriber(pubsub))
-        try:
-            response = client.pull(subscription=self._sub_name, max_messages=max_messages,
-                                   timeout=wait_seconds, retry=None)
-        except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
+        # Polls that return at once, not a long poll with a client deadline: a long poll that times
+        # out just as the server hands it messages leaves them leased to nobody until the ack
+        # deadline, so they come back tens of seconds late (seen on the emulator: the first
+        # messages of a burst arrived after 200,000 later ones).
+        give_up = time.monotonic() + wait_seconds
+        while True:
+            try:
+                response = client.pull(subscription=self._sub_name, max_messages=max_messages,
+                                       return_immediately=True, timeout=60, retry=None)
+            except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
+                response = None
+            received = response.received_messages if response is not None else []
+            if received or time.monotonic() >= give_up:
+                break
+            time.sleep(IDLE_POLL_SECONDS)
+        if not received:
             return []                    # an idle subscription: let timers and the watermark move
-        received = response.received_messages
         if received:
             client.acknowledge(subscription=self._sub_name, ack_ids=[m.ack_id for m in received])
         elements = []

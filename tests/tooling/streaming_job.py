@@ -1,0 +1,84 @@
+"""A streaming job on the Pub/Sub emulator as a user runs it (a subprocess of the real command),
+and what a test or benchmark compares of its outputs with a batch run's."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from beam_pipeline.readback import read
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SUMMARY_COUNTS = ("input_records", "clean_records", "ignored", "duplicates", "superseded",
+                  "dead_letters", "gaps", "corrupt_periods", "symbols")
+
+
+def start_job(emulator_host: str, subscription: str, out: str, *extra: str) -> subprocess.Popen:
+    """`python -m beam_pipeline --streaming ...` reading `subscription`; its log in <out>.log."""
+    env = dict(os.environ, PUBSUB_EMULATOR_HOST=emulator_host, PYTHONPATH=REPO)
+    log = open(out + ".log", "w")
+    return subprocess.Popen([sys.executable, "-m", "beam_pipeline", "--streaming",
+                             "--input_subscription", subscription, "--output", out,
+                             "--output_flush_seconds", "1", *extra],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_job(job: subprocess.Popen) -> int:
+    job.terminate()
+    try:
+        return job.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        return job.wait()
+
+
+def job_log(out: str) -> str:
+    with open(out + ".log") as handle:
+        return handle.read()
+
+
+def summary_of(folder: str):
+    try:
+        with open(os.path.join(folder, "summary.json")) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def wait_counted(out: str, expected: int, timeout_s: float):
+    """(monotonic time, summary) once summary.json counts `expected` input records and balances;
+    (None, last summary) on time-out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        summary = summary_of(out)
+        if summary and summary["input_records"] >= expected and summary["balanced"]:
+            return time.monotonic(), summary
+        time.sleep(0.2)
+    return None, summary_of(out)
+
+
+def wait_written(out: str, timeout_s: float = 60) -> bool:
+    """Gap and corrupt-period files hold as many rows as the summary counts (the sinks flush every
+    --output_flush_seconds, the summary every 5 s)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        summary = summary_of(out) or {}
+        try:
+            gaps, corrupt = len(read(out, "gaps")), len(read(out, "corrupt_periods"))
+        except Exception:          # a file being written, or no file yet
+            gaps = corrupt = -1
+        if summary and gaps == sum(summary["gaps"].values()) and corrupt == summary["corrupt_periods"]:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def comparable(folder: str) -> dict:
+    """What must be equal between a streaming and a batch run on the same records: every gap row,
+    every corrupt period and the summary's counts."""
+    summary = summary_of(folder) or {}
+    return {"gaps": sorted(map(str, read(folder, "gaps").to_pylist())),
+            "corrupt_periods": sorted(map(str, read(folder, "corrupt_periods").to_pylist())),
+            "summary": {name: summary.get(name) for name in SUMMARY_COUNTS}}
