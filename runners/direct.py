@@ -172,7 +172,7 @@ def _pull_reader(max_messages: int, wait_seconds: float):
             received = response.received_messages if response is not None else []
             if received or time.monotonic() >= give_up:
                 break
-            time.sleep(IDLE_POLL_SECONDS)
+            time.sleep(min(IDLE_POLL_SECONDS, wait_seconds))
         if not received:
             return []                    # an idle subscription: let timers and the watermark move
         if received:
