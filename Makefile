@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_EVENTS ?= 200000
 
-.PHONY: setup demo test test-fast flink-job-server bench clean
+.PHONY: setup demo test test-fast flink-job-server bench bench-streaming clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,12 @@ test-fast: setup
 
 bench: setup flink-job-server
 	$(PY) -m bench
+
+# Streaming on the Pub/Sub emulator (DirectRunner): a backlog after downtime, a burst, a live feed.
+bench-streaming: setup
+	$(PY) -m bench.streaming backlog --events 400000
+	$(PY) -m bench.streaming burst --events 400000
+	$(PY) -m bench.streaming live --rate 1000 --seconds 600 --records_per_message 100
 
 clean:
 	rm -rf out sample .pytest_cache
