@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
                                                   StandardOptions)
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 
-from beam_pipeline.options import FeedCheckOptions
+from beam_pipeline.options import FORMAT_NAMES, FeedCheckOptions
 from beam_pipeline.pipeline import build_pipeline
 from transforms.aggregate import bad_record_rate
 from runners import direct
@@ -115,10 +115,78 @@ def format_summary_table(summary: dict) -> str:
     rows += [(f"  {reason}", n) for reason, n in summary["dead_letters"].items()]
     rows += [(f"gaps {cls}", n) for cls, n in summary["gaps"].items()]
     rows += [("corrupt periods", summary["corrupt_periods"]), ("symbols", summary["symbols"])]
+    if summary.get("reconnects"):
+        rows.append(("reconnects (a gap may follow)", summary["reconnects"]))
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {value:>12,}" for label, value in rows]
     lines.append("balanced: " + ("yes" if summary["balanced"] else "NO"))
+    files = summary.get("files") or []
+    if files:
+        lines += ["", *format_file_table(files)]
     return "\n".join(lines)
+
+
+FILE_TABLE_ROWS = 20        # more files than this: the ones with the most dead letters
+
+
+def format_file_table(files: list) -> list:
+    """The per-file table: every file, or the FILE_TABLE_ROWS with the most dead letters."""
+    shown = files
+    title = "per file:"
+    if len(files) > FILE_TABLE_ROWS:
+        shown = sorted(files, key=lambda row: (-row["dead"], row["file"]))[:FILE_TABLE_ROWS]
+        title = f"per file ({FILE_TABLE_ROWS} of {len(files)}, most dead letters first):"
+    columns = ("records", "clean", "ignored", "duplicates", "superseded", "dead")
+    header = f"{'format':<12} " + " ".join(f"{name:>10}" for name in columns) + "  file"
+    lines = [title, header]
+    for row in shown:
+        lines.append(f"{row['format'] or '-':<12} "
+                     + " ".join(f"{row[name]:>10,}" for name in columns) + f"  {row['file']}")
+    return lines
+
+
+def unreadable_files(summary: dict, max_bad_file_rate: float) -> list:
+    """Files from which no depth record could be read, or whose dead-letter share is above the
+    limit (the run fails with exit 4 on any)."""
+    bad = []
+    for row in summary.get("files") or []:
+        depth_records = row["clean"] + row["duplicates"] + row["superseded"]
+        if depth_records == 0 or row["dead"] > max_bad_file_rate * row["records"]:
+            bad.append(row)
+    return bad
+
+
+def describe_unreadable(rows: list, summary: dict, max_bad_file_rate: float, output: str) -> str:
+    """What failed, per file: its format, its counts, its top reasons with one example each, and
+    what to try."""
+    reasons = summary.get("file_dead_letters") or {}
+    lines = [f"error: {len(rows)} input file(s) could not be read as an order-book feed "
+             f"(no depth record, or dead letters above --max_bad_file_rate={max_bad_file_rate:.0%}):"]
+    for row in rows[:FILE_TABLE_ROWS]:
+        share = row["dead"] / max(row["records"], 1)
+        lines.append(f"  {row['file']}: format {row['format'] or 'unknown'}, {row['records']:,} "
+                     f"records, {row['clean']:,} clean, {row['ignored']:,} ignored (other streams), "
+                     f"{row['dead']:,} dead letters ({share:.0%})")
+        for reason in reasons.get(row["file"], []):
+            example = reason.get("example") or {}
+            lines.append(f"    {reason['reason']} x{reason['count']:,}, e.g. "
+                         f"{example.get('source', '?')}: {_one_line(example.get('message', ''))}")
+        if not row["records"]:
+            lines.append("    the file holds no record at all")
+        elif not row["dead"]:
+            lines.append("    no record was a depth update or snapshot (another stream only?)")
+    if len(rows) > FILE_TABLE_ROWS:
+        lines.append(f"  ... and {len(rows) - FILE_TABLE_ROWS} more (summary.json: files)")
+    lines.append(f"try: --input_format {{{','.join(FORMAT_NAMES)}}} if the detected format is wrong "
+                 f"(the README's input formats show a line of each); --skip_files for files that "
+                 f"are not feeds; --max_bad_file_rate 1 to accept a file's dead-letter share. "
+                 f"Every record is in {output}, the rejected ones in dead_letter/ with their reason.")
+    return "\n".join(lines)
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def main(argv: list[str]) -> int:
@@ -172,6 +240,11 @@ def main(argv: list[str]) -> int:
         print(f"error: bad-record rate {bad_record_rate(summary):.2%} exceeds "
               f"--max_bad_record_rate={limit:.2%}", file=sys.stderr)
         return 3
+    unreadable = unreadable_files(summary, ops.max_bad_file_rate)
+    if unreadable:
+        print(describe_unreadable(unreadable, summary, ops.max_bad_file_rate, ops.output),
+              file=sys.stderr)
+        return 4
     return 0
 
 

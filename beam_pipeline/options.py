@@ -9,9 +9,19 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import msgspec
 
+from beam_pipeline.core import framings
 from beam_pipeline.core.sequencer import Policy
 
-INPUT_FORMATS = ("auto", "envelope", "binance", "cryptofeed")
+FORMAT_NAMES = framings.names()              # every framing module's NAME (the registry)
+INPUT_FORMATS = ("auto",) + FORMAT_NAMES
+
+
+def _input_format_help() -> str:
+    described = "; ".join(f"{framing.NAME}: {framing.DESCRIPTION}" for framing in framings.framings())
+    return (f"auto: detect per file from its first {framings.HEAD_RECORDS} records (headers and "
+            f"blank lines skipped; the format most of them have); {described}. "
+            "A file no format recognises: its records are unknown_format dead letters and the run "
+            "fails (exit 4). Default: auto.")
 
 
 def _split_inputs(values):
@@ -33,10 +43,14 @@ class FeedCheckOptions(PipelineOptions):
             help="File glob(s) to read in batch: plain or .gz, any Beam filesystem (local, gs://, ...). "
                  "Repeat the flag or separate globs with commas.")
         io.add_argument(
+            "--skip_files", default="README*,LICENSE*,NOTICE*,COPYING*,*.md",
+            help="Comma-separated file-name patterns: matched input files with such a name (the "
+                 "documentation that sits beside captures) are not read, and are listed in the "
+                 "summary's skipped_files. Empty: read every matched file. "
+                 "Default: README*,LICENSE*,NOTICE*,COPYING*,*.md.")
+        io.add_argument(
             "--input_format", default="auto", choices=INPUT_FORMATS,
-            help="auto: detect per file from its first record; envelope: JSON Lines envelopes; "
-                 "binance: raw Binance websocket messages (bare or combined stream); "
-                 "cryptofeed: cryptofeed raw capture logs (websocket and REST). Default: auto.")
+            help=_input_format_help())
         io.add_argument(
             "--input_subscription", default=None,
             help="Streaming only: Pub/Sub subscription to read, projects/<p>/subscriptions/<s>.")
@@ -166,6 +180,12 @@ class FeedCheckOptions(PipelineOptions):
             help="Fail the job when dead letters exceed this fraction of input records (e.g. 0.5). "
                  "Default: never fail on bad input.")
         guard.add_argument(
+            "--max_bad_file_rate", type=float, default=0.5,
+            help="A batch run fails (exit 4, naming the file, its format, its top reasons and what "
+                 "to try) when any input file has more dead letters than this fraction of its "
+                 "records, or yields no depth record at all. Every record is still written to an "
+                 "output with its reason. 1 accepts any share. Default: 0.5.")
+        guard.add_argument(
             "--memory_limit_gb", type=float, default=None,
             help="Memory budget per worker for buffering stages; guards shrink batches, drop caches "
                  "and flush as usage approaches it. Default: the machine's total memory.")
@@ -181,6 +201,9 @@ class FeedCheckOptions(PipelineOptions):
 
     def input_globs(self):
         return _split_inputs(self.input)
+
+    def skipped_file_names(self):
+        return tuple(part.strip() for part in (self.skip_files or "").split(",") if part.strip())
 
     def resolved_work_dir(self):
         if self.work_dir:

@@ -17,6 +17,7 @@ from apache_beam.transforms import trigger, window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
+from beam_pipeline.core import tallies
 from beam_pipeline.core.model import ErrorEvent
 from beam_pipeline.core.reasons import GAP_ERROR_TYPES, ErrorType, GapClass
 from transforms.tags import ALERTS, ERROR_COUNTS
@@ -35,43 +36,116 @@ ACTIONS = {
 # ---- summary ---------------------------------------------------------------------------------
 
 class _CounterFn(beam.CombineFn):
-    """Sums (name, n) tallies; a "max." name keeps its largest value and a "latest." name its
-    newest (at, value) pair (gauges such as the input lag)."""
+    """Tallies -> the summary. An item is (key, n), or (key, n, example) for a dead letter, the
+    example (source, message) kept once per (file, reason) for the per-file report. Counts are
+    summed, except gauges (such as the input lag): a "max." name keeps its largest value, a
+    "latest." name its newest (at, value) pair."""
 
     def create_accumulator(self):
-        return Counter()
+        return Counter(), {}
 
     def add_input(self, acc, item):
-        name, count = item
-        if name.startswith(("max.", "latest.")):
-            acc[name] = max(acc[name], count) if name in acc else count
+        counts, examples = acc
+        if isinstance(item[0], str) and item[0].startswith(GAUGES):
+            counts[item[0]] = max(counts[item[0]], item[1]) if item[0] in counts else item[1]
         else:
-            acc[name] += count
+            counts[item[0]] += item[1]
+        if len(item) > 2 and isinstance(item[0], tuple):
+            examples.setdefault(item[0], item[2])
         return acc
 
     def merge_accumulators(self, accs):
-        total = Counter()
-        for acc in accs:
-            for name, count in acc.items():
-                self.add_input(total, (name, count))
-        return total
+        total, examples = Counter(), {}
+        for counts, found in accs:
+            for key, n in counts.items():
+                self.add_input((total, examples), (key, n))
+            for key, example in found.items():
+                examples.setdefault(key, example)
+        return total, examples
 
     def extract_output(self, acc):
-        return format_summary(acc)
+        return format_summary(*acc)
 
 
-def format_summary(counts: Counter) -> dict:
-    summary = {name: counts.get(name, 0) for name in SUMMARY_COUNTS}
-    summary["dead_letters"] = {name.split(".", 1)[1]: n for name, n in sorted(counts.items())
-                               if name.startswith("dead_letters.")}
-    summary["gaps"] = {cls: counts.get(f"gaps.{cls}", 0) for cls in GAP_CLASSES}
-    summary["corrupt_periods"] = counts.get("corrupt_periods", 0)
-    summary["symbols"] = counts.get("symbols", 0)
-    if "latest.input_lag_ms" in counts:          # streaming from Pub/Sub: backpressure figures
-        summary["input_lag_s"] = counts["latest.input_lag_ms"][1] / 1000
-        summary["input_lag_max_s"] = counts["max.input_lag_ms"] / 1000
+GAUGES = ("max.", "latest.")
+FILE_COLUMNS = ("records", "clean", "ignored", "duplicates", "superseded", "dead")
+_FILE_COLUMN_OF = {tallies.INPUT_RECORDS: "records", tallies.CLEAN_RECORDS: "clean",
+                   tallies.IGNORED: "ignored", tallies.DUPLICATES: "duplicates",
+                   tallies.SUPERSEDED: "superseded"}
+EXAMPLE_REASONS = 3          # per failing file: its top reasons, one example each
+EXAMPLE_FILES = 100          # examples are kept for this many files, most dead letters first
+
+
+def format_summary(counts: Counter, examples: dict = None) -> dict:
+    """Tallies (keys: name, or (name, file)) -> the summary dict, with a per-file table."""
+    totals, by_file, formats, skipped = Counter(), {}, {}, []
+    gauges = {key: counts[key] for key in counts if isinstance(key, str) and key.startswith(GAUGES)}
+    for key, n in counts.items():
+        if key in gauges:
+            continue
+        name, file = (key, None) if isinstance(key, str) else key
+        totals[name] += n
+        if file is None:
+            continue
+        if name == tallies.SKIPPED_FILES:
+            skipped.append(file)
+            continue
+        row = by_file.setdefault(file, Counter())
+        if name.startswith(tallies.FORMAT):
+            formats[file] = name[len(tallies.FORMAT):]
+        elif name.startswith(tallies.DEAD_LETTERS):
+            row["dead"] += n
+            row[name] += n
+        elif name in _FILE_COLUMN_OF:
+            row[_FILE_COLUMN_OF[name]] += n
+    summary = {name: totals.get(name, 0) for name in SUMMARY_COUNTS}
+    summary["dead_letters"] = {name.split(".", 1)[1]: n for name, n in sorted(totals.items())
+                               if name.startswith(tallies.DEAD_LETTERS)}
+    summary["gaps"] = {cls: totals.get(f"gaps.{cls}", 0) for cls in GAP_CLASSES}
+    summary["corrupt_periods"] = totals.get("corrupt_periods", 0)
+    summary["symbols"] = totals.get(tallies.SYMBOLS, 0)
+    summary["reconnects"] = totals.get(tallies.RECONNECTS, 0)
+    if "latest.input_lag_ms" in gauges:          # streaming from Pub/Sub: backpressure figures
+        summary["input_lag_s"] = gauges["latest.input_lag_ms"][1] / 1000
+        summary["input_lag_max_s"] = gauges["max.input_lag_ms"] / 1000
     summary["balanced"] = is_balanced(summary)
+    summary["files"] = [dict({"file": file, "format": formats.get(file)},
+                             **{column: by_file[file].get(column, 0) for column in FILE_COLUMNS})
+                        for file in sorted(by_file)]
+    summary["file_dead_letters"] = _file_reasons(by_file, examples or {})
+    summary["skipped_files"] = sorted(skipped)
     return summary
+
+
+def _file_reasons(by_file: dict, examples: dict) -> dict:
+    """file -> its top dead-letter reasons, each with its count and one example (source, message),
+    for the files with the most dead letters."""
+    worst = sorted((file for file, row in by_file.items() if row["dead"]),
+                   key=lambda file: (-by_file[file]["dead"], file))[:EXAMPLE_FILES]
+    out = {}
+    for file in worst:
+        reasons = sorted(((name, n) for name, n in by_file[file].items()
+                          if name.startswith(tallies.DEAD_LETTERS)), key=lambda kv: (-kv[1], kv[0]))
+        out[file] = [{"reason": name[len(tallies.DEAD_LETTERS):], "count": n,
+                      "example": _example(examples.get((name, file)))}
+                     for name, n in reasons[:EXAMPLE_REASONS]]
+    return out
+
+
+def _example(found):
+    if found is None:
+        return None
+    source, message = found
+    return {"source": source, "message": message}
+
+
+def dead_letter_tally(letter):
+    """A dead letter -> its tally item: counted by reason and file, with itself as an example."""
+    name = tallies.DEAD_LETTERS + letter.reason
+    file = tallies.file_of_source(letter.source)
+    if file is None:
+        return name, 1
+    return (name, file), 1, (letter.source, letter.message[:300])
 
 
 def is_balanced(summary: dict) -> bool:
@@ -116,7 +190,7 @@ class Summarize(beam.PTransform):
         tallies, dead_letters, gaps, corrupt_periods = parts
         counts = (
             tallies,
-            dead_letters | "DeadLetterCounts" >> beam.Map(lambda d: (f"dead_letters.{d.reason}", 1)),
+            dead_letters | "DeadLetterCounts" >> beam.Map(dead_letter_tally),
             gaps | "GapCounts" >> beam.Map(lambda g: (f"gaps.{g.gap_class}", 1)),
             corrupt_periods | "CorruptCounts" >> beam.Map(lambda c: ("corrupt_periods", 1)),
         ) | "AllCounts" >> beam.Flatten()

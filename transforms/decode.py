@@ -7,6 +7,7 @@ import traceback
 
 import apache_beam as beam
 
+from beam_pipeline.core import tallies
 from beam_pipeline.core.framing import FileContext, decode_message, decode_record
 import transforms.coders  # noqa: F401  (registers the batch coders)
 from beam_pipeline.core.model import EventBatch, RawBatch, dead_letter
@@ -60,7 +61,7 @@ class _Progress:
 
 
 class DecodeBatch(beam.DoFn):
-    """RawBatch -> one list of Events (main), DeadLetters, and (name, count) tallies.
+    """RawBatch -> one list of Events (main), DeadLetters, and tallies (per file: tallies.key).
 
     Events stay in lists: one element per input batch keeps Beam's per-element cost off the hot path.
     """
@@ -73,7 +74,8 @@ class DecodeBatch(beam.DoFn):
         self.progress = _Progress()
 
     def process(self, batch: RawBatch):
-        ctx = FileContext(batch.fmt, batch.exchange, batch.market)
+        ctx = FileContext(batch.fmt, batch.exchange, batch.market, batch.symbol)
+        file = None if batch.fmt == "message" else batch.source
         events, ignored, ingest = [], 0, batch.ingest_time or now_ms()
         for index, (number, raw) in enumerate(batch.records):
             try:
@@ -93,9 +95,10 @@ class DecodeBatch(beam.DoFn):
             else:
                 events.append(event)
         self.progress.add(len(batch.records))
-        yield beam.pvalue.TaggedOutput(TALLY, ("input_records", len(batch.records)))
+        yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.INPUT_RECORDS, file),
+                                               len(batch.records)))
         if ignored:
-            yield beam.pvalue.TaggedOutput(TALLY, ("ignored", ignored))
+            yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.IGNORED, file), ignored))
         if events:
             yield EventBatch(events, batch.publish_time)
 

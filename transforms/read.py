@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import gzip
+import itertools
 import traceback
 import zlib
 
@@ -14,10 +16,12 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_pipeline.core.framing import context_from_header, detect_format, is_header
-import transforms.coders  # noqa: F401  (registers the batch coders)
+from beam_pipeline.core import framings, tallies
+from beam_pipeline.core.framings import HEAD_RECORDS, UNKNOWN, FileContext
+from beam_pipeline.core.framings.base import CONNECT, DISCONNECT
 from beam_pipeline.core.model import DeadLetter, RawBatch, dead_letter
 from beam_pipeline.core.reasons import Reason
+import transforms.coders  # noqa: F401  (registers the batch coders)
 from beam_pipeline.core.runtime import now_ms
 from transforms.tags import DEAD_LETTER, INPUT_LAG, TALLY
 
@@ -75,50 +79,111 @@ def _open(readable: fileio.ReadableFile, stack: contextlib.ExitStack):
     return stack.enter_context(readable.open(compression_type=CompressionTypes.AUTO))
 
 
+def _numbered_lines(readable: fileio.ReadableFile, max_record_bytes: int):
+    with contextlib.ExitStack() as stack:
+        yield from split_lines(_blocks(_open(readable, stack)), max_record_bytes)
+
+
+class _Guarded:
+    """Iterates until the source raises, then keeps the error (a truncated gzip member, a vanished
+    file): what was read before it is still used."""
+
+    def __init__(self, lines):
+        self.lines, self.error, self.trace = lines, None, None
+
+    def __iter__(self):
+        try:
+            yield from self.lines
+        except Exception as error:
+            self.error, self.trace = error, traceback.format_exc()
+
+
+def _head(lines, count: int) -> list:
+    """The first lines of `lines` up to and including its `count`-th non-blank one."""
+    head, records = [], 0
+    for item in lines:
+        head.append(item)
+        records += bool(item[1].strip())
+        if records >= count:
+            break
+    return head
+
+
 class ReadRecordBatches(beam.DoFn):
-    """One matched file -> RawBatch elements of up to `batch_size` records, plus read failures."""
+    """One matched file -> RawBatch elements of up to `batch_size` records, plus read failures.
+
+    The file's format is detected from its first records (framings.detect), unless forced; lines
+    that are not records (headers, connect lines, blank lines) are skipped, a reconnect or
+    disconnect marker counted (`reconnects`: a point where a gap may follow). Per file, tallies
+    name its format (`format.<name>`)."""
 
     def __init__(self, input_format: str, max_record_bytes: int,
-                 batch_size: int = RECORDS_PER_BATCH):
+                 batch_size: int = RECORDS_PER_BATCH, skip_names=()):
         self.input_format = input_format
         self.max_record_bytes = max_record_bytes
         self.batch_size = batch_size
+        self.skip_names = tuple(skip_names)
 
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
-        fmt = None if self.input_format == "auto" else self.input_format
-        ctx = None
-        records, last_line = [], 0
-        try:
-            with contextlib.ExitStack() as stack:
-                handle = _open(readable, stack)
-                for number, line in split_lines(_blocks(handle), self.max_record_bytes):
-                    last_line = number
-                    if not line.strip():
-                        continue                       # blank lines are not records
-                    if ctx is None:
-                        fmt = fmt or detect_format(line)
-                        ctx = context_from_header(fmt, line) if is_header(line) else None
-                        if ctx is not None:
-                            continue                   # a capture header is not a record
-                        ctx = context_from_header(fmt, b"-")
-                    elif fmt == "cryptofeed" and is_header(line):
-                        if records:                    # they belong to the previous header's stream
-                            yield RawBatch(path, fmt, ctx.exchange, ctx.market, records)
-                            records = []
-                        ctx = context_from_header(fmt, line)
-                        continue
-                    records.append((number, line))
-                    if len(records) >= self.batch_size:
-                        yield RawBatch(path, fmt, ctx.exchange, ctx.market, records)
+        if is_skipped(path, self.skip_names):          # a README or LICENSE beside the captures
+            yield beam.pvalue.TaggedOutput(TALLY, ((tallies.SKIPPED_FILES, path), 1))
+            return
+        source = _Guarded(_numbered_lines(readable, self.max_record_bytes))
+        lines = iter(source)
+        head = _head(lines, HEAD_RECORDS)
+        if self.input_format == "auto":
+            framing = framings.detect([line.lstrip() for _, line in head if line.strip()])
+        else:
+            framing = framings.framing_for(self.input_format)
+        fmt = framing.NAME if framing else UNKNOWN
+        ctx = (framing.open([line for _, line in head if line.strip()], path) if framing
+               else FileContext(UNKNOWN))
+        control = framing.control if framing else (lambda line, ctx: None)
+        blank_is_disconnect = bool(framing and framing.BLANK_IS_DISCONNECT)
+        records, last_line, reconnects, connected, started = [], 0, 0, False, False
+        for number, line in itertools.chain(head, lines):
+            last_line = number
+            if not line.strip():                       # blank lines are not records
+                reconnects += blank_is_disconnect and started
+                continue
+            marker = control(line, ctx)
+            if marker is not None:                     # a header or connect line is not a record
+                if marker.kind == DISCONNECT or (marker.kind == CONNECT and connected):
+                    reconnects += 1
+                connected = connected or marker.kind == CONNECT
+                if marker.context != ctx:
+                    if records:                        # they belong to the previous stream
+                        yield _batch(path, fmt, ctx, records)
                         records = []
-        except Exception as error:  # a truncated gzip member, a vanished file: keep what was read
+                    ctx = marker.context
+                continue
+            started = True
+            records.append((number, line))
+            if len(records) >= self.batch_size:
+                yield _batch(path, fmt, ctx, records)
+                records = []
+        if source.error is not None:
+            error = source.error
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
                 Reason.READ_ERROR, f"{type(error).__name__}: {error}", "read",
-                traceback.format_exc().encode()[-4096:], f"{path}:{last_line + 1}"))
-            yield beam.pvalue.TaggedOutput(TALLY, ("input_records", 1))
+                source.trace.encode()[-4096:], f"{path}:{last_line + 1}"))
+            yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.INPUT_RECORDS, path), 1))
         if records:
-            yield RawBatch(path, fmt, ctx.exchange, ctx.market, records)
+            yield _batch(path, fmt, ctx, records)
+        yield beam.pvalue.TaggedOutput(TALLY, ((tallies.FORMAT + fmt, path), 1))
+        if reconnects:
+            yield beam.pvalue.TaggedOutput(TALLY, ((tallies.RECONNECTS, path), reconnects))
+
+
+def is_skipped(path: str, patterns) -> bool:
+    """True when the file's name matches one of the --skip_files patterns."""
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+
+
+def _batch(path: str, fmt: str, ctx: FileContext, records: list) -> RawBatch:
+    return RawBatch(path, fmt, ctx.exchange, ctx.market, records, symbol=ctx.symbol)
 
 
 class ReadFeedFiles(beam.PTransform):
@@ -128,13 +193,16 @@ class ReadFeedFiles(beam.PTransform):
     appear (fileio.MatchContinuously): a streaming source that also runs on Flink, where Beam's
     Pub/Sub source does not."""
 
-    def __init__(self, globs, input_format: str, max_record_bytes: int, watch_seconds=None):
-        """`watch_seconds`: None reads the files once (batch)."""
+    def __init__(self, globs, input_format: str, max_record_bytes: int, watch_seconds=None,
+                 skip_names=()):
+        """`watch_seconds`: None reads the files once (batch); `skip_names`: file-name patterns
+        not to read (--skip_files)."""
         super().__init__()
         self.globs = list(globs)
         self.input_format = input_format
         self.max_record_bytes = max_record_bytes
         self.watch_seconds = watch_seconds
+        self.skip_names = tuple(skip_names)
 
     def _matched(self, pbegin):
         if not self.watch_seconds:
@@ -147,7 +215,8 @@ class ReadFeedFiles(beam.PTransform):
         return (self._matched(pbegin)
                 | "Distribute" >> beam.Reshuffle()
                 | "Open" >> fileio.ReadMatches()
-                | "Split" >> beam.ParDo(ReadRecordBatches(self.input_format, self.max_record_bytes))
+                | "Split" >> beam.ParDo(ReadRecordBatches(self.input_format, self.max_record_bytes,
+                                                         skip_names=self.skip_names))
                 .with_output_types(RawBatch)
                 .with_outputs(DEAD_LETTER, TALLY, main="batches"))
 

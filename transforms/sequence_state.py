@@ -14,6 +14,7 @@ from collections import Counter
 import apache_beam as beam
 import msgspec
 
+from beam_pipeline.core import tallies
 from beam_pipeline.core.model import (CorruptPeriod, ErrorEvent, Event, dead_letter,
                                       event_dead_letter, stream_name)
 from beam_pipeline.core.reasons import CorruptReason, ErrorType, Outcome, Reason
@@ -90,10 +91,9 @@ def tagged_outputs(machine, first_seen: bool, clean_output):
     for outcome, value in machine.take_output():
         if outcome == Outcome.CLEAN:
             clean.append(value)
-        elif outcome == Outcome.DUPLICATE:
-            counts["duplicates"] += 1
-        elif outcome == Outcome.SUPERSEDED:
-            counts["superseded"] += 1
+        elif outcome in (Outcome.DUPLICATE, Outcome.SUPERSEDED):
+            name = tallies.DUPLICATES if outcome == Outcome.DUPLICATE else tallies.SUPERSEDED
+            counts[tallies.key(name, tallies.file_of_source(value.source))] += 1
         elif outcome == Outcome.LATE:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, late_letter(value))
         elif outcome == Outcome.POISON:
@@ -101,7 +101,8 @@ def tagged_outputs(machine, first_seen: bool, clean_output):
         else:                      # a report: the outcome is the name of its output tag
             yield beam.pvalue.TaggedOutput(outcome.value, value)
     if clean:
-        counts["clean_records"] += len(clean)
+        counts.update(tallies.key(tallies.CLEAN_RECORDS, tallies.file_of_source(value[0].source))
+                      for value in clean)
         yield beam.pvalue.TaggedOutput(CLEAN, clean_output(machine, clean))
     if first_seen:
         counts["symbols"] += 1

@@ -207,14 +207,15 @@ class RawBatch(msgspec.Struct):
     """Consecutive records of one file (or one Pub/Sub message), before decoding."""
 
     source: str                    # file path, or pubsub:<message id>
-    fmt: str                       # envelope | binance | cryptofeed | message (Pub/Sub: envelopes or raw frames)
-    exchange: Optional[str]        # from a cryptofeed header, when known
+    fmt: str                       # a framing's name (framings.names()), unknown, or message (Pub/Sub)
+    exchange: Optional[str]        # from the file's context (a connect line), when known
     market: Optional[str]
     records: list[tuple[int, bytes]]   # (line number, or 0 for a single-record message; raw bytes)
     attributes: Optional[dict] = None  # Pub/Sub message attributes
     ingest_time: int = 0
     publish_time: int = 0          # ms: the Pub/Sub message's publish time (0: from a file)
     sources: Optional[list] = None # per record, when records of several messages share a batch
+    symbol: Optional[str] = None   # the one symbol of a single-symbol file (hftbacktest)
 
 
 class RunRef(msgspec.Struct, frozen=True):

@@ -4,7 +4,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipeline.core.model import DELTA, SNAPSHOT, CorruptPeriod, DeadLetter, ErrorEvent, Event, Gap
-from tests.tooling.synthetic import Expected
+from tests.tooling.synthetic import PER_FILE_KEYS, Expected
 from transforms.tables import clean_table, table_row_times
 from transforms.aggregate import (ACTIONS, AlertRules, CountErrorsAndAlert, Summarize,
                                   dead_letter_error, format_summary, is_balanced)
@@ -45,7 +45,14 @@ def test_summarize_balanced_unbalanced_and_empty():
             "input_records": 40, "clean_records": 30, "ignored": 3, "duplicates": 2,
             "superseded": 1, "dead_letters": {"bad_json": 3, "invalid_ids": 1},
             "gaps": {"small": 2, "medium": 1, "large": 0, "reset": 0}, "corrupt_periods": 1, "symbols": 4,
-            "balanced": True}]), label="CheckBalanced")
+            "reconnects": 0, "balanced": True,
+            # the dead letters' source "f:1" names their file: it gets a row
+            "files": [{"file": "f", "format": None, "records": 0, "clean": 0, "ignored": 0,
+                       "duplicates": 0, "superseded": 0, "dead": 4}],
+            "file_dead_letters": {"f": [
+                {"reason": "bad_json", "count": 3, "example": {"source": "f:1", "message": "m"}},
+                {"reason": "invalid_ids", "count": 1, "example": {"source": "f:1", "message": "m"}}]},
+            "skipped_files": []}]), label="CheckBalanced")
 
         # one record unaccounted for: 10 in, 8 clean + 1 dead letter
         missing = summarize(p, "Missing", [("input_records", 10), ("clean_records", 8)],
@@ -54,7 +61,12 @@ def test_summarize_balanced_unbalanced_and_empty():
             "input_records": 10, "clean_records": 8, "ignored": 0, "duplicates": 0,
             "superseded": 0, "dead_letters": {"read_error": 1},
             "gaps": {"small": 0, "medium": 0, "large": 1, "reset": 0}, "corrupt_periods": 2, "symbols": 0,
-            "balanced": False}]), label="CheckMissing")
+            "reconnects": 0, "balanced": False,
+            "files": [{"file": "f", "format": None, "records": 0, "clean": 0, "ignored": 0,
+                       "duplicates": 0, "superseded": 0, "dead": 1}],
+            "file_dead_letters": {"f": [
+                {"reason": "read_error", "count": 1, "example": {"source": "f:1", "message": "m"}}]},
+            "skipped_files": []}]), label="CheckMissing")
 
         # counted twice: more accounted for than read
         twice = summarize(p, "Twice", [("input_records", 5), ("clean_records", 5), ("ignored", 1)],
@@ -66,7 +78,34 @@ def test_summarize_balanced_unbalanced_and_empty():
         assert_that(empty, equal_to([{
             "input_records": 0, "clean_records": 0, "ignored": 0, "duplicates": 0,
             "superseded": 0, "dead_letters": {}, "gaps": {"small": 0, "medium": 0, "large": 0, "reset": 0},
-            "corrupt_periods": 0, "symbols": 0, "balanced": True}]), label="CheckEmpty")
+            "corrupt_periods": 0, "symbols": 0, "reconnects": 0, "balanced": True, "files": [],
+            "file_dead_letters": {}, "skipped_files": []}]), label="CheckEmpty")
+
+
+def test_summary_counts_per_file_and_keeps_one_example_per_file_and_reason():
+    from collections import Counter
+
+    counts = Counter({("input_records", "a.gz"): 10, ("clean_records", "a.gz"): 6,
+                      ("ignored", "a.gz"): 2, ("duplicates", "a.gz"): 1, ("superseded", "a.gz"): 1,
+                      ("format.hftbacktest", "a.gz"): 1, ("input_records", "b"): 3,
+                      ("dead_letters.bad_json", "b"): 2, ("dead_letters.unknown_format", "b"): 1,
+                      ("format.unknown", "b"): 1, ("reconnects", "a.gz"): 2,
+                      ("skipped_files", "README.md"): 1, "symbols": 1})
+    examples = {(("dead_letters.bad_json", "b")): ("b:1", "not JSON"),
+                (("dead_letters.unknown_format", "b")): ("b:3", "no input format")}
+    summary = format_summary(counts, examples)
+    assert (summary["input_records"], summary["clean_records"], summary["reconnects"]) == (13, 6, 2)
+    assert summary["dead_letters"] == {"bad_json": 2, "unknown_format": 1} and summary["balanced"]
+    assert summary["files"] == [
+        {"file": "a.gz", "format": "hftbacktest", "records": 10, "clean": 6, "ignored": 2,
+         "duplicates": 1, "superseded": 1, "dead": 0},
+        {"file": "b", "format": "unknown", "records": 3, "clean": 0, "ignored": 0,
+         "duplicates": 0, "superseded": 0, "dead": 3}]
+    assert summary["file_dead_letters"] == {"b": [
+        {"reason": "bad_json", "count": 2, "example": {"source": "b:1", "message": "not JSON"}},
+        {"reason": "unknown_format", "count": 1,
+         "example": {"source": "b:3", "message": "no input format"}}]}
+    assert summary["skipped_files"] == ["README.md"]
 
 
 def test_summary_has_the_fields_of_the_synthetic_expectation():
@@ -74,7 +113,7 @@ def test_summary_has_the_fields_of_the_synthetic_expectation():
 
     summary = format_summary(Counter({"input_records": 2, "clean_records": 1,
                                       "dead_letters.bad_json": 1}))
-    assert set(summary) == set(Expected().summary()) | {"balanced"}
+    assert set(summary) == set(Expected().summary()) | {"balanced"} | set(PER_FILE_KEYS)
     assert summary["dead_letters"] == {"bad_json": 1} and summary["balanced"] is True
     assert not is_balanced(dict(summary, ignored=1))
 

@@ -56,7 +56,7 @@ from beam_pipeline.core.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPS
 from beam_pipeline.options import default_policy
 from beam_pipeline.core.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, POISON,
                                           RECOVERY, SUPERSEDED, StreamSequencer)
-from tests.tooling.synthetic import (BLANKS, START_MS, TRUNCATED_KEY, _envelope, _safe_first,
+from tests.tooling.synthetic import (BLANKS, totals, START_MS, TRUNCATED_KEY, _envelope, _safe_first,
                                      generate_chaos, gzip_members, readable_prefix)
 from transforms.aggregate import format_summary
 from transforms.decode import DecodeBatch
@@ -111,8 +111,9 @@ def read_and_decode(paths, input_format="auto", max_record_bytes=MAX_RECORD_BYTE
 
     def route(output):
         if isinstance(output, TaggedOutput):
-            if output.tag == TALLY:
-                tallies[output.value[0]] += output.value[1]
+            if output.tag == TALLY:       # per-file keys (name, file) folded into their totals
+                key = output.value[0]
+                tallies[key if isinstance(key, str) else key[0]] += output.value[1]
             else:
                 assert output.tag == DEAD_LETTER, output.tag
                 letters.append(output.value)
@@ -170,7 +171,7 @@ def run_reference(paths, input_format="auto", policy=default_policy(), max_recor
     for gap in gaps:
         counts[f"gaps.{gap['gap_class']}"] += 1
     counts["corrupt_periods"] += len(corrupt)
-    return Outcome(format_summary(counts), clean, gaps, corrupt, recovery,
+    return Outcome(totals(format_summary(counts)), clean, gaps, corrupt, recovery,
                    [_letter_view(letter.reason, letter.stage, letter.source, letter.payload)
                     for letter in letters], per_key)
 
@@ -422,7 +423,7 @@ def beam_outcome(folder) -> Outcome:
                         for d in fastavro.reader(handle)]
     with open(os.path.join(folder, "summary.json")) as handle:
         summary = json.load(handle)
-    return Outcome(summary, clean, rows("gaps"), rows("corrupt_periods"), recovery, letters)
+    return Outcome(totals(summary), clean, rows("gaps"), rows("corrupt_periods"), recovery, letters)
 
 
 def run_beam(paths, output, *extra) -> Outcome:
@@ -479,7 +480,8 @@ def test_out_of_range_numbers_are_dead_letters_not_a_crash(tmp_path):
              _envelope("spot", "BTCUSDT", 2**63, "snapshot", dict(snapshot, lastUpdateId=20)),
              _envelope("spot", "BTCUSDT", START_MS, "delta", delta(21, 22, at=10**15))]
     paths = _feed(str(tmp_path), "feed.jsonl", lines)
-    outcome = run_beam(paths, tmp_path / "out")
+    # 3 of the file's 5 records are dead letters: above the default --max_bad_file_rate (exit 4)
+    outcome = run_beam(paths, tmp_path / "out", "--max_bad_file_rate=1")
     assert outcome.summary["clean_records"] == 2
     assert sum(outcome.summary["dead_letters"].values()) == 3
 

@@ -80,9 +80,12 @@ def test_file_batches_events_dead_letters_and_tallies():
              for i, (kind, raw) in enumerate(bad)]
             + [("invalid_utf8", "decode", js(DEPTH).replace(b"100.10", b"100.\xff0"),
                 "/data/raw.jsonl:4", INGEST)]), label="DeadLetters")
+        # counted per file: the summary's per-file table
         assert_that(decoded.tally, equal_to([
-            ("input_records", 3 + len(BAD_RECORDS)), ("ignored", 1),
-            ("input_records", 3), ("ignored", 1)]), label="Tallies")
+            (("input_records", "/data/feed.jsonl"), 3 + len(BAD_RECORDS)),
+            (("ignored", "/data/feed.jsonl"), 1),
+            (("input_records", "/data/raw.jsonl"), 3), (("ignored", "/data/raw.jsonl"), 1)]),
+            label="Tallies")
 
 
 def test_each_bad_record_kind_has_its_reason_and_a_message():
@@ -110,8 +113,8 @@ def test_each_bad_record_kind_has_its_reason_and_a_message():
             else start <= d.ingest_time <= start + 600_000), equal_to([True] * 10),
             label="IngestTime")
         assert_that(decoded.events, equal_to([]), label="NoEvents")
-        assert_that(decoded.tally, equal_to([("input_records", len(BAD_RECORDS)),
-                                             ("input_records", 1)]), label="Tallies")
+        assert_that(decoded.tally, equal_to([(("input_records", "f"), len(BAD_RECORDS)),
+                                             (("input_records", "g"), 1)]), label="Tallies")
 
 
 def test_record_too_large_limit_is_exclusive():
@@ -186,5 +189,6 @@ def test_cryptofeed_capture_batches():
         assert_that(decoded.dead_letter | beam.Map(lambda d: (d.reason, d.source)),
                     equal_to([("bad_framing", "x.ws:2"), ("bad_framing", "x.ws:3")]),
                     label="DeadLetters")
-        assert_that(decoded.tally, equal_to([("input_records", 1535), ("ignored", 771),
-                                             ("input_records", 2)]), label="Tallies")
+        assert_that(decoded.tally, equal_to([(("input_records", "BINANCE_FUTURES.ws.1.0"), 1535),
+                                             (("ignored", "BINANCE_FUTURES.ws.1.0"), 771),
+                                             (("input_records", "x.ws"), 2)]), label="Tallies")

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline.cli import main
-from tests.tooling.synthetic import BAD_RECORDS, default_faults, generate, write_lines
+from tests.tooling.synthetic import BAD_RECORDS, default_faults, generate, totals, write_lines
 
 
 def _ms(value):
@@ -29,10 +29,14 @@ def test_real_captures_are_continuous_and_bridged(captures, tmp_path, outputs):
     assert _run(captures, tmp_path / "out") == 0
     out = outputs(tmp_path / "out")
     summary = out.summary()
-    assert summary == {
+    assert totals(summary) == {
         "input_records": 1808, "clean_records": 929, "ignored": 859, "duplicates": 0,
         "superseded": 20, "dead_letters": {}, "gaps": {"small": 0, "medium": 0, "large": 0, "reset": 0},
-        "corrupt_periods": 0, "symbols": 8, "balanced": True}
+        "corrupt_periods": 0, "symbols": 8, "reconnects": 0, "balanced": True}
+    assert [(row["file"], row["format"], row["records"], row["clean"], row["ignored"],
+             row["superseded"], row["dead"]) for row in summary["files"]] == [
+        (captures[1], "cryptofeed", 4, 4, 0, 0, 0), (captures[0], "cryptofeed", 265, 172, 88, 5, 0),
+        (captures[3], "cryptofeed", 4, 4, 0, 0, 0), (captures[2], "cryptofeed", 1535, 749, 771, 15, 0)]
     clean = out.parquet_rows("clean")
     assert len(clean) == 929
     assert out.parquet_rows("gaps") == []
@@ -72,7 +76,7 @@ def test_every_injected_fault_is_reported_exactly(faulty_feed, tmp_path, outputs
     corrupt = _rows_with_ms(out.parquet_rows("corrupt_periods"), "start_time", "end_time")
     assert sorted(corrupt, key=lambda r: (r["symbol"], r["start_id"])) == sorted(
         expected.corrupt_periods, key=lambda r: (r["symbol"], r["start_id"]))
-    assert out.summary() == dict(expected.summary(), balanced=True)
+    assert totals(out.summary()) == dict(expected.summary(), balanced=True)
     letters = out.dead_letters()
     assert sorted(d["reason"] for d in letters) == sorted(expected.dead_letters.elements())
     assert all(d["stage"] == "decode" and d["source"].startswith(str(tmp_path)) for d in letters)
@@ -89,7 +93,7 @@ def _snapshot_of(out):
             "gaps": sorted(out.parquet_rows("gaps"), key=_gap_key),
             "corrupt": sorted(out.parquet_rows("corrupt_periods"),
                               key=lambda r: (r["market"], r["symbol"], r["start_id"])),
-            "summary": out.summary()}
+            "summary": totals(out.summary())}
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +144,8 @@ def test_help_lists_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--input", "--input_format", "--output", "--max_record_bytes", "--small_gap_max",
                    "--medium_gap_max", "--recovery_timeout", "--max_buffered_events",
-                   "--reorder_timeout", "--stall_timeout", "--error_window", "--runner"):
+                   "--reorder_timeout", "--stall_timeout", "--error_window", "--runner",
+                   "--max_bad_file_rate", "--skip_files"):
         assert option in text
 
 

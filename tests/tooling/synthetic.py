@@ -74,7 +74,16 @@ class Expected:
                 "superseded": c["superseded"], "dead_letters": dict(sorted(self.dead_letters.items())),
                 "gaps": {cls: sum(1 for g in self.gaps if g["gap_class"] == cls)
                          for cls in ("small", "medium", "large", "reset")},
-                "corrupt_periods": len(self.corrupt_periods), "symbols": c["symbols"]}
+                "corrupt_periods": len(self.corrupt_periods), "symbols": c["symbols"],
+                "reconnects": c["reconnects"]}
+
+
+PER_FILE_KEYS = ("files", "file_dead_letters", "skipped_files")
+
+
+def totals(summary: dict) -> dict:
+    """A run summary without its per-file parts (they depend on how the input is split in files)."""
+    return {name: value for name, value in summary.items() if name not in PER_FILE_KEYS}
 
 
 def _levels(rng, mid: float, count: int):

@@ -1,21 +1,58 @@
-"""Exchange adapters: one module per exchange turns its messages into the normalized Event.
+"""Exchange adapters: one module per exchange family turns its messages into the normalized Event.
 
-Each adapter module exposes NAME, decode_message (a raw websocket message), decode_delta and
-decode_snapshot (a payload whose kind is already known), and the URL helpers the capture formats need.
-Anything an adapter cannot use raises Rejected with a reason code; a message of another stream
-(trades, tickers, klines) decodes to None and is counted as ignored.
+The registry is built from the modules of this package: every module (but `base` and private ones)
+is an adapter satisfying base.ExchangeAdapter, and serves the exchange names in its EXCHANGES.
+Adding an exchange is one new module here and its tests; nothing else lists them.
 """
 from __future__ import annotations
 
-from beam_pipeline.core.adapters import binance
+import sys
+from types import ModuleType
+from typing import Optional
+
+from beam_pipeline.core.adapters.base import ExchangeAdapter
+from beam_pipeline.core.contracts import plugin_modules
 from beam_pipeline.core.reasons import Reason, Rejected
 
+__all__ = ["ExchangeAdapter", "Rejected", "adapter_for", "adapters", "exchange_names",
+           "stream_of_url"]
 
-_ADAPTERS = {binance.NAME: binance}     # adding an exchange is one line here
+
+def _discover() -> dict[str, ModuleType]:
+    by_exchange: dict[str, ModuleType] = {}
+    for module in plugin_modules(sys.modules[__name__], ExchangeAdapter):
+        for exchange in module.EXCHANGES:
+            if exchange in by_exchange:
+                raise TypeError(f"exchange {exchange!r} is claimed by {by_exchange[exchange].__name__}"
+                                f" and {module.__name__}")
+            by_exchange[exchange] = module
+    return by_exchange
+
+
+_BY_EXCHANGE = _discover()
+
+
+def adapters() -> list[ModuleType]:
+    """Every adapter module, once each, in name order."""
+    return sorted(set(_BY_EXCHANGE.values()), key=lambda module: module.__name__)
+
+
+def exchange_names() -> list[str]:
+    return sorted(_BY_EXCHANGE)
 
 
 def adapter_for(exchange: str):
     try:
-        return _ADAPTERS[exchange]
-    except KeyError:
-        raise Rejected(Reason.UNSUPPORTED_EXCHANGE, f"no adapter for exchange {exchange!r}") from None
+        return _BY_EXCHANGE[exchange]
+    except (KeyError, TypeError):
+        raise Rejected(Reason.UNSUPPORTED_EXCHANGE, f"no adapter for exchange {exchange!r} "
+                       f"(known: {exchange_names()})") from None
+
+
+def stream_of_url(url: str) -> Optional[tuple[ModuleType, str, str]]:
+    """(adapter, exchange, market) of a capture URL, or None when no adapter recognises it."""
+    for adapter in adapters():
+        found = adapter.stream_of_url(url)
+        if found is not None:
+            return (adapter, *found)
+    return None

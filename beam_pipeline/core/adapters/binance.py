@@ -1,9 +1,13 @@
-"""Binance spot and USD-M / COIN-M futures depth streams and REST depth snapshots.
+"""Binance (binance.com) and Binance.US: spot, USD-M and COIN-M futures depth streams and REST
+depth snapshots.
 
+Exchanges: `binance` and `binance_us` (same symbols, different books: never the same key).
 Spot `<sym>@depth`: U first id, u last id; continuity is range-plus-one (U <= c+1 <= u).
-Futures: adds pu (the previous message's u); continuity is previous-link (pu == c).
-Snapshots come from REST (/api/v3/depth, /fapi/v1/depth, /dapi/v1/depth) and carry lastUpdateId.
-Typed msgspec decoding validates every field in C; a failure is mapped to a reason code.
+Futures (usdm, coinm): adds pu (the previous message's u); continuity is previous-link (pu == c).
+Snapshots come from REST (/api/v1/depth, /api/v3/depth, /fapi/v1/depth, /dapi/v1/depth, and
+api.binance.us) and carry lastUpdateId; Tardis.dev replays carry them in-stream as
+`<sym>@depthSnapshot`. Typed msgspec decoding validates every field in C; a failure is mapped to a
+reason code.
 """
 from __future__ import annotations
 
@@ -13,20 +17,19 @@ from urllib.parse import parse_qs, urlparse
 
 import msgspec
 
-from beam_pipeline.core.reasons import Reason, Rejected
+from beam_pipeline.core.decoding import INT64_MAX, LAST_MS, TimeMs, UpdateId, rejection  # noqa: F401
 from beam_pipeline.core.model import (DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, Event,
-                                 encode_levels)
+                                      encode_levels)
+from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "binance"
+US = "binance_us"
+EXCHANGES = (NAME, US)
 RULES = {"spot": RANGE_PLUS_ONE, "usdm": PREVIOUS_LINK, "coinm": PREVIOUS_LINK}
 
 # Binance sends prices and quantities as plain decimal strings; anything else is not a number.
 # (\Z, not $: $ also matches before a trailing newline.)
 Decimal = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(\.[0-9]+)?\Z")]
-INT64_MAX = 2**63 - 1
-LAST_MS = 253402300799999          # 9999-12-31T23:59:59.999Z: later times overflow timestamps
-UpdateId = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
-TimeMs = Annotated[int, msgspec.Meta(ge=0, le=LAST_MS)]
 Levels = list[tuple[Decimal, Decimal]]
 
 
@@ -86,23 +89,6 @@ _depth_fast_decoder = msgspec.json.Decoder(_DepthUpdateFast)
 _snapshot_decoder = msgspec.json.Decoder(_Snapshot)
 _combined_decoder = msgspec.json.Decoder(_Combined)
 _probe_decoder = msgspec.json.Decoder(_Probe)
-_PATH = re.compile(r" - at `\$(\.\w+)?")
-
-
-def rejection(error: msgspec.DecodeError) -> Rejected:
-    """Map a msgspec error onto a stable reason code."""
-    text = str(error)
-    if not isinstance(error, msgspec.ValidationError):
-        return Rejected(Reason.BAD_JSON, text)
-    if text.startswith("Object missing required field"):
-        return Rejected(Reason.MISSING_FIELD, text)
-    match = _PATH.search(text)
-    field = match.group(1) if match and match.group(1) else ""
-    if field in (".b", ".a", ".bids", ".asks"):
-        return Rejected(Reason.BAD_PRICE_LEVEL, text)
-    if (">=" in text or "<=" in text) and field in (".U", ".u", ".pu", ".lastUpdateId"):
-        return Rejected(Reason.INVALID_IDS, text)
-    return Rejected(Reason.MISTYPED_FIELD, text)
 
 
 def market_of(market: Optional[str], has_prev: bool) -> str:
@@ -113,26 +99,36 @@ def market_of(market: Optional[str], has_prev: bool) -> str:
     return market
 
 
-def _delta_event(msg: _DepthUpdate, market: Optional[str], recv_time, source) -> Event:
+def exchange_of(exchange: Optional[str]) -> str:
+    if exchange is None:
+        return NAME
+    if exchange not in EXCHANGES:
+        raise Rejected(Reason.UNSUPPORTED_EXCHANGE, f"the binance adapter decodes {EXCHANGES}, not {exchange!r}")
+    return exchange
+
+
+def _delta_event(msg: _DepthUpdate, market: Optional[str], recv_time, source,
+                 exchange: str = NAME) -> Event:
     market = market_of(market, msg.pu is not None)
     if msg.U > msg.u:
         raise Rejected(Reason.INVALID_IDS, f"first update id U={msg.U} is after last update id u={msg.u}")
     rule = RULES[market]
     if rule == PREVIOUS_LINK and msg.pu is None:
         raise Rejected(Reason.MISSING_PREV_ID, f"a {market} delta must carry pu (previous u)")
-    return Event(NAME, market, msg.s, DELTA, msg.U, msg.u, msg.pu, msg.E, recv_time,
+    return Event(exchange, market, msg.s, DELTA, msg.U, msg.u, msg.pu, msg.E, recv_time,
                  msg.b, msg.a, rule, source)
 
 
 def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None) -> Optional[Event]:
+                 symbol: Optional[str] = None, exchange: Optional[str] = None) -> Optional[Event]:
     """A payload that should be a depthUpdate. None when it is another stream's message."""
+    exchange = exchange_of(exchange)
     msg = _decode_depth(payload)
     if msg is None or msg.e != "depthUpdate":
         return None
     if symbol is not None and msg.s != symbol:
         raise Rejected(Reason.SYMBOL_MISMATCH, f"envelope symbol {symbol!r} but payload symbol {msg.s!r}")
-    return _delta_event(msg, market, recv_time, source)
+    return _delta_event(msg, market, recv_time, source, exchange)
 
 
 def _plain_shape(payload: bytes) -> bool:
@@ -175,21 +171,26 @@ def decode_depth_typed(payload: bytes):
 
 
 def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
-                    source: str) -> Event:
+                    source: str, exchange: Optional[str] = None) -> Event:
     """A REST depth snapshot; its symbol comes from the request (the body does not say)."""
+    exchange = exchange_of(exchange)
     try:
         msg = _snapshot_decoder.decode(payload)
     except msgspec.DecodeError as error:
         raise rejection(error) from None
     market = market_of(market, msg.T is not None)
-    return Event(NAME, market, symbol, SNAPSHOT, msg.lastUpdateId, msg.lastUpdateId, None,
+    return Event(exchange, market, symbol, SNAPSHOT, msg.lastUpdateId, msg.lastUpdateId, None,
                  msg.E, recv_time, encode_levels(msg.bids), encode_levels(msg.asks), RULES[market],
                  source)
 
 
 def decode_message(raw: bytes, recv_time: Optional[int], source: str,
-                   market: Optional[str] = None) -> Optional[Event]:
-    """A raw websocket message, bare or combined-stream. None for other streams."""
+                   market: Optional[str] = None, exchange: Optional[str] = None, *,
+                   file_symbol: Optional[str] = None) -> Optional[Event]:
+    """A raw websocket message, bare or combined-stream. None for other streams.
+
+    `file_symbol`: the file carries REST snapshot bodies in its stream (hftbacktest): such a body is
+    a snapshot of this symbol ("" when the file's symbol is unknown: a dead letter)."""
     # Not a prefix test: whitespace or another key order must not turn a depth update into "ignored"
     if b'"stream"' in raw:
         try:
@@ -199,8 +200,24 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
         if combined is not None:
             if "@depth" not in combined.stream:
                 return None
-            return decode_delta(bytes(combined.data), market, recv_time, source)
-    return decode_delta(raw, market, recv_time, source)
+            data = bytes(combined.data)
+            if combined.stream.endswith(SNAPSHOT_STREAM):     # Tardis.dev's in-stream snapshot
+                symbol = combined.stream[:-len(SNAPSHOT_STREAM)].upper()
+                return decode_snapshot(data, market, symbol, recv_time, source, exchange)
+            return decode_delta(data, market, recv_time, source, exchange=exchange)
+    if file_symbol is not None and _is_snapshot_body(raw):
+        if not file_symbol:
+            raise Rejected(Reason.MISSING_FIELD, "a REST depth snapshot in the stream, and the file's "
+                           "symbol is unknown (no frame in its first records names one)")
+        return decode_snapshot(raw, market, file_symbol, recv_time, source, exchange)
+    return decode_delta(raw, market, recv_time, source, exchange=exchange)
+
+
+SNAPSHOT_STREAM = "@depthSnapshot"
+
+
+def _is_snapshot_body(raw: bytes) -> bool:
+    return b'"lastUpdateId"' in raw and b'"e"' not in raw
 
 
 def _is_other_stream(payload: bytes) -> bool:
@@ -217,20 +234,28 @@ def _is_other_stream(payload: bytes) -> bool:
     return probe.e != "depthUpdate"
 
 
-def market_from_url(url: str) -> Optional[str]:
-    """Market of a websocket or REST URL of Binance; None when the URL is not Binance's."""
+def stream_of_url(url: str) -> Optional[tuple[str, str]]:
+    """(exchange, market) of a websocket or REST URL of Binance or Binance.US; None otherwise."""
     try:
         parsed = urlparse(url)
         host, path = parsed.hostname or "", parsed.path
     except ValueError:          # not a URL at all (e.g. an unclosed IPv6 bracket)
         return None
-    if not host.endswith("binance.com"):
+    if host == "binance.us" or host.endswith(".binance.us"):
+        return US, "spot"                       # Binance.US lists spot markets only
+    if not (host == "binance.com" or host.endswith(".binance.com")):
         return None
     if host.startswith("fstream") or path.startswith("/fapi/"):
-        return "usdm"
+        return NAME, "usdm"
     if host.startswith("dstream") or path.startswith("/dapi/"):
-        return "coinm"
-    return "spot"
+        return NAME, "coinm"
+    return NAME, "spot"
+
+
+def market_from_url(url: str) -> Optional[str]:
+    """Market of a Binance URL; None when the URL is not Binance's."""
+    found = stream_of_url(url)
+    return found[1] if found else None
 
 
 def is_depth_snapshot_url(url: str) -> bool:

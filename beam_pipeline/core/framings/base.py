@@ -1,0 +1,76 @@
+"""The contract of a framing (a file format): how it recognises a file from its first records and
+how it splits one line into a record for an exchange adapter (see framings/__init__.py)."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Protocol, Sequence, runtime_checkable
+
+import msgspec
+
+# What a record holds, as a framing knows it (Record.kind).
+MESSAGE = "message"        # a raw websocket frame: the adapter tells a delta from another stream
+DELTA = "delta"            # known to be an order-book delta (an envelope of type delta)
+SNAPSHOT = "snapshot"      # a full-book snapshot of Record.symbol
+OTHER = "other"            # known to be another stream's message: ignored
+
+# Lines that are not records (Control.kind).
+HEADER = "header"          # a capture header: context, not data
+CONNECT = "connect"        # a (re)connection: after the first one a gap may follow
+DISCONNECT = "disconnect"  # a disconnection marker: a gap may follow
+
+
+class FileContext(msgspec.Struct):
+    """What a file's framing knows beyond one line: the exchange and market a connect line named,
+    the one symbol of a single-symbol file (hftbacktest)."""
+
+    fmt: str
+    exchange: Optional[str] = None
+    market: Optional[str] = None
+    symbol: Optional[str] = None
+
+
+class Record(NamedTuple):
+    """One line split by its framing: what it holds, and what the line says about it."""
+
+    kind: str                      # MESSAGE | DELTA | SNAPSHOT | OTHER
+    payload: bytes
+    recv_time: Optional[int]       # the recorder's receive time, ms since epoch, as recorded
+    exchange: Optional[str]        # None: the adapter's default
+    market: Optional[str]          # None: the adapter infers it
+    symbol: Optional[str] = None   # SNAPSHOT/DELTA: the symbol the framing names; MESSAGE: the file's
+    file_snapshots: bool = False   # MESSAGE: REST snapshot bodies occur in the stream (of `symbol`)
+
+
+class Control(NamedTuple):
+    """A line that is not a record: a header, a connect or disconnect marker, and the context after it."""
+
+    kind: str                      # HEADER | CONNECT | DISCONNECT
+    context: FileContext
+
+
+@runtime_checkable
+class Framing(Protocol):
+    """A recorder's file format. A module satisfies it by its module-level names.
+
+    NAME: the --input_format value. PRIORITY: detection breaks ties by it (lower first: the more
+    specific shapes). DESCRIPTION: one line for --help. EXAMPLE: one line of such a file (README,
+    tests). BLANK_IS_DISCONNECT: an empty line marks a disconnect (Tardis.dev), not nothing.
+    """
+
+    NAME: str
+    PRIORITY: int
+    DESCRIPTION: str
+    EXAMPLE: bytes
+    BLANK_IS_DISCONNECT: bool
+
+    def looks_like(self, line: bytes) -> bool:
+        """Does this one line have the format's shape (cheap; detection counts them over the head)."""
+
+    def open(self, head: Sequence[bytes], path: str) -> FileContext:
+        """The file's context from its first records (headers and blank lines skipped) and its path."""
+
+    def control(self, line: bytes, ctx: FileContext) -> Optional[Control]:
+        """A line that is not a record (a header, a connect line): what it is and the context after
+        it; None for a record."""
+
+    def split(self, line: bytes, ctx: FileContext) -> Record:
+        """One record -> Record, or raises reasons.Rejected (bad_framing, ...)."""
