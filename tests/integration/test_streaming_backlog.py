@@ -60,6 +60,11 @@ def _alerts_until(emu, subscription, condition, timeout_s):
     return seen
 
 
+def _written_alerts(out):
+    return [json.loads(line) for name in glob.glob(os.path.join(out, "alerts", "*.jsonl"))
+            for line in open(name) if line.strip()]
+
+
 def test_a_backlog_of_batched_messages_equals_the_batch_run(pubsub_emulator, tmp_path):
     emu = pubsub_emulator
     path, lines = _backlog_feed(tmp_path, 6000, 11, default_faults())
@@ -76,6 +81,10 @@ def test_a_backlog_of_batched_messages_equals_the_batch_run(pubsub_emulator, tmp
         summary = _drained(out, len(lines) + 1, job)
         alerts_seen = _alerts_until(emu, alerts_sub, lambda seen: any(
             a["rule"] == "backpressure_resolved" for _, a in seen), 40)
+        deadline = time.monotonic() + 20          # alerts/ is written every --output_flush_seconds
+        while time.monotonic() < deadline and not {"backpressure", "backpressure_resolved"} <= {
+                a["rule"] for a in _written_alerts(out)}:
+            time.sleep(0.5)
     finally:
         stop_job(job)
 
@@ -93,9 +102,7 @@ def test_a_backlog_of_batched_messages_equals_the_batch_run(pubsub_emulator, tmp
     rules = [a["rule"] for _, a in alerts_seen if a["rule"].startswith("backpressure")]
     assert rules[0] == "backpressure" and rules[-1] == "backpressure_resolved", alerts_seen
     assert summary["input_lag_max_s"] >= 2
-    written = [json.loads(line) for name in glob.glob(os.path.join(out, "alerts", "*.jsonl"))
-               for line in open(name) if line.strip()]
-    assert {"backpressure", "backpressure_resolved"} <= {a["rule"] for a in written}
+    assert {"backpressure", "backpressure_resolved"} <= {a["rule"] for a in _written_alerts(out)}
 
 
 def test_a_backlog_of_single_record_messages_equals_the_batch_run(pubsub_emulator, tmp_path):
