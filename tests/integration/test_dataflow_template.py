@@ -232,7 +232,8 @@ def test_dataflow_dry_run_job_graph(mode):
     assert ("beam:transform:pubsub_read:v1" in urns) == (mode == "streaming")
     assert "beam:transform:group_by_key:v1" in urns
     names = " ".join(t.unique_name for t in proto.components.transforms.values())
-    assert "Sequence" in names and "Write/Write_clean" in names
+    clean_sink = "Write/Commit_clean" if mode == "batch" else "Write/Write_clean"
+    assert "Sequence" in names and clean_sink in names
     # --setup_file (runners/dataflow.py): our sdist is staged for the workers as workflow.tar.gz
     (environment,) = proto.components.environments.values()
     assert environment.urn == "beam:env:docker:v1"
