@@ -35,9 +35,17 @@ ACTIONS = {
 
 # ---- summary ---------------------------------------------------------------------------------
 
+IN_FLIGHT_NOTE = ("streaming: records read but not yet through the sequencer (reorder buffer, a "
+                  "wait for a snapshot, or a pane not yet fired) are in flight; the summary balances "
+                  "once they are written, and when the job is drained")
+
+
 class _CounterFn(beam.CombineFn):
     """Tallies -> the summary. An item is (key, n), or (key, n, example) for a dead letter, the
     example (source, message) kept once per (file, reason) for the per-file report."""
+
+    def __init__(self, streaming: bool = False):
+        self.streaming = streaming
 
     def create_accumulator(self):
         return Counter(), {}
@@ -58,7 +66,7 @@ class _CounterFn(beam.CombineFn):
         return total, examples
 
     def extract_output(self, acc):
-        return format_summary(*acc)
+        return format_summary(*acc, streaming=self.streaming)
 
 
 FILE_COLUMNS = ("records", "clean", "ignored", "duplicates", "superseded", "dead")
@@ -69,7 +77,7 @@ EXAMPLE_REASONS = 3          # per failing file: its top reasons, one example ea
 EXAMPLE_FILES = 100          # examples are kept for this many files, most dead letters first
 
 
-def format_summary(counts: Counter, examples: dict = None) -> dict:
+def format_summary(counts: Counter, examples: dict = None, streaming: bool = False) -> dict:
     """Tallies (keys: name, or (name, file)) -> the summary dict, with a per-file table."""
     totals, by_file, formats, skipped = Counter(), {}, {}, []
     for key, n in counts.items():
@@ -96,6 +104,12 @@ def format_summary(counts: Counter, examples: dict = None) -> dict:
     summary["symbols"] = totals.get(tallies.SYMBOLS, 0)
     summary["reconnects"] = totals.get(tallies.RECONNECTS, 0)
     summary["balanced"] = is_balanced(summary)
+    if streaming:   # a running job is unbalanced by the records on their way: say so, with how many
+        in_flight = summary["input_records"] - accounted(summary)
+        summary["in_flight"] = in_flight > 0
+        summary["in_flight_records"] = in_flight
+        if in_flight:
+            summary["note"] = IN_FLIGHT_NOTE
     summary["files"] = [dict({"file": file, "format": formats.get(file)},
                              **{column: by_file[file].get(column, 0) for column in FILE_COLUMNS})
                         for file in sorted(by_file)]
@@ -135,11 +149,14 @@ def dead_letter_tally(letter):
     return (name, file), 1, (letter.source, letter.message[:300])
 
 
+def accounted(summary: dict) -> int:
+    return (summary["clean_records"] + summary["ignored"] + summary["duplicates"]
+            + summary["superseded"] + sum(summary["dead_letters"].values()))
+
+
 def is_balanced(summary: dict) -> bool:
     """The conservation law: every input record is accounted for exactly once."""
-    accounted = (summary["clean_records"] + summary["ignored"] + summary["duplicates"]
-                 + summary["superseded"] + sum(summary["dead_letters"].values()))
-    return summary["input_records"] == accounted
+    return summary["input_records"] == accounted(summary)
 
 
 def bad_record_rate(summary: dict) -> float:
@@ -185,7 +202,7 @@ class Summarize(beam.PTransform):
             counts = counts | "Running" >> beam.WindowInto(
                 window.GlobalWindows(), trigger=trigger.Repeatedly(trigger.AfterProcessingTime(5)),
                 accumulation_mode=trigger.AccumulationMode.ACCUMULATING)
-            return counts | "Summary" >> beam.CombineGlobally(_CounterFn()).without_defaults()
+            return counts | "Summary" >> beam.CombineGlobally(_CounterFn(True)).without_defaults()
         return counts | "Summary" >> beam.CombineGlobally(_CounterFn())
 
 
