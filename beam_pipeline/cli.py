@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import difflib
 import json
 import logging
@@ -19,6 +18,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 
 from beam_pipeline import progress
+from beam_pipeline.core.runtime import iso_ms, now_ms
 from beam_pipeline.options import FORMAT_NAMES, FeedCheckOptions, range_error
 from beam_pipeline.pipeline import build_pipeline
 from transforms.aggregate import bad_record_rate
@@ -204,7 +204,7 @@ def claim_output(options) -> dict:
                              f"replace it,{restart} or another folder")
         FileSystems.delete(earlier + [p for p in (f"{output}/_work", f"{output}/_logs")
                                       if FileSystems.exists(p)])
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    now = iso_ms(now_ms())
     job = {"job_id": job_id, "mode": mode, "started": now}
     if continuing:
         job = {**owner, "restarted": now, "restarts": owner.get("restarts", 0) + 1}

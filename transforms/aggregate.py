@@ -19,6 +19,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipeline.core import tallies
 from beam_pipeline.core.model import ErrorEvent
+from beam_pipeline.core.runtime import iso_ms
 from beam_pipeline.core.reasons import GAP_ERROR_TYPES, ErrorType, GapClass
 from transforms.tags import ALERTS, ERROR_COUNTS
 
@@ -237,7 +238,7 @@ class _WithWindow(beam.DoFn):
 
 
 def _iso(ts: Timestamp) -> str:
-    return ts.to_utc_datetime(has_tz=True).isoformat().replace("+00:00", "Z")
+    return iso_ms(ts.micros // 1000)
 
 
 class AlertRules:

@@ -27,6 +27,7 @@ from apache_beam.io import fileio
 from apache_beam.transforms import trigger, window
 
 from beam_pipeline.core import progress
+from beam_pipeline.core.runtime import iso_ms
 from transforms.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
 from transforms.tables import (CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA,  # noqa: F401 (re-exported)
                                CleanPart, struct_table)
@@ -153,6 +154,15 @@ class JsonLinesSink(fileio.FileSink):
 
 def dead_letter_record(letter) -> dict:
     return msgspec.structs.asdict(letter)
+
+
+def recovery_request_json(request) -> dict:
+    """A recovery request as written and published: its time in ISO-8601 UTC with milliseconds,
+    like every JSON output."""
+    row = msgspec.structs.asdict(request) if isinstance(request, msgspec.Struct) else dict(request)
+    if isinstance(row.get("event_time"), int):
+        row["event_time"] = iso_ms(row["event_time"])
+    return row
 
 
 def clean_sink(memory_limit_gb=None):
@@ -310,6 +320,9 @@ class WriteOutputs(beam.PTransform):
         self.streaming = streaming
 
     def expand(self, outputs):
+        outputs = dict(outputs)
+        outputs["recovery_requests"] = outputs["recovery_requests"] | "RecoveryAsJson" >> beam.Map(
+            recovery_request_json)
         limit = self.options.memory_limit_gb
         for name, (make_sink, suffix) in self.FOLDERS.items():
             rows = outputs[name]

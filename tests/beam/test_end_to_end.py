@@ -1,12 +1,19 @@
 """The whole batch job through its CLI: real captures, synthetic faults, order independence."""
 import random
+import re
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline.cli import main
+from beam_pipeline.core.runtime import iso_ms
 from tests.tooling.synthetic import BAD_RECORDS, default_faults, generate, totals, write_lines
+
+
+ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def _ms(value):
@@ -84,6 +91,16 @@ def test_every_injected_fault_is_reported_exactly(faulty_feed, tmp_path, outputs
     medium = [g for g in expected.gaps if g["gap_class"] == "medium"]
     assert sorted((r["symbol"], r["market"], r["from_id"]) for r in requests) == sorted(
         (g["symbol"], g["market"], g["last_good_id"] + 1) for g in medium)
+    # one time type per kind of output: Parquet timestamp[ms, UTC], JSON ISO-8601 UTC with ms
+    assert sorted((r["symbol"], r["event_time"]) for r in requests) == sorted(
+        (g["symbol"], iso_ms(g["event_time"])) for g in medium)
+    for name in ("clean", "gaps", "corrupt_periods"):
+        schema = pq.read_schema(next((tmp_path / "out" / name).glob("*.parquet")))
+        times = [f for f in schema if pa.types.is_timestamp(f.type)]
+        assert times and all(f.type == pa.timestamp("ms", tz="UTC") for f in times), name
+    json_times = [r[k] for r in out.jsonl_rows("error_counts") for k in ("window_start", "window_end")]
+    json_times += [r["window"][k] for r in out.jsonl_rows("alerts") for k in ("start", "end")]
+    assert json_times and all(ISO_MS.fullmatch(t) for t in json_times), json_times[:4]
 
 
 def _snapshot_of(out):
