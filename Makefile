@@ -20,7 +20,8 @@ flink-job-server:
 # The main job on a sample the project generates itself (faults injected, expected summary beside it).
 demo: setup
 	$(PY) -m tests.tooling.synthetic --events $(DEMO_EVENTS) --output sample/feed.jsonl.gz --expected sample/expected_summary.json
-	$(PY) -m beam_pipeline --input sample/feed.jsonl.gz --output out/demo
+	$(PY) -m beam_pipeline --input sample/feed.jsonl.gz --output out/demo --overwrite
+	diff sample/expected_summary.json out/demo/summary.json && echo "summary.json = what the generator injected"
 
 # The whole suite (unit, beam, integration: the Pub/Sub emulator, Flink, gcloud). CI runs this.
 test: setup flink-job-server
