@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_EVENTS ?= 200000
 
-.PHONY: setup demo test test-fast flink-job-server bench clean
+.PHONY: setup demo test test-fast docs-check flink-job-server bench clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ test: setup flink-job-server
 # Unit and Beam tests only: no Flink jar, no emulator.
 test-fast: setup
 	$(PY) -m pytest -q -m "unit or beam" tests
+
+# Every command in the docs' sh blocks runs as written: static checks, then the ones that need no service.
+docs-check: setup
+	$(PY) scripts/docs_check.py --run
 
 bench: setup flink-job-server
 	$(PY) -m bench
