@@ -162,9 +162,9 @@ class FeedCheckOptions(PipelineOptions):
             help="Streaming: Pub/Sub topic that receives a recovery request (snapshot wanted) for "
                  "every gap that needs one. Batch runs write recovery_requests/ instead.")
         io.add_argument(
-            "--output_flush_seconds", type=float, default=10.0,
-            help="Streaming: seconds of processing time between file writes of each output folder. "
-                 "Default: 10.")
+            "--output_flush_seconds", type=float, default=60.0,
+            help="Streaming: seconds of processing time between file writes of each output folder "
+                 "(each write is a new file per folder: fewer, larger files the longer). Default: 60.")
         io.add_argument(
             "--alerts_topic", default=None,
             help="Streaming: Pub/Sub topic that also receives every alert (alerts/ is always written).")

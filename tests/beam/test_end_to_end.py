@@ -46,6 +46,10 @@ def test_real_captures_are_continuous_and_bridged(captures, tmp_path, outputs):
         (captures[3], "cryptofeed", 4, 4, 0, 0, 0), (captures[2], "cryptofeed", 1535, 749, 771, 15, 0)]
     clean = out.parquet_rows("clean")
     assert len(clean) == 929
+    # one clean file per symbol: USD-M runs of 100,000 ids hold ~25 messages, each run used to be
+    # its own file (9 files of 6-29 rows per symbol)
+    files = sorted(p.name for p in (tmp_path / "out" / "clean").glob("*.parquet"))
+    assert len(files) == 8 and all(name.endswith("-000001.parquet") for name in files), files
     assert out.parquet_rows("gaps") == []
     by_symbol = {}
     for row in sorted(clean, key=lambda r: (r["market"], r["symbol"], r["last_id"], r["kind"])):
