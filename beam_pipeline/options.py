@@ -33,6 +33,7 @@ RANGES = {
     "max_record_bytes": (1, True, None),
     "small_gap_max": (0, True, None),
     "medium_gap_max": (1, True, None),
+    "reset_min_jump_ids": (1, True, None),
     "recovery_timeout": (0, False, None),
     "max_buffered_events": (1, True, None),
     "run_span_ids": (1, True, None),
