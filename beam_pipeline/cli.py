@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import logging
@@ -208,7 +209,8 @@ def claim_output(options) -> dict:
     job = {"job_id": job_id, "mode": mode, "started": now}
     if continuing:
         job = {**owner, "restarted": now, "restarts": owner.get("restarts", 0) + 1}
-    FileSystems.mkdirs(output) if not FileSystems.exists(output) else None
+    if not FileSystems.exists(output):
+        FileSystems.mkdirs(output)
     with FileSystems.create(f"{output}/{JOB_FILE}") as handle:
         handle.write(json.dumps(job, indent=2).encode() + b"\n")
     return job
@@ -321,9 +323,13 @@ def main(argv: list[str]) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    with _logging(options.view_as(FeedCheckOptions), job) as log_path:
+        return _run(options, submits_only, job, log_path)
+
+
+def _run(options, submits_only: bool, job, log_path) -> int:
     ops = options.view_as(FeedCheckOptions)
     streaming = bool(options.view_as(StandardOptions).streaming)
-    log_path = _set_up_logging(ops, job)
     if streaming and job is not None:
         write_empty_outputs(ops.output)      # every folder readable from the start
     pipeline = beam.Pipeline(options=options)
@@ -400,36 +406,48 @@ def _workers_run_here(options) -> bool:
     return "flink" in runner and options.get_all_options().get("environment_type") == "LOOPBACK"
 
 
-def _set_up_logging(ops, job) -> str | None:
+@contextlib.contextmanager
+def _logging(ops, job):
     """--verbose: every INFO log on the terminal. Otherwise Beam's and Flink's logs go to a log
     file under the output folder (or the temp folder for a remote output) and the terminal shows
-    only errors and our own warnings. Returns the log file's path (None with --verbose)."""
+    only errors and our own warnings. Yields the log file's path (None with --verbose); the
+    logging set-up before the run is restored after it (main also runs in-process, in tests)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
+    before = (list(root.handlers), root.level)
+    for handler in before[0]:
         root.removeHandler(handler)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.captureWarnings(True)
     root.setLevel(logging.INFO)
     terminal = logging.StreamHandler(sys.stderr)
     terminal.setFormatter(fmt)
+    handlers, path = [terminal], None
     if ops.verbose:
-        root.addHandler(terminal)
         for noisy in ("google", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        return None
-    terminal.setLevel(logging.WARNING)
-    terminal.addFilter(lambda r: r.levelno >= logging.ERROR or r.name.startswith("feedcheck"))
-    root.addHandler(terminal)
-    if _is_remote(ops.output):
-        name = f"feedcheck-{(job or {}).get('job_id', uuid.uuid4().hex)}.log"
-        path = os.path.join(tempfile.gettempdir(), name)
     else:
-        path = os.path.join(ops.output, LOG_FILE)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    to_file = logging.FileHandler(path)
-    to_file.setFormatter(fmt)
-    root.addHandler(to_file)
-    return path
+        terminal.setLevel(logging.WARNING)
+        terminal.addFilter(lambda r: r.levelno >= logging.ERROR or r.name.startswith("feedcheck"))
+        if _is_remote(ops.output):
+            name = f"feedcheck-{(job or {}).get('job_id', uuid.uuid4().hex)}.log"
+            path = os.path.join(tempfile.gettempdir(), name)
+        else:
+            path = os.path.join(ops.output, LOG_FILE)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        handlers.append(logging.FileHandler(path))
+        handlers[-1].setFormatter(fmt)
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        yield path
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        logging.captureWarnings(False)
+        for handler in before[0]:
+            root.addHandler(handler)
+        root.setLevel(before[1])
 
 
 def _write_report(output: str) -> None:
@@ -446,20 +464,18 @@ STOP_NOTE = (
     "delivered again to the next run.")
 
 
-def _run_until_stopped(result, output: str, line=None) -> bool:
+def _run_until_stopped(result, output: str, line: progress.ProgressLine) -> bool:
     """Streaming: run until the job ends, or SIGINT/SIGTERM cancels it (then say what that means).
     True when it was stopped."""
     def stop(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, stop)
-    message = f"streaming: writing under {output}; stop with Ctrl-C or SIGTERM"
-    line.say(message) if line is not None else print(message, flush=True)
+    line.say(f"streaming: writing under {output}; stop with Ctrl-C or SIGTERM")
     try:
         result.wait_until_finish()
     except KeyboardInterrupt as interrupt:
-        if line is not None:
-            line.close()
+        line.close()
         # Ctrl-C raises a bare KeyboardInterrupt (no text); SIGTERM's carries the signal's name.
         print(f"stopping on {str(interrupt) or 'SIGINT'}: cancelling the streaming job", flush=True)
         try:
