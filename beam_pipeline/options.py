@@ -75,7 +75,7 @@ def _add_flag(group, name, help):
 
 def range_error(options) -> str | None:
     """The first numeric option out of its range, or pair out of order, as one line; else None."""
-    values = options.get_all_options() if hasattr(options, "get_all_options") else dict(options)
+    values = options.get_all_options()
     for name, (lowest, inclusive, highest) in RANGES.items():
         value = values.get(name)
         if value is None:
@@ -90,7 +90,7 @@ def range_error(options) -> str | None:
         low, high = values.get(smaller), values.get(larger)
         if low is not None and high is not None and (low > high or (low == high and not equal_ok)):
             relation = "<=" if equal_ok else "<"
-            return (f"--{smaller} ({low}) must be {relation} --{larger} ({high})")
+            return f"--{smaller} ({low}) must be {relation} --{larger} ({high})"
     return None
 
 
