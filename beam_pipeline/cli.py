@@ -31,7 +31,8 @@ EXIT_OK, EXIT_UNBALANCED, EXIT_USAGE, EXIT_BAD_RECORD_RATE, EXIT_BAD_INPUT = 0, 
 JOB_FILE = "_job.json"
 LOG_FILE = "_logs/feedcheck.log"
 # What a run leaves under --output: an earlier run is told by any of these.
-RUN_ENTRIES = (*OUTPUT_FOLDERS, "undelivered", "summary.json", JOB_FILE)
+RUN_ENTRIES = (*OUTPUT_FOLDERS, "undelivered", "summary.json", JOB_FILE, "report.html",
+               "report_files")
 
 
 class UsageError(Exception):

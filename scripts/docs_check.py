@@ -132,13 +132,30 @@ def problems(command: Command, root: str = ROOT) -> list[str]:
                 os.path.join(root, program), os.X_OK):
             found.append(f"{command.where()}: {program}: missing or not executable")
         if _is_feedcheck(argv) and "--help" not in argv:
-            from beam_pipeline.cli import UsageError, check_command_line
-
-            try:
-                check_command_line(argv[3:])
-            except UsageError as error:
-                found.append(f"{command.where()}: {error}")
+            found += [f"{command.where()}: {error}" for error in _usage_errors(argv[3:])]
     return found
+
+
+def _usage_errors(args: list[str]) -> list[str]:
+    """What the command line would refuse: the job's options, or the report subcommand's."""
+    from beam_pipeline.cli import UsageError, check_command_line
+
+    if args[:1] == ["report"]:
+        from beam_pipeline.options import add_report_arguments
+
+        parser = argparse.ArgumentParser(prog="report", add_help=False)
+        add_report_arguments(parser)
+        _, unknown = parser.parse_known_args(args[1:])
+        return [f"report: unknown argument {unknown[0]}"] if unknown else []
+    try:
+        check_command_line(args)
+    except UsageError as error:
+        return [str(error)]
+    return []
+
+
+def _is_report(argv: list[str]) -> bool:
+    return argv[3:4] == ["report"]
 
 
 def _is_feedcheck(argv: list[str]) -> bool:
@@ -164,6 +181,13 @@ def why_not_run(command: Command, root: str = ROOT):
         return None
     if "--dry_run=True" in argv:
         return None
+    if _is_report(argv):
+        folder = _option(argv, "output")
+        html = _option(argv, "html")
+        if html and os.path.isabs(html):
+            return f"writes outside the repository ({html})"
+        return None if folder and os.path.isdir(os.path.join(root, folder)) else \
+            f"no run in {folder} here (run the batch command first)"
     if "--streaming" in argv or _option(argv, "runner") not in (None, "DirectRunner"):
         return "needs a service (Pub/Sub emulator or a Flink cluster)"
     pattern = _option(argv, "input")
@@ -175,7 +199,7 @@ def why_not_run(command: Command, root: str = ROOT):
 def run(command: Command, root: str = ROOT, python: str = None) -> subprocess.CompletedProcess:
     argv = _programs(command.argv)[0]
     output = _option(argv, "output")
-    if output and output.startswith("out/"):
+    if output and output.startswith("out/") and not _is_report(argv):   # a report reads it
         shutil.rmtree(os.path.join(root, output), ignore_errors=True)
     if python:
         argv = [python, *argv[1:]]
