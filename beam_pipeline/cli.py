@@ -472,8 +472,8 @@ def _run_until_stopped(result, output: str, line: progress.ProgressLine) -> bool
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, stop)
-    line.say(f"streaming: writing under {output}; stop with Ctrl-C or SIGTERM")
-    try:
+    try:   # the message too: a Ctrl-C right after it must still cancel the job cleanly
+        line.say(f"streaming: writing under {output}; stop with Ctrl-C or SIGTERM")
         result.wait_until_finish()
     except KeyboardInterrupt as interrupt:
         line.close()
