@@ -21,7 +21,7 @@ flink-job-server:
 demo: setup
 	$(PY) -m tests.tooling.synthetic --events $(DEMO_EVENTS) --output sample/feed.jsonl.gz --expected sample/expected_summary.json
 	$(PY) -m beam_pipeline --input sample/feed.jsonl.gz --output out/demo --overwrite
-	diff sample/expected_summary.json out/demo/summary.json && echo "summary.json = what the generator injected"
+	$(PY) -m tests.tooling.synthetic --check out/demo/summary.json --expected sample/expected_summary.json && echo "summary.json = what the generator injected"
 
 # The whole suite (unit, beam, integration: the Pub/Sub emulator, Flink, gcloud). CI runs this.
 test: setup flink-job-server

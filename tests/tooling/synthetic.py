@@ -673,15 +673,35 @@ def summary_json(summary: dict) -> str:
     return json.dumps(summary, indent=2, sort_keys=True) + "\n"
 
 
+def check_summary(expected_path: str, summary_path: str) -> int:
+    """Prints the unified diff of the two summaries' totals (nothing when equal); 0 when equal."""
+    import difflib
+
+    with open(expected_path) as handle:
+        expected = summary_json(totals(json.load(handle))).splitlines(keepends=True)
+    with open(summary_path) as handle:
+        written = summary_json(totals(json.load(handle))).splitlines(keepends=True)
+    diff = list(difflib.unified_diff(expected, written, expected_path, summary_path))
+    print("".join(diff), end="")
+    return 1 if diff else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.tooling.synthetic",
                                      description="Write a synthetic envelope feed with faults.")
     parser.add_argument("--events", type=int, default=100_000, help="Delta messages to generate.")
     parser.add_argument("--seed", type=int, default=7, help="Random seed.")
-    parser.add_argument("--output", required=True, help="File to write (.gz compresses).")
+    parser.add_argument("--output", help="File to write (.gz compresses).")
+    parser.add_argument("--check", metavar="SUMMARY", default=None,
+                        help="Instead: diff a run's summary.json against --expected (the totals: "
+                             "the per-file table depends on the file names); exit 1 if they differ.")
     parser.add_argument("--no_faults", action="store_true", help="A clean feed (benchmarks).")
     parser.add_argument("--expected", default=None, help="Also write the expected summary here.")
     args = parser.parse_args(argv)
+    if args.check:
+        return check_summary(args.expected, args.check)
+    if not args.output:
+        parser.error("--output is required")
     faults = [] if args.no_faults else demo_faults()
     bad = [] if args.no_faults else list(DEMO_BAD_RECORDS)
     lines, expected = generate(args.events, args.seed, faults, bad, ignored=0 if args.no_faults else 25)
