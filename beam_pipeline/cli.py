@@ -69,8 +69,8 @@ def check_command_line(argv: list[str]) -> None:
         if arg.startswith("-"):
             name = arg.split("=", 1)[0]
             known = [s for action in parser._actions for s in action.option_strings]
-            nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            hint = f" (did you mean {nearest[0]}?)" if nearest else " (see --help)"
+            nearest = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(nearest)}?)" if nearest else " (see --help)"
             raise UsageError(f"unknown option {name}{hint}")
         raise UsageError(f"unexpected argument {arg!r}: every value follows an option "
                          "(several inputs: --input a b, or quote a glob)")

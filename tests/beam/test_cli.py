@@ -58,14 +58,14 @@ def one_line_error(stderr: str) -> str:
 def test_a_misspelled_option_is_a_usage_error_naming_the_nearest(feed, tmp_path):
     result = run_cli("--input", feed, "--output", tmp_path / "o", "--max_bad_rate", "0.01")
     assert result.returncode == 2
-    assert one_line_error(result.stderr) == \
-        "error: unknown option --max_bad_rate (did you mean --max_bad_record_rate?)"
+    assert one_line_error(result.stderr) == ("error: unknown option --max_bad_rate (did you mean "
+                                             "--max_bad_file_rate or --max_bad_record_rate?)")
     assert not (tmp_path / "o").exists()         # refused before anything was written
 
 
 @pytest.mark.parametrize("argv, expected", [
     (["--output", "O", "stray"], "unexpected argument 'stray'"),
-    (["--output=O", "--imput", "x"], "unknown option --imput (did you mean --input?)"),
+    (["--output=O", "--imput", "x"], "unknown option --imput (did you mean --input"),
     (["--output", "O", "--max_record_bytes", "abc"], "invalid int value: 'abc'"),
     (["--output", "O", "--input_format", "csv"], "invalid choice: 'csv'"),
 ])

@@ -35,7 +35,8 @@ def test_the_checks_catch_what_fails_on_a_fresh_machine(tmp_path):
         "README.md:2: `python`: use .venv/bin/python (make setup creates it; a fresh machine has "
         "no apache_beam elsewhere)",
         "README.md:3: absolute path /shared/out/run1: use a path under the repository (e.g. out/...)",
-        "README.md:5: unknown option --max_bad_rate (did you mean --max_bad_record_rate?)",
+        "README.md:5: unknown option --max_bad_rate (did you mean --max_bad_file_rate or "
+        "--max_bad_record_rate?)",
         "README.md:6: make docs: no such target",
         "README.md:7: scripts/missing.sh: missing or not executable"]
 
