@@ -146,7 +146,7 @@ def test_a_read_error_keeps_at_most_max_record_bytes_of_the_cut_record(tmp_path)
     with open(path, "wb") as handle:
         handle.write(whole[:-20])                     # the end of the long line is lost
     with TestPipeline() as p:
-        read = p | ReadFeedFiles([path], max_record_bytes=1000)
+        read = p | ReadFeedFiles([path], input_format="auto", max_record_bytes=1000)
         assert_that(read.dead_letter | beam.Map(lambda d: (d.reason, d.payload)),
                     equal_to([("read_error", long_line[:1000])]))
 
