@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_EVENTS ?= 200000
 
-.PHONY: setup demo test test-fast flink-job-server bench bench-streaming clean
+.PHONY: setup demo test test-fast docs-check flink-job-server bench bench-streaming clean
 
 setup: $(VENV)/.installed
 
@@ -20,7 +20,8 @@ flink-job-server:
 # The main job on a sample the project generates itself (faults injected, expected summary beside it).
 demo: setup
 	$(PY) -m tests.tooling.synthetic --events $(DEMO_EVENTS) --output sample/feed.jsonl.gz --expected sample/expected_summary.json
-	$(PY) -m beam_pipeline --input sample/feed.jsonl.gz --output out/demo
+	$(PY) -m beam_pipeline --input sample/feed.jsonl.gz --output out/demo --overwrite
+	$(PY) -m tests.tooling.synthetic --check out/demo/summary.json --expected sample/expected_summary.json && echo "summary.json = what the generator injected"
 
 # The whole suite (unit, beam, integration: the Pub/Sub emulator, Flink, gcloud). CI runs this.
 test: setup flink-job-server
@@ -30,6 +31,10 @@ test: setup flink-job-server
 # Unit and Beam tests only: no Flink jar, no emulator.
 test-fast: setup
 	$(PY) -m pytest -q -m "unit or beam" tests
+
+# Every command in the docs' sh blocks runs as written: static checks, then the ones that need no service.
+docs-check: setup
+	$(PY) scripts/docs_check.py --run
 
 bench: setup flink-job-server
 	$(PY) -m bench

@@ -2,29 +2,80 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import json
 import logging
 import os
 import signal
 import sys
+import tempfile
 import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
-                                                  StandardOptions)
+                                                  StandardOptions, _BeamArgumentParser)
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 
-from beam_pipeline.options import FORMAT_NAMES, FeedCheckOptions
+from beam_pipeline import progress
+from beam_pipeline.core.runtime import iso_ms, now_ms
+from beam_pipeline.options import FORMAT_NAMES, FeedCheckOptions, range_error
 from beam_pipeline.pipeline import build_pipeline
 from transforms.aggregate import bad_record_rate
 from runners import direct
 from runners.flags import runner_kind
+from transforms.sinks import OUTPUT_FOLDERS, write_empty_outputs
 from runners.profiles import apply_profile
+
+# Exit codes (README, "Exit codes").
+EXIT_OK, EXIT_UNBALANCED, EXIT_USAGE, EXIT_BAD_RECORD_RATE, EXIT_BAD_INPUT = 0, 1, 2, 3, 4
+JOB_FILE = "_job.json"
+LOG_FILE = "_logs/feedcheck.log"
+# What a run leaves under --output: an earlier run is told by any of these.
+RUN_ENTRIES = (*OUTPUT_FOLDERS, "undelivered", "summary.json", JOB_FILE, "report.html",
+               "report_files")
 
 
 class UsageError(Exception):
     pass
+
+
+class _UsageParser(_BeamArgumentParser):
+    """Beam's parser, but a bad value is a UsageError (one line), not argparse's usage block."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _full_parser() -> argparse.ArgumentParser:
+    """Every option any PipelineOptions class declares (Beam's, ours, the runners'), as Beam
+    itself collects them."""
+    parser = _UsageParser(allow_abbrev=False, add_help=False)
+    classes = {}
+    for cls in PipelineOptions.__subclasses__():
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def check_command_line(argv: list[str]) -> None:
+    """A mistyped option, a bad value or a stray argument is a usage error: Beam would drop the
+    first with a warning and run on (e.g. on part of the input)."""
+    parser = _full_parser()
+    _, unknown = parser.parse_known_args(argv)
+    for arg in unknown:
+        if arg == "--":
+            break
+        if arg.startswith("-"):
+            name = arg.split("=", 1)[0]
+            known = [s for action in parser._actions for s in action.option_strings]
+            nearest = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(nearest)}?)" if nearest else " (see --help)"
+            raise UsageError(f"unknown option {name}{hint}")
+        raise UsageError(f"unexpected argument {arg!r}: every value follows an option "
+                         "(several inputs: --input a b, or quote a glob)")
 
 
 def print_help() -> None:
@@ -41,6 +92,9 @@ def print_help() -> None:
 def validate(options: PipelineOptions) -> None:
     ops = options.view_as(FeedCheckOptions)
     streaming = options.view_as(StandardOptions).streaming
+    problem = range_error(ops)
+    if problem:
+        raise UsageError(problem)
     if not ops.output:
         raise UsageError("--output is required")
     if ops.input_subscription:
@@ -59,14 +113,26 @@ def validate(options: PipelineOptions) -> None:
                              "--input_subscription projects/<p>/subscriptions/<s>")
         if not globs:
             raise UsageError("--input is required (one or more file globs)")
-        for pattern in globs:
+        globs = [_folder_as_files(pattern) for pattern in globs]
+        for given, pattern in zip(ops.input_globs(), globs):
             if (not _is_remote(pattern) and not ops.watch_seconds
                     and not FileSystems.match([pattern])[0].metadata_list):
-                raise UsageError(f"no input file matches {pattern}")
+                raise UsageError(f"no input file matches {given}" if given == pattern
+                                 else f"no input file in folder {given}")
+        ops.input = globs
     if not _is_remote(ops.output):
         _check_writable(ops.output)
     if _is_dry_run(options) and _is_dataflow(options):
         _check_dry_run_locations(options)
+
+
+def _folder_as_files(pattern: str) -> str:
+    """A folder given as input means every file under it, recursively (same format detection)."""
+    if _is_remote(pattern):
+        return pattern + "**" if pattern.endswith("/") else pattern
+    if os.path.isdir(pattern):
+        return os.path.join(pattern, "**")
+    return pattern
 
 
 def _is_dataflow(options) -> bool:
@@ -98,6 +164,59 @@ def _check_writable(folder: str) -> None:
         os.remove(probe)
     except OSError as error:
         raise UsageError(f"cannot write to output folder {folder}: {error.strerror}") from None
+
+
+def _job_id(options) -> tuple[str, bool]:
+    """This run's job id and whether the user named it (--job_id, else --job_name)."""
+    named = options.view_as(FeedCheckOptions).job_id or \
+        options.view_as(GoogleCloudOptions).job_name
+    return (named, True) if named else (uuid.uuid4().hex, False)
+
+
+def _read_job(output: str):
+    try:
+        with FileSystems.open(f"{output}/{JOB_FILE}") as handle:
+            return json.loads(handle.read())
+    except Exception:  # absent or unreadable: no job owns the folder
+        return None
+
+
+def _earlier_run_entries(output: str) -> list[str]:
+    paths = [f"{output}/{name}" for name in RUN_ENTRIES]
+    return [path for path in paths if FileSystems.exists(path)]
+
+
+def claim_output(options) -> dict:
+    """Refuse an output folder that holds an earlier run, unless --overwrite (the earlier outputs
+    are deleted whole) or this is the same streaming job restarted (same --job_id or --job_name:
+    it continues into its own folder). Then record this run as the folder's owner (_job.json)."""
+    ops = options.view_as(FeedCheckOptions)
+    output = ops.output.rstrip("/")
+    streaming = bool(options.view_as(StandardOptions).streaming)
+    job_id, named = _job_id(options)
+    mode = "streaming" if streaming else "batch"
+    earlier = _earlier_run_entries(output)
+    owner = _read_job(output)
+    continuing = bool(earlier and streaming and named and owner
+                      and owner.get("mode") == "streaming" and owner.get("job_id") == job_id)
+    if earlier and not continuing:
+        if not ops.overwrite:
+            who = f" (job {owner.get('job_id')}, {owner.get('mode')})" if owner else ""
+            restart = " or the same --job_id to continue that streaming job," \
+                if streaming and owner and owner.get("mode") == "streaming" else ""
+            raise UsageError(f"--output {output} holds an earlier run{who}: give --overwrite to "
+                             f"replace it,{restart} or another folder")
+        FileSystems.delete(earlier + [p for p in (f"{output}/_work", f"{output}/_logs")
+                                      if FileSystems.exists(p)])
+    now = iso_ms(now_ms())
+    job = {"job_id": job_id, "mode": mode, "started": now}
+    if continuing:
+        job = {**owner, "restarted": now, "restarts": owner.get("restarts", 0) + 1}
+    if not FileSystems.exists(output):
+        FileSystems.mkdirs(output)
+    with FileSystems.create(f"{output}/{JOB_FILE}") as handle:
+        handle.write(json.dumps(job, indent=2).encode() + b"\n")
+    return job
 
 
 def read_summary(output: str) -> dict:
@@ -196,56 +315,145 @@ def main(argv: list[str]) -> int:
         return report_main(argv[1:])
     if "--help" in argv or "-h" in argv:
         print_help()
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("apache_beam", "google", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    options = PipelineOptions(apply_profile(argv), save_main_session=False)
+        return EXIT_OK
     try:
+        check_command_line(argv)
+        options = PipelineOptions(apply_profile(argv), save_main_session=False)
         validate(options)
+        submits_only = _is_dry_run(options) or bool(
+            options.view_as(GoogleCloudOptions).template_location)
+        job = None if submits_only else claim_output(options)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    with _logging(options.view_as(FeedCheckOptions), job) as log_path:
+        return _run(options, submits_only, job, log_path)
+
+
+def _run(options, submits_only: bool, job, log_path) -> int:
     ops = options.view_as(FeedCheckOptions)
-    if ops.input_subscription and runner_kind(argv) == "direct":
+    streaming = bool(options.view_as(StandardOptions).streaming)
+    if streaming and job is not None:
+        write_empty_outputs(ops.output)      # every folder readable from the start
+    runner = options.view_as(StandardOptions).runner or ""
+    if ops.input_subscription and runner_kind([f"--runner={runner}"]) == "direct":
         direct.tune_streaming_pubsub_reads(ops.pull_max_messages, ops.pull_wait_seconds)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options)
-    result = pipeline.run()
-    if getattr(ops, "dry_run", False) or _is_dry_run(options):
-        print("dry run: the job graph was built and not submitted")
-        return 0
-    template = options.view_as(GoogleCloudOptions).template_location
-    if template:  # a Flex Template launch: Dataflow starts the job from this file, not from here
-        print(f"the job was written to {template}; Dataflow runs it")
-        return 0
-    if options.view_as(StandardOptions).streaming:
-        stopped = _run_until_stopped(result, ops.output)
-        if stopped or ops.input_subscription or ops.watch_seconds:
-            return 0      # an unbounded input: the running summary.json is the report
-    else:
-        result.wait_until_finish()
+    line = progress.ProgressLine(enabled=_workers_run_here(options) and not ops.verbose)
+    with line:
+        result = pipeline.run()
+        if submits_only:
+            line.close()
+            if _is_dry_run(options):
+                print("dry run: the job graph was built and not submitted")
+            else:  # a Flex Template launch: Dataflow starts the job from this file, not from here
+                print(f"the job was written to {options.view_as(GoogleCloudOptions).template_location}; "
+                      "Dataflow runs it")
+            return EXIT_OK
+        if streaming:
+            stopped = _run_until_stopped(result, ops.output, line)
+            if stopped or ops.input_subscription or ops.watch_seconds:
+                _print_where(ops.output, log_path)
+                return EXIT_OK      # an unbounded input: the running summary.json is the report
+        else:
+            result.wait_until_finish()
     _remove_work_dir(ops.resolved_work_dir())
     _remove_empty_temp_dirs(ops.output)
+    write_empty_outputs(ops.output)
     summary = read_summary(ops.output)
     print(format_summary_table(summary))
     if ops.report:
         _write_report(ops.output)
+    code = exit_code(summary, ops)
+    _print_where(ops.output, log_path)
+    return code
+
+
+def exit_code(summary: dict, ops) -> int:
+    """The batch run's exit code from its summary (README, "Exit codes"); says why on stderr."""
     if not summary["balanced"]:
         print("error: the summary does not balance: some input records are unaccounted for",
               file=sys.stderr)
-        return 1
+        return EXIT_UNBALANCED
+    if summary["input_records"] == 0:
+        if ops.allow_empty:
+            print("warning: the input holds no records (--allow_empty: the outputs are empty)",
+                  file=sys.stderr)
+            return EXIT_OK
+        print("error: the input holds no records (empty files?); give --allow_empty to accept "
+              "that", file=sys.stderr)
+        return EXIT_BAD_INPUT
     limit = ops.max_bad_record_rate
     if limit is not None and bad_record_rate(summary) > limit:
         print(f"error: bad-record rate {bad_record_rate(summary):.2%} exceeds "
               f"--max_bad_record_rate={limit:.2%}", file=sys.stderr)
-        return 3
+        return EXIT_BAD_RECORD_RATE
     unreadable = unreadable_files(summary, ops.max_bad_file_rate)
     if unreadable:
         print(describe_unreadable(unreadable, summary, ops.max_bad_file_rate, ops.output),
               file=sys.stderr)
-        return 4
-    return 0
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def _print_where(output: str, log_path) -> None:
+    if log_path:
+        print(f"logs: {log_path}")
+    print(f"outputs: {output}")
+
+
+def _workers_run_here(options) -> bool:
+    """DirectRunner and Flink with LOOPBACK run the Python workers in this process, so the
+    progress counters (beam_pipeline/core/progress.py) count here too."""
+    runner = (options.view_as(StandardOptions).runner or "DirectRunner").lower()
+    if "direct" in runner:
+        return True
+    return "flink" in runner and options.get_all_options().get("environment_type") == "LOOPBACK"
+
+
+@contextlib.contextmanager
+def _logging(ops, job):
+    """--verbose: every INFO log on the terminal. Otherwise Beam's and Flink's logs go to a log
+    file under the output folder (or the temp folder for a remote output) and the terminal shows
+    only errors and our own warnings. Yields the log file's path (None with --verbose); the
+    logging set-up before the run is restored after it (main also runs in-process, in tests)."""
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    for handler in before[0]:
+        root.removeHandler(handler)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.captureWarnings(True)
+    root.setLevel(logging.INFO)
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setFormatter(fmt)
+    handlers, path = [terminal], None
+    if ops.verbose:
+        for noisy in ("google", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    else:
+        terminal.setLevel(logging.WARNING)
+        terminal.addFilter(lambda r: r.levelno >= logging.ERROR or r.name.startswith("feedcheck"))
+        if _is_remote(ops.output):
+            name = f"feedcheck-{(job or {}).get('job_id', uuid.uuid4().hex)}.log"
+            path = os.path.join(tempfile.gettempdir(), name)
+        else:
+            path = os.path.join(ops.output, LOG_FILE)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        handlers.append(logging.FileHandler(path))
+        handlers[-1].setFormatter(fmt)
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        yield path
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        logging.captureWarnings(False)
+        for handler in before[0]:
+            root.addHandler(handler)
+        root.setLevel(before[1])
 
 
 def _write_report(output: str) -> None:
@@ -262,18 +470,20 @@ STOP_NOTE = (
     "delivered again to the next run.")
 
 
-def _run_until_stopped(result, output: str) -> bool:
+def _run_until_stopped(result, output: str, line: progress.ProgressLine) -> bool:
     """Streaming: run until the job ends, or SIGINT/SIGTERM cancels it (then say what that means).
     True when it was stopped."""
     def stop(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, stop)
-    print(f"streaming: writing under {output}; stop with Ctrl-C or SIGTERM", flush=True)
-    try:
+    try:   # the message too: a Ctrl-C right after it must still cancel the job cleanly
+        line.say(f"streaming: writing under {output}; stop with Ctrl-C or SIGTERM")
         result.wait_until_finish()
     except KeyboardInterrupt as interrupt:
-        print(f"stopping on {interrupt or 'SIGINT'}: cancelling the streaming job", flush=True)
+        line.close()
+        # Ctrl-C raises a bare KeyboardInterrupt (no text); SIGTERM's carries the signal's name.
+        print(f"stopping on {str(interrupt) or 'SIGINT'}: cancelling the streaming job", flush=True)
         try:
             result.cancel()
         except Exception as error:  # the job may already be gone

@@ -5,6 +5,8 @@ Beam names and are not repeated here.
 """
 from __future__ import annotations
 
+import math
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import msgspec
@@ -23,9 +25,78 @@ def _input_format_help() -> str:
             "A file no format recognises: its records are unknown_format dead letters and the run "
             "fails (exit 4). Default: auto.")
 
+# The range of every numeric option: (lowest, is the lowest itself allowed, highest or None).
+# cli.validate checks them (and the related pairs below) before anything runs.
+RANGES = {
+    "watch_seconds": (0, False, None),
+    "output_flush_seconds": (0, False, None),
+    "max_record_bytes": (1, True, None),
+    "small_gap_max": (0, True, None),
+    "medium_gap_max": (1, True, None),
+    "reset_min_jump_ids": (1, True, None),
+    "recovery_timeout": (0, False, None),
+    "max_buffered_events": (1, True, None),
+    "run_span_ids": (1, True, None),
+    "reorder_timeout": (0, False, None),
+    "stall_timeout": (0, False, None),
+    "error_window": (0, False, None),
+    "alert_warning_count": (0, True, None),
+    "alert_critical_count": (0, True, None),
+    "alert_gap_rate": (0, True, 1),
+    "allowed_lateness": (0, True, None),
+    "max_bad_record_rate": (0, True, 1),
+    "max_bad_file_rate": (0, True, 1),
+    "memory_limit_gb": (0, False, None),
+}
+# Pairs that must be ordered: (smaller, larger, is equality allowed).
+ORDERED = [("small_gap_max", "medium_gap_max", False),
+           ("alert_warning_count", "alert_critical_count", True)]
+
+
+def _flag(value) -> bool:
+    """A boolean option that works bare (--overwrite) and as --overwrite=true (Flex Templates
+    pass every parameter as --name=value)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"expected true or false, not {value!r}")
+
+
+_flag.__name__ = "true/false"   # argparse names the type in its error message
+
+
+def _add_flag(group, name, help):
+    group.add_argument(name, type=_flag, nargs="?", const=True, default=False, help=help)
+
+
+def range_error(options) -> str | None:
+    """The first numeric option out of its range, or pair out of order, as one line; else None."""
+    values = options.get_all_options()
+    for name, (lowest, inclusive, highest) in RANGES.items():
+        value = values.get(name)
+        if value is None:
+            continue
+        bound = f">= {lowest}" if inclusive else f"> {lowest}"
+        if highest is not None:
+            bound += f" and <= {highest}"
+        if (isinstance(value, float) and not math.isfinite(value)) or value < lowest or \
+                (value == lowest and not inclusive) or (highest is not None and value > highest):
+            return f"--{name} must be {bound}, not {value}"
+    for smaller, larger, equal_ok in ORDERED:
+        low, high = values.get(smaller), values.get(larger)
+        if low is not None and high is not None and (low > high or (low == high and not equal_ok)):
+            relation = "<=" if equal_ok else "<"
+            return f"--{smaller} ({low}) must be {relation} --{larger} ({high})"
+    return None
+
 
 def _split_inputs(values):
-    """--input may be repeated and each value may hold several comma-separated globs."""
+    """--input takes several paths after one flag, may be repeated, and each value may hold
+    several comma-separated globs."""
     globs = []
     for value in values or []:
         globs.extend(part.strip() for part in value.split(",") if part.strip())
@@ -39,9 +110,10 @@ class FeedCheckOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         io = parser.add_argument_group("input and output")
         io.add_argument(
-            "--input", action="append", default=None,
+            "--input", action="extend", nargs="+", default=None,
             help="File glob(s) to read in batch: plain or .gz, any Beam filesystem (local, gs://, ...). "
-                 "Repeat the flag or separate globs with commas.")
+                 "Give several after one flag, repeat the flag or separate globs with commas. A "
+                 "folder means every file under it, recursively.")
         io.add_argument(
             "--skip_files", default="README*,LICENSE*,NOTICE*,COPYING*,*.md",
             help="Comma-separated file-name patterns: matched input files with such a name (the "
@@ -63,6 +135,25 @@ class FeedCheckOptions(PipelineOptions):
             "--output", default=None,
             help="Folder (any Beam filesystem) that receives clean/, dead_letter/, gaps/, "
                  "corrupt_periods/, recovery_requests/, error_counts/, alerts/ and summary.json.")
+        _add_flag(
+            io, "--overwrite",
+            "Replace an output folder that holds an earlier run (its outputs are deleted first). "
+            "Without it such a folder is refused, so a run never mixes with an earlier one. A "
+            "restarted streaming job with the same --job_id (or --job_name) continues into its "
+            "own folder without it. Default: false.")
+        io.add_argument(
+            "--job_id", default=None,
+            help="Names the job that owns --output (written to <output>/_job.json). A streaming "
+                 "job restarted with the same id (or the same --job_name) continues into its "
+                 "folder; a different one is refused. Default: --job_name, else a new id per run.")
+        _add_flag(
+            io, "--allow_empty",
+            "Accept an input with no records: warn and exit 0 (with empty outputs). Default: "
+            "false, an empty input fails with exit code 4.")
+        _add_flag(
+            io, "--verbose",
+            "Show Beam's and Flink's logs on the terminal. Default: false, they go to "
+            "<output>/_logs/feedcheck.log and the terminal shows a progress line and the summary.")
         io.add_argument(
             "--work_dir", default=None,
             help="Folder for the sorted runs the batch sequencer reads back in id order. Must be "
@@ -72,9 +163,9 @@ class FeedCheckOptions(PipelineOptions):
             help="Streaming: Pub/Sub topic that receives a recovery request (snapshot wanted) for "
                  "every gap that needs one. Batch runs write recovery_requests/ instead.")
         io.add_argument(
-            "--output_flush_seconds", type=float, default=10.0,
-            help="Streaming: seconds of processing time between file writes of each output folder. "
-                 "Default: 10.")
+            "--output_flush_seconds", type=float, default=60.0,
+            help="Streaming: seconds of processing time between file writes of each output folder "
+                 "(each write is a new file per folder: fewer, larger files the longer). Default: 60.")
         io.add_argument(
             "--alerts_topic", default=None,
             help="Streaming: Pub/Sub topic that also receives every alert (alerts/ is always written).")

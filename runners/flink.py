@@ -33,6 +33,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from apache_beam.options.pipeline_options import PipelineOptions
+
 from runners.flags import flag_value
 
 #: Flink minor version of the job server (and of the cluster in scripts/flink_cluster.sh).
@@ -44,6 +46,39 @@ BEAM_JAVA_VERSION = "2.70.0"
 
 _ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = _ROOT / "scripts" / "build_flink_job_server.sh"
+
+
+# Options of Beam Java's FlinkPipelineOptions that Beam Python does not declare. The job server
+# declares them itself, but only once it is running; declared here too, Python knows them from the
+# start, so a mistyped option is still a usage error (cli.check_command_line) and Beam does not warn
+# "Discarding unparseable args" for the flag this profile adds. Values stay strings (the job server
+# converts them, as it did when they were passed through undeclared); booleans are bare flags.
+FLINK_JAVA_OPTIONS = (
+    "checkpointing_interval", "checkpointing_mode", "checkpoint_timeout_millis",
+    "min_pause_between_checkpoints", "tolerable_checkpoint_failure_number",
+    "num_concurrent_checkpoints", "number_of_execution_retries", "execution_retry_delay",
+    "state_backend", "state_backend_storage_path", "state_backend_factory", "savepoint_path",
+    "shutdown_sources_after_idle_ms", "max_bundle_size", "max_bundle_time_mills",
+    "latency_tracking_interval", "auto_watermark_interval", "execution_mode_for_batch",
+    "flink_conf_dir", "job_check_interval_in_secs", "force_slot_sharing_group")
+FLINK_JAVA_FLAGS = (
+    "finish_bundle_before_checkpointing", "allow_non_restored_state", "object_reuse",
+    "externalized_checkpoints_enabled", "retain_externalized_checkpoints_on_cancellation",
+    "use_data_stream_for_batch", "report_checkpoint_duration", "enable_stable_input_drain")
+
+
+class FlinkJavaOptions(PipelineOptions):
+    """Flink runner options the Java job server reads (FlinkPipelineOptions); see FLINK_JAVA_OPTIONS."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        group = parser.add_argument_group("Flink (read by the Java job server)")
+        for name in FLINK_JAVA_OPTIONS:
+            group.add_argument(f"--{name}", default=None,
+                               help="Beam Java FlinkPipelineOptions; see docs/flink.md.")
+        for name in FLINK_JAVA_FLAGS:
+            group.add_argument(f"--{name}", action="store_true", default=None,
+                               help="Beam Java FlinkPipelineOptions (a bare flag); see docs/flink.md.")
 
 
 def cache_dir() -> Path:

@@ -19,6 +19,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipeline.core import tallies
 from beam_pipeline.core.model import ErrorEvent
+from beam_pipeline.core.runtime import iso_ms
 from beam_pipeline.core.reasons import GAP_ERROR_TYPES, ErrorType, GapClass
 from transforms.tags import ALERTS, ERROR_COUNTS
 
@@ -35,11 +36,19 @@ ACTIONS = {
 
 # ---- summary ---------------------------------------------------------------------------------
 
+IN_FLIGHT_NOTE = ("streaming: records read but not yet through the sequencer (reorder buffer, a "
+                  "wait for a snapshot, or a pane not yet fired) are in flight; the summary balances "
+                  "once they are written, and when the job is drained")
+
+
 class _CounterFn(beam.CombineFn):
     """Tallies -> the summary. An item is (key, n), or (key, n, example) for a dead letter, the
     example (source, message) kept once per (file, reason) for the per-file report. Counts are
     summed, except gauges (such as the input lag): a "max." name keeps its largest value, a
     "latest." name its newest (at, value) pair."""
+
+    def __init__(self, streaming: bool = False):
+        self.streaming = streaming
 
     def create_accumulator(self):
         return Counter(), {}
@@ -64,7 +73,7 @@ class _CounterFn(beam.CombineFn):
         return total, examples
 
     def extract_output(self, acc):
-        return format_summary(*acc)
+        return format_summary(*acc, streaming=self.streaming)
 
 
 GAUGES = ("max.", "latest.")
@@ -76,7 +85,7 @@ EXAMPLE_REASONS = 3          # per failing file: its top reasons, one example ea
 EXAMPLE_FILES = 100          # examples are kept for this many files, most dead letters first
 
 
-def format_summary(counts: Counter, examples: dict = None) -> dict:
+def format_summary(counts: Counter, examples: dict = None, streaming: bool = False) -> dict:
     """Tallies (keys: name, or (name, file)) -> the summary dict, with a per-file table."""
     totals, by_file, formats, skipped = Counter(), {}, {}, []
     gauges = {key: counts[key] for key in counts if isinstance(key, str) and key.startswith(GAUGES)}
@@ -109,6 +118,12 @@ def format_summary(counts: Counter, examples: dict = None) -> dict:
         summary["input_lag_s"] = gauges["latest.input_lag_ms"][1] / 1000
         summary["input_lag_max_s"] = gauges["max.input_lag_ms"] / 1000
     summary["balanced"] = is_balanced(summary)
+    if streaming:   # a running job is unbalanced by the records on their way: say so, with how many
+        in_flight = summary["input_records"] - accounted(summary)
+        summary["in_flight"] = in_flight > 0
+        summary["in_flight_records"] = in_flight
+        if in_flight:
+            summary["note"] = IN_FLIGHT_NOTE
     summary["files"] = [dict({"file": file, "format": formats.get(file)},
                              **{column: by_file[file].get(column, 0) for column in FILE_COLUMNS})
                         for file in sorted(by_file)]
@@ -148,11 +163,14 @@ def dead_letter_tally(letter):
     return (name, file), 1, (letter.source, letter.message[:300])
 
 
+def accounted(summary: dict) -> int:
+    return (summary["clean_records"] + summary["ignored"] + summary["duplicates"]
+            + summary["superseded"] + sum(summary["dead_letters"].values()))
+
+
 def is_balanced(summary: dict) -> bool:
     """The conservation law: every input record is accounted for exactly once."""
-    accounted = (summary["clean_records"] + summary["ignored"] + summary["duplicates"]
-                 + summary["superseded"] + sum(summary["dead_letters"].values()))
-    return summary["input_records"] == accounted
+    return summary["input_records"] == accounted(summary)
 
 
 def bad_record_rate(summary: dict) -> float:
@@ -198,7 +216,7 @@ class Summarize(beam.PTransform):
             counts = counts | "Running" >> beam.WindowInto(
                 window.GlobalWindows(), trigger=trigger.Repeatedly(trigger.AfterProcessingTime(5)),
                 accumulation_mode=trigger.AccumulationMode.ACCUMULATING)
-            return counts | "Summary" >> beam.CombineGlobally(_CounterFn()).without_defaults()
+            return counts | "Summary" >> beam.CombineGlobally(_CounterFn(True)).without_defaults()
         return counts | "Summary" >> beam.CombineGlobally(_CounterFn())
 
 
@@ -233,7 +251,7 @@ class _WithWindow(beam.DoFn):
 
 
 def _iso(ts: Timestamp) -> str:
-    return ts.to_utc_datetime(has_tz=True).isoformat().replace("+00:00", "Z")
+    return iso_ms(ts.micros // 1000)
 
 
 class AlertRules:

@@ -7,7 +7,7 @@ import traceback
 
 import apache_beam as beam
 
-from beam_pipeline.core import tallies
+from beam_pipeline.core import progress, tallies
 from beam_pipeline.core.framing import FileContext, decode_message, decode_record
 import transforms.coders  # noqa: F401  (registers the batch coders)
 from beam_pipeline.core.model import EventBatch, RawBatch, dead_letter
@@ -95,6 +95,7 @@ class DecodeBatch(beam.DoFn):
             else:
                 events.append(event)
         self.progress.add(len(batch.records))
+        progress.add(progress.READ, len(batch.records))
         yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.INPUT_RECORDS, file),
                                                len(batch.records)))
         if ignored:

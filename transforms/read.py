@@ -67,6 +67,18 @@ def _blocks(handle):
         yield block
 
 
+def _remember_partial_record(blocks, partial: bytearray, limit: int):
+    """Passes the blocks on, keeping in `partial` the bytes read since the last newline (at most
+    `limit`): the record a read error interrupts, which its dead letter keeps as payload."""
+    for block in blocks:
+        end = block.rfind(b"\n")
+        if end >= 0:
+            partial[:] = block[end + 1:end + 1 + limit]
+        elif len(partial) < limit:
+            partial += block[:limit - len(partial)]
+        yield block
+
+
 def _open(readable: fileio.ReadableFile, stack: contextlib.ExitStack):
     """Beam's own gzip reader ends a truncated file silently (its last line cut short, no error);
     Python's gzip raises EOFError there, so .gz files are decompressed with it."""
@@ -79,9 +91,10 @@ def _open(readable: fileio.ReadableFile, stack: contextlib.ExitStack):
     return stack.enter_context(readable.open(compression_type=CompressionTypes.AUTO))
 
 
-def _numbered_lines(readable: fileio.ReadableFile, max_record_bytes: int):
+def _numbered_lines(readable: fileio.ReadableFile, max_record_bytes: int, partial: bytearray):
     with contextlib.ExitStack() as stack:
-        yield from split_lines(_blocks(_open(readable, stack)), max_record_bytes)
+        blocks = _remember_partial_record(_blocks(_open(readable, stack)), partial, max_record_bytes)
+        yield from split_lines(blocks, max_record_bytes)
 
 
 class _Guarded:
@@ -129,7 +142,8 @@ class ReadRecordBatches(beam.DoFn):
         if is_skipped(path, self.skip_names):          # a README or LICENSE beside the captures
             yield beam.pvalue.TaggedOutput(TALLY, ((tallies.SKIPPED_FILES, path), 1))
             return
-        source = _Guarded(_numbered_lines(readable, self.max_record_bytes))
+        partial = bytearray()          # the record being read when a read error cuts it short
+        source = _Guarded(_numbered_lines(readable, self.max_record_bytes, partial))
         lines = iter(source)
         head = _head(lines, HEAD_RECORDS)
         if self.input_format == "auto":
@@ -165,9 +179,11 @@ class ReadRecordBatches(beam.DoFn):
                 records = []
         if source.error is not None:
             error = source.error
+            # payload: the bytes read of the record the damage cut short (the schema's raw bytes,
+            # at most --max_record_bytes); message: what failed, with its trace
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
-                Reason.READ_ERROR, f"{type(error).__name__}: {error}", "read",
-                source.trace.encode()[-4096:], f"{path}:{last_line + 1}"))
+                Reason.READ_ERROR, f"{type(error).__name__}: {error}\n{source.trace[-4096:]}",
+                "read", bytes(partial), f"{path}:{last_line + 1}"))
             yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.INPUT_RECORDS, path), 1))
         if records:
             yield _batch(path, fmt, ctx, records)

@@ -27,8 +27,8 @@ from beam_pipeline.core.model import Event, RunRef, events_of, sort_canonically,
 from beam_pipeline.core.runtime import tune_gc_for_bulk_work
 from beam_pipeline.core.sequencer import Policy
 from transforms import sequence_state as keyed
-from transforms.tables import clean_table, write_clean_part
-from transforms.tags import DEAD_LETTER
+from transforms.tables import CleanPartWriter, clean_table
+from transforms.tags import CLEAN as CLEAN_ROWS, DEAD_LETTER
 
 _events_codec = msgspec.msgpack.Decoder(list[Event])
 _run_codec = msgspec.msgpack.Decoder(RunRef)
@@ -101,7 +101,7 @@ class BatchSequencerDoFn(beam.DoFn):
         """`work_dir`: where the clean parts are written (the sink moves them into clean/)."""
         self.policy = policy
         self.work_dir = work_dir.rstrip("/")
-        self._part = 0
+        self._parts = None
 
     def setup(self):
         tune_gc_for_bulk_work()
@@ -129,7 +129,7 @@ class BatchSequencerDoFn(beam.DoFn):
         been emitted, so every one of its events becomes a processing_error dead letter with the
         trace and the job goes on. An OSError (the work folder) fails the bundle: the runner
         retries it, or the job stops with the error."""
-        self._part = 0
+        self._parts = None
         refs = [_run_codec.decode(blob) for blob in runs_bag.read()]
         try:
             outputs = list(self._replay(key, refs, state_cell, held_bag))
@@ -151,14 +151,19 @@ class BatchSequencerDoFn(beam.DoFn):
             first_seen = False
         machine.finish()
         yield from keyed.tagged_outputs(machine, False, self._clean_part)
+        last = self._parts.finish() if self._parts is not None else None
+        if last is not None:
+            yield beam.pvalue.TaggedOutput(CLEAN_ROWS, last)
         keyed.save(state_cell, stored)
 
     def _clean_part(self, machine, clean: list):
-        """Clean rows written to the work folder as a part (named by key and replay order, so a
-        retried replay rewrites the same files); only the part's reference is emitted."""
-        self._part += 1
-        name = "-".join(map(_safe, machine.key)) + f"-{self._part:06d}.parquet"
-        return write_clean_part(clean_table(clean), f"{self.work_dir}/clean/{name}", machine.symbol)
+        """Clean rows go to the key's part writer: few large Parquet parts in the work folder
+        (named by key and number, so a retried replay rewrites the same files); only a closed
+        part's reference is emitted."""
+        if self._parts is None:
+            self._parts = CleanPartWriter(f"{self.work_dir}/clean", "-".join(map(_safe, machine.key)),
+                                          machine.symbol)
+        return self._parts.add(clean_table(clean))
 
     def _replay_failed(self, key, refs, held_bag):
         trace = traceback.format_exc()

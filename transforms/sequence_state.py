@@ -86,7 +86,8 @@ def save(state_cell, stored: StoredState) -> None:
 
 def tagged_outputs(machine, first_seen: bool, clean_output):
     """Machine outputs -> tagged outputs; the clean rows of one call go to `clean_output(machine,
-    rows)`, which returns the one element that carries them (a table, or a written part)."""
+    rows)`, which returns the one element that carries them (a table, or a written part), or None
+    when they are buffered for a later element."""
     clean, counts = [], Counter()
     for outcome, value in machine.take_output():
         if outcome == Outcome.CLEAN:
@@ -103,7 +104,9 @@ def tagged_outputs(machine, first_seen: bool, clean_output):
     if clean:
         counts.update(tallies.key(tallies.CLEAN_RECORDS, tallies.file_of_source(value[0].source))
                       for value in clean)
-        yield beam.pvalue.TaggedOutput(CLEAN, clean_output(machine, clean))
+        carrier = clean_output(machine, clean)
+        if carrier is not None:          # None: the rows wait in a part writer (batch)
+            yield beam.pvalue.TaggedOutput(CLEAN, carrier)
     if first_seen:
         counts["symbols"] += 1
     for name, count in counts.items():

@@ -11,6 +11,7 @@ write the same layout and one reader serves both.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import posixpath
@@ -25,6 +26,8 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.transforms import trigger, window
 
+from beam_pipeline.core import progress
+from beam_pipeline.core.runtime import iso_ms
 from transforms.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
 from transforms.tables import (CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA,  # noqa: F401 (re-exported)
                                CleanPart, struct_table)
@@ -47,10 +50,11 @@ class ParquetSink(fileio.FileSink):
     MIN_ROW_GROUP_ROWS = 1024
 
     def __init__(self, schema: pa.Schema, row_group_rows: int = 65536,
-                 memory_limit_gb: float = None):
+                 memory_limit_gb: float = None, counter: str = None):
         self.schema = schema
         self.row_group_rows = row_group_rows
         self.memory_limit_gb = memory_limit_gb
+        self.counter = counter              # a progress counter the rows add to (core/progress.py)
 
     def open(self, fh):
         self._writer = pq.ParquetWriter(fh, self.schema, compression="zstd")
@@ -86,6 +90,8 @@ class ParquetSink(fileio.FileSink):
             # One table per row group at most: streaming hands in many one-row tables.
             table = pa.concat_tables(tables).combine_chunks()
             self._writer.write_table(table, row_group_size=max(self.row_group_rows, 1))
+            if self.counter:
+                progress.add(self.counter, table.num_rows)
         self._tables, self._buffered = [], 0
         self._check_at = self.CHECK_EVERY_ROWS
 
@@ -118,15 +124,18 @@ class RowParquetSink(ParquetSink):
 
 
 class AvroSink(fileio.FileSink):
-    def __init__(self, schema, to_record):
+    def __init__(self, schema, to_record, counter: str = None):
         self.schema = schema
         self.to_record = to_record
+        self.counter = counter
 
     def open(self, fh):
         self._writer = fastavro.write.Writer(fh, self.schema, codec="deflate")
 
     def write(self, record):
         self._writer.write(self.to_record(record))
+        if self.counter:
+            progress.add(self.counter, 1)
 
     def flush(self):
         self._writer.flush()
@@ -147,9 +156,18 @@ def dead_letter_record(letter) -> dict:
     return msgspec.structs.asdict(letter)
 
 
+def recovery_request_json(request) -> dict:
+    """A recovery request as written and published: its time in ISO-8601 UTC with milliseconds,
+    like every JSON output."""
+    row = msgspec.structs.asdict(request) if isinstance(request, msgspec.Struct) else dict(request)
+    if isinstance(row.get("event_time"), int):
+        row["event_time"] = iso_ms(row["event_time"])
+    return row
+
+
 def clean_sink(memory_limit_gb=None):
     """Streaming's clean rows: Arrow tables from the live sequencer."""
-    return ParquetSink(CLEAN_SCHEMA, memory_limit_gb=memory_limit_gb)
+    return ParquetSink(CLEAN_SCHEMA, memory_limit_gb=memory_limit_gb, counter=progress.CLEAN)
 
 
 def gap_sink(memory_limit_gb=None):
@@ -163,7 +181,7 @@ def corrupt_sink(memory_limit_gb=None):
 
 
 def dead_letter_sink(memory_limit_gb=None):
-    return AvroSink(DEAD_LETTER_SCHEMA, dead_letter_record)
+    return AvroSink(DEAD_LETTER_SCHEMA, dead_letter_record, counter=progress.DEAD)
 
 
 def json_lines_sink(memory_limit_gb=None):
@@ -231,6 +249,7 @@ class CommitCleanParts(beam.DoFn):
             FileSystems.rename([part.path], [target])
         elif not FileSystems.exists(target):
             raise FileNotFoundError(f"clean part {part.path} is gone and {target} was never written")
+        progress.add(progress.CLEAN, part.rows)
         yield target
 
 
@@ -301,6 +320,9 @@ class WriteOutputs(beam.PTransform):
         self.streaming = streaming
 
     def expand(self, outputs):
+        outputs = dict(outputs)
+        outputs["recovery_requests"] = outputs["recovery_requests"] | "RecoveryAsJson" >> beam.Map(
+            recovery_request_json)
         limit = self.options.memory_limit_gb
         for name, (make_sink, suffix) in self.FOLDERS.items():
             rows = outputs[name]
@@ -324,3 +346,42 @@ class WriteOutputs(beam.PTransform):
                                                  ".jsonl", True, self.options.output_flush_seconds))
         return outputs["summary"] | "WriteSummary" >> beam.ParDo(
             WriteSummary(f"{self.output}/summary.json"))
+
+
+OUTPUT_FOLDERS = tuple(WriteOutputs.FOLDERS)
+EMPTY_FILE = "part-empty"     # + the folder's suffix: the file a folder with no rows holds
+
+
+def _empty_file_bytes(name: str) -> bytes:
+    """A file of the folder's format with its schema and no rows (JSON Lines: an empty file)."""
+    buffer = io.BytesIO()
+    schema = {"clean": CLEAN_SCHEMA, "gaps": GAP_SCHEMA, "corrupt_periods": CORRUPT_SCHEMA}.get(name)
+    if schema is not None:
+        pq.write_table(schema.empty_table(), buffer, compression="zstd")
+    elif name == "dead_letter":
+        fastavro.writer(buffer, DEAD_LETTER_SCHEMA, [], codec="deflate")
+    return buffer.getvalue()
+
+
+def write_empty_outputs(output: str) -> list[str]:
+    """Every output folder exists after a run, so readers of a folder (pq.read_table("out/gaps"),
+    DuckDB's read_parquet('out/gaps/*.parquet')) work on a run without gaps: a folder with no
+    files gets one with the schema and no rows. Returns the files written."""
+    from apache_beam.io.filesystems import FileSystems
+
+    written = []
+    for name, (_, suffix) in WriteOutputs.FOLDERS.items():
+        folder = f"{output.rstrip('/')}/{name}"
+        if FileSystems.match([f"{folder}/*{suffix}"])[0].metadata_list:
+            continue
+        path = f"{folder}/{EMPTY_FILE}{suffix}"
+        if not _is_remote(folder):
+            os.makedirs(folder, exist_ok=True)
+        with FileSystems.create(path) as handle:
+            handle.write(_empty_file_bytes(name))
+        written.append(path)
+    return written
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path

@@ -124,3 +124,76 @@ def table_row_times(table: pa.Table) -> list:
     symbols = pc.binary_join_element_wise(table["exchange"], table["market"], table["symbol"],
                                           ":").to_numpy(zero_copy_only=False)
     return [(symbol, times[symbols == symbol].tobytes()) for symbol in dict.fromkeys(symbols)]
+
+
+# Clean parts of the batch sequencer: row groups of 64k rows (or 64 MB), parts of up to 16 of them,
+# so a symbol gets a few files per day however small its runs are (USD-M ids advance thousands
+# per message: a 100,000-id run holds ~25 messages, and each run used to be its own file).
+ROW_GROUP_ROWS = 65_536
+ROW_GROUP_BYTES = 64 << 20
+PART_ROWS = 16 * ROW_GROUP_ROWS
+
+
+class CleanPartWriter:
+    """One key's clean rows -> few large Parquet parts in the work folder.
+
+    Tables are added as the replay makes them; a row group is written once 64k rows (or 64 MB) are
+    buffered, and a part is closed at PART_ROWS rows (`add` returns its CleanPart) or by `finish`.
+    Memory: one row group's buffer. Parts are named by key and number, so a retried replay
+    rewrites the same files."""
+
+    def __init__(self, folder: str, name: str, symbol: str, row_group_rows: int = ROW_GROUP_ROWS,
+                 row_group_bytes: int = ROW_GROUP_BYTES, part_rows: int = PART_ROWS):
+        self.folder, self.name, self.symbol = folder.rstrip("/"), name, symbol
+        self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
+        self.part_rows = part_rows
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        self._number, self._handle, self._writer = 0, None, None
+        self._rows, self._times = 0, []
+
+    def add(self, table: pa.Table):
+        """Buffers the rows; returns the CleanPart of a part it closed, else None."""
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self._pending_bytes += table.nbytes
+        if self._pending_rows >= self.row_group_rows or self._pending_bytes >= self.row_group_bytes:
+            self._write_group()
+            if self._rows >= self.part_rows:
+                return self._close()
+        return None
+
+    def finish(self):
+        """Writes what is buffered and closes the open part: its CleanPart, or None."""
+        if self._pending:
+            self._write_group(everything=True)
+        return self._close() if self._writer is not None else None
+
+    def _path(self) -> str:
+        return f"{self.folder}/{self.name}-{self._number:06d}.parquet"
+
+    def _write_group(self, everything: bool = False):
+        """Writes whole row groups of what is buffered (all of it when `everything`, or when the
+        buffer passed the byte bound); the rest stays buffered."""
+        table = pa.concat_tables(self._pending).combine_chunks()
+        keep = 0
+        if not everything and self._pending_bytes < self.row_group_bytes:
+            keep = table.num_rows % self.row_group_rows
+        table, rest = table.slice(0, table.num_rows - keep), table.slice(table.num_rows - keep)
+        self._pending = [rest] if keep else []
+        self._pending_rows, self._pending_bytes = keep, rest.nbytes if keep else 0
+        if self._writer is None:
+            self._number += 1
+            self._handle = FileSystems.create(self._path())
+            self._writer = pq.ParquetWriter(self._handle, CLEAN_SCHEMA, compression="zstd",
+                                            write_statistics=_STATISTICS)
+        self._writer.write_table(table, row_group_size=self.row_group_rows)
+        self._rows += table.num_rows
+        self._times.append(row_times(table))
+
+    def _close(self) -> CleanPart:
+        self._writer.close()
+        self._handle.close()
+        part = CleanPart(self._path(), self._rows, self.symbol,
+                         np.concatenate(self._times).astype(np.int64).tobytes())
+        self._handle, self._writer, self._rows, self._times = None, None, 0, []
+        return part

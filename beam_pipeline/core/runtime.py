@@ -8,6 +8,7 @@ reference cycles at that rate, so collecting less often costs little memory.
 """
 from __future__ import annotations
 
+import datetime
 import gc
 import logging
 import time
@@ -26,3 +27,13 @@ def tune_gc_for_bulk_work() -> None:
 def now_ms() -> int:
     """Wall-clock milliseconds since the epoch (ingest times, dead-letter stamps)."""
     return int(time.time() * 1000)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def iso_ms(ms: int) -> str:
+    """Milliseconds since the epoch -> ISO-8601 UTC with milliseconds, "2023-11-14T22:14:00.000Z":
+    the one time format of every JSON output (Parquet outputs use timestamp[ms, UTC])."""
+    moment = _EPOCH + datetime.timedelta(milliseconds=ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"

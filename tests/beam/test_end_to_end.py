@@ -1,12 +1,19 @@
 """The whole batch job through its CLI: real captures, synthetic faults, order independence."""
 import random
+import re
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_pipeline.cli import main
+from beam_pipeline.core.runtime import iso_ms
 from tests.tooling.synthetic import BAD_RECORDS, default_faults, generate, totals, write_lines
+
+
+ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def _ms(value):
@@ -39,6 +46,10 @@ def test_real_captures_are_continuous_and_bridged(captures, tmp_path, outputs):
         (captures[3], "cryptofeed", 4, 4, 0, 0, 0), (captures[2], "cryptofeed", 1535, 749, 771, 15, 0)]
     clean = out.parquet_rows("clean")
     assert len(clean) == 929
+    # one clean file per symbol: USD-M runs of 100,000 ids hold ~25 messages, each run used to be
+    # its own file (9 files of 6-29 rows per symbol)
+    files = sorted(p.name for p in (tmp_path / "out" / "clean").glob("*.parquet"))
+    assert len(files) == 8 and all(name.endswith("-000001.parquet") for name in files), files
     assert out.parquet_rows("gaps") == []
     by_symbol = {}
     for row in sorted(clean, key=lambda r: (r["market"], r["symbol"], r["last_id"], r["kind"])):
@@ -84,6 +95,16 @@ def test_every_injected_fault_is_reported_exactly(faulty_feed, tmp_path, outputs
     medium = [g for g in expected.gaps if g["gap_class"] == "medium"]
     assert sorted((r["symbol"], r["market"], r["from_id"]) for r in requests) == sorted(
         (g["symbol"], g["market"], g["last_good_id"] + 1) for g in medium)
+    # one time type per kind of output: Parquet timestamp[ms, UTC], JSON ISO-8601 UTC with ms
+    assert sorted((r["symbol"], r["event_time"]) for r in requests) == sorted(
+        (g["symbol"], iso_ms(g["event_time"])) for g in medium)
+    for name in ("clean", "gaps", "corrupt_periods"):
+        schema = pq.read_schema(next((tmp_path / "out" / name).glob("*.parquet")))
+        times = [f for f in schema if pa.types.is_timestamp(f.type)]
+        assert times and all(f.type == pa.timestamp("ms", tz="UTC") for f in times), name
+    json_times = [r[k] for r in out.jsonl_rows("error_counts") for k in ("window_start", "window_end")]
+    json_times += [r["window"][k] for r in out.jsonl_rows("alerts") for k in ("start", "end")]
+    assert json_times and all(ISO_MS.fullmatch(t) for t in json_times), json_times[:4]
 
 
 def _snapshot_of(out):
@@ -133,9 +154,8 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path, capsys):
     feed.write_text("")
     assert main(["--input", str(feed), "--output", "/proc/forbidden/out"]) == 2
     assert "cannot write to output folder" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--input", str(feed), "--output", str(tmp_path / "o"), "--input_format", "csv"])
-    assert exit_info.value.code == 2
+    assert main(["--input", str(feed), "--output", str(tmp_path / "o"), "--input_format",
+                 "csv"]) == 2
     assert "invalid choice" in capsys.readouterr().err
 
 

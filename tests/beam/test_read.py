@@ -125,13 +125,30 @@ def test_truncated_gz_keeps_the_records_before_the_damage(tmp_path):
                     equal_to([("envelope", RECORDS_PER_BATCH),
                               ("envelope", complete - RECORDS_PER_BATCH)]),
                     label="Batches")
+        # the payload is the bytes read of the record the damage cut short; the trace is in message
+        partial = survived[survived.rfind(b"\n") + 1:]
+        assert partial and lines[complete].startswith(partial)
         assert_that(read.dead_letter | beam.Map(
             lambda d: (d.reason, d.stage, d.source, d.message.split(":")[0],
-                       b"EOFError" in d.payload, d.ingest_time > 1_600_000_000_000)),
-            equal_to([("read_error", "read", f"{path}:{complete + 1}", "EOFError", True, True)]),
+                       "Traceback" in d.message, d.payload, d.ingest_time > 1_600_000_000_000)),
+            equal_to([("read_error", "read", f"{path}:{complete + 1}", "EOFError", True, partial,
+                       True)]),
             label="DeadLetter")
         assert_that(read.tally, equal_to([(("input_records", path), 1),
                                           (("format.envelope", path), 1)]), label="Tally")
+
+
+def test_a_read_error_keeps_at_most_max_record_bytes_of_the_cut_record(tmp_path):
+    long_line = ENV_1.replace(b'"b":[["1.00","2.0"]]', b'"b":[' + b'["1.00","2.0"],' * 400
+                              + b'["1.00","2.0"]]')
+    whole = gzip.compress(ENV_1 + b"\n" + long_line + b"\n")
+    path = str(tmp_path / "cut.jsonl.gz")
+    with open(path, "wb") as handle:
+        handle.write(whole[:-20])                     # the end of the long line is lost
+    with TestPipeline() as p:
+        read = p | ReadFeedFiles([path], input_format="auto", max_record_bytes=1000)
+        assert_that(read.dead_letter | beam.Map(lambda d: (d.reason, d.payload)),
+                    equal_to([("read_error", long_line[:1000])]))
 
 
 def test_reads_the_cryptofeed_captures():

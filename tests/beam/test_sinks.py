@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import apache_beam as beam
 import fastavro
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -14,6 +15,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from beam_pipeline.core.model import (DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
                                  DeadLetter, Event, Gap, RecoveryRequest, decode_levels,
                                  encode_levels)
+from beam_pipeline.core.runtime import iso_ms
 from beam_pipeline.options import FeedCheckOptions
 from transforms.sinks import CLEAN_SCHEMA, SCHEMA_DIR, ParquetSink, WriteFolder, WriteOutputs
 from transforms.tables import clean_table, write_clean_part
@@ -159,7 +161,7 @@ def test_write_outputs_batch(tmp_path):
 
     assert jsonl(os.path.join(out, "recovery_requests")) == [
         {"exchange": "binance", "market": "usdm", "symbol": "SOLUSDT", "from_id": 205,
-         "reason": "medium_gap", "event_time": T + 300}]
+         "reason": "medium_gap", "event_time": iso_ms(T + 300)}]     # JSON: ISO-8601 UTC, ms
     assert jsonl(os.path.join(out, "error_counts")) == COUNTS
     assert jsonl(os.path.join(out, "alerts")) == ALERTS
     with open(os.path.join(out, "summary.json")) as handle:
@@ -183,3 +185,31 @@ def test_write_folder_parquet_row_groups(tmp_path):
     _, read = parquet(folder)
     assert sorted(r["first_id"] for r in read) == list(range(10))
     assert {r["event_time"] for r in read} == {ms(T + i) for i in range(10)}
+
+
+def test_clean_parts_are_few_and_large(tmp_path):
+    """The batch sequencer's part writer: whole row groups, parts closed at part_rows."""
+    from beam_pipeline.core.model import Event
+    from transforms.tables import CleanPartWriter, clean_table
+
+    def run_of(start, count):   # one replayed run's clean rows (tiny, as USD-M runs are)
+        return clean_table([(Event("binance", "usdm", "X", "delta", i, i, i - 1, 1_700_000_000_000 + i,
+                                   None, b"[]", b"[]", "previous_link"), 0, False)
+                            for i in range(start, start + count)])
+
+    writer = CleanPartWriter(str(tmp_path), "binance-usdm-X", "binance:usdm:X",
+                             row_group_rows=10, part_rows=30)
+    closed = [writer.add(run_of(i * 3, 3)) for i in range(25)]          # 75 rows in runs of 3
+    parts = [p for p in closed if p is not None] + [writer.finish()]
+    assert [p.rows for p in parts] == [30, 30, 15]
+    assert [os.path.basename(p.path) for p in parts] == [
+        "binance-usdm-X-000001.parquet", "binance-usdm-X-000002.parquet",
+        "binance-usdm-X-000003.parquet"]
+    groups = [[pq.ParquetFile(p.path).metadata.row_group(g).num_rows
+               for g in range(pq.ParquetFile(p.path).metadata.num_row_groups)] for p in parts]
+    assert groups == [[10, 10, 10], [10, 10, 10], [10, 5]]
+    ids = [i for p in parts for i in pq.read_table(p.path)["first_id"].to_pylist()]
+    assert ids == list(range(75))                                       # every row once, in order
+    times = [np.frombuffer(p.times, np.int64).tolist() for p in parts]
+    assert sum(times, []) == [1_700_000_000_000 + i for i in range(75)]
+    assert writer.finish() is None                                      # nothing left open

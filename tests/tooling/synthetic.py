@@ -50,6 +50,10 @@ REASON_OF.update(garbage_json="bad_json", nul_bytes="bad_json", mistyped_time="m
                  string_payload="mistyped_field", invalid_utf8_price="invalid_utf8",
                  unknown_exchange="unsupported_exchange")
 # Messages of other streams: each is counted as ignored.
+# The demo (make demo): every fault class the batch job reports, once at least.
+LATE_BY = 50
+DEMO_FAULTS_EXTRA = (("id_reset", 1), ("late_message", 1), ("id_reset_resync", 2))
+DEMO_BAD_RECORDS = BAD_RECORDS + ("symbol_mismatch", "unknown_market", "unknown_exchange")
 OTHER_STREAMS = ("trade", "agg_trade_as_delta", "book_ticker", "kline", "subscription_ack",
                  "partial_depth", "ticker_type")
 
@@ -75,7 +79,10 @@ class Expected:
                 "gaps": {cls: sum(1 for g in self.gaps if g["gap_class"] == cls)
                          for cls in ("small", "medium", "large", "reset")},
                 "corrupt_periods": len(self.corrupt_periods), "symbols": c["symbols"],
-                "reconnects": c["reconnects"]}
+                "reconnects": c["reconnects"],
+                "balanced": c["input_records"] == (
+                    c["clean_records"] + c["ignored"] + c["duplicates"] + c["superseded"]
+                    + sum(self.dead_letters.values()))}
 
 
 PER_FILE_KEYS = ("files", "file_dead_letters", "skipped_files")
@@ -225,6 +232,14 @@ class _Stream:
             lines = [line for _, line in window]
             self.rng.shuffle(lines)
             self.out[-count:] = [(t, line) for (t, _), line in zip(window, lines)]
+        elif fault == "late_message":
+            # a delta that reaches the capture LATE_BY messages after its successors (a slow
+            # path in the collector): batch sequencing by id puts it back, so it is clean, no gap
+            self.delta()
+            late = self.out.pop()
+            for _ in range(LATE_BY):
+                self.delta()
+            self.out.append((self.out[-1][0], late[1]))
         elif fault in RESET_FAULTS:
             # an engine restart: ids start again far lower (futures: the first pu is -1), time goes
             # on. The new epoch waits for a snapshot: one that covers it supersedes its deltas, none
@@ -648,22 +663,52 @@ def default_faults(symbol_count: int = len(DEFAULT_SYMBOLS)):
             ("medium_gap_timeout", 3 % symbol_count), ("duplicate", 2), ("reorder", 3 % symbol_count)]
 
 
+def demo_faults():
+    """The demo's faults: every class of default_faults, plus id resets and a late message."""
+    return default_faults() + list(DEMO_FAULTS_EXTRA)
+
+
+def summary_json(summary: dict) -> str:
+    """A summary as the pipeline writes summary.json (sinks.WriteSummary), so the two diff cleanly."""
+    return json.dumps(summary, indent=2, sort_keys=True) + "\n"
+
+
+def check_summary(expected_path: str, summary_path: str) -> int:
+    """Prints the unified diff of the two summaries' totals (nothing when equal); 0 when equal."""
+    import difflib
+
+    with open(expected_path) as handle:
+        expected = summary_json(totals(json.load(handle))).splitlines(keepends=True)
+    with open(summary_path) as handle:
+        written = summary_json(totals(json.load(handle))).splitlines(keepends=True)
+    diff = list(difflib.unified_diff(expected, written, expected_path, summary_path))
+    print("".join(diff), end="")
+    return 1 if diff else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.tooling.synthetic",
                                      description="Write a synthetic envelope feed with faults.")
     parser.add_argument("--events", type=int, default=100_000, help="Delta messages to generate.")
     parser.add_argument("--seed", type=int, default=7, help="Random seed.")
-    parser.add_argument("--output", required=True, help="File to write (.gz compresses).")
+    parser.add_argument("--output", help="File to write (.gz compresses).")
+    parser.add_argument("--check", metavar="SUMMARY", default=None,
+                        help="Instead: diff a run's summary.json against --expected (the totals: "
+                             "the per-file table depends on the file names); exit 1 if they differ.")
     parser.add_argument("--no_faults", action="store_true", help="A clean feed (benchmarks).")
     parser.add_argument("--expected", default=None, help="Also write the expected summary here.")
     args = parser.parse_args(argv)
-    faults = [] if args.no_faults else default_faults()
-    bad = [] if args.no_faults else list(BAD_RECORDS)
+    if args.check:
+        return check_summary(args.expected, args.check)
+    if not args.output:
+        parser.error("--output is required")
+    faults = [] if args.no_faults else demo_faults()
+    bad = [] if args.no_faults else list(DEMO_BAD_RECORDS)
     lines, expected = generate(args.events, args.seed, faults, bad, ignored=0 if args.no_faults else 25)
     write_lines(args.output, lines)
     if args.expected:
         with open(args.expected, "w") as handle:
-            json.dump(expected.summary(), handle, indent=2)
+            handle.write(summary_json(expected.summary()))
     print(f"wrote {len(lines)} records to {args.output}")
     return 0
 
