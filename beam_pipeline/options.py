@@ -47,10 +47,16 @@ RANGES = {
     "max_bad_record_rate": (0, True, 1),
     "max_bad_file_rate": (0, True, 1),
     "memory_limit_gb": (0, False, None),
+    "pull_max_messages": (1, True, None),
+    "pull_wait_seconds": (0, False, None),
+    "max_message_bytes": (1, True, None),
+    "lag_warning": (0, False, None),
+    "lag_critical": (0, False, None),
 }
 # Pairs that must be ordered: (smaller, larger, is equality allowed).
 ORDERED = [("small_gap_max", "medium_gap_max", False),
-           ("alert_warning_count", "alert_critical_count", True)]
+           ("alert_warning_count", "alert_critical_count", True),
+           ("lag_warning", "lag_critical", True)]
 
 
 def _flag(value) -> bool:
