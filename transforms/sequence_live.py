@@ -99,6 +99,9 @@ class LiveSequencerDoFn(beam.DoFn):
         try:
             outputs = list(self._process_events(key, events, published, *cells))
         except Exception:  # retry one event at a time: only an event that raises is set aside
+            logging.getLogger(__name__).warning("%s: a batch of %d events failed, retried one by one:"
+                                                "\n%s", stream_name(key), len(events),
+                                                traceback.format_exc())
             outputs = list(self._process_one_by_one(key, events, published, *cells))
         yield from outputs
 
@@ -122,7 +125,7 @@ class LiveSequencerDoFn(beam.DoFn):
                                                            events[0].time)))
         ready = 0
         if stream.waiting == 0:
-            while ready < len(events) and machine.is_next(events[ready]):
+            while ready < len(events) and self._next(machine, events[ready], published, None):
                 machine.feed(events[ready])
                 ready += 1
         if ready < len(events):
@@ -152,7 +155,8 @@ class LiveSequencerDoFn(beam.DoFn):
             timer.set(Timestamp(micros=(published + self.reorder_ms) * 1000) if published
                       else now + self.reorder_wait)
         overflow = stream.waiting + len(events) > self.policy.max_buffered_events
-        if stream.waiting and not overflow and not any(map(machine.is_next, events)):
+        if stream.waiting and not overflow and not any(
+                self._next(machine, event, published, None) for event in events):
             for event in events:
                 waiting_bag.add(keyed.encode(Waiting(published, event)))
             stream.waiting += len(events)
@@ -171,7 +175,7 @@ class LiveSequencerDoFn(beam.DoFn):
         published_of = {id(w.event): w.published for w in pending}
         rest = []
         for position, event in enumerate(order):
-            if machine.is_next(event) or self._due(published_of[id(event)], declare_upto):
+            if self._next(machine, event, published_of[id(event)], declare_upto):
                 machine.feed(event)
                 continue
             rest = [Waiting(published_of[id(e)], e) for e in order[position:]]
@@ -188,6 +192,17 @@ class LiveSequencerDoFn(beam.DoFn):
         if rest and timer is not None:
             due = min(w.published for w in rest) + self.reorder_ms
             timer.set(Timestamp(micros=max(due, declare_upto + self.reorder_ms + 1) * 1000))
+
+    def _next(self, machine, event, published: int, declare_upto) -> bool:
+        """Is `event` fed now? When its wait is over (_due), or when it is next in line. With
+        publish times, a stream that has not started and a wait for a snapshot take nothing out
+        of order: a backlog may deliver a later snapshot (a later resync) before the one that
+        starts the stream or resolves the wait, and batch would take the earlier one."""
+        if self._due(published, declare_upto):
+            return True
+        if published and (machine.state.cursor is None or machine.state.hold is not None):
+            return False
+        return machine.is_next(event)
 
     @staticmethod
     def _due(published: int, declare_upto) -> bool:
@@ -223,10 +238,11 @@ class LiveSequencerDoFn(beam.DoFn):
         try:
             stored, machine, outputs = keyed.load(key, self.policy, state_cell, held_bag, waiting_bag)
             yield from outputs
+            first_seen = not stored.machine.seen      # a key's first events may wait for a timer
             extra = body(stored, machine) or ()
             keyed.save(state_cell, stored)
             yield from extra
-            yield from self._outputs(machine, False)
+            yield from self._outputs(machine, first_seen)
         except Exception:
             yield from self._timer_failed(f"sequence.{stage}", key, state_cell, held_bag,
                                           waiting_bag)

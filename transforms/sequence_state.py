@@ -107,7 +107,7 @@ def tagged_outputs(machine, first_seen: bool, clean_output):
         carrier = clean_output(machine, clean)
         if carrier is not None:          # None: the rows wait in a part writer (batch)
             yield beam.pvalue.TaggedOutput(CLEAN, carrier)
-    if first_seen:
+    if first_seen and machine.state.seen:    # the key's first event reached the machine
         counts["symbols"] += 1
     for name, count in counts.items():
         yield beam.pvalue.TaggedOutput(TALLY, (name, count))
