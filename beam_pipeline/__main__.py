@@ -1,6 +1,16 @@
 """python -m beam_pipeline: check order-book delta captures (batch) or a live feed (streaming)."""
+import logging
 import sys
 
 from beam_pipeline.cli import main
 
-sys.exit(main(sys.argv[1:]))
+code = main(sys.argv[1:])
+# What logs after the run (Beam's exit-time clean-up of its job servers warns once per server)
+# is not the run's: only errors reach the terminal.
+_root = logging.getLogger()
+for _handler in list(_root.handlers):     # e.g. a basicConfig() a module-level log call made
+    _root.removeHandler(_handler)
+_exit_logs = logging.StreamHandler(sys.stderr)
+_exit_logs.setLevel(logging.ERROR)
+_root.addHandler(_exit_logs)
+sys.exit(code)
