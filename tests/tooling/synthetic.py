@@ -88,9 +88,14 @@ class Expected:
 PER_FILE_KEYS = ("files", "file_dead_letters", "skipped_files")
 
 
+IN_FLIGHT_KEYS = ("in_flight", "in_flight_records", "note")   # a streaming summary's running state
+
+
 def totals(summary: dict) -> dict:
-    """A run summary without its per-file parts (they depend on how the input is split in files)."""
-    return {name: value for name, value in summary.items() if name not in PER_FILE_KEYS}
+    """A run summary without its per-file parts (they depend on how the input is split in files)
+    and without a streaming summary's in-flight figures."""
+    return {name: value for name, value in summary.items()
+            if name not in PER_FILE_KEYS + IN_FLIGHT_KEYS}
 
 
 def _levels(rng, mid: float, count: int):
