@@ -275,12 +275,7 @@ def _error_counts(ax, stream: StreamReport, thresholds: Thresholds) -> None:
         dates = _dates(x + (i - (len(shown) - 1) / 2) * dodge)
         ax.vlines(dates, 0, y, color=palette(i), linewidth=1)
         ax.scatter(dates, y, color=palette(i), s=14, label=plain(error_type), zorder=3)
-    ax.axhline(thresholds.warning_count, color=COLORS["warning"], linestyle="--", linewidth=1,
-               label=f"warning > {thresholds.warning_count}")
-    ax.axhline(thresholds.critical_count, color=COLORS["critical"], linestyle="--", linewidth=1,
-               label=f"critical > {thresholds.critical_count}")
-    ax.set_yscale("symlog", linthresh=1)
-    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    _threshold_lines(ax, thresholds)
     ax.set_ylim(0, max(thresholds.critical_count * 2,
                        max((max(v.values()) for v in by_type.values()), default=0) * 2))
     ax.set_ylabel("errors")
@@ -334,12 +329,7 @@ def unattributed_errors(rows: list, thresholds: Thresholds) -> bytes | None:
         x, y = _per_bucket_max(bucket_ms, window_ms, by_type[error_type])
         ax.scatter(_dates(x), y, color=palette(i), s=16, label=plain(error_type), zorder=3)
         ax.vlines(_dates(x), 0, y, color=palette(i), linewidth=1)
-    ax.axhline(thresholds.warning_count, color=COLORS["warning"], linestyle="--", linewidth=1,
-               label=f"warning > {thresholds.warning_count}")
-    ax.axhline(thresholds.critical_count, color=COLORS["critical"], linestyle="--", linewidth=1,
-               label=f"critical > {thresholds.critical_count}")
-    ax.set_yscale("symlog", linthresh=1)
-    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    _threshold_lines(ax, thresholds)
     ax.set_ylim(0, thresholds.critical_count * 2)
     if span == 0:
         pad = 60_000
@@ -348,3 +338,13 @@ def unattributed_errors(rows: list, thresholds: Thresholds) -> bytes | None:
     ax.set_title("errors without a symbol per window (processing time)", loc="left")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
     return png(figure)
+
+
+def _threshold_lines(ax, thresholds) -> None:
+    """The alert thresholds on an error-count axis (symlog: counts span orders of magnitude)."""
+    ax.axhline(thresholds.warning_count, color=COLORS["warning"], linestyle="--", linewidth=1,
+               label=f"warning > {thresholds.warning_count}")
+    ax.axhline(thresholds.critical_count, color=COLORS["critical"], linestyle="--", linewidth=1,
+               label=f"critical > {thresholds.critical_count}")
+    ax.set_yscale("symlog", linthresh=1)
+    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())

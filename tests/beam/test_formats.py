@@ -13,21 +13,10 @@ import pytest
 
 from beam_pipeline.cli import main
 from tests.conftest import REPO, Outputs
+from tests.tooling.frames import depth, js
 
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
 NO_GAPS = {"small": 0, "medium": 0, "large": 0, "reset": 0}
-
-
-def js(value) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def depth(symbol, first, last, at=1_700_000_001_500, prev=None):
-    message = {"e": "depthUpdate", "E": at, "s": symbol, "U": first, "u": last,
-               "b": [["100.00", "1.5"]], "a": [["100.10", "0"]]}
-    if prev is not None:
-        message.update(pu=prev, T=at - 2)
-    return message
 
 
 def combined(symbol, data, stream="depth@100ms") -> bytes:

@@ -4,7 +4,6 @@ on small fixtures written here, detection from a file's first records, the contr
 Plain functions, no pipeline (tests/beam/test_formats.py runs the same formats and the shared
 captures through the whole job).
 """
-import json
 import sys
 
 import pytest
@@ -16,18 +15,7 @@ from beam_pipeline.core.framings import FileContext, Framing, cryptofeed, hftbac
 from beam_pipeline.core.framings._stamps import epoch_integer_ms, iso_ms, seconds_ms
 from beam_pipeline.core.framings.base import CONNECT, HEADER
 from beam_pipeline.core.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT
-
-
-def js(value) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def depth(symbol, first, last, at=1_700_000_001_500, prev=None):
-    message = {"e": "depthUpdate", "E": at, "s": symbol, "U": first, "u": last,
-               "b": [["100.00", "1.5"]], "a": [["100.10", "0"]]}
-    if prev is not None:
-        message.update(pu=prev, T=at - 2)
-    return message
+from tests.tooling.frames import depth, js
 
 
 def combined(symbol, data, stream="depth@100ms"):
