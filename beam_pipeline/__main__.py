@@ -1,8 +1,9 @@
 """python -m beam_pipeline: check order-book delta captures (batch) or a live feed (streaming)."""
 import logging
 import sys
+import threading
 
-from beam_pipeline.cli import main
+from beam_pipeline.cli import is_teardown_log, main, teardown_excepthook
 
 code = main(sys.argv[1:])
 # What logs after the run (Beam's exit-time clean-up of its job servers warns once per server)
@@ -12,5 +13,7 @@ for _handler in list(_root.handlers):     # e.g. a basicConfig() a module-level 
     _root.removeHandler(_handler)
 _exit_logs = logging.StreamHandler(sys.stderr)
 _exit_logs.setLevel(logging.ERROR)
+_exit_logs.addFilter(lambda record: not is_teardown_log(record))
 _root.addHandler(_exit_logs)
+threading.excepthook = teardown_excepthook    # in-process workers may be hung up on at exit
 sys.exit(code)

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import uuid
 
 import apache_beam as beam
@@ -412,6 +413,34 @@ def _workers_run_here(options) -> bool:
     return "flink" in runner and options.get_all_options().get("environment_type") == "LOOPBACK"
 
 
+def _is_worker_teardown(error) -> bool:
+    """An in-process (LOOPBACK) worker's data channel cancelled by the job server as the job ends:
+    Beam logs it as an error and re-raises it in its reader thread, but the run's result is
+    unaffected (a job that really lost its workers fails, and says so)."""
+    code = getattr(error, "code", None)
+    return callable(code) and getattr(code(), "name", "") == "CANCELLED"
+
+
+def is_teardown_log(record: logging.LogRecord) -> bool:
+    return bool(record.exc_info) and _is_worker_teardown(record.exc_info[1])
+
+
+def _terminal_worthy(record: logging.LogRecord) -> bool:
+    if is_teardown_log(record):
+        return False                      # kept in the log file
+    return record.levelno >= logging.ERROR or record.name.startswith("feedcheck")
+
+
+def teardown_excepthook(args) -> None:
+    """threading.excepthook that logs a worker thread's teardown cancellation (see
+    _is_worker_teardown) instead of printing its traceback; any other error goes on as before."""
+    if _is_worker_teardown(args.exc_value):
+        logging.getLogger(__name__).info("worker thread %s ended by the job server's hang-up",
+                                         getattr(args.thread, "name", "?"))
+        return
+    threading.__excepthook__(args)
+
+
 @contextlib.contextmanager
 def _logging(ops, job):
     """--verbose: every INFO log on the terminal. Otherwise Beam's and Flink's logs go to a log
@@ -419,7 +448,7 @@ def _logging(ops, job):
     only errors and our own warnings. Yields the log file's path (None with --verbose); the
     logging set-up before the run is restored after it (main also runs in-process, in tests)."""
     root = logging.getLogger()
-    before = (list(root.handlers), root.level)
+    before, before_hook = (list(root.handlers), root.level), threading.excepthook
     for handler in before[0]:
         root.removeHandler(handler)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -433,7 +462,8 @@ def _logging(ops, job):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     else:
         terminal.setLevel(logging.WARNING)
-        terminal.addFilter(lambda r: r.levelno >= logging.ERROR or r.name.startswith("feedcheck"))
+        terminal.addFilter(_terminal_worthy)
+        threading.excepthook = teardown_excepthook
         if _is_remote(ops.output):
             name = f"feedcheck-{(job or {}).get('job_id', uuid.uuid4().hex)}.log"
             path = os.path.join(tempfile.gettempdir(), name)
@@ -451,6 +481,7 @@ def _logging(ops, job):
             root.removeHandler(handler)
             handler.close()
         logging.captureWarnings(False)
+        threading.excepthook = before_hook
         for handler in before[0]:
             root.addHandler(handler)
         root.setLevel(before[1])

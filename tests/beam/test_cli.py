@@ -9,10 +9,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import fastavro
+import grpc
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -274,6 +276,39 @@ def test_quiet_by_default_logs_in_a_file_and_the_summary_ends_with_the_folder(fe
     assert loud.returncode == 0
     assert " INFO apache_beam" in loud.stderr
     assert loud.stdout.splitlines()[-1] == f"outputs: {tmp_path / 'loud'}"
+
+
+class _HungUp(grpc.RpcError):
+    """What a LOOPBACK worker's data-plane reader raises when the job server hangs up at job end."""
+    def code(self):
+        return grpc.StatusCode.CANCELLED
+
+
+def test_a_worker_hung_up_on_at_job_end_stays_in_the_log_file(capsys, tmp_path):
+    ops = PipelineOptions(["--output", str(tmp_path)]).view_as(cli.FeedCheckOptions)
+    with cli._logging(ops, None) as log_path:
+        try:
+            raise _HungUp()
+        except grpc.RpcError:
+            logging.getLogger("apache_beam.runners.worker.data_plane").exception(
+                "Failed to read inputs in the data plane.")
+
+        def read_inputs():
+            raise _HungUp()
+        reader = threading.Thread(target=read_inputs, name="read_grpc_client_inputs")
+        reader.start()
+        reader.join()
+        logging.getLogger("apache_beam").error("a real error")
+        broken = threading.Thread(target=lambda: 1 / 0, name="other")
+        broken.start()
+        broken.join()
+    err = capsys.readouterr().err
+    assert "Failed to read inputs" not in err and "_HungUp" not in err
+    assert "a real error" in err and "ZeroDivisionError" in err     # real errors still show
+    log = Path(log_path).read_text()
+    assert "Failed to read inputs in the data plane" in log
+    assert "read_grpc_client_inputs ended by the job server's hang-up" in log
+    assert threading.excepthook is not cli.teardown_excepthook      # restored after the run
 
 
 def test_the_progress_line_counts_read_clean_and_dead():

@@ -158,7 +158,9 @@ def test_publisher_gives_up_by_the_deadline_then_breaker_opens_then_recovers():
             elapsed = time.monotonic() - started
             assert elapsed <= retry.deadline_s + SCHEDULING_SLACK_S
             assert gave_up.value.attempts >= 2
-            assert isinstance(gave_up.value.last_error, google_exceptions.ServiceUnavailable)
+            # Refused connection (UNAVAILABLE), or, on a loaded machine, our 1 s wait ran out first.
+            assert isinstance(gave_up.value.last_error,
+                              (google_exceptions.ServiceUnavailable, TimeoutError))
             assert publisher.breaker.fail_counter == failures
         assert publisher.breaker.current_state == pybreaker.STATE_OPEN
 
