@@ -223,8 +223,9 @@ class Summarize(beam.PTransform):
 # ---- error counts and alerts -----------------------------------------------------------------
 
 def dead_letter_error(letter) -> ErrorEvent:
-    return ErrorEvent(ErrorType.of_dead_letter(letter.reason), letter.symbol or "-",
-                      letter.ingest_time)
+    """Counted at the letter's own time (event, else receive, else ingest: DeadLetter.time), the
+    base gaps and corrupt periods are counted in too."""
+    return ErrorEvent(ErrorType.of_dead_letter(letter.reason), letter.symbol or "-", letter.time)
 
 
 def _stamped(error: ErrorEvent):

@@ -10,7 +10,7 @@ import apache_beam as beam
 from beam_pipeline.core import progress, tallies
 from beam_pipeline.core.framing import FileContext, decode_message, decode_record
 import transforms.coders  # noqa: F401  (registers the batch coders)
-from beam_pipeline.core.model import EventBatch, RawBatch, dead_letter
+from beam_pipeline.core.model import EventBatch, RawBatch, dead_letter, rejected_dead_letter
 from beam_pipeline.core.reasons import Reason, Rejected
 from beam_pipeline.core.runtime import now_ms, tune_gc_for_bulk_work
 from transforms.tags import DEAD_LETTER, TALLY
@@ -81,9 +81,8 @@ class DecodeBatch(beam.DoFn):
             try:
                 event = decode_one(batch, ctx, number, raw, self.max_record_bytes, index)
             except Rejected as rejected:
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
-                    rejected.reason, rejected.message, "decode", raw, record_source(batch, number, index),
-                    ingest))
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, rejected_dead_letter(
+                    rejected, "decode", raw, record_source(batch, number, index), ingest))
                 continue
             except Exception as error:  # a bug or an input we did not foresee: never fail the bundle
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(

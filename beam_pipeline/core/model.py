@@ -121,16 +121,32 @@ class DeadLetter(msgspec.Struct, frozen=True):
     symbol: Optional[str] = None
     first_id: Optional[int] = None
     last_id: Optional[int] = None
+    event_time: Optional[int] = None   # the record's own time (exchange's, else receive), when known
+
+    @property
+    def time(self) -> int:
+        """The one time base of error counts: event time when known, else the ingest time."""
+        return self.event_time if self.event_time is not None else self.ingest_time
 
 
 def dead_letter(reason: Reason, message: str, stage: str, payload: bytes, source: str,
                 ingest_time: Optional[int] = None, symbol: Optional[str] = None,
-                first_id: Optional[int] = None, last_id: Optional[int] = None) -> DeadLetter:
+                first_id: Optional[int] = None, last_id: Optional[int] = None,
+                event_time: Optional[int] = None) -> DeadLetter:
     """The one way a stage builds a dead letter: `reason` must be a Reason (stored as its plain
     string: Beam's coders pickle an enum); the ingest time is now unless the record brought its
     own."""
     return DeadLetter(Reason(reason).value, message, stage, payload, source,
-                      now_ms() if ingest_time is None else ingest_time, symbol, first_id, last_id)
+                      now_ms() if ingest_time is None else ingest_time, symbol, first_id, last_id,
+                      event_time)
+
+
+def rejected_dead_letter(rejected, stage: str, payload: bytes, source: str,
+                         ingest_time: Optional[int] = None) -> DeadLetter:
+    """A dead letter for a Rejected record, with whatever the record yielded (symbol, ids, time)."""
+    return dead_letter(rejected.reason, rejected.message, stage, payload, source, ingest_time,
+                       rejected.symbol, _int_or_none(rejected.first_id),
+                       _int_or_none(rejected.last_id), _int_or_none(rejected.event_time))
 
 
 def event_dead_letter(reason: Reason, message: str, stage: str, event: "Event") -> DeadLetter:
@@ -138,7 +154,15 @@ def event_dead_letter(reason: Reason, message: str, stage: str, event: "Event") 
     poison event's ids may be anything: only ints are kept)."""
     return dead_letter(reason, message, stage, event.to_json(), event.source,
                        symbol=stream_name(event.key), first_id=_int_or_none(event.first_id),
-                       last_id=_int_or_none(event.last_id))
+                       last_id=_int_or_none(event.last_id), event_time=_event_time(event))
+
+
+def _event_time(event) -> Optional[int]:
+    """A (possibly poison) event's own time, exchange's else receive's; None when it has none."""
+    for value in (event.event_time, event.recv_time):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 def _int_or_none(value):

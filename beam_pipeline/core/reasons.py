@@ -126,9 +126,23 @@ class HoldReason(StrEnum):
 
 
 class Rejected(Exception):
-    """A record that cannot be used: `reason` is a stable code, the message says what was wrong."""
+    """A record that cannot be used: `reason` is a stable code, the message says what was wrong.
 
-    def __init__(self, reason: Reason, message: str):
+    What the record yielded before it was rejected travels along, so its dead letter carries it:
+    `symbol` (exchange:market:symbol), `first_id` / `last_id` (its update ids) and `event_time`
+    (ms: the exchange's time, else the receive time), each None when unknown."""
+
+    def __init__(self, reason: Reason, message: str, *, symbol: str = None, first_id: int = None,
+                 last_id: int = None, event_time: int = None):
         super().__init__(message)
         self.reason = Reason(reason)
         self.message = message
+        self.symbol, self.first_id, self.last_id = symbol, first_id, last_id
+        self.event_time = event_time
+
+    def known(self, **fields) -> "Rejected":
+        """Fills in what is still unknown (None) from `fields`; returns self (for `raise`)."""
+        for name, value in fields.items():
+            if getattr(self, name) is None and value is not None:
+                setattr(self, name, value)
+        return self

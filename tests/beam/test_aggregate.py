@@ -256,3 +256,7 @@ def test_dead_letter_error():
     assert dead_letter_error(letter("bad_json")) == ErrorEvent("dead_letter:bad_json", "-", T)
     known = DeadLetter("late", "m", "sequence", b"", "f:2", T, symbol=S1, first_id=3, last_id=4)
     assert dead_letter_error(known) == ErrorEvent("dead_letter:late", S1, T)
+    # one time base: the record's own time when it yielded one, the ingest time only without
+    dated = DeadLetter("invalid_ids", "m", "decode", b"{}", "f:3", T, symbol=S1, first_id=9,
+                       last_id=6, event_time=W0)
+    assert dead_letter_error(dated) == ErrorEvent("dead_letter:invalid_ids", S1, W0)

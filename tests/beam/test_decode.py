@@ -88,6 +88,13 @@ def test_file_batches_events_dead_letters_and_tallies():
             label="Tallies")
 
 
+# What a bad record still yields (symbol, first_id, last_id): its dead letter keeps it.
+_SPOT = "binance:spot:BTCUSDT"
+YIELDED = {"missing_field": (_SPOT, 5, None), "mistyped_field": (_SPOT, None, 6),
+           "invalid_ids": (_SPOT, -5, 6), "inverted_ids": (_SPOT, 9, 6),
+           "missing_prev_id": ("binance:usdm:BTCUSDT", 5, 6), "bad_price_level": (_SPOT, 5, 6)}
+
+
 def test_each_bad_record_kind_has_its_reason_and_a_message():
     assert set(BAD_RECORDS) >= {"bad_json", "invalid_utf8", "missing_field", "mistyped_field",
                                 "invalid_ids", "inverted_ids", "missing_prev_id",
@@ -105,7 +112,7 @@ def test_each_bad_record_kind_has_its_reason_and_a_message():
         decoded = p | beam.Create([batch, no_ingest]) | DecodeRecords(MAX_RECORD_BYTES)
         assert_that(decoded.dead_letter | beam.Map(
             lambda d: (d.source, d.reason, bool(d.message), d.symbol, d.first_id, d.last_id)),
-            equal_to([(f"f:{n}", REASON_OF[kind], True, None, None, None)
+            equal_to([(f"f:{n}", REASON_OF[kind], True, *YIELDED.get(kind, (None, None, None)))
                       for n, kind in enumerate(BAD_RECORDS, 1)]
                      + [("g:7", "bad_json", True, None, None, None)]), label="Reasons")
         assert_that(decoded.dead_letter | "Ingest" >> beam.Map(

@@ -91,6 +91,18 @@ def test_every_injected_fault_is_reported_exactly(faulty_feed, tmp_path, outputs
     letters = out.dead_letters()
     assert sorted(d["reason"] for d in letters) == sorted(expected.dead_letters.elements())
     assert all(d["stage"] == "decode" and d["source"].startswith(str(tmp_path)) for d in letters)
+    # what a record yielded stays with its dead letter; its error counts are per symbol and in the
+    # capture's own windows (event time), like the gaps', not at ingest time
+    by_reason = {d["reason"]: d for d in letters}
+    assert (by_reason["invalid_ids"]["symbol"], by_reason["missing_prev_id"]["symbol"]) == (
+        "binance:spot:BTCUSDT", "binance:usdm:BTCUSDT")
+    assert by_reason["missing_prev_id"]["first_id"] == 5 and by_reason["missing_prev_id"]["last_id"] == 6
+    dead_counts = [r for r in out.jsonl_rows("error_counts") if r["error_type"].startswith("dead_letter:")]
+    assert sum(r["count"] for r in dead_counts) == len(letters)
+    capture_days = {r["window_start"][:10] for r in out.jsonl_rows("error_counts")
+                    if r["error_type"].startswith("gap_")}
+    dated = [r for r in dead_counts if r["symbol"] != "-"]
+    assert dated and {r["window_start"][:10] for r in dated} == capture_days == {"2023-11-14"}
     requests = out.jsonl_rows("recovery_requests")
     medium = [g for g in expected.gaps if g["gap_class"] == "medium"]
     assert sorted((r["symbol"], r["market"], r["from_id"]) for r in requests) == sorted(

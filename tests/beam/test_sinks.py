@@ -149,15 +149,15 @@ def test_write_outputs_batch(tmp_path):
             reader = fastavro.reader(handle, reader_schema=avsc)
             assert [f["name"] for f in reader.writer_schema["fields"]] == [
                 "reason", "message", "stage", "payload", "source", "ingest_time", "symbol",
-                "first_id", "last_id"]
+                "first_id", "last_id", "event_time"]
             letters.extend(reader)
     assert sorted(letters, key=lambda r: r["source"]) == [
         {"reason": "bad_json", "message": "Input data was truncated", "stage": "decode",
          "payload": b'{"e":"depthUp\xff', "source": "/in/feed.jsonl:7", "ingest_time": ms(T + 1),
-         "symbol": None, "first_id": None, "last_id": None},
+         "symbol": None, "first_id": None, "last_id": None, "event_time": None},
         {"reason": "late", "message": "too late", "stage": "sequence", "payload": b"",
          "source": "/in/feed.jsonl:9", "ingest_time": ms(T + 2),
-         "symbol": "binance:spot:BTCUSDT", "first_id": 3, "last_id": 4}]
+         "symbol": "binance:spot:BTCUSDT", "first_id": 3, "last_id": 4, "event_time": None}]
 
     assert jsonl(os.path.join(out, "recovery_requests")) == [
         {"exchange": "binance", "market": "usdm", "symbol": "SOLUSDT", "from_id": 205,

@@ -12,7 +12,7 @@ reason code.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 from urllib.parse import parse_qs, urlparse
 
 import msgspec
@@ -53,6 +53,16 @@ class _Snapshot(msgspec.Struct):
     T: Optional[TimeMs] = None
 
 
+class _Loose(msgspec.Struct):
+    """Any JSON object: what a rejected message still tells (its symbol, ids, time)."""
+
+    s: Any = None
+    U: Any = None
+    u: Any = None
+    E: Any = None
+    lastUpdateId: Any = None
+
+
 class _Combined(msgspec.Struct):
     stream: str
     data: msgspec.Raw
@@ -89,6 +99,36 @@ _depth_fast_decoder = msgspec.json.Decoder(_DepthUpdateFast)
 _snapshot_decoder = msgspec.json.Decoder(_Snapshot)
 _combined_decoder = msgspec.json.Decoder(_Combined)
 _probe_decoder = msgspec.json.Decoder(_Probe)
+_loose_decoder = msgspec.json.Decoder(_Loose)
+
+
+def _int(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def stream_of(exchange: str, market: Optional[str], symbol) -> Optional[str]:
+    """exchange:market:symbol of a rejected record, as far as it is known (None without a symbol)."""
+    if not isinstance(symbol, str):
+        return None
+    return f"{exchange}:{market or '?'}:{symbol}"
+
+
+def _context(payload: bytes, market: Optional[str], exchange: str,
+             symbol: Optional[str] = None) -> dict:
+    """What a payload that failed typed decoding still yields, for its dead letter."""
+    try:
+        loose = _loose_decoder.decode(payload)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return {"symbol": stream_of(exchange, market, symbol)}
+    first = _int(loose.U) if loose.U is not None else _int(loose.lastUpdateId)
+    last = _int(loose.u) if loose.u is not None else _int(loose.lastUpdateId)
+    return {"symbol": stream_of(exchange, market, symbol or loose.s), "first_id": first, "last_id": last,
+            "event_time": _int(loose.E)}
+
+
+def _msg_context(msg, market: Optional[str], exchange: str) -> dict:
+    return {"symbol": stream_of(exchange, market, msg.s), "first_id": msg.U, "last_id": msg.u,
+            "event_time": msg.E}
 
 
 def market_of(market: Optional[str], has_prev: bool) -> str:
@@ -109,12 +149,17 @@ def exchange_of(exchange: Optional[str]) -> str:
 
 def _delta_event(msg: _DepthUpdate, market: Optional[str], recv_time, source,
                  exchange: str = NAME) -> Event:
-    market = market_of(market, msg.pu is not None)
+    try:
+        market = market_of(market, msg.pu is not None)
+    except Rejected as rejected:
+        raise rejected.known(**_msg_context(msg, market, exchange)) from None
     if msg.U > msg.u:
-        raise Rejected(Reason.INVALID_IDS, f"first update id U={msg.U} is after last update id u={msg.u}")
+        raise Rejected(Reason.INVALID_IDS, f"first update id U={msg.U} is after last update id u={msg.u}",
+                       **_msg_context(msg, market, exchange))
     rule = RULES[market]
     if rule == PREVIOUS_LINK and msg.pu is None:
-        raise Rejected(Reason.MISSING_PREV_ID, f"a {market} delta must carry pu (previous u)")
+        raise Rejected(Reason.MISSING_PREV_ID, f"a {market} delta must carry pu (previous u)",
+                       **_msg_context(msg, market, exchange))
     return Event(exchange, market, msg.s, DELTA, msg.U, msg.u, msg.pu, msg.E, recv_time,
                  msg.b, msg.a, rule, source)
 
@@ -123,11 +168,24 @@ def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int]
                  symbol: Optional[str] = None, exchange: Optional[str] = None) -> Optional[Event]:
     """A payload that should be a depthUpdate. None when it is another stream's message."""
     exchange = exchange_of(exchange)
-    msg = _decode_depth(payload)
+    try:
+        return _decode_delta(payload, market, recv_time, source, symbol, exchange)
+    except Rejected as rejected:       # no exchange time: the receive time dates the rejection
+        raise rejected.known(event_time=recv_time) from None
+
+
+def _decode_delta(payload, market, recv_time, source, symbol, exchange):
+    try:
+        msg = _decode_depth(payload)
+    except Rejected as rejected:
+        raise rejected.known(**_context(payload, market, exchange, symbol)) from None
     if msg is None or msg.e != "depthUpdate":
         return None
     if symbol is not None and msg.s != symbol:
-        raise Rejected(Reason.SYMBOL_MISMATCH, f"envelope symbol {symbol!r} but payload symbol {msg.s!r}")
+        # filed under the envelope's symbol: that is the stream whose error counts it joins
+        raise Rejected(Reason.SYMBOL_MISMATCH, f"envelope symbol {symbol!r} but payload symbol {msg.s!r}",
+                       **dict(_msg_context(msg, market, exchange),
+                              symbol=stream_of(exchange, market, symbol)))
     return _delta_event(msg, market, recv_time, source, exchange)
 
 
@@ -175,10 +233,21 @@ def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_tim
     """A REST depth snapshot; its symbol comes from the request (the body does not say)."""
     exchange = exchange_of(exchange)
     try:
+        return _decode_snapshot(payload, market, symbol, recv_time, source, exchange)
+    except Rejected as rejected:
+        raise rejected.known(event_time=recv_time) from None
+
+
+def _decode_snapshot(payload, market, symbol, recv_time, source, exchange):
+    try:
         msg = _snapshot_decoder.decode(payload)
     except msgspec.DecodeError as error:
-        raise rejection(error) from None
-    market = market_of(market, msg.T is not None)
+        raise rejection(error).known(**_context(payload, market, exchange, symbol)) from None
+    try:
+        market = market_of(market, msg.T is not None)
+    except Rejected as rejected:
+        raise rejected.known(symbol=stream_of(exchange, market, symbol), first_id=msg.lastUpdateId,
+                             last_id=msg.lastUpdateId, event_time=msg.E) from None
     return Event(exchange, market, symbol, SNAPSHOT, msg.lastUpdateId, msg.lastUpdateId, None,
                  msg.E, recv_time, encode_levels(msg.bids), encode_levels(msg.asks), RULES[market],
                  source)

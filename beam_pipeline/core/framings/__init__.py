@@ -72,7 +72,17 @@ def detect(head: Sequence[bytes]) -> Optional[ModuleType]:
 
 
 def decode(record: Record, source: str) -> Optional[Event]:
-    """A split record -> Event via the adapter of its exchange, None for another stream's message."""
+    """A split record -> Event via the adapter of its exchange, None for another stream's message.
+    A rejection carries what the line said (its stream, its receive time) where the payload did not."""
+    try:
+        return _decode(record, source)
+    except Rejected as rejected:
+        stream = (f"{record.exchange}:{record.market}:{record.symbol}"
+                  if record.exchange and record.market and record.symbol else None)
+        raise rejected.known(symbol=stream, event_time=record.recv_time) from None
+
+
+def _decode(record: Record, source: str) -> Optional[Event]:
     adapter = adapter_for(record.exchange) if record.exchange else None
     if record.kind == MESSAGE:
         if adapter is None:
