@@ -146,7 +146,7 @@ def rejected_dead_letter(rejected, stage: str, payload: bytes, source: str,
     """A dead letter for a Rejected record, with whatever the record yielded (symbol, ids, time)."""
     return dead_letter(rejected.reason, rejected.message, stage, payload, source, ingest_time,
                        rejected.symbol, _int_or_none(rejected.first_id),
-                       _int_or_none(rejected.last_id), _int_or_none(rejected.event_time))
+                       _int_or_none(rejected.last_id), _time_or_none(rejected.event_time))
 
 
 def event_dead_letter(reason: Reason, message: str, stage: str, event: "Event") -> DeadLetter:
@@ -160,13 +160,26 @@ def event_dead_letter(reason: Reason, message: str, stage: str, event: "Event") 
 def _event_time(event) -> Optional[int]:
     """A (possibly poison) event's own time, exchange's else receive's; None when it has none."""
     for value in (event.event_time, event.recv_time):
-        if isinstance(value, int) and not isinstance(value, bool):
+        if _time_or_none(value) is not None:
             return value
     return None
 
 
+_LONG_MIN, _LONG_MAX = -2**63, 2**63 - 1      # Avro long
+_LAST_MS = 253402300799999                  # 9999-12-31T23:59:59.999Z: later times overflow
+
+
 def _int_or_none(value):
-    return value if isinstance(value, int) else None
+    """An id a dead letter can carry: an int that fits Avro's long (a poison or rejected record's
+    may be anything)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and _LONG_MIN <= value <= _LONG_MAX
+    return value if ok else None
+
+
+def _time_or_none(value):
+    """A time (ms) a dead letter can carry and error counts can window: 0 .. year 9999."""
+    value = _int_or_none(value)
+    return value if value is not None and 0 <= value <= _LAST_MS else None
 
 
 class Gap(msgspec.Struct, frozen=True):

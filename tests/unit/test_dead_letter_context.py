@@ -57,3 +57,11 @@ def test_raw_binance_messages_date_a_rejection_by_the_capture_stamp():
         decode_record(line, ctx, "f:2")
     assert (info.value.symbol, info.value.first_id, info.value.last_id, info.value.event_time) == \
         ("binance:spot:NKNUSDT", 7, 9, 1633998512063)
+
+
+def test_what_a_dead_letter_cannot_hold_is_left_out():
+    """Ids past Avro's long and times past year 9999 (a rejected record may hold anything)."""
+    rejected = Rejected("invalid_ids", "m", symbol=SPOT, first_id=13, last_id=2**63,
+                        event_time=10**15)
+    letter = rejected_dead_letter(rejected, "decode", b"{}", "f:1", ingest_time=99)
+    assert (letter.first_id, letter.last_id, letter.event_time, letter.time) == (13, None, None, 99)
