@@ -57,6 +57,12 @@ def decode_marker(payload: bytes, exchange: str, market: str, symbol: str,
     except msgspec.DecodeError as error:
         raise rejection(error) from None
     last_id = marker.last_id if marker.last_id is not None else 0
-    # no time of its own: a marker at id 0 with a late time would look like an earlier epoch
+    if marker.last_event_time is None:
+        # no time at all: a marker at id 0 with a late time would look like an earlier epoch
+        return Event(exchange, market, symbol, DISCONNECT, last_id, last_id, None, None, None,
+                     b"[]", b"[]", rule or RANGE_PLUS_ONE, source)
+    # the reconnect time as its receive time: it sorts after a delta of the same ids and time
+    # (Event.sort_key breaks that tie by receive time), which was received before the loss
     return Event(exchange, market, symbol, DISCONNECT, last_id, last_id, None,
-                 marker.last_event_time, None, b"[]", b"[]", rule or RANGE_PLUS_ONE, source)
+                 marker.last_event_time, max(marker.to_ms, recv_time or 0), b"[]", b"[]",
+                 rule or RANGE_PLUS_ONE, source)

@@ -98,3 +98,13 @@ def test_a_marker_before_any_data_changes_nothing():
     machine.feed(spot(11, 12, at=2))
     assert [t for t, _ in machine.out] == [CONTROL, "clean", "clean"]
     assert machine.state.disconnected is False
+
+
+def test_a_marker_sorts_after_the_last_delta_of_the_same_id_and_time():
+    # a delta of one id (U == u) at the marker's ids and time: received before the loss, it comes
+    # first, and the gap after the reconnect is still the disconnection's
+    events = [snap(SPOT, 10, at=1), spot(11, 20, at=2), spot(21, 21, at=3), marker(SPOT, 21, at=3),
+              spot(40, 45, at=9), snap(SPOT, 50, at=9)]
+    out = run(SPOT, events)
+    assert [r.reason for r in _of(out, RECOVERY)] == ["disconnect"]
+    assert [g.resolution for g in _of(out, GAP)] == ["resynced"]
