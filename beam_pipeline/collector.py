@@ -188,10 +188,14 @@ class OverlapMerge:
 # ---- metrics --------------------------------------------------------------------------------
 
 class Metrics:
+    COUNTS = ("messages", "records", "reconnects", "disconnects", "planned_reconnects", "snapshots",
+              "snapshot_failures", "recovery_requests", "recovery_deduplicated",
+              "published_messages", "publish_failures", "records_lost", "file_flushes")
+
     def __init__(self, market: str):
         self.market = market
         self.started = time.monotonic()
-        self.counts = collections.Counter()
+        self.counts = collections.Counter(dict.fromkeys(self.COUNTS, 0))
         self.blocked_s = 0.0
         self.publish_lag_ms = None
         self.publish_lag_max_ms = 0
@@ -391,7 +395,8 @@ class Snapshots:
         self.weight = depth_weight(collector.market, limit)
         self.budget = WeightBudget(weight_per_minute)
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.pending: set = set()
+        self.pending: set = set()           # queued, not yet being fetched
+        self.fetching: Optional[str] = None
         self.last_fetched: dict = {}
         self.paused_until = 0.0
 
@@ -401,10 +406,10 @@ class Snapshots:
             metrics.counts["recovery_requests"] += 1
             fresh = time.monotonic() - self.last_fetched.get(symbol, -1e18) < \
                 self.collector.args.recovery_dedup_seconds
-            if fresh or symbol in self.pending:
+            if fresh or symbol in self.pending or symbol == self.fetching:
                 metrics.counts["recovery_deduplicated"] += 1
                 return
-        if symbol not in self.pending:
+        if symbol not in self.pending:      # one being fetched may predate the want: again
             self.pending.add(symbol)
             self.queue.put_nowait(symbol)
 
@@ -412,34 +417,45 @@ class Snapshots:
         loop = asyncio.get_running_loop()
         while True:
             symbol = await self.queue.get()
+            if symbol not in self.pending:
+                continue                    # queued twice (a retry and a new want): fetched once
             await self._wait_for_budget()
+            self.pending.discard(symbol)
+            self.fetching = symbol
             self.budget.spend(self.weight, time.monotonic())
             try:
                 body = await loop.run_in_executor(None, self.fetcher.fetch, symbol, self.limit)
-            except HttpStatusError as error:
-                if error.status in (418, 429):
+            except (HttpStatusError, RetriesExhaustedError) as failed:
+                # a 418 at once, or 429s until the retries ran out: every REST call waits
+                error = getattr(failed, "last_error", failed)
+                if getattr(error, "status", None) in (418, 429):
                     pause = error.retry_after_s or REST_PAUSE_DEFAULT_S
                     self.paused_until = time.monotonic() + pause
                     _LOG.warning("REST: HTTP %d (rate limit): every snapshot waits %.0f s",
                                  error.status, pause)
                     self._again(symbol, 0)
-                else:
-                    self.pending.discard(symbol)
+                elif isinstance(failed, RetriesExhaustedError):
+                    self._failed(symbol, failed)
+                else:                       # a permanent refusal (400: no such symbol, ...)
                     self.collector.metrics.counts["snapshot_failures"] += 1
                     _LOG.error("%s: snapshot refused: %s", symbol, error)
                 continue
-            except (RetriesExhaustedError, CircuitOpenError, OSError, ValueError) as error:
-                self.collector.metrics.counts["snapshot_failures"] += 1
-                _LOG.warning("%s: snapshot failed (%s); trying again in %.0f s", symbol, error,
-                             SNAPSHOT_RETRY_S)
-                self._again(symbol, SNAPSHOT_RETRY_S)
+            except (CircuitOpenError, OSError, ValueError) as error:
+                self._failed(symbol, error)
                 continue
-            self.pending.discard(symbol)
+            finally:
+                self.fetching = None
             self.last_fetched[symbol] = time.monotonic()
             self.collector.write_snapshot(symbol, body)
 
+    def _failed(self, symbol: str, error: BaseException) -> None:
+        self.collector.metrics.counts["snapshot_failures"] += 1
+        _LOG.warning("%s: snapshot failed (%s); trying again in %.0f s", symbol, error,
+                     SNAPSHOT_RETRY_S)
+        self._again(symbol, SNAPSHOT_RETRY_S)
+
     def _again(self, symbol: str, after_s: float) -> None:
-        asyncio.get_running_loop().call_later(after_s, self.queue.put_nowait, symbol)
+        asyncio.get_running_loop().call_later(after_s, self.want, symbol)
 
     async def _wait_for_budget(self) -> None:
         while True:
@@ -481,6 +497,8 @@ class Collector:
         self.sink = None
         self.frames: Optional[asyncio.Queue] = None
         self._connections = 0
+        self._catching_up: set = set()      # symbols whose new connection may still repeat ids
+        self._catch_up_until = 0.0
 
     # -- writing --
 
@@ -489,14 +507,17 @@ class Collector:
             self.last_ids[frame.symbol] = frame.last_id
             self.last_times[frame.symbol] = frame.event_time
         self.metrics.counts["messages"] += 1
-        self.sink.write(frame.symbol, envelope_line(self.market, frame.symbol, recv_ms, frame.kind,
-                                                    frame.payload), recv_ms)
+        self._write(frame.symbol, envelope_line(self.market, frame.symbol, recv_ms, frame.kind,
+                                                frame.payload), recv_ms)
+
+    def _write(self, symbol: str, line: bytes, recv_ms: int) -> None:
+        self.metrics.counts["records"] += 1
+        self.sink.write(symbol, line, recv_ms)
 
     def write_snapshot(self, symbol: str, body) -> None:
         recv = now_ms()
         self.metrics.counts["snapshots"] += 1
-        self.sink.write(symbol, envelope_line(self.market, symbol, recv, "snapshot", _encode(body)),
-                        recv)
+        self._write(symbol, envelope_line(self.market, symbol, recv, "snapshot", _encode(body)), recv)
 
     def write_markers(self, lost_ms: int, back_ms: int, attempts: int) -> None:
         for symbol in self.symbols:
@@ -504,7 +525,7 @@ class Collector:
                                 last_id=self.last_ids.get(symbol),
                                 last_event_time=self.last_times.get(symbol),
                                 from_ms=lost_ms, to_ms=back_ms)
-            self.sink.write(symbol, encode_marker(EXCHANGE, self.market, symbol, marker), back_ms)
+            self._write(symbol, encode_marker(EXCHANGE, self.market, symbol, marker), back_ms)
         self.metrics.counts["disconnects"] += 1
 
     # -- connections --
@@ -564,6 +585,27 @@ class Collector:
                          f"{exhausted.last_attempt.exception()!r})") from None
         return connection, retrying.statistics.get("attempt_number", 1)
 
+    def _take_over(self, merge: OverlapMerge) -> None:
+        """The new connection of a planned reconnect takes over: what waited is written; symbols it
+        had not joined yet may still bring ids the old one wrote (queued frames): those are
+        dropped until it passes them (for OVERLAP_TIMEOUT_S at most)."""
+        for frame in merge.switch_all():
+            self.write_frame(frame, now_ms())
+        self._catching_up = {symbol for symbol in self.symbols if symbol not in merge.switched}
+        self._catch_up_until = time.monotonic() + OVERLAP_TIMEOUT_S
+
+    def _repeated(self, frame: Frame) -> bool:
+        if frame.symbol not in self._catching_up:
+            return False
+        if time.monotonic() > self._catch_up_until:
+            self._catching_up.clear()
+            return False
+        last = self.last_ids.get(frame.symbol)
+        if frame.last_id is not None and last is not None and frame.last_id <= last:
+            return True
+        self._catching_up.discard(frame.symbol)
+        return False
+
     async def _interruptible_sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self.stopping.is_set() and time.monotonic() < deadline:
@@ -601,8 +643,7 @@ class Collector:
                     _LOG.warning("the replacement connection ended (%s); keeping the old one", recv)
                 elif connection is current:
                     if replacing is not None:                         # the overlap takes over
-                        for frame in merge.switch_all():
-                            self.write_frame(frame, now_ms())
+                        self._take_over(merge)
                         current, replacing, merge = replacing, None, None
                     else:
                         _LOG.warning("connection lost: %s", recv)
@@ -612,7 +653,7 @@ class Collector:
                 frame = parse_frame(raw)
                 if frame is not None:
                     if merge is None:
-                        if connection is current:
+                        if connection is current and not self._repeated(frame):
                             self.write_frame(frame, recv)
                     else:
                         chosen = merge.from_old(frame) if connection is current else merge.from_new(frame)
@@ -620,8 +661,7 @@ class Collector:
                             self.write_frame(each, recv)
             if merge is not None and (merge.done(self.symbols)
                                       or time.monotonic() - replacing.opened > OVERLAP_TIMEOUT_S):
-                for frame in merge.switch_all():
-                    self.write_frame(frame, now_ms())
+                self._take_over(merge)
                 old, current, replacing, merge = current, replacing, None, None
                 old.task.cancel()
                 await old.ws.close()
@@ -680,6 +720,7 @@ class Collector:
 
     def report(self) -> dict:
         status = self.metrics.snapshot()
+        status["snapshots_pending"] = len(self.snapshots.pending) + (self.snapshots.fetching is not None)
         _LOG.info("%s", Metrics.line(status))
         if self.args.metrics_file:
             write_json_atomically(self.args.metrics_file, status)

@@ -7,7 +7,7 @@ futures pu = previous u) and E is now. The exchange ticks whether anyone listens
 was away misses ids. A REST snapshot answers lastUpdateId = the symbol's last id sent, with the
 capture's own snapshot levels: consistent with the stream. Faults, callable from any thread:
 drop_connections(), refuse_connections(seconds), rest_failures([429, 500, ...]) (the next REST
-answers, 429/418 with Retry-After), stall(seconds) (connections stay open, no frame), skip_ids(symbol,
+answers, 429/418 with Retry-After), stall() (the open connections stay open, no frame), skip_ids(symbol,
 count) (the exchange loses messages: every listener sees a gap), max_connection_seconds (the
 exchange closes a connection that old: Binance's 24 h, at seconds scale).
 
@@ -90,7 +90,7 @@ class FakeExchange:
         self.depth_path = CAPTURES[market][2]
         self.clients: set = set()
         self.refuse_until = 0.0
-        self.stall_until = 0.0
+        self.stalled: set = set()
         self.pending_failures: collections.deque = collections.deque()
         self.pending_skips: dict = {}
         self.stats = collections.Counter()
@@ -111,8 +111,9 @@ class FakeExchange:
     def rest_failures(self, statuses) -> None:
         self.pending_failures.extend(statuses)
 
-    def stall(self, seconds: float) -> None:
-        self.stall_until = time.monotonic() + seconds
+    def stall(self) -> None:
+        """The open connections go silent (still open, pings answered); new ones are served."""
+        self.stalled.update(ws for ws, _ in self.clients)
 
     def skip_ids(self, symbol: str, count: int) -> None:
         self.pending_skips[symbol] = count
@@ -187,10 +188,10 @@ class FakeExchange:
                         {"stream": f"{symbol.lower()}@depth@100ms", "data": data},
                         separators=(",", ":")))
             self.stats["ticks"] += 1
-            if now < self.stall_until:
-                continue
             for client in list(self.clients):
                 ws, wanted = client
+                if ws in self.stalled:
+                    continue
                 if self.max_connection_seconds and now - ws.opened_at > self.max_connection_seconds:
                     self.clients.discard(client)
                     await ws.close()
@@ -232,6 +233,7 @@ class FakeExchange:
                         await ws.send_str(json.dumps({"result": None, "id": body.get("id")}))
         finally:
             self.clients.discard(client)
+            self.stalled.discard(ws)
         return ws
 
     # -- REST --
