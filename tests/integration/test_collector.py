@@ -52,15 +52,12 @@ def _wait_for(condition, timeout_s, what, proc=None):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{log}")
 
 
-def settled(snapshots):
+def _settled(metrics_file, snapshots):
     """At least `snapshots` taken, and none waiting."""
     def check():
-        status = _metrics(metrics_file_of[0])
+        status = _metrics(metrics_file)
         return status.get("snapshots", 0) >= snapshots and status.get("snapshots_pending") == 0
     return check
-
-
-metrics_file_of = [None]
 
 
 def _ids_written(folder):
@@ -84,7 +81,7 @@ def _stop(proc):
 
 def test_partitions_rest_failures_a_stall_and_a_planned_reconnect_to_files(tmp_path):
     exchange = FakeExchange("usdm").start()
-    metrics_file = metrics_file_of[0] = str(tmp_path / "metrics.json")
+    metrics_file = str(tmp_path / "metrics.json")
     files = tmp_path / "capture"
     proc = _collector(exchange, "--output_dir", str(files), "--metrics_file", metrics_file,
                       "--idle_timeout", "1", "--planned_reconnect", "3")
@@ -100,7 +97,7 @@ def test_partitions_rest_failures_a_stall_and_a_planned_reconnect_to_files(tmp_p
         exchange.stall()                             # partition 2: open, but silent past 1 s
         _wait_for(counted("reconnects", 2), 30, "the reconnect after the stall", proc)
         # a snapshot wanted while one of the symbol is queued is that one (fetched after the connect)
-        _wait_for(settled(8), 60, "the snapshots after the reconnects", proc)
+        _wait_for(_settled(metrics_file, 8), 60, "the snapshots after the reconnects", proc)
         time.sleep(1)
         code, log = _stop(proc)
     finally:
@@ -158,7 +155,7 @@ def test_end_to_end_collector_pubsub_pipeline_and_the_recovery_loop(pubsub_emula
     job = start_job(emu.host, feed_sub, out, "--recovery_topic", recovery,
                     "--recovery_timeout", "30")
     exchange = FakeExchange("spot").start()
-    metrics_file = metrics_file_of[0] = str(tmp_path / "metrics.json")
+    metrics_file = str(tmp_path / "metrics.json")
     proc = _collector(exchange, "--topic", feed, "--recovery_subscription", recovery_sub,
                       "--metrics_file", metrics_file,
                       env=dict(os.environ, PUBSUB_EMULATOR_HOST=emu.host))
@@ -172,11 +169,11 @@ def test_end_to_end_collector_pubsub_pipeline_and_the_recovery_loop(pubsub_emula
                   "the streaming job to sequence the first records", proc)
         exchange.skip_ids(skipped, 100)            # lost by the exchange: a medium gap
         _wait_for(counted("recovery_requests", 1), 60, "the job's recovery request", proc)
-        _wait_for(settled(5), 30, "the snapshot that answers it", proc)
+        _wait_for(_settled(metrics_file, 5), 30, "the snapshot that answers it", proc)
         exchange.refuse_connections(1.0)
         exchange.drop_connections()                # a partition
         _wait_for(counted("reconnects", 1), 30, "the reconnect", proc)
-        _wait_for(settled(8), 30, "the snapshots after the reconnect", proc)
+        _wait_for(_settled(metrics_file, 8), 30, "the snapshots after the reconnect", proc)
         time.sleep(3)
         code, log = _stop(proc)
         assert code == 0, log[-3000:]
