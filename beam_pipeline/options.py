@@ -330,3 +330,134 @@ def add_report_arguments(parser) -> None:
     parser.add_argument(
         "--overview_rows", type=int, default=400,
         help="Symbols (worst first) in the overview map of every symbol's timeline. Default: 400.")
+
+
+# ---- the live collector (python -m beam_pipeline.collector) ---------------------------------------
+
+# Binance's public endpoints per market: (websocket base, REST base, depth path, REST request
+# weight allowed per minute and IP). The weights of one depth request by its limit are in
+# COLLECTOR_DEPTH_WEIGHTS (Binance's documented tables).
+COLLECTOR_MARKETS = {
+    "spot": ("wss://stream.binance.com:9443", "https://api.binance.com", "/api/v3/depth", 6000),
+    "usdm": ("wss://fstream.binance.com", "https://fapi.binance.com", "/fapi/v1/depth", 2400),
+    "coinm": ("wss://dstream.binance.com", "https://dapi.binance.com", "/dapi/v1/depth", 2400),
+}
+# (largest limit, weight) per market, ascending: a request of `limit` weighs the first row it fits.
+COLLECTOR_DEPTH_WEIGHTS = {
+    "spot": ((100, 5), (500, 25), (1000, 50), (5000, 250)),
+    "usdm": ((50, 2), (100, 5), (500, 10), (1000, 20)),
+    "coinm": ((50, 2), (100, 5), (500, 10), (1000, 20)),
+}
+COLLECTOR_EXIT_GAVE_UP = 5          # the connection stayed down longer than --max_disconnect
+
+
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
+            raise ValueError(f"must be positive, not {text!r}")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def add_collector_arguments(parser) -> None:
+    """The options of `python -m beam_pipeline.collector` (live capture of one market)."""
+    src = parser.add_argument_group("exchange")
+    src.add_argument(
+        "--market", required=True, choices=sorted(COLLECTOR_MARKETS),
+        help="Binance market to capture: spot, usdm (USD-M futures) or coinm (COIN-M futures). One "
+             "process per market.")
+    src.add_argument(
+        "--symbols", required=True,
+        help="Comma-separated symbols (BTCUSDT,ETHUSDT): their <symbol>@depth@100ms streams share "
+             "one combined-stream connection.")
+    src.add_argument(
+        "--ws_url", default=None,
+        help="Websocket base URL; /stream?streams=... is appended. Default: the market's public one "
+             "(spot wss://stream.binance.com:9443, usdm wss://fstream.binance.com, coinm "
+             "wss://dstream.binance.com).")
+    src.add_argument(
+        "--rest_url", default=None,
+        help="REST base URL; the market's depth path (/api/v3/depth, /fapi/v1/depth, "
+             "/dapi/v1/depth) is appended. Default: https://api.binance.com, fapi or dapi.")
+    src.add_argument(
+        "--snapshot_limit", type=_positive(int), default=1000,
+        help="Levels per REST depth snapshot (its request weight follows Binance's table: spot 50, "
+             "futures 20 at 1000). Default: 1000.")
+    src.add_argument(
+        "--request_weight_per_minute", type=_positive(int), default=None,
+        help="REST request weight this collector spends per minute at most (snapshots wait for "
+             "budget). Default: half the market's limit per IP (spot 3000, futures 1200), leaving "
+             "room for a second process.")
+
+    out = parser.add_argument_group("output (one of --topic, --output_dir)")
+    out.add_argument(
+        "--topic", default=None,
+        help="Pub/Sub topic projects/<p>/topics/<t>: batched envelope messages (attributes format, "
+             "exchange, market, content_encoding=gzip), ordering key = symbol, as the streaming job "
+             "reads them. Set PUBSUB_EMULATOR_HOST for the emulator.")
+    out.add_argument(
+        "--output_dir", default=None,
+        help="Folder of rolling files <exchange>-<market>-<YYYYMMDD>T<HH>.jsonl.gz (one per UTC hour), "
+             "envelope JSON Lines a batch run reads as they are; each flush is a complete gzip "
+             "member, so a crash loses at most the last --flush_seconds.")
+    out.add_argument(
+        "--records_per_message", type=_positive(int), default=500,
+        help="Pub/Sub: records per message at most (a message also goes out --message_seconds after "
+             "its first record). Default: 500.")
+    out.add_argument(
+        "--message_seconds", type=_positive(float), default=0.1,
+        help="Pub/Sub: seconds a symbol's records wait to fill a message. Default: 0.1.")
+    out.add_argument(
+        "--max_outstanding_messages", type=_positive(int), default=1000,
+        help="Pub/Sub flow control: past this many unacknowledged messages capture blocks (the "
+             "blocked time is counted and logged). Default: 1000.")
+    out.add_argument(
+        "--max_outstanding_bytes", type=_positive(int), default=64 * 1024 * 1024,
+        help="Pub/Sub flow control: the same bound in bytes. Default: 67108864 (64 MiB).")
+    out.add_argument(
+        "--flush_seconds", type=_positive(float), default=1.0,
+        help="Files: seconds between flushes (each a complete gzip member). Default: 1.")
+
+    rec = parser.add_argument_group("recovery loop")
+    rec.add_argument(
+        "--recovery_subscription", default=None,
+        help="Pub/Sub subscription of the pipeline's --recovery_topic: each request for one of our "
+             "symbols is answered with a fresh REST snapshot written in-stream. Default: none.")
+    rec.add_argument(
+        "--recovery_dedup_seconds", type=_positive(float), default=5.0,
+        help="Requests for a symbol within this many seconds of its last snapshot are answered by "
+             "that one (not fetched again). Default: 5.")
+
+    net = parser.add_argument_group("network partitions")
+    net.add_argument(
+        "--initial_backoff", type=_positive(float), default=0.5,
+        help="Seconds: scale of the first reconnect wait; waits are random (full jitter) up to "
+             "initial * 2**attempt, capped by --max_backoff. Default: 0.5.")
+    net.add_argument(
+        "--max_backoff", type=_positive(float), default=60.0,
+        help="Seconds: the longest wait between two reconnect attempts. Default: 60.")
+    net.add_argument(
+        "--max_disconnect", type=_positive(float), default=3600.0,
+        help="Seconds: give up (exit code 5) when the connection has been down this long. "
+             "Default: 3600 (1 hour).")
+    net.add_argument(
+        "--idle_timeout", type=_positive(float), default=30.0,
+        help="Seconds without any frame after which the connection counts as lost (a stalled "
+             "server that still answers pings). Default: 30.")
+    net.add_argument(
+        "--planned_reconnect", type=_positive(float), default=23.5 * 3600,
+        help="Seconds after which a connection is replaced before Binance closes it (at 24 h): the "
+             "new one is opened first and both overlap until the new one has delivered every "
+             "symbol (frames deduplicated by update id), so no message is lost. Default: 84600.")
+
+    obs = parser.add_argument_group("observability")
+    obs.add_argument(
+        "--status_seconds", type=_positive(float), default=10.0,
+        help="Seconds between status lines (messages/s, reconnects, snapshots, publish lag, "
+             "blocked time) on stderr. Default: 10.")
+    obs.add_argument(
+        "--metrics_file", default=None,
+        help="Also write the status as JSON to this file (replaced atomically at each status line "
+             "and at exit). Default: none.")

@@ -23,7 +23,8 @@ from beam_pipeline.core.runtime import iso_ms
 from beam_pipeline.core.reasons import GAP_ERROR_TYPES, ErrorType, GapClass
 from transforms.tags import ALERTS, ERROR_COUNTS
 
-SUMMARY_COUNTS = ("input_records", "clean_records", "ignored", "duplicates", "superseded")
+SUMMARY_COUNTS = ("input_records", "clean_records", "ignored", "duplicates", "superseded",
+                  "control")
 GAP_CLASSES = tuple(gap_class.value for gap_class in GapClass)      # plain strings: summary keys
 GAP_TYPES = tuple(error_type.value for error_type in GAP_ERROR_TYPES)
 ACTIONS = {
@@ -165,11 +166,13 @@ def dead_letter_tally(letter):
 
 def accounted(summary: dict) -> int:
     return (summary["clean_records"] + summary["ignored"] + summary["duplicates"]
-            + summary["superseded"] + sum(summary["dead_letters"].values()))
+            + summary["superseded"] + summary.get("control", 0)
+            + sum(summary["dead_letters"].values()))
 
 
 def is_balanced(summary: dict) -> bool:
-    """The conservation law: every input record is accounted for exactly once."""
+    """The conservation law: every input record is accounted for exactly once (clean, ignored,
+    duplicate, superseded, control or dead-lettered)."""
     return summary["input_records"] == accounted(summary)
 
 

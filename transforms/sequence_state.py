@@ -95,6 +95,8 @@ def tagged_outputs(machine, first_seen: bool, clean_output):
         elif outcome in (Outcome.DUPLICATE, Outcome.SUPERSEDED):
             name = tallies.DUPLICATES if outcome == Outcome.DUPLICATE else tallies.SUPERSEDED
             counts[tallies.key(name, tallies.file_of_source(value.source))] += 1
+        elif outcome == Outcome.CONTROL:
+            counts[tallies.key(tallies.CONTROL, tallies.file_of_source(value.source))] += 1
         elif outcome == Outcome.LATE:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, late_letter(value))
         elif outcome == Outcome.POISON:

@@ -34,6 +34,7 @@ def decode_levels(text: bytes) -> list:
 
 DELTA = "delta"
 SNAPSHOT = "snapshot"
+DISCONNECT = "disconnect"          # a collector's disconnect marker (core/markers.py): ids, no levels
 
 # Continuity rules the sequencer knows (see ../shared/docs/exchange-sequencing.md). Adapters pick one.
 RANGE_PLUS_ONE = "range_plus_one"  # a delta (first, last) continues cursor c when first <= c+1 <= last
@@ -46,7 +47,7 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     exchange: str
     market: str
     symbol: str
-    kind: str                      # DELTA or SNAPSHOT
+    kind: str                      # DELTA, SNAPSHOT or DISCONNECT (a marker: counted as control)
     first_id: int                  # deltas: first update id; snapshots: lastUpdateId
     last_id: int                   # deltas: last update id; snapshots: lastUpdateId
     prev_id: Optional[int]         # previous message's last id, where the exchange sends it

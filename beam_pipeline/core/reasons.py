@@ -68,6 +68,8 @@ class CorruptReason(StrEnum):
     BUFFER_OVERFLOW = "buffer_overflow"        # more than --max_buffered_events held
     ID_RESET = "id_reset"                      # the wait belonged to an epoch that ended
     STATE_RESET = "state_reset"                # the key's stored state could not be read
+    DISCONNECT = "disconnect"                  # the collector lost its connection and no snapshot
+                                               # after it resynced the stream in time
 
 
 class RecoveryReason(StrEnum):
@@ -75,6 +77,7 @@ class RecoveryReason(StrEnum):
 
     MEDIUM_GAP = "medium_gap"
     ID_RESET = "id_reset"
+    DISCONNECT = "disconnect"                  # the ids jumped across a collector's disconnection
 
 
 class ErrorType(StrEnum):
@@ -115,6 +118,7 @@ class Outcome(StrEnum):
     CORRUPT_PERIODS = "corrupt_periods"
     RECOVERY_REQUESTS = "recovery_requests"
     ERRORS = "errors"
+    CONTROL = "control"                        # a control record (disconnect marker): counted only
 
 
 class HoldReason(StrEnum):
@@ -123,6 +127,7 @@ class HoldReason(StrEnum):
     START = "start"                            # no snapshot seen yet
     GAP = "gap"                                # a medium gap
     RESET = "reset"                            # an id reset
+    DISCONNECT = "disconnect"                  # a gap right after a collector's disconnection
 
 
 class Rejected(Exception):

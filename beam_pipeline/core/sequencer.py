@@ -24,6 +24,13 @@ period and the held deltas are released unanchored). Messages of the old epoch t
 the reset (streaming) are kept apart: while the reset waits they may still extend the old epoch
 (a delta that continues it, a newer snapshot); later, or when they would leave a gap, they are
 late_event, or duplicate / superseded when at or below its last good id.
+
+Disconnect markers (core/markers.py: the collector lost its connection): counted as control
+records. The next gap is explained by the disconnection: whatever its size it waits for a snapshot
+(the collector fetches one after every reconnect) as a gap of its own class with action
+hold_for_snapshot; resolved by a snapshot it is resynced, else a corrupt period of reason
+disconnect. A snapshot that jumps the cursor forward after a marker reports the ids it skipped as
+such a gap, resynced. A delta that continues the stream (a connection that bridged) ends it.
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ from typing import Iterable, Optional
 import msgspec
 
 from beam_pipeline.core.epochs import canonical_order
-from beam_pipeline.core.model import (PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
+from beam_pipeline.core.model import (DISCONNECT, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
                                       ErrorEvent, Event, Gap, RecoveryRequest, stream_name)
 from beam_pipeline.core.reasons import (CorruptReason, ErrorType, GapAction, GapClass, HoldReason,
                                         Outcome, RecoveryReason, Resolution)
@@ -46,6 +53,7 @@ NEVER = 2**62  # a watermark past every event time: the end of a bounded input
 # What the machine emits (core/reasons.py): the report outputs carry their output tag's name.
 CLEAN, DUPLICATE, SUPERSEDED, LATE, POISON = (Outcome.CLEAN, Outcome.DUPLICATE, Outcome.SUPERSEDED,
                                               Outcome.LATE, Outcome.POISON)
+CONTROL = Outcome.CONTROL
 GAP, CORRUPT, RECOVERY, ERROR = (Outcome.GAPS, Outcome.CORRUPT_PERIODS, Outcome.RECOVERY_REQUESTS,
                                  Outcome.ERRORS)
 RESTART_PREV_ID = -1  # the previous-link id an exchange sends on the first message after a restart
@@ -109,9 +117,16 @@ class SequencerState(msgspec.Struct):
     announced_reset: Optional[int] = None  # cursor a reset was announced from (no repeats on replay)
     prior_epoch_id: Optional[int] = None   # last good id of the epoch before the latest reset
     epoch_time: Optional[int] = None       # time the latest reset was revealed
+    # Disconnect markers (also without a version bump: the default is what older state meant)
+    disconnected: bool = False             # a marker came and nothing has continued the stream since
 
 
-def _gap_class_of(hold: Hold) -> GapClass:
+_AFTER_CURSOR = (HoldReason.GAP, HoldReason.DISCONNECT)   # holds that wait after an accepted cursor
+
+
+def _gap_class_of(hold: Hold, policy: Policy) -> GapClass:
+    if hold.reason == HoldReason.DISCONNECT:
+        return policy.classify(hold.gap_size)
     return GapClass.MEDIUM if hold.reason == HoldReason.GAP else GapClass.RESET
 
 
@@ -168,6 +183,8 @@ class StreamSequencer:
     def is_next(self, event: Event) -> bool:
         """Would `event` be processed without revealing a gap? (The streaming reorder buffer asks.)"""
         st = self.state
+        if event.kind == DISCONNECT:
+            return True
         if st.hold is not None or st.cursor is None or self._from_older_epoch(event):
             return True
         if self._is_reset(event, st.cursor, self._reference_time()):
@@ -189,7 +206,9 @@ class StreamSequencer:
         st = self.state
         if not st.seen:
             st.seen = True
-        if st.hold is not None:
+        if event.kind == DISCONNECT:
+            self._on_disconnect(event)
+        elif st.hold is not None:
             self._step_holding(event)
         elif st.cursor is None:
             self._step_start(event)
@@ -210,6 +229,12 @@ class StreamSequencer:
         # Binance's procedure: buffer deltas until a snapshot, drop those it covers, bridge.
         self._start_hold(HoldReason.START, event, gap_size=None)
 
+    def _on_disconnect(self, marker: Event) -> None:
+        """A collector's disconnect marker: counted; the next gap is the disconnection's."""
+        self._emit(CONTROL, marker)
+        if self.state.cursor is not None:
+            self.state.disconnected = True
+
     def _step_snapshot(self, event: Event) -> None:
         st = self.state
         if event.last_id < st.cursor:
@@ -217,7 +242,19 @@ class StreamSequencer:
         elif event.last_id == st.cursor and st.last_snapshot_id == event.last_id:
             self._emit(DUPLICATE, event)
         else:
+            if st.disconnected and event.last_id > st.cursor:
+                self._report_skipped_by_snapshot(event)
             self._accept_snapshot(event)
+
+    def _report_skipped_by_snapshot(self, snapshot: Event) -> None:
+        """After a disconnection the snapshot jumps over ids no delta brought: a gap, resynced."""
+        st = self.state
+        size = None if snapshot.rule == PREVIOUS_LINK else snapshot.last_id - st.cursor
+        gap_class = self.policy.classify(size)
+        self._error(ErrorType.of_gap(gap_class), snapshot.time)
+        self._remember_gap(st.cursor + 1, snapshot.last_id)
+        self._emit_gap(st.cursor, snapshot.last_id + 1, size, gap_class,
+                       GapAction.HOLD_FOR_SNAPSHOT, Resolution.RESYNCED, snapshot.time)
 
     def _step_delta(self, event: Event) -> None:
         st = self.state
@@ -237,7 +274,7 @@ class StreamSequencer:
             self._step_older_in_hold(event)
         elif hold.reason != HoldReason.RESET and self._from_older_epoch(event):
             self._step_older_epoch(event)
-        elif self._is_reset(event, hold.held_max[0] if hold.reason != HoldReason.GAP else st.cursor,
+        elif self._is_reset(event, st.cursor if hold.reason in _AFTER_CURSOR else hold.held_max[0],
                             hold.held_max_time):
             self._queue.appendleft(event)        # the wait belongs to an epoch that has ended
             self._give_up(CorruptReason.ID_RESET)
@@ -370,6 +407,7 @@ class StreamSequencer:
         st = self.state
         st.cursor, st.bridging, st.last_snapshot_id = event.last_id, False, None
         st.last_time = st.last_delta_time = event.time
+        st.disconnected = False
         self._emit(CLEAN, (event, st.segment_id, st.anchored))
 
     def _accept_snapshot(self, event: Event) -> None:
@@ -378,6 +416,7 @@ class StreamSequencer:
             st.segment_id, st.anchored = event.last_id, True    # a resync starts a new segment
         st.cursor, st.bridging, st.snapshot_floor = event.last_id, True, event.last_id
         st.last_snapshot_id, st.last_time = event.last_id, event.time
+        st.disconnected = False
         self._emit(CLEAN, (event, st.segment_id, st.anchored))
 
     def _start_unanchored_segment(self, event: Event) -> None:
@@ -391,11 +430,19 @@ class StreamSequencer:
         st = self.state
         size = self._gap_size(event)
         gap_class = self.policy.classify(size)
-        replayed = gap_class == GapClass.MEDIUM and st.announced_from == st.cursor + 1
+        held = gap_class == GapClass.MEDIUM or st.disconnected
+        replayed = held and st.announced_from == st.cursor + 1
         if not replayed:
             self._error(ErrorType.of_gap(gap_class), event.time)
         self._remember_gap(st.cursor + 1, event.first_id - 1)
-        if gap_class == GapClass.SMALL:
+        if st.disconnected:      # the collector fetches a snapshot after every reconnect: wait for it
+            if not replayed:
+                self._emit(RECOVERY, RecoveryRequest(*self.key, from_id=st.cursor + 1,
+                                                     reason=RecoveryReason.DISCONNECT,
+                                                     event_time=event.time))
+                st.announced_from = st.cursor + 1
+            self._start_hold(HoldReason.DISCONNECT, event, size)
+        elif gap_class == GapClass.SMALL:
             self._emit_gap(st.cursor, event.first_id, size, gap_class, GapAction.CONTINUE_WITH_WARNING,
                            Resolution.CONTINUED, event.time)
             self._start_unanchored_segment(event)
@@ -440,7 +487,7 @@ class StreamSequencer:
         self.state.hold = None
         if hold.reason != HoldReason.START:
             self._emit_gap(hold.last_good_id, hold.next_first_id, hold.gap_size,
-                           _gap_class_of(hold), GapAction.HOLD_FOR_SNAPSHOT, Resolution.RESYNCED,
+                           _gap_class_of(hold, self.policy), GapAction.HOLD_FOR_SNAPSHOT, Resolution.RESYNCED,
                            hold.reveal_time)
         if hold.reason == HoldReason.RESET:
             self._leave_old_epoch()
@@ -455,11 +502,13 @@ class StreamSequencer:
         st, hold = self.state, self.state.hold
         held = self._take_held()
         st.hold = None
+        if hold.reason == HoldReason.DISCONNECT and reason == CorruptReason.RECOVERY_TIMEOUT:
+            reason = CorruptReason.DISCONNECT    # the snapshot after the reconnect never came
         if hold.reason != HoldReason.START:
             # for a reset the two ids are in different numberings: start_id (the old epoch's first
             # id not seen) > end_id (the new epoch's last id not seen); the times order the period
             self._emit_gap(hold.last_good_id, hold.next_first_id, hold.gap_size,
-                           _gap_class_of(hold), GapAction.HOLD_FOR_SNAPSHOT,
+                           _gap_class_of(hold, self.policy), GapAction.HOLD_FOR_SNAPSHOT,
                            Resolution.CORRUPT_PERIOD, hold.reveal_time)
             self._emit_corrupt(hold.last_good_id + 1, hold.next_first_id - 1, hold.last_good_time,
                                hold.reveal_time, reason)

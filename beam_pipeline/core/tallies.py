@@ -13,6 +13,7 @@ CLEAN_RECORDS = "clean_records"
 IGNORED = "ignored"
 DUPLICATES = "duplicates"
 SUPERSEDED = "superseded"
+CONTROL = "control"                # control records (a collector's disconnect markers)
 RECONNECTS = "reconnects"          # connect lines after the first, disconnect markers: a gap may follow
 DEAD_LETTERS = "dead_letters."     # + reason
 FORMAT = "format."                 # + the format detected for the file (one per file read)

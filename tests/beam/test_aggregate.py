@@ -43,7 +43,7 @@ def test_summarize_balanced_unbalanced_and_empty():
             [gap("small"), gap("small"), gap("medium")], [CORRUPT])
         assert_that(balanced, equal_to([{
             "input_records": 40, "clean_records": 30, "ignored": 3, "duplicates": 2,
-            "superseded": 1, "dead_letters": {"bad_json": 3, "invalid_ids": 1},
+            "superseded": 1, "control": 0, "dead_letters": {"bad_json": 3, "invalid_ids": 1},
             "gaps": {"small": 2, "medium": 1, "large": 0, "reset": 0}, "corrupt_periods": 1, "symbols": 4,
             "reconnects": 0, "balanced": True,
             # the dead letters' source "f:1" names their file: it gets a row
@@ -59,7 +59,7 @@ def test_summarize_balanced_unbalanced_and_empty():
                             [letter("read_error")], [gap("large")], [CORRUPT, CORRUPT])
         assert_that(missing, equal_to([{
             "input_records": 10, "clean_records": 8, "ignored": 0, "duplicates": 0,
-            "superseded": 0, "dead_letters": {"read_error": 1},
+            "superseded": 0, "control": 0, "dead_letters": {"read_error": 1},
             "gaps": {"small": 0, "medium": 0, "large": 1, "reset": 0}, "corrupt_periods": 2, "symbols": 0,
             "reconnects": 0, "balanced": False,
             "files": [{"file": "f", "format": None, "records": 0, "clean": 0, "ignored": 0,
@@ -77,7 +77,7 @@ def test_summarize_balanced_unbalanced_and_empty():
         empty = summarize(p, "Empty", [], [], [], [])
         assert_that(empty, equal_to([{
             "input_records": 0, "clean_records": 0, "ignored": 0, "duplicates": 0,
-            "superseded": 0, "dead_letters": {}, "gaps": {"small": 0, "medium": 0, "large": 0, "reset": 0},
+            "superseded": 0, "control": 0, "dead_letters": {}, "gaps": {"small": 0, "medium": 0, "large": 0, "reset": 0},
             "corrupt_periods": 0, "symbols": 0, "reconnects": 0, "balanced": True, "files": [],
             "file_dead_letters": {}, "skipped_files": []}]), label="CheckEmpty")
 

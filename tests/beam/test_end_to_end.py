@@ -38,7 +38,7 @@ def test_real_captures_are_continuous_and_bridged(captures, tmp_path, outputs):
     summary = out.summary()
     assert totals(summary) == {
         "input_records": 1808, "clean_records": 929, "ignored": 859, "duplicates": 0,
-        "superseded": 20, "dead_letters": {}, "gaps": {"small": 0, "medium": 0, "large": 0, "reset": 0},
+        "superseded": 20, "control": 0, "dead_letters": {}, "gaps": {"small": 0, "medium": 0, "large": 0, "reset": 0},
         "corrupt_periods": 0, "symbols": 8, "reconnects": 0, "balanced": True}
     assert [(row["file"], row["format"], row["records"], row["clean"], row["ignored"],
              row["superseded"], row["dead"]) for row in summary["files"]] == [

@@ -75,14 +75,15 @@ class Expected:
         c = self.counts
         return {"input_records": c["input_records"], "clean_records": c["clean_records"],
                 "ignored": c["ignored"], "duplicates": c["duplicates"],
-                "superseded": c["superseded"], "dead_letters": dict(sorted(self.dead_letters.items())),
+                "superseded": c["superseded"], "control": c["control"],
+                "dead_letters": dict(sorted(self.dead_letters.items())),
                 "gaps": {cls: sum(1 for g in self.gaps if g["gap_class"] == cls)
                          for cls in ("small", "medium", "large", "reset")},
                 "corrupt_periods": len(self.corrupt_periods), "symbols": c["symbols"],
                 "reconnects": c["reconnects"],
                 "balanced": c["input_records"] == (
                     c["clean_records"] + c["ignored"] + c["duplicates"] + c["superseded"]
-                    + sum(self.dead_letters.values()))}
+                    + c["control"] + sum(self.dead_letters.values()))}
 
 
 PER_FILE_KEYS = ("files", "file_dead_letters", "skipped_files")

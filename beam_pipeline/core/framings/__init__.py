@@ -17,8 +17,9 @@ from typing import Optional, Sequence
 
 from beam_pipeline.core.adapters import adapter_for
 from beam_pipeline.core.contracts import plugin_modules
-from beam_pipeline.core.framings.base import (DELTA, MESSAGE, OTHER, SNAPSHOT, Control,
+from beam_pipeline.core.framings.base import (CONTROL, DELTA, MESSAGE, OTHER, SNAPSHOT, Control,
                                               FileContext, Framing, Record)
+from beam_pipeline.core.markers import decode_marker
 from beam_pipeline.core.model import Event
 from beam_pipeline.core.reasons import Reason, Rejected
 
@@ -103,4 +104,10 @@ def _decode(record: Record, source: str) -> Optional[Event]:
             raise Rejected(Reason.MISSING_FIELD, "a depth snapshot whose symbol is not known")
         return adapter.decode_snapshot(record.payload, record.market, record.symbol,
                                        record.recv_time, source, record.exchange)
+    if record.kind == CONTROL:
+        if record.symbol is None or record.market not in adapter.RULES:
+            raise Rejected(Reason.MISSING_FIELD, "a disconnect marker needs its symbol and a market "
+                           f"of {record.exchange} (known: {sorted(adapter.RULES)})")
+        return decode_marker(record.payload, record.exchange, record.market, record.symbol,
+                             record.recv_time, source, adapter.RULES[record.market])
     raise ValueError(f"a framing returned a record of kind {record.kind!r}")

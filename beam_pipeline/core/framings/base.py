@@ -11,6 +11,7 @@ MESSAGE = "message"        # a raw websocket frame: the adapter tells a delta fr
 DELTA = "delta"            # known to be an order-book delta (an envelope of type delta)
 SNAPSHOT = "snapshot"      # a full-book snapshot of Record.symbol
 OTHER = "other"            # known to be another stream's message: ignored
+CONTROL = "control"        # a collector's in-stream control record (a disconnect marker)
 
 # Lines that are not records (Control.kind).
 HEADER = "header"          # a capture header: context, not data
@@ -31,7 +32,7 @@ class FileContext(msgspec.Struct):
 class Record(NamedTuple):
     """One line split by its framing: what it holds, and what the line says about it."""
 
-    kind: str                      # MESSAGE | DELTA | SNAPSHOT | OTHER
+    kind: str                      # MESSAGE | DELTA | SNAPSHOT | OTHER | CONTROL
     payload: bytes
     recv_time: Optional[int]       # the recorder's receive time, ms since epoch, as recorded
     exchange: Optional[str]        # None: the adapter's default

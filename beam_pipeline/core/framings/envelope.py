@@ -6,16 +6,19 @@ from typing import Optional, Sequence
 import msgspec
 
 from beam_pipeline.core.decoding import TimeMs, rejection
-from beam_pipeline.core.framings.base import DELTA, OTHER, SNAPSHOT, Control, FileContext, Record
+from beam_pipeline.core.framings.base import (CONTROL, DELTA, OTHER, SNAPSHOT, Control, FileContext,
+                                              Record)
+from beam_pipeline.core.markers import MARKER_TYPE
 
 NAME = "envelope"
 PRIORITY = 40
-DESCRIPTION = "JSON Lines envelopes {exchange, market, symbol, recv_ts_ms, type, payload}"
+DESCRIPTION = ("JSON Lines envelopes {exchange, market, symbol, recv_ts_ms, type, payload}, type "
+               "delta, snapshot or disconnect (the collector's marker)")
 EXAMPLE = (b'{"exchange":"binance","market":"spot","symbol":"BTCUSDT","recv_ts_ms":1700000000007,'
            b'"type":"delta","payload":{"e":"depthUpdate","E":1700000000000,"s":"BTCUSDT","U":5,'
            b'"u":6,"b":[["1.00","2.0"]],"a":[]}}')
 BLANK_IS_DISCONNECT = False
-_KINDS = {"delta": DELTA, "snapshot": SNAPSHOT}
+_KINDS = {"delta": DELTA, "snapshot": SNAPSHOT, MARKER_TYPE: CONTROL}   # CONTROL: core/markers.py
 
 
 class _Envelope(msgspec.Struct):

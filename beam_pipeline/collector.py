@@ -1,0 +1,800 @@
+"""Live capture of one Binance market: python -m beam_pipeline.collector --market spot --symbols
+BTCUSDT,ETHUSDT (--topic projects/P/topics/T | --output_dir DIR) [--recovery_subscription S].
+
+One combined-stream websocket per process (<ws_url>/stream?streams=btcusdt@depth@100ms/...). Every
+frame is written with its receive time as an envelope line (core/framings/envelope.py): to Pub/Sub
+as batched messages (beam_pipeline/publish.py's format, ordering key = symbol, flow control) or to
+rolling gzip files a batch run reads as they are. After every (re)connect a REST depth snapshot per
+symbol is written in-stream; each recovery request of the pipeline (--recovery_subscription) for one
+of our symbols is answered with a fresh one.
+
+Network partitions: a lost connection (closed, refused, stalled past --idle_timeout) is retried
+with exponential backoff and full jitter (tenacity), each wait capped by --max_backoff; after
+--max_disconnect down the collector exits with code 5. Once back it writes a disconnect marker per
+symbol (core/markers.py), which the pipeline turns into an explained gap: resynced by the snapshot
+fetched after the reconnect, else a corrupt period of reason disconnect. A connection older than
+--planned_reconnect is replaced before the exchange closes it (Binance: at 24 h): the new one is
+opened first and both are read until the new one joins each symbol's ids (OverlapMerge), so no
+frame is lost or written twice.
+
+REST snapshots go through resilience.SnapshotFetcher (retries with backoff honouring 429 and
+Retry-After, a per-host circuit breaker), within a request-weight budget per minute; a 418 (or 429
+after the retries) pauses every REST call for its Retry-After.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import gzip
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Optional
+
+import msgspec
+import tenacity
+
+from beam_pipeline.core.markers import Disconnect, encode_marker
+from beam_pipeline.core.model import RawBatch
+from beam_pipeline.core.resilience import (BreakerPolicy, CircuitOpenError, HttpStatusError,
+                                           RetriesExhaustedError, RetryPolicy, SnapshotFetcher)
+from beam_pipeline.core.runtime import now_ms
+from beam_pipeline.options import (COLLECTOR_DEPTH_WEIGHTS, COLLECTOR_EXIT_GAVE_UP,
+                                   COLLECTOR_MARKETS, add_collector_arguments)
+
+EXCHANGE = "binance"
+_LOG = logging.getLogger("feedcheck.collector")
+OVERLAP_TIMEOUT_S = 10.0    # a planned reconnect: the old connection is closed this long at most
+                            # after the new one opened, joined or not (a quiet symbol never joins)
+REST_PAUSE_DEFAULT_S = 60.0 # a 418/429 without Retry-After pauses REST calls this long
+SNAPSHOT_RETRY_S = 5.0      # a failed snapshot is tried again after this long
+
+
+# ---- frames ---------------------------------------------------------------------------------
+
+class _Combined(msgspec.Struct):
+    stream: str
+    data: msgspec.Raw
+
+
+class _Ids(msgspec.Struct):
+    U: Optional[int] = None
+    u: Optional[int] = None
+    pu: Optional[int] = None
+    E: Optional[int] = None
+
+
+_combined = msgspec.json.Decoder(_Combined)
+_ids = msgspec.json.Decoder(_Ids)
+_encode = msgspec.json.Encoder().encode
+
+
+class Frame(msgspec.Struct):
+    """One websocket frame, split: its symbol, envelope type and ids (None: not a depth update)."""
+
+    symbol: str
+    kind: str
+    payload: bytes
+    first_id: Optional[int]
+    last_id: Optional[int]
+    prev_id: Optional[int]
+    event_time: Optional[int]
+
+
+def parse_frame(raw: bytes) -> Optional[Frame]:
+    """A combined-stream frame -> Frame; None for what is not one (a SUBSCRIBE answer, ...)."""
+    try:
+        combined = _combined.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    symbol = combined.stream.partition("@")[0].upper()
+    data = bytes(combined.data)
+    if "@depth" not in combined.stream:
+        return Frame(symbol, "other", data, None, None, None, None)
+    try:
+        ids = _ids.decode(data)
+    except msgspec.DecodeError:
+        ids = _Ids()
+    return Frame(symbol, "delta", data, ids.U, ids.u, ids.pu, ids.E)
+
+
+def envelope_line(market: str, symbol: str, recv_ms: int, kind: str, payload: bytes) -> bytes:
+    return _encode({"exchange": EXCHANGE, "market": market, "symbol": symbol, "recv_ts_ms": recv_ms,
+                    "type": kind, "payload": msgspec.Raw(payload)})
+
+
+def stream_url(ws_base: str, symbols) -> str:
+    streams = "/".join(f"{symbol.lower()}@depth@100ms" for symbol in symbols)
+    return f"{ws_base.rstrip('/')}/stream?streams={streams}"
+
+
+def depth_weight(market: str, limit: int) -> int:
+    """Binance's request weight of one depth snapshot of `limit` levels."""
+    for largest, weight in COLLECTOR_DEPTH_WEIGHTS[market]:
+        if limit <= largest:
+            return weight
+    return COLLECTOR_DEPTH_WEIGHTS[market][-1][1]
+
+
+# ---- a planned reconnect: two connections, one stream per symbol ------------------------------
+
+class OverlapMerge:
+    """While an old and a new connection both deliver, write each symbol's frames from the old
+    one until the new one joins its ids (a frame of the new one that continues or covers the last
+    id written), then from the new one only. Frames of the new one that come before the old has
+    caught up wait here."""
+
+    def __init__(self, last_ids: dict):
+        self.last_ids = last_ids            # symbol -> last update id written (shared, updated by us)
+        self.switched: set = set()
+        self.waiting: dict = collections.defaultdict(list)
+
+    def from_old(self, frame: Frame) -> list:
+        if frame.symbol in self.switched:
+            return []
+        out = [frame]
+        self._advance(frame)
+        out.extend(self._join(frame.symbol))
+        return out
+
+    def from_new(self, frame: Frame) -> list:
+        if frame.symbol in self.switched:
+            self._advance(frame)
+            return [frame]
+        if frame.last_id is None:
+            return [frame] if frame.kind == "other" else []
+        self.waiting[frame.symbol].append(frame)
+        return self._join(frame.symbol)
+
+    def switch_all(self) -> list:
+        """The overlap ends (timeout): every symbol takes the new connection's frames."""
+        out = []
+        for symbol, frames in list(self.waiting.items()):
+            last = self.last_ids.get(symbol)
+            out.extend(f for f in frames if last is None or f.last_id > last)
+        self.waiting.clear()
+        return out
+
+    def _advance(self, frame: Frame) -> None:
+        if frame.last_id is not None:
+            self.last_ids[frame.symbol] = frame.last_id
+
+    def _join(self, symbol: str) -> list:
+        last, frames = self.last_ids.get(symbol), self.waiting.get(symbol)
+        if not frames or last is None:
+            return []
+        frames[:] = [f for f in frames if f.last_id > last]
+        if not frames:
+            return []
+        first = frames[0]
+        if first.first_id is not None and first.first_id <= last + 1 or first.prev_id == last:
+            self.switched.add(symbol)
+            out = list(frames)
+            frames.clear()
+            for frame in out:
+                self._advance(frame)
+            return out
+        return []
+
+    def done(self, symbols) -> bool:
+        return all(symbol in self.switched for symbol in symbols)
+
+
+# ---- metrics --------------------------------------------------------------------------------
+
+class Metrics:
+    COUNTS = ("messages", "records", "reconnects", "disconnects", "planned_reconnects", "snapshots",
+              "snapshot_failures", "recovery_requests", "recovery_deduplicated",
+              "published_messages", "publish_failures", "records_lost", "file_flushes")
+
+    def __init__(self, market: str):
+        self.market = market
+        self.started = time.monotonic()
+        self.counts = collections.Counter(dict.fromkeys(self.COUNTS, 0))
+        self.blocked_s = 0.0
+        self.publish_lag_ms = None
+        self.publish_lag_max_ms = 0
+        self.last_reconnect_s = None
+        self._last = (self.started, 0)
+
+    def lag(self, ms: int) -> None:
+        self.publish_lag_ms = ms
+        self.publish_lag_max_ms = max(self.publish_lag_max_ms, ms)
+
+    def snapshot(self) -> dict:
+        now = time.monotonic()
+        since, before = self._last
+        rate = (self.counts["messages"] - before) / max(now - since, 1e-9)
+        self._last = (now, self.counts["messages"])
+        return {"market": self.market, "uptime_s": round(now - self.started, 3),
+                "messages_per_s": round(rate, 1), **dict(sorted(self.counts.items())),
+                "blocked_s": round(self.blocked_s, 3), "publish_lag_ms": self.publish_lag_ms,
+                "publish_lag_max_ms": self.publish_lag_max_ms,
+                "last_reconnect_s": self.last_reconnect_s}
+
+    @staticmethod
+    def line(status: dict) -> str:
+        c = status
+        return (f"{c['market']}: {c['messages_per_s']:,.0f} msg/s, {c.get('messages', 0):,} messages, "
+                f"{c.get('reconnects', 0)} reconnects, {c.get('snapshots', 0)} snapshots "
+                f"({c.get('snapshot_failures', 0)} failed), {c.get('recovery_requests', 0)} recovery "
+                f"requests ({c.get('recovery_deduplicated', 0)} deduplicated), publish lag "
+                f"{c['publish_lag_ms']} ms, blocked {c['blocked_s']:.1f} s")
+
+
+def write_json_atomically(path: str, value: dict) -> None:
+    partial = f"{path}.partial"
+    with open(partial, "w") as handle:
+        json.dump(value, handle, indent=1)
+    os.replace(partial, path)
+
+
+# ---- sinks ----------------------------------------------------------------------------------
+
+class PubSubSink:
+    """Batched envelope messages per symbol (ordering key = symbol), with publisher flow control:
+    past the bound publish() blocks, and so does capture; the blocked time is counted."""
+
+    BLOCKED_LOG_S = 1.0
+
+    def __init__(self, topic: str, market: str, records_per_message: int, message_seconds: float,
+                 max_messages: int, max_bytes: int, metrics: Metrics):
+        from google.cloud import pubsub_v1
+        from google.cloud.pubsub_v1 import types
+
+        self.topic, self.market, self.metrics = topic, market, metrics
+        self.records_per_message, self.message_seconds = records_per_message, message_seconds
+        flow = types.PublishFlowControl(message_limit=max_messages, byte_limit=max_bytes,
+                                        limit_exceeded_behavior=types.LimitExceededBehavior.BLOCK)
+        self.client = pubsub_v1.PublisherClient(
+            batch_settings=types.BatchSettings(max_messages=100, max_bytes=4 * 1024 * 1024,
+                                               max_latency=0.01),
+            publisher_options=types.PublisherOptions(enable_message_ordering=True,
+                                                     flow_control=flow))
+        self.buffers: dict = {}            # symbol -> (monotonic of first record, first recv ms, lines)
+        self.futures: set = set()
+        self._lock = threading.Lock()
+
+    def write(self, symbol: str, line: bytes, recv_ms: int) -> None:
+        entry = self.buffers.get(symbol)
+        if entry is None:
+            entry = self.buffers[symbol] = (time.monotonic(), recv_ms, [])
+        entry[2].append(line)
+        if len(entry[2]) >= self.records_per_message:
+            self._send(symbol)
+
+    def tick(self) -> None:
+        due = time.monotonic() - self.message_seconds
+        for symbol in [s for s, entry in self.buffers.items() if entry[0] <= due]:
+            self._send(symbol)
+
+    def _send(self, symbol: str) -> None:
+        from beam_pipeline.publish import message_of
+
+        _, first_recv, lines = self.buffers.pop(symbol)
+        data, attributes = message_of(RawBatch(f"collector:{symbol}", "envelope", EXCHANGE,
+                                               self.market, [(0, line) for line in lines]), True)
+        began = time.monotonic()
+        future = self.client.publish(self.topic, data, ordering_key=symbol, **attributes)
+        blocked = time.monotonic() - began
+        self.metrics.blocked_s += blocked
+        if blocked >= self.BLOCKED_LOG_S:
+            _LOG.warning("publishing blocked capture for %.1f s (flow control: the broker is slow)",
+                         blocked)
+        self.metrics.counts["published_messages"] += 1
+        with self._lock:
+            self.futures.add(future)
+        future.add_done_callback(lambda done: self._settled(done, symbol, first_recv, len(lines)))
+
+    def _settled(self, future, symbol: str, first_recv: int, records: int) -> None:
+        with self._lock:
+            self.futures.discard(future)
+        error = future.exception()
+        if error is None:
+            self.metrics.lag(now_ms() - first_recv)
+            return
+        self.metrics.counts["publish_failures"] += 1
+        self.metrics.counts["records_lost"] += records
+        _LOG.error("%s: a message of %d records could not be published (%r); publishing of the "
+                   "symbol resumes with the next one", symbol, records, error)
+        self.client.resume_publish(self.topic, symbol)
+
+    def close(self) -> None:
+        for symbol in list(self.buffers):
+            self._send(symbol)
+        with self._lock:
+            pending = list(self.futures)
+        for future in pending:
+            try:
+                future.result(timeout=60)
+            except Exception:       # counted and logged by _settled
+                pass
+        self.client.stop()
+
+
+class FileSink:
+    """Rolling files <exchange>-<market>-<YYYYMMDD>T<HH>.jsonl.gz, one per UTC hour of receive time.
+    Each flush appends one complete gzip member in one write: a crash loses what was not flushed,
+    and what is on disk stays a readable gzip file."""
+
+    def __init__(self, folder: str, market: str, flush_seconds: float, metrics: Metrics):
+        os.makedirs(folder, exist_ok=True)
+        self.folder, self.market, self.flush_seconds, self.metrics = folder, market, flush_seconds, metrics
+        self.hour, self.lines, self.flushed = None, [], time.monotonic()
+
+    def path_of(self, hour: int) -> str:
+        stamp = time.strftime("%Y%m%dT%H", time.gmtime(hour * 3600))
+        return os.path.join(self.folder, f"{EXCHANGE}-{self.market}-{stamp}.jsonl.gz")
+
+    def write(self, symbol: str, line: bytes, recv_ms: int) -> None:
+        hour = recv_ms // 3_600_000
+        if hour != self.hour:
+            self.flush()
+            self.hour = hour
+        self.lines.append(line)
+
+    def tick(self) -> None:
+        if time.monotonic() - self.flushed >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        self.flushed = time.monotonic()
+        if not self.lines:
+            return
+        member = gzip.compress(b"\n".join(self.lines) + b"\n", compresslevel=6)
+        with open(self.path_of(self.hour), "ab") as handle:
+            handle.write(member)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.metrics.counts["file_flushes"] += 1
+        self.lines = []
+
+    def close(self) -> None:
+        self.flush()
+
+
+# ---- REST snapshots -------------------------------------------------------------------------
+
+class WeightBudget:
+    """At most `per_minute` request weight in any 60 s."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute, self.spent = per_minute, collections.deque()
+
+    def wait_s(self, weight: int, now: float) -> float:
+        while self.spent and self.spent[0][0] <= now - 60:
+            self.spent.popleft()
+        used = sum(w for _, w in self.spent)
+        if used + weight <= self.per_minute or not self.spent:
+            return 0.0
+        over, freed = used + weight - self.per_minute, 0
+        for at, spent in self.spent:
+            freed += spent
+            if freed >= over:
+                return at + 60 - now
+        return 60.0
+
+    def spend(self, weight: int, now: float) -> None:
+        self.spent.append((now, weight))
+
+
+class Snapshots:
+    """A queue of wanted snapshots (one pending per symbol), fetched one at a time."""
+
+    def __init__(self, collector: "Collector", depth_url: str, limit: int, weight_per_minute: int):
+        self.collector, self.limit = collector, limit
+        self.fetcher = SnapshotFetcher(depth_url, retry=RetryPolicy(deadline_s=20.0, attempt_timeout_s=5.0,
+                                                                    initial_backoff_s=0.5),
+                                       breaker=BreakerPolicy(fail_max=3, reset_timeout_s=15.0),
+                                       user_agent="feedcheck-collector")
+        self.weight = depth_weight(collector.market, limit)
+        self.budget = WeightBudget(weight_per_minute)
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.pending: set = set()           # queued, not yet being fetched
+        self.fetching: Optional[str] = None
+        self.last_fetched: dict = {}
+        self.paused_until = 0.0
+
+    def want(self, symbol: str, recovery: bool = False) -> None:
+        metrics = self.collector.metrics
+        if recovery:
+            metrics.counts["recovery_requests"] += 1
+            fresh = time.monotonic() - self.last_fetched.get(symbol, -1e18) < \
+                self.collector.args.recovery_dedup_seconds
+            if fresh or symbol in self.pending or symbol == self.fetching:
+                metrics.counts["recovery_deduplicated"] += 1
+                return
+        if symbol not in self.pending:      # one being fetched may predate the want: again
+            self.pending.add(symbol)
+            self.queue.put_nowait(symbol)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            symbol = await self.queue.get()
+            if symbol not in self.pending:
+                continue                    # queued twice (a retry and a new want): fetched once
+            await self._wait_for_budget()
+            self.pending.discard(symbol)
+            self.fetching = symbol
+            self.budget.spend(self.weight, time.monotonic())
+            try:
+                body = await loop.run_in_executor(None, self.fetcher.fetch, symbol, self.limit)
+            except (HttpStatusError, RetriesExhaustedError) as failed:
+                # a 418 at once, or 429s until the retries ran out: every REST call waits
+                error = getattr(failed, "last_error", failed)
+                if getattr(error, "status", None) in (418, 429):
+                    pause = error.retry_after_s or REST_PAUSE_DEFAULT_S
+                    self.paused_until = time.monotonic() + pause
+                    _LOG.warning("REST: HTTP %d (rate limit): every snapshot waits %.0f s",
+                                 error.status, pause)
+                    self._again(symbol, 0)
+                elif isinstance(failed, RetriesExhaustedError):
+                    self._failed(symbol, failed)
+                else:                       # a permanent refusal (400: no such symbol, ...)
+                    self.collector.metrics.counts["snapshot_failures"] += 1
+                    _LOG.error("%s: snapshot refused: %s", symbol, error)
+                continue
+            except (CircuitOpenError, OSError, ValueError) as error:
+                self._failed(symbol, error)
+                continue
+            finally:
+                self.fetching = None
+            self.last_fetched[symbol] = time.monotonic()
+            self.collector.write_snapshot(symbol, body)
+
+    def _failed(self, symbol: str, error: BaseException) -> None:
+        self.collector.metrics.counts["snapshot_failures"] += 1
+        _LOG.warning("%s: snapshot failed (%s); trying again in %.0f s", symbol, error,
+                     SNAPSHOT_RETRY_S)
+        self._again(symbol, SNAPSHOT_RETRY_S)
+
+    def _again(self, symbol: str, after_s: float) -> None:
+        asyncio.get_running_loop().call_later(after_s, self.want, symbol)
+
+    async def _wait_for_budget(self) -> None:
+        while True:
+            now = time.monotonic()
+            wait = max(self.paused_until - now, self.budget.wait_s(self.weight, now))
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+
+# ---- the collector --------------------------------------------------------------------------
+
+class GaveUp(Exception):
+    pass
+
+
+def _short(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:200]
+
+
+class _Connection:
+    def __init__(self, ws, number: int):
+        self.ws, self.number, self.opened = ws, number, time.monotonic()
+        self.task: Optional[asyncio.Task] = None
+
+
+class Collector:
+    def __init__(self, args):
+        self.args, self.market = args, args.market
+        self.symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+        ws_base, rest_base, depth_path, weight_limit = COLLECTOR_MARKETS[self.market]
+        self.url = stream_url(args.ws_url or ws_base, self.symbols)
+        self.depth_url = (args.rest_url or rest_base).rstrip("/") + depth_path
+        self.weight_per_minute = args.request_weight_per_minute or weight_limit // 2
+        self.metrics = Metrics(self.market)
+        self.last_ids: dict = {}
+        self.last_times: dict = {}
+        self.stopping = threading.Event()
+        self.sink = None
+        self.frames: Optional[asyncio.Queue] = None
+        self._connections = 0
+        self._catching_up: set = set()      # symbols whose new connection may still repeat ids
+        self._catch_up_until = 0.0
+
+    # -- writing --
+
+    def write_frame(self, frame: Frame, recv_ms: int) -> None:
+        if frame.last_id is not None:
+            self.last_ids[frame.symbol] = frame.last_id
+            self.last_times[frame.symbol] = frame.event_time
+        self.metrics.counts["messages"] += 1
+        self._write(frame.symbol, envelope_line(self.market, frame.symbol, recv_ms, frame.kind,
+                                                frame.payload), recv_ms)
+
+    def _write(self, symbol: str, line: bytes, recv_ms: int) -> None:
+        self.metrics.counts["records"] += 1
+        self.sink.write(symbol, line, recv_ms)
+
+    def write_snapshot(self, symbol: str, body) -> None:
+        recv = now_ms()
+        self.metrics.counts["snapshots"] += 1
+        self._write(symbol, envelope_line(self.market, symbol, recv, "snapshot", _encode(body)), recv)
+
+    def write_markers(self, lost_ms: int, back_ms: int, attempts: int) -> None:
+        for symbol in self.symbols:
+            marker = Disconnect(symbols=self.symbols, attempts=attempts,
+                                last_id=self.last_ids.get(symbol),
+                                last_event_time=self.last_times.get(symbol),
+                                from_ms=lost_ms, to_ms=back_ms)
+            self._write(symbol, encode_marker(EXCHANGE, self.market, symbol, marker), back_ms)
+        self.metrics.counts["disconnects"] += 1
+
+    # -- connections --
+
+    async def _open(self) -> _Connection:
+        from websockets.asyncio.client import connect
+
+        ws = await connect(self.url, open_timeout=10, ping_interval=20, ping_timeout=20,
+                           max_size=2**24, proxy=None)
+        self._connections += 1
+        connection = _Connection(ws, self._connections)
+        connection.task = asyncio.create_task(self._read(connection))
+        return connection
+
+    async def _read(self, connection: _Connection) -> None:
+        """Frames of one connection -> the frames queue, then ("closed", why)."""
+        why = "closed"
+        try:
+            while True:
+                raw = await asyncio.wait_for(connection.ws.recv(decode=False), self.args.idle_timeout)
+                await self.frames.put((connection, raw, now_ms()))
+        except asyncio.TimeoutError:
+            why = f"no frame for {self.args.idle_timeout:g} s"
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:          # websockets' ConnectionClosed, OSError
+            why = repr(error)
+        finally:
+            await connection.ws.close()
+        await self.frames.put((connection, None, why))
+
+    async def _connect_with_backoff(self, down_since: float):
+        """A new connection, retried with backoff and full jitter until --max_disconnect has passed
+        since `down_since` (monotonic); returns (connection, attempts)."""
+        from websockets.exceptions import InvalidHandshake, InvalidURI
+
+        remaining = self.args.max_disconnect - (time.monotonic() - down_since)
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_delay(max(remaining, 0)) | tenacity.stop_when_event_set(self.stopping),
+            wait=tenacity.wait_random_exponential(multiplier=self.args.initial_backoff,
+                                                  max=self.args.max_backoff),
+            retry=tenacity.retry_if_exception(
+                lambda error: isinstance(error, (OSError, asyncio.TimeoutError, InvalidHandshake))
+                and not isinstance(error, InvalidURI)),
+            sleep=self._interruptible_sleep,
+            before_sleep=lambda state: _LOG.warning(
+                "connect attempt %d failed (%s); next in %.1f s", state.attempt_number,
+                _short(state.outcome.exception()), state.upcoming_sleep))
+        try:
+            connection = await retrying(self._open)
+        except tenacity.RetryError as exhausted:
+            if self.stopping.is_set():
+                return None, 0
+            raise GaveUp(f"the connection to {self.url} stayed down for more than "
+                         f"--max_disconnect={self.args.max_disconnect:g} s "
+                         f"({exhausted.last_attempt.attempt_number} attempts; last error: "
+                         f"{exhausted.last_attempt.exception()!r})") from None
+        return connection, retrying.statistics.get("attempt_number", 1)
+
+    def _take_over(self, merge: OverlapMerge) -> None:
+        """The new connection of a planned reconnect takes over: what waited is written; symbols it
+        had not joined yet may still bring ids the old one wrote (queued frames): those are
+        dropped until it passes them (for OVERLAP_TIMEOUT_S at most)."""
+        for frame in merge.switch_all():
+            self.write_frame(frame, now_ms())
+        self._catching_up = {symbol for symbol in self.symbols if symbol not in merge.switched}
+        self._catch_up_until = time.monotonic() + OVERLAP_TIMEOUT_S
+
+    def _repeated(self, frame: Frame) -> bool:
+        if frame.symbol not in self._catching_up:
+            return False
+        if time.monotonic() > self._catch_up_until:
+            self._catching_up.clear()
+            return False
+        last = self.last_ids.get(frame.symbol)
+        if frame.last_id is not None and last is not None and frame.last_id <= last:
+            return True
+        self._catching_up.discard(frame.symbol)
+        return False
+
+    async def _interruptible_sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.1, deadline - time.monotonic()))
+
+    async def capture(self) -> int:
+        """Connect, read, reconnect; returns the exit code."""
+        current, replacing, merge = None, None, None
+        down_since, lost_ms = time.monotonic(), None
+        while not self.stopping.is_set():
+            if current is None:
+                try:
+                    current, attempts = await self._connect_with_backoff(down_since)
+                except GaveUp as gave_up:
+                    _LOG.error("giving up: %s", gave_up)
+                    return COLLECTOR_EXIT_GAVE_UP
+                if current is None:
+                    break
+                if lost_ms is not None:
+                    back = now_ms()
+                    self.write_markers(lost_ms, back, attempts)
+                    self.metrics.counts["reconnects"] += 1
+                    self.metrics.last_reconnect_s = round(time.monotonic() - down_since, 3)
+                    _LOG.warning("reconnected after %.1f s (%d attempts)",
+                                 time.monotonic() - down_since, attempts)
+                for symbol in self.symbols:
+                    self.snapshots.want(symbol)
+            try:
+                connection, raw, recv = await asyncio.wait_for(self.frames.get(), 0.5)
+            except asyncio.TimeoutError:
+                connection = None
+            if connection is not None and raw is None:               # a connection ended
+                if connection is replacing:
+                    replacing, merge = None, None
+                    _LOG.warning("the replacement connection ended (%s); keeping the old one", recv)
+                elif connection is current:
+                    if replacing is not None:                         # the overlap takes over
+                        self._take_over(merge)
+                        current, replacing, merge = replacing, None, None
+                    else:
+                        _LOG.warning("connection lost: %s", recv)
+                        current, down_since, lost_ms = None, time.monotonic(), now_ms()
+                continue
+            if connection is not None:
+                frame = parse_frame(raw)
+                if frame is not None:
+                    if merge is None:
+                        if connection is current and not self._repeated(frame):
+                            self.write_frame(frame, recv)
+                    else:
+                        chosen = merge.from_old(frame) if connection is current else merge.from_new(frame)
+                        for each in chosen:
+                            self.write_frame(each, recv)
+            if merge is not None and (merge.done(self.symbols)
+                                      or time.monotonic() - replacing.opened > OVERLAP_TIMEOUT_S):
+                self._take_over(merge)
+                old, current, replacing, merge = current, replacing, None, None
+                old.task.cancel()
+                await old.ws.close()
+                self.metrics.counts["planned_reconnects"] += 1
+                _LOG.info("planned reconnect done: connection %d replaced by %d", old.number,
+                          current.number)
+            elif (current is not None and replacing is None
+                  and time.monotonic() - current.opened > self.args.planned_reconnect):
+                try:
+                    replacing = await self._open()
+                    merge = OverlapMerge(self.last_ids)
+                except Exception as error:     # the old connection goes on; try again later
+                    _LOG.warning("planned reconnect: could not open a new connection (%r)", error)
+                    current.opened = time.monotonic() - self.args.planned_reconnect + 5
+        for connection in (current, replacing):
+            if connection is not None:
+                connection.task.cancel()
+                await connection.ws.close()
+        return 0
+
+    # -- the recovery loop --
+
+    def _listen_for_recovery(self, loop) -> Optional[object]:
+        if not self.args.recovery_subscription:
+            return None
+        from google.cloud import pubsub_v1
+
+        subscriber = pubsub_v1.SubscriberClient()
+        ours = set(self.symbols)
+
+        def on_request(message) -> None:
+            try:
+                request = json.loads(message.data)
+                symbol = request.get("symbol")
+                if (request.get("exchange", EXCHANGE) == EXCHANGE and request.get("market") == self.market
+                        and symbol in ours):
+                    loop.call_soon_threadsafe(self.snapshots.want, symbol, True)
+            except (ValueError, AttributeError) as error:
+                _LOG.warning("a recovery request that is not JSON: %r (%s)", message.data[:200], error)
+            message.ack()
+
+        future = subscriber.subscribe(self.args.recovery_subscription, on_request,
+                                      flow_control=pubsub_v1.types.FlowControl(max_messages=100))
+        return subscriber, future
+
+    # -- status --
+
+    async def _ticks(self) -> None:
+        last_status = time.monotonic()
+        while True:
+            await asyncio.sleep(0.05)
+            self.sink.tick()
+            if time.monotonic() - last_status >= self.args.status_seconds:
+                last_status = time.monotonic()
+                self.report()
+
+    def report(self) -> dict:
+        status = self.metrics.snapshot()
+        status["snapshots_pending"] = len(self.snapshots.pending) + (self.snapshots.fetching is not None)
+        _LOG.info("%s", Metrics.line(status))
+        if self.args.metrics_file:
+            write_json_atomically(self.args.metrics_file, status)
+        return status
+
+    # -- the whole run --
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            _LOG.info("stopping: draining the output")
+        self.stopping.set()
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        self.frames = asyncio.Queue(maxsize=10_000)
+        self.sink = self._make_sink()
+        self.snapshots = Snapshots(self, self.depth_url, self.args.snapshot_limit,
+                                   self.weight_per_minute)
+        helpers = [asyncio.create_task(self.snapshots.run()), asyncio.create_task(self._ticks())]
+        listener = self._listen_for_recovery(loop)
+        _LOG.info("capturing %s %s from %s into %s", self.market, ",".join(self.symbols), self.url,
+                  self.args.topic or self.args.output_dir)
+        try:
+            code = await self.capture()
+        finally:
+            for task in helpers:
+                task.cancel()
+            if listener is not None:
+                listener[1].cancel()
+                listener[0].close()
+            await loop.run_in_executor(None, self.sink.close)
+            self.report()
+        return code
+
+    def _make_sink(self):
+        args = self.args
+        if args.topic:
+            return PubSubSink(args.topic, self.market, args.records_per_message, args.message_seconds,
+                              args.max_outstanding_messages, args.max_outstanding_bytes, self.metrics)
+        return FileSink(args.output_dir, self.market, args.flush_seconds, self.metrics)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipeline.collector",
+        description="Capture one Binance market's depth streams live (one combined-stream "
+                    "connection), with a REST snapshot per symbol after every (re)connect and on "
+                    "every recovery request, into Pub/Sub or rolling files. Exit codes: 0 stopped "
+                    "(SIGTERM/SIGINT, output drained), 2 usage, 5 gave up after --max_disconnect.")
+    add_collector_arguments(parser)
+    args = parser.parse_args(argv)
+    if bool(args.topic) == bool(args.output_dir):
+        parser.error("give exactly one of --topic and --output_dir")
+    if args.topic and (not args.topic.startswith("projects/") or "/topics/" not in args.topic):
+        parser.error(f"--topic must be projects/<project>/topics/<topic>, not {args.topic!r}")
+    if args.recovery_subscription and "/subscriptions/" not in args.recovery_subscription:
+        parser.error("--recovery_subscription must be projects/<project>/subscriptions/<name>")
+    symbols = [s for s in args.symbols.split(",") if s.strip()]
+    if not symbols or any(not s.strip().isalnum() for s in symbols):
+        parser.error(f"--symbols must be comma-separated symbols like BTCUSDT,ETHUSDT, not {args.symbols!r}")
+    if args.max_backoff < args.initial_backoff:
+        parser.error("--initial_backoff must be <= --max_backoff")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    return asyncio.run(Collector(args).main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

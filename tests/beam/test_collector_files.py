@@ -1,0 +1,54 @@
+"""The collector's rolling files as a batch run reads them: whole, and with a torn last member."""
+import json
+import os
+
+from beam_pipeline.cli import main
+from beam_pipeline.collector import FileSink, Metrics, envelope_line
+
+T = 1_700_000_000_000
+
+
+def _lines(first_id, count):
+    snapshot = envelope_line("spot", "BTCUSDT", T, "snapshot", json.dumps(
+        {"lastUpdateId": first_id - 1, "bids": [["1.0", "1"]], "asks": []}).encode())
+    deltas = [envelope_line("spot", "BTCUSDT", T + i, "delta", json.dumps(
+        {"e": "depthUpdate", "E": T + i, "s": "BTCUSDT", "U": first_id + i, "u": first_id + i,
+         "b": [["1.0", str(i + 1)]], "a": []}).encode()) for i in range(count)]
+    return [snapshot] + deltas
+
+
+def _capture(folder):
+    sink = FileSink(str(folder), "spot", 1.0, Metrics("spot"))
+    for line in _lines(100, 20):
+        sink.write("BTCUSDT", line, T)
+    sink.flush()                                  # member 1: 21 records
+    for line in _lines(200, 30)[1:]:
+        sink.write("BTCUSDT", line, T)
+    sink.close()                                  # member 2: 30 more records (a gap before them)
+    (path,) = [os.path.join(folder, name) for name in os.listdir(folder)]
+    assert os.path.basename(path) == "binance-spot-20231114T22.jsonl.gz"
+    return path
+
+
+def _summary(out):
+    with open(os.path.join(out, "summary.json")) as handle:
+        return json.load(handle)
+
+
+def test_a_rolling_file_reads_whole_in_a_batch_run(tmp_path):
+    _capture(tmp_path / "capture")
+    assert main(["--input", str(tmp_path / "capture"), "--output", str(tmp_path / "out")]) == 0
+    summary = _summary(tmp_path / "out")
+    assert summary["input_records"] == 51 and summary["balanced"]
+    assert summary["dead_letters"] == {} and summary["files"][0]["format"] == "envelope"
+
+
+def test_a_torn_last_member_loses_only_itself(tmp_path):
+    path = _capture(tmp_path / "capture")
+    with open(path, "r+b") as handle:              # a crash inside the second member's write
+        size = os.path.getsize(path)
+        handle.truncate(size - 40)
+    main(["--input", str(tmp_path / "capture"), "--output", str(tmp_path / "out")])
+    summary = _summary(tmp_path / "out")
+    assert summary["balanced"] and summary["dead_letters"].get("read_error") == 1
+    assert summary["clean_records"] >= 21           # the first member, whole

@@ -1,0 +1,204 @@
+"""The live collector against a local fake exchange (tests/tooling/fake_exchange.py): network
+partitions, REST failures, a stall, a planned reconnect, giving up; and end to end, fake exchange
+-> collector -> Pub/Sub emulator -> streaming pipeline -> recovery requests -> collector."""
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from beam_pipeline.cli import main as pipeline_main
+from beam_pipeline.readback import read
+from tests.conftest import REPO
+from tests.tooling.fake_exchange import FakeExchange
+from tests.tooling.streaming_job import job_log, start_job, stop_job, wait_counted, wait_written
+
+QUICK = ["--initial_backoff", "0.1", "--max_backoff", "0.5", "--status_seconds", "1"]
+
+
+def _collector(exchange, *extra, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "beam_pipeline.collector", "--market", exchange.market,
+         "--symbols", ",".join(exchange.symbols), "--ws_url", exchange.ws_url,
+         "--rest_url", exchange.rest_url, *QUICK, *extra],
+        cwd=REPO, env=dict(env or os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+
+
+def _metrics(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait_for(condition, timeout_s, what, proc=None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the collector exited ({proc.returncode}) while waiting for "
+                                 f"{what}:\n{proc.stdout.read()[-3000:]}")
+        time.sleep(0.2)
+    log = ""
+    if proc is not None:
+        proc.kill()
+        log = proc.communicate()[0][-4000:]
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{log}")
+
+
+def _settled(metrics_file, snapshots):
+    """At least `snapshots` taken, and none waiting."""
+    def check():
+        status = _metrics(metrics_file)
+        return status.get("snapshots", 0) >= snapshots and status.get("snapshots_pending") == 0
+    return check
+
+
+def _ids_written(folder):
+    deltas, snapshots = [], []
+    for path in sorted(folder.iterdir()):
+        with gzip.open(path) as handle:
+            for line in handle:
+                record = json.loads(line)
+                if record["type"] == "delta":
+                    deltas.append((record["symbol"], record["payload"]["u"]))
+                elif record["type"] == "snapshot":
+                    snapshots.append((record["symbol"], record["payload"]["lastUpdateId"]))
+    return deltas, snapshots
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=60)
+    return proc.returncode, log
+
+
+def test_partitions_rest_failures_a_stall_and_a_planned_reconnect_to_files(tmp_path):
+    exchange = FakeExchange("usdm").start()
+    metrics_file = str(tmp_path / "metrics.json")
+    files = tmp_path / "capture"
+    proc = _collector(exchange, "--output_dir", str(files), "--metrics_file", metrics_file,
+                      "--idle_timeout", "1", "--planned_reconnect", "3")
+    try:
+        def counted(name, at_least):
+            return lambda: _metrics(metrics_file).get(name, 0) >= at_least
+        _wait_for(counted("snapshots", 4), 30, "the first snapshots", proc)
+        _wait_for(counted("planned_reconnects", 1), 30, "a planned reconnect", proc)
+        exchange.rest_failures([429, 500])           # the snapshots after the next reconnect
+        exchange.refuse_connections(1.5)
+        exchange.drop_connections()                  # partition 1: refused for a while
+        _wait_for(counted("reconnects", 1), 30, "the reconnect after the partition", proc)
+        exchange.stall()                             # partition 2: open, but silent past 1 s
+        _wait_for(counted("reconnects", 2), 30, "the reconnect after the stall", proc)
+        # a snapshot wanted while one of the symbol is queued is that one (fetched after the connect)
+        _wait_for(_settled(metrics_file, 8), 60, "the snapshots after the reconnects", proc)
+        time.sleep(1)
+        code, log = _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        exchange.stop()
+    assert code == 0, log[-3000:]
+    assert exchange.stats["rest_429"] == 1 and exchange.stats["rest_500"] == 1
+    assert exchange.stats["refused"] >= 1
+    status = _metrics(metrics_file)
+    assert status["reconnects"] >= 2 and status["disconnects"] == status["reconnects"]
+    assert status["planned_reconnects"] >= 1 and status["snapshot_failures"] == 0
+    assert "msg/s" in log and "reconnected after" in log
+
+    # the folder as it is, read by a batch run
+    out = tmp_path / "batch"
+    assert pipeline_main(["--input", str(files), "--output", str(out)]) == 0
+    with open(out / "summary.json") as handle:
+        summary = json.load(handle)
+    assert summary["balanced"] and summary["dead_letters"] == {}
+    assert summary["control"] == status["disconnects"] * len(exchange.symbols)
+    # the planned overlaps wrote no frame twice; a snapshot may be (one fetched again because it
+    # was requested before a reconnect it completed after): those are the duplicates
+    deltas, snapshots = _ids_written(files)
+    assert len(deltas) == len(set(deltas))
+    assert summary["duplicates"] == len(snapshots) - len(set(snapshots))
+    gaps = read(str(out), "gaps").to_pylist()
+    # every disconnection's gap resynced by the post-reconnect snapshot; the planned reconnects
+    # (several: every 3 s) left none
+    assert gaps and {g["resolution"] for g in gaps} == {"resynced"}
+    assert len(gaps) <= status["disconnects"] * len(exchange.symbols)
+    assert read(str(out), "corrupt_periods").num_rows == 0
+
+
+def test_gives_up_after_max_disconnect_with_exit_code_5(tmp_path):
+    exchange = FakeExchange("spot").start()
+    exchange.refuse_connections(3600)
+    try:
+        proc = _collector(exchange, "--output_dir", str(tmp_path / "capture"),
+                          "--max_disconnect", "2")
+        log, _ = proc.communicate(timeout=60)
+    finally:
+        exchange.stop()
+    assert proc.returncode == 5, log[-3000:]
+    assert "giving up" in log and "--max_disconnect=2" in log
+
+
+def test_end_to_end_collector_pubsub_pipeline_and_the_recovery_loop(pubsub_emulator, tmp_path):
+    emu = pubsub_emulator
+    feed = emu.create_topic(emu.unique_name("live"))
+    feed_sub = emu.create_subscription(feed, emu.unique_name("live-sub"))
+    recovery = emu.create_topic(emu.unique_name("recovery"))
+    recovery_sub = emu.create_subscription(recovery, emu.unique_name("recovery-sub"))
+    out = str(tmp_path / "stream")
+    job = start_job(emu.host, feed_sub, out, "--recovery_topic", recovery,
+                    "--recovery_timeout", "30")
+    exchange = FakeExchange("spot").start()
+    metrics_file = str(tmp_path / "metrics.json")
+    proc = _collector(exchange, "--topic", feed, "--recovery_subscription", recovery_sub,
+                      "--metrics_file", metrics_file,
+                      env=dict(os.environ, PUBSUB_EMULATOR_HOST=emu.host))
+    skipped = exchange.symbols[0]
+    try:
+        def counted(name, at_least):
+            return lambda: (_metrics(metrics_file).get(name) or 0) >= at_least
+        _wait_for(counted("snapshots", 4), 60, "the first snapshots", proc)
+        # the job has started when it has counted the first records
+        _wait_for(lambda: (wait_counted(out, 1, 1)[1] or {}).get("clean_records", 0) > 0, 90,
+                  "the streaming job to sequence the first records", proc)
+        exchange.skip_ids(skipped, 100)            # lost by the exchange: a medium gap
+        _wait_for(counted("recovery_requests", 1), 60, "the job's recovery request", proc)
+        _wait_for(_settled(metrics_file, 5), 30, "the snapshot that answers it", proc)
+        exchange.refuse_connections(1.0)
+        exchange.drop_connections()                # a partition
+        _wait_for(counted("reconnects", 1), 30, "the reconnect", proc)
+        _wait_for(_settled(metrics_file, 8), 30, "the snapshots after the reconnect", proc)
+        time.sleep(3)
+        code, log = _stop(proc)
+        assert code == 0, log[-3000:]
+        status = _metrics(metrics_file)
+        written = status["records"]
+        assert status.get("publish_failures", 0) == 0 and status.get("records_lost", 0) == 0
+        done, summary = wait_counted(out, written, 90)
+        assert done, (summary, status, job_log(out)[-3000:])
+        assert wait_written(out, 60), job_log(out)[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        exchange.stop()
+        stop_job(job)
+
+    assert summary["input_records"] == written and summary["balanced"]
+    assert summary["control"] == status["disconnects"] * len(exchange.symbols) > 0
+    assert summary["dead_letters"] == {} and summary["corrupt_periods"] == 0
+    gaps = read(out, "gaps").to_pylist()
+    requests = read(out, "recovery_requests").to_pylist()
+    assert {g["resolution"] for g in gaps} == {"resynced"}
+    # the lost ids: a medium gap, resynced by the snapshot the recovery loop fetched
+    medium = [r for r in requests if r["reason"] == "medium_gap"]
+    assert [r["symbol"] for r in medium] == [skipped]
+    assert any(g["symbol"] == skipped and g["gap_size"] == 100 for g in gaps)
+    # every symbol's disconnection reported and resynced (by a recovery or a snapshot jump)
+    after_disconnect = {g["symbol"] for g in gaps if g["gap_size"] != 100}
+    assert after_disconnect == set(exchange.symbols)

@@ -1,0 +1,90 @@
+"""The collector's pure parts: frames -> envelope lines, the overlap of a planned reconnect, the
+request-weight budget, and its option checks."""
+import pytest
+
+from beam_pipeline.collector import (Frame, OverlapMerge, WeightBudget, depth_weight,
+                                     envelope_line, parse_args, parse_frame, stream_url)
+from beam_pipeline.core.framing import FileContext, decode_record
+
+
+def frame(symbol, first, last, prev=None):
+    return Frame(symbol, "delta", b"{}", first, last, prev, 1)
+
+
+def test_a_frame_becomes_an_envelope_line_the_pipeline_decodes():
+    raw = (b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1700000000000,'
+           b'"s":"BTCUSDT","U":5,"u":7,"b":[["1.00","2.0"]],"a":[]}}')
+    parsed = parse_frame(raw)
+    assert (parsed.symbol, parsed.kind, parsed.first_id, parsed.last_id) == ("BTCUSDT", "delta", 5, 7)
+    line = envelope_line("spot", parsed.symbol, 1700000000123, parsed.kind, parsed.payload)
+    event = decode_record(line, FileContext("envelope"), "f:1")
+    assert (event.symbol, event.first_id, event.last_id, event.recv_time) == ("BTCUSDT", 5, 7,
+                                                                             1700000000123)
+    assert parse_frame(b'{"result":null,"id":1}') is None
+    assert parse_frame(b'{"stream":"btcusdt@trade","data":{}}').kind == "other"
+
+
+def test_stream_url_and_depth_weights():
+    assert stream_url("wss://stream.binance.com:9443/", ["BTCUSDT", "ETHUSDT"]) == (
+        "wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms/ethusdt@depth@100ms")
+    assert depth_weight("spot", 1000) == 50 and depth_weight("usdm", 1000) == 20
+    assert depth_weight("spot", 100) == 5 and depth_weight("coinm", 5000) == 20
+
+
+def test_the_overlap_writes_each_id_once_and_switches_when_the_new_connection_joins():
+    last = {"A": 10}
+    merge = OverlapMerge(last)
+    assert merge.from_new(frame("A", 13, 14)) == []          # ahead of the old: waits
+    assert [f.last_id for f in merge.from_old(frame("A", 11, 12))] == [12, 14]   # joined
+    assert merge.from_old(frame("A", 13, 14)) == []           # the old one's copy: not again
+    assert [f.last_id for f in merge.from_new(frame("A", 15, 16))] == [16]
+    assert merge.done(["A"]) and not merge.done(["A", "B"])
+    assert last == {"A": 16}
+
+
+def test_the_overlap_drops_what_the_new_connection_repeats_and_joins_futures_by_pu():
+    last = {"F": 100}
+    merge = OverlapMerge(last)
+    assert merge.from_new(frame("F", 90, 95, 89)) == []       # already written by the old one
+    assert [f.last_id for f in merge.from_new(frame("F", 96, 104, 100))] == [104]
+    assert merge.done(["F"])
+
+
+def test_the_overlap_timeout_switches_the_rest():
+    merge = OverlapMerge({"A": 10})
+    merge.from_new(frame("A", 20, 21))
+    assert [f.last_id for f in merge.switch_all()] == [21]
+
+
+def test_the_weight_budget_waits_for_the_oldest_spend_to_age_out():
+    budget = WeightBudget(100)
+    assert budget.wait_s(50, 0.0) == 0
+    budget.spend(50, 0.0)
+    budget.spend(50, 10.0)
+    assert budget.wait_s(50, 20.0) == pytest.approx(40.0)
+    assert budget.wait_s(50, 61.0) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--market", "spot", "--symbols", "BTCUSDT"], "exactly one of --topic and --output_dir"),
+    (["--market", "spot", "--symbols", "BTC-USDT", "--output_dir", "x"], "--symbols"),
+    (["--market", "moon", "--symbols", "BTCUSDT", "--output_dir", "x"], "invalid choice"),
+    (["--market", "spot", "--symbols", "BTCUSDT", "--topic", "t"], "--topic must be"),
+    (["--market", "spot", "--symbols", "BTCUSDT", "--output_dir", "x", "--max_backoff", "0"],
+     "--max_backoff"),
+])
+def test_mistyped_options_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--market", "--symbols", "--ws_url", "--rest_url", "--topic", "--output_dir",
+                   "--recovery_subscription", "--max_backoff", "--max_disconnect", "--metrics_file",
+                   "--planned_reconnect", "--idle_timeout", "--request_weight_per_minute"):
+        assert option in text
