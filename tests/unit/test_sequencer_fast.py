@@ -1,6 +1,7 @@
 """The state machine's bulk path (StreamSequencer.feed_all: stretches of continuing deltas accepted
 at once) against feeding the same events one by one (the reference): identical outputs and state
-on random runs with gaps, duplicates, snapshots, id resets, missing links, disconnect markers and poison events."""
+on random runs with gaps, duplicates, snapshots, id resets, missing links, disconnect markers and
+poison events."""
 from __future__ import annotations
 
 import msgspec
