@@ -8,6 +8,11 @@ Every measured run is a subprocess started the way a user starts it:
   direct    python -m beam_pipeline --input FILE --output DIR                  (DirectRunner)
   flink     python -m beam_pipeline --input FILE --output DIR --runner FlinkRunner
             (embedded Flink MiniCluster inside the Java job server, LOOPBACK Python workers)
+  duckdb    python -m bench.anchors duckdb FILE DIR       (one query: validate, LAG, Parquet)
+  polars    python -m bench.anchors polars FILE DIR       (the same as a Polars plan)
+
+The anchors need bench/requirements.txt (not the product's requirements); a missing one is skipped
+with a note.
 
 While a run lasts, its process tree is polled with psutil: the summed RSS of the tree (peak of the
 sum, sampled), and per process the kernel's own high-water mark (VmHWM in /proc/<pid>/status, exact
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gzip
+import importlib.util
 import json
 import os
 import platform
@@ -36,6 +42,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNERS = ("direct", "flink")
+ANCHORS = ("duckdb", "polars")      # bench/anchors.py: the same check as one query (bench/requirements.txt)
+ANCHOR_THREADS = 2                  # the machine's cores: what a user's DuckDB / Polars would use
 MB = 1_000_000                      # MB/s and sizes in the report are decimal megabytes
 MIB = 1024 * 1024                   # RSS is reported in MiB
 EVENTS_PER_MONTH = 1_000_000_000    # the planning figure for "hours per month"
@@ -214,8 +222,20 @@ def _dir_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
+def available_anchors(anchors) -> list[str]:
+    """The anchors whose engine is installed; prints a note for each one that is not."""
+    found = []
+    for name in anchors:
+        if importlib.util.find_spec(name) is None:
+            print(f"bench: {name} is not installed, its anchor row is skipped "
+                  f"(pip install -r bench/requirements.txt)", flush=True)
+        else:
+            found.append(name)
+    return found
+
+
 def run_size(data: dict, runners, tmp: Path, poll_s: float, quiet_wait_s: float = 0.0,
-             stall_s: float = 300.0) -> dict:
+             stall_s: float = 300.0, anchors=()) -> dict:
     n = data["events"]
     logs = tmp / "logs"
     logs.mkdir(exist_ok=True)
@@ -257,8 +277,24 @@ def run_size(data: dict, runners, tmp: Path, poll_s: float, quiet_wait_s: float 
             print("   " + "\n   ".join(Path(r["log"]).read_text(errors="replace").splitlines()[-15:]))
         shutil.rmtree(out / "_work", ignore_errors=True)
 
+    for engine in anchors:
+        label = f"{engine}@{n}"
+        out = tmp / f"out-{engine}-{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"-- {label} ...", flush=True)
+        waited = wait_for_quiet(quiet_wait_s) if quiet_wait_s else 0.0
+        r = measure(label, [sys.executable, "-m", "bench.anchors", engine, data["path"], str(out),
+                            "--threads", str(ANCHOR_THREADS)],
+                    logs / f"{label}.log", poll_s, stall_s)
+        r["check"] = _last_json_line(Path(r["log"])) if r["returncode"] == 0 else None
+        r["waited_for_quiet_s"] = waited
+        r["output_bytes"] = _dir_bytes(out) if out.exists() else 0
+        results[engine] = r
+        _print_done(r)
+        shutil.rmtree(out, ignore_errors=True)
+
     for name, r in results.items():
-        _derive(r, data, results["baseline"])
+        _derive(r, data, results["baseline"], results.get("duckdb"))
         r["agrees_with_baseline"] = _agrees(name, r, results["baseline"], data)
     return results
 
@@ -276,7 +312,7 @@ def _last_json_line(log: Path):
     return None
 
 
-def _derive(r: dict, data: dict, baseline: dict) -> None:
+def _derive(r: dict, data: dict, baseline: dict, duckdb=None) -> None:
     ok = r["returncode"] == 0 and r["wall_s"] > 0
     records = data["records"]
     r["records"] = records
@@ -291,6 +327,9 @@ def _derive(r: dict, data: dict, baseline: dict) -> None:
                                   if ok and b_ok and r["cpu_s"] else None)
     r["rss_ratio_to_baseline"] = (round(r["peak_rss_mib"] / baseline["peak_rss_mib"], 1)
                                   if ok and b_ok and baseline["peak_rss_mib"] else None)
+    duck = duckdb if duckdb and duckdb["returncode"] == 0 else None
+    r["cpu_ratio_to_duckdb"] = (round(duck["cpu_s"] / r["cpu_s"], 4)
+                                if ok and duck and r["cpu_s"] else None)
     if ok:
         eps = records / r["wall_s"]
         r["wall_hours_per_month"] = round(EVENTS_PER_MONTH / eps / 3600, 2)
@@ -302,6 +341,10 @@ def _agrees(name: str, r: dict, baseline: dict, data: dict):
     if r["returncode"] != 0:
         return False
     check = baseline.get("check") or {}
+    if name in ANCHORS:
+        mine = r.get("check") or {}
+        return (mine.get("records") == data["records"] and mine.get("clean") == check.get("clean")
+                and mine.get("gaps") == check.get("gaps"))
     if name == "baseline":
         return (check.get("records") == data["records"] and check.get("gaps") == 0
                 and check.get("clean") == data["records"])
@@ -340,6 +383,11 @@ def marginal(small: dict, large: dict, data_small: dict, data_large: dict) -> di
         if name == "baseline":
             base = m
         out[name] = m
+    duck = large.get("duckdb")
+    for name, m in out.items():
+        if m is not None and duck and not duck["returncode"] and large[name]["cpu_s"]:
+            # the issue's goal: CPU per event at 4N no more than DuckDB's on the same file
+            m["cpu_ratio_to_duckdb_4n"] = round(duck["cpu_s"] / large[name]["cpu_s"], 4)
     for name, m in out.items():
         if m is None or name == "baseline" or not base or not m["marginal_events_per_s"]:
             continue
@@ -391,6 +439,8 @@ _RUN_COLUMNS = [
     ("JVM MiB", 9, lambda r: _fmt(r["peak_rss_mib_jvm"] or None)),
     ("x base", 8, lambda r: _fmt(r.get("throughput_ratio_to_baseline"), ".3f")),
     ("x CPU", 7, lambda r: _fmt(r.get("cpu_ratio_to_baseline"), ".3f")),
+    ("x duck CPU", 11, lambda r: _fmt(r.get("cpu_ratio_to_duckdb"), ".3f")),
+    ("us/ev CPU", 10, lambda r: _fmt(r.get("cpu_us_per_event"), ",.1f")),
     ("h/month", 9, lambda r: _fmt(r.get("wall_hours_per_month"), ",.1f")),
     ("core-h/mo", 10, lambda r: _fmt(r.get("core_hours_per_month"), ",.1f")),
     ("others", 7, lambda r: _fmt(r["other_cpu_s"] / r["wall_s"] if r["wall_s"] else None, ".2f")),
@@ -402,6 +452,7 @@ _MARGINAL_COLUMNS = [
     ("ev/CPU-s", 10, lambda r: _fmt(r.get("marginal_events_per_cpu_s"))),
     ("x base", 8, lambda r: _fmt(r.get("marginal_cpu_ratio_to_baseline"), ".3f")),
     ("fixed s", 9, lambda r: _fmt(r["fixed_overhead_s"], ",.1f")),
+    ("x duck 4N", 11, lambda r: _fmt(r.get("cpu_ratio_to_duckdb_4n"), ".3f")),
     ("RSS 4N/N", 10, lambda r: _fmt(r["rss_ratio_4n_over_n"], ".2f")),
     ("py 4N/N", 9, lambda r: _fmt(r["rss_ratio_4n_over_n_python"], ".2f")),
     ("JVM 4N/N", 10, lambda r: _fmt(r["rss_ratio_4n_over_n_jvm"], ".2f")),
@@ -466,6 +517,11 @@ def parse_args(argv):
     parser.add_argument("--runners", default=",".join(RUNNERS),
                         help="Comma-separated subset of direct,flink (default both). The baseline "
                              "always runs.")
+    parser.add_argument("--anchors", default=",".join(ANCHORS),
+                        help="Comma-separated subset of duckdb,polars: the same check as one DuckDB "
+                             "query / Polars plan on the same file (bench/anchors.py, "
+                             f"{ANCHOR_THREADS} threads; needs bench/requirements.txt). Default "
+                             "both; 'none' for neither; one not installed is skipped with a note.")
     parser.add_argument("--out", default=None,
                         help="JSON report path (default bench/results/<UTC timestamp>.json).")
     parser.add_argument("--keep", action="store_true",
@@ -490,6 +546,11 @@ def parse_args(argv):
     unknown = [r for r in args.runners if r not in RUNNERS]
     if unknown:
         parser.error(f"unknown runner(s) {unknown}; choose from {', '.join(RUNNERS)}")
+    args.anchors = [a.strip().lower() for a in args.anchors.split(",")
+                    if a.strip() and a.strip().lower() != "none"]
+    unknown = [a for a in args.anchors if a not in ANCHORS]
+    if unknown:
+        parser.error(f"unknown anchor(s) {unknown}; choose from {', '.join(ANCHORS)} or none")
     return args
 
 
@@ -516,9 +577,11 @@ def main(argv=None) -> int:
         (tmp / "logs").mkdir(exist_ok=True)
         for n in sizes:
             report["data"][str(n)] = _input(n, tmp, Path(args.data_dir) if args.data_dir else None)
+        anchors = available_anchors(args.anchors)
+        report["anchors"] = anchors
         for n in sizes:
             report["results"][str(n)] = run_size(report["data"][str(n)], args.runners, tmp, args.poll,
-                                                 args.quiet_wait, args.stall_timeout)
+                                                 args.quiet_wait, args.stall_timeout, anchors)
             _write(out_path, report)          # a partial report survives a later failure
         if args.marginal:
             report["marginal"] = marginal(report["results"][str(sizes[0])],
@@ -534,6 +597,8 @@ def main(argv=None) -> int:
         print(f"\nMB = 10^6 bytes; MB/s unc = uncompressed input, MB/s gz = gzip file; RSS = peak of "
               f"the process tree (MiB); py/JVM = largest Python process / JVM (kernel VmHWM); "
               f"x base = baseline wall / run wall; x CPU = baseline CPU s / run CPU s; "
+              f"x duck CPU = DuckDB's CPU s / run CPU s (> 1: less CPU than DuckDB); "
+              f"us/ev CPU = CPU microseconds per input record; "
               f"others = cores busy outside the run meanwhile (a loaded machine); h/month = wall hours, core-h/mo = CPU hours "
               f"for {EVENTS_PER_MONTH:.0e} events.")
         print(f"report: {out_path}")

@@ -34,27 +34,46 @@ RECORDS_PER_BATCH = 5000
 def split_lines(blocks, max_record_bytes: int):
     """Yield (line_number, bytes) from byte blocks; a line longer than the limit is cut at limit+1
     bytes (enough for the decoder to reject it) and the rest of it is skipped, so one huge line never
-    sits in memory whole."""
+    sits in memory whole.
+
+    A block whose lines are all short, without a carriage return, is split by one bytes.split (the
+    common case); any other block line by line (`_split_slowly`): the same lines either way."""
     number, pending, oversized = 0, b"", False
     for block in blocks:
-        start = 0
-        while True:
-            end = block.find(b"\n", start)
-            if end < 0:
-                if not oversized:
-                    pending += block[start:]
-                    if len(pending) > max_record_bytes:
-                        pending, oversized = pending[:max_record_bytes + 1], True
-                break
-            number += 1
-            line = pending + block[start:end] if not oversized else pending
-            pending, oversized = b"", False
-            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
-                line = line[3:]                # a UTF-8 byte-order mark is not content
-            yield number, line[:max_record_bytes + 1].rstrip(b"\r")
-            start = end + 1
+        if oversized or number == 0 or b"\r" in block or b"\r" in pending:
+            number, pending, oversized = yield from _split_slowly(block, number, pending, oversized,
+                                                                  max_record_bytes)
+            continue
+        lines = (pending + block).split(b"\n") if pending else block.split(b"\n")
+        if max(map(len, lines)) > max_record_bytes:
+            number, pending, oversized = yield from _split_slowly(block, number, pending, oversized,
+                                                                  max_record_bytes)
+            continue
+        pending = lines.pop()
+        yield from zip(range(number + 1, number + 1 + len(lines)), lines)
+        number += len(lines)
     if pending:
         yield number + 1, pending.rstrip(b"\r")
+
+
+def _split_slowly(block: bytes, number: int, pending: bytes, oversized: bool, max_record_bytes: int):
+    """split_lines for one block, line by line; returns the state after it."""
+    start = 0
+    while True:
+        end = block.find(b"\n", start)
+        if end < 0:
+            if not oversized:
+                pending += block[start:]
+                if len(pending) > max_record_bytes:
+                    pending, oversized = pending[:max_record_bytes + 1], True
+            return number, pending, oversized
+        number += 1
+        line = pending + block[start:end] if not oversized else pending
+        pending, oversized = b"", False
+        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]                # a UTF-8 byte-order mark is not content
+        yield number, line[:max_record_bytes + 1].rstrip(b"\r")
+        start = end + 1
 
 
 def _blocks(handle):
@@ -158,7 +177,7 @@ class ReadRecordBatches(beam.DoFn):
         records, last_line, reconnects, connected, started = [], 0, 0, False, False
         for number, line in itertools.chain(head, lines):
             last_line = number
-            if not line.strip():                       # blank lines are not records
+            if not line or line.isspace():             # blank lines are not records
                 reconnects += blank_is_disconnect and started
                 continue
             marker = control(line, ctx)

@@ -10,6 +10,8 @@ clean_sink) and its own RowTimes conversion for the error counts.
 """
 from __future__ import annotations
 
+from operator import attrgetter, itemgetter
+
 import msgspec
 import numpy as np
 import pyarrow as pa
@@ -42,13 +44,19 @@ _QUOTE, _POINT = b'".'
 _STATISTICS = [name for name in CLEAN_SCHEMA.names if name not in ("bids", "asks")]
 
 
+_FIELD = {name: attrgetter(name) for name in _CLEAN_COLUMNS + ("bids", "asks")}
+_EVENT, _SEGMENT, _ANCHORED = itemgetter(0), itemgetter(1), itemgetter(2)
+
+
 def clean_table(rows) -> pa.Table:
-    """(Event, segment_id, anchored) rows -> an Arrow table, column by column."""
-    columns = {name: [getattr(event, name) for event, _, _ in rows] for name in _CLEAN_COLUMNS}
-    columns["bids"] = levels_array([event.bids for event, _, _ in rows])
-    columns["asks"] = levels_array([event.asks for event, _, _ in rows])
-    columns["segment_id"] = [segment for _, segment, _ in rows]
-    columns["anchored"] = [anchored for _, _, anchored in rows]
+    """(Event, segment_id, anchored) rows -> an Arrow table, column by column (map with an
+    attrgetter: half the cost of a comprehension with getattr, measured)."""
+    events = list(map(_EVENT, rows))
+    columns = {name: list(map(_FIELD[name], events)) for name in _CLEAN_COLUMNS}
+    columns["bids"] = levels_array(list(map(_FIELD["bids"], events)))
+    columns["asks"] = levels_array(list(map(_FIELD["asks"], events)))
+    columns["segment_id"] = list(map(_SEGMENT, rows))
+    columns["anchored"] = list(map(_ANCHORED, rows))
     return pa.table(columns, schema=CLEAN_SCHEMA)
 
 

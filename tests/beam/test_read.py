@@ -6,11 +6,13 @@ import zlib
 
 import apache_beam as beam
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipeline.options import FeedCheckOptions
-from transforms.read import RECORDS_PER_BATCH, ReadFeedFiles, split_lines
+from transforms.read import RECORDS_PER_BATCH, ReadFeedFiles, _split_slowly, split_lines
 
 _DEFAULTS = FeedCheckOptions.defaults()
 DEFAULT_READ = (_DEFAULTS.input_format, _DEFAULTS.max_record_bytes)   # the options' defaults
@@ -203,3 +205,20 @@ def test_split_lines_cuts_oversize_lines_at_limit_plus_one():
     assert list(split_lines([b"abc", b"defg", b"hij\nxy\n"], 4)) == [(1, b"abcde"), (2, b"xy")]
     assert list(split_lines([b"abcd\n", b"abcd"], 4)) == [(1, b"abcd"), (2, b"abcd")]
     assert list(split_lines([b"ab\n", b"cdef", b"ghij"], 4)) == [(1, b"ab"), (2, b"cdefg")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"ab", b"\n", b"\r", b"\r\n", b"xyz" * 5, b"\xef\xbb\xbf", b" "]),
+                max_size=30), st.integers(1, 12), st.integers(2, 20))
+def test_split_lines_fast_blocks_equal_the_line_by_line_split(parts, size, limit):
+    """Blocks split by bytes.split give exactly the lines of the line-by-line reference."""
+    data = b"".join(parts)
+    blocks = [data[i:i + size] for i in range(0, len(data), size)]
+
+    def reference():
+        state = (0, b"", False)
+        for block in blocks:
+            state = yield from _split_slowly(block, *state, limit)
+        if state[1]:
+            yield state[0] + 1, state[1].rstrip(b"\r")
+    assert list(split_lines(blocks, limit)) == list(reference())
