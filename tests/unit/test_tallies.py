@@ -1,4 +1,5 @@
-"""tallies.counts_by_file (the clean rows' per-file counts in bulk) against file_of_source per source."""
+"""tallies.counts_by_file (the clean rows' per-file counts in bulk) against file_of_source per
+source."""
 from __future__ import annotations
 
 from collections import Counter
@@ -13,7 +14,8 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(
 # sources as they come ("path:line", "pubsub:id") and odd ones: no line, no path, colons in the
 # path, non-ASCII digits (isdigit() but not stripped as ASCII digits), digits without a colon
 paths = st.sampled_from(["/d/a.jsonl.gz", "b.0", "c:d", "", "pubsub", "é", "x1", "a:"])
-lines = st.one_of(st.integers(0, 10**9).map(str), st.sampled_from(["", "١٢", "3a", "a3", ":", "0:"]))
+lines = st.one_of(st.integers(0, 10**9).map(str),
+                 st.sampled_from(["", "١٢", "3a", "a3", ":", "0:"]))
 sources = st.builds(lambda p, sep, line: p + sep + line, paths, st.sampled_from([":", ""]), lines)
 
 
