@@ -163,7 +163,7 @@ class BatchSequencerDoFn(beam.DoFn):
         if self._parts is None:
             self._parts = CleanPartWriter(f"{self.work_dir}/clean", "-".join(map(_safe, machine.key)),
                                           machine.symbol)
-        return self._parts.add(clean_table(clean))
+        return self._parts.add(clean_table(clean, machine.key))
 
     def _replay_failed(self, key, refs, held_bag):
         trace = traceback.format_exc()

@@ -139,7 +139,8 @@ class LiveSequencerDoFn(beam.DoFn):
     @staticmethod
     def _outputs(machine, first_seen):
         """Clean rows travel as one Arrow table per call."""
-        return keyed.tagged_outputs(machine, first_seen, lambda _, rows: clean_table(rows))
+        return keyed.tagged_outputs(machine, first_seen,
+                                    lambda machine, rows: clean_table(rows, machine.key))
 
     def _now(self, stream) -> Timestamp:
         return max(self.clock(), Timestamp(micros=stream.processing_floor))

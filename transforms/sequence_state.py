@@ -104,8 +104,8 @@ def tagged_outputs(machine, first_seen: bool, clean_output):
         else:                      # a report: the outcome is the name of its output tag
             yield beam.pvalue.TaggedOutput(outcome.value, value)
     if clean:
-        counts.update(tallies.key(tallies.CLEAN_RECORDS, tallies.file_of_source(value[0].source))
-                      for value in clean)
+        counts.update(tallies.counts_by_file(tallies.CLEAN_RECORDS,
+                                             [value[0].source for value in clean]))
         carrier = clean_output(machine, clean)
         if carrier is not None:          # None: the rows wait in a part writer (batch)
             yield beam.pvalue.TaggedOutput(CLEAN, carrier)

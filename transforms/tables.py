@@ -11,6 +11,7 @@ clean_sink) and its own RowTimes conversion for the error counts.
 from __future__ import annotations
 
 from operator import attrgetter, itemgetter
+from typing import Optional
 
 import msgspec
 import numpy as np
@@ -48,11 +49,17 @@ _FIELD = {name: attrgetter(name) for name in _CLEAN_COLUMNS + ("bids", "asks")}
 _EVENT, _SEGMENT, _ANCHORED = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
-def clean_table(rows) -> pa.Table:
+def clean_table(rows, key: Optional[tuple] = None) -> pa.Table:
     """(Event, segment_id, anchored) rows -> an Arrow table, column by column (map with an
-    attrgetter: half the cost of a comprehension with getattr, measured)."""
+    attrgetter: half the cost of a comprehension with getattr, measured). `key`: the (exchange,
+    market, symbol) every row has (a sequencer's rows are its key's), repeated instead of read
+    from each row."""
     events = list(map(_EVENT, rows))
-    columns = {name: list(map(_FIELD[name], events)) for name in _CLEAN_COLUMNS}
+    names = _CLEAN_COLUMNS if key is None else _CLEAN_COLUMNS[3:]
+    columns = {name: list(map(_FIELD[name], events)) for name in names}
+    if key is not None:
+        for name, value in zip(_CLEAN_COLUMNS[:3], key):
+            columns[name] = pa.repeat(pa.scalar(value, pa.string()), len(events))
     columns["bids"] = levels_array(list(map(_FIELD["bids"], events)))
     columns["asks"] = levels_array(list(map(_FIELD["asks"], events)))
     columns["segment_id"] = list(map(_SEGMENT, rows))

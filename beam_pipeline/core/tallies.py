@@ -6,6 +6,8 @@ per-file table costs no extra Beam element per event.
 """
 from __future__ import annotations
 
+from collections import Counter
+from itertools import repeat
 from typing import Optional
 
 INPUT_RECORDS = "input_records"
@@ -32,3 +34,28 @@ def file_of_source(source: str) -> Optional[str]:
         return None
     path, _, line = source.rpartition(":")
     return path if path and line.isdigit() else None
+
+
+_DIGITS = "0123456789"
+_FEW_PREFIXES = 16
+
+
+def counts_by_file(name: str, sources: list) -> Counter:
+    """Counter of key(name, file_of_source(s)) over `sources`, in bulk for sources that share a few
+    "path:" prefixes (a run's clean rows: one line number each, mostly one file), where it costs a
+    C-level strip and a Counter per source instead of a Python call (bench/README.md).
+
+    Exact: s minus its trailing ASCII digits is k; if digits were stripped, file_of_source(s) is
+    file_of_source(k + "0") (the line keeps or loses isdigit() alike), else it is file_of_source(k).
+    Sources without such prefixes (Pub/Sub ids) are attributed one by one."""
+    prefixes = Counter(map(str.rstrip, sources, repeat(_DIGITS)))
+    if len(prefixes) > _FEW_PREFIXES:
+        return Counter(key(name, file_of_source(source)) for source in sources)
+    counts = Counter()
+    for prefix, n in prefixes.items():
+        bare = sources.count(prefix)          # sources that had no digits to strip
+        if n > bare:
+            counts[key(name, file_of_source(prefix + "0"))] += n - bare
+        if bare:
+            counts[key(name, file_of_source(prefix))] += bare
+    return counts

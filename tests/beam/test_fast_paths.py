@@ -121,3 +121,15 @@ def test_fast_path_levels_text_is_the_canonical_one(sides):
         text = json.dumps(levels, separators=(",", ":")).encode()
         payload = (b'{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":' + text + b',"a":[]}')
         assert _decode_depth(payload).b == text == encode_levels(levels)
+
+
+def test_clean_table_with_its_key_equals_reading_the_key_from_each_row():
+    from transforms.tables import clean_table
+
+    rows = [(Event("binance", "usdm", "BTCUSDT", kind, i, i + 1, i - 1 if i % 3 else None,
+                   None if i % 4 == 0 else 1_700_000_000_000 + i, 1_700_000_000_100 + i,
+                   encode_levels([("1.5", "2")] * (i % 3)), b"[]", "previous_link", f"f:{i}"),
+             i // 4, i % 2 == 0) for i, kind in enumerate(["delta", "snapshot", "delta"] * 5)]
+    keyed = clean_table(rows, ("binance", "usdm", "BTCUSDT"))
+    assert keyed.equals(clean_table(rows)) and keyed.schema.equals(clean_table(rows).schema)
+    assert clean_table([], ("binance", "usdm", "BTCUSDT")).equals(clean_table([]))
