@@ -234,6 +234,15 @@ def write_json_atomically(path: str, value: dict) -> None:
     os.replace(partial, path)
 
 
+def read_metrics(path: str) -> dict:
+    """The last status written to --metrics_file; {} before the first (or unreadable)."""
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
 # ---- sinks ----------------------------------------------------------------------------------
 
 class PubSubSink:

@@ -22,17 +22,10 @@ import time
 import psutil
 
 from beam_pipeline.cli import main as run_batch
+from beam_pipeline.collector import read_metrics
 from tests.tooling.fake_exchange import FakeExchange
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _metrics(path):
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return {}
 
 
 def _wait(condition, timeout_s=60):
@@ -46,11 +39,11 @@ def _wait(condition, timeout_s=60):
 
 def _dropped(exchange, metrics) -> float:
     """Drop the connection; the reconnect time the collector measured for it."""
-    before = _metrics(metrics).get("reconnects", 0)
+    before = read_metrics(metrics).get("reconnects", 0)
     exchange.drop_connections()
-    _wait(lambda: _metrics(metrics).get("reconnects", 0) > before)
+    _wait(lambda: read_metrics(metrics).get("reconnects", 0) > before)
     time.sleep(1.5)                  # the metrics file of the same second may lag
-    return _metrics(metrics)["last_reconnect_s"]
+    return read_metrics(metrics)["last_reconnect_s"]
 
 
 def main(argv=None) -> int:
@@ -76,13 +69,13 @@ def main(argv=None) -> int:
          "--status_seconds", "1", "--initial_backoff", "0.5", "--max_backoff", "60"],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: _metrics(metrics).get("snapshots", 0) >= len(exchange.symbols))
-        first, sent, began = _metrics(metrics), exchange.stats["frames"], time.monotonic()
+        _wait(lambda: read_metrics(metrics).get("snapshots", 0) >= len(exchange.symbols))
+        first, sent, began = read_metrics(metrics), exchange.stats["frames"], time.monotonic()
         process = psutil.Process(collector.pid)
         cpu_before = sum(process.cpu_times()[:2])
         time.sleep(args.seconds)
         cpu = (sum(process.cpu_times()[:2]) - cpu_before) / (time.monotonic() - began)
-        steady = _metrics(metrics)
+        steady = read_metrics(metrics)
         rate = (steady["messages"] - first["messages"]) / (steady["uptime_s"] - first["uptime_s"])
         offered = (exchange.stats["frames"] - sent) / (time.monotonic() - began)
         reconnects = []
@@ -90,7 +83,7 @@ def main(argv=None) -> int:
             reconnects.append(_dropped(exchange, metrics))
         exchange.refuse_connections(args.refuse_seconds)     # a partition: reconnects refused
         partition = _dropped(exchange, metrics)
-        final = _metrics(metrics)
+        final = read_metrics(metrics)
     finally:
         collector.send_signal(signal.SIGTERM)
         code = collector.wait(60)

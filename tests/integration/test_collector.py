@@ -10,6 +10,7 @@ import sys
 import time
 
 from beam_pipeline.cli import main as pipeline_main
+from beam_pipeline.collector import read_metrics
 from beam_pipeline.readback import read
 from tests.conftest import REPO
 from tests.tooling.fake_exchange import FakeExchange
@@ -25,14 +26,6 @@ def _collector(exchange, *extra, env=None):
          "--rest_url", exchange.rest_url, *QUICK, *extra],
         cwd=REPO, env=dict(env or os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
-
-
-def _metrics(path):
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return {}
 
 
 def _wait_for(condition, timeout_s, what, proc=None):
@@ -55,7 +48,7 @@ def _wait_for(condition, timeout_s, what, proc=None):
 def _settled(metrics_file, snapshots):
     """At least `snapshots` taken, and none waiting."""
     def check():
-        status = _metrics(metrics_file)
+        status = read_metrics(metrics_file)
         return status.get("snapshots", 0) >= snapshots and status.get("snapshots_pending") == 0
     return check
 
@@ -87,7 +80,7 @@ def test_partitions_rest_failures_a_stall_and_a_planned_reconnect_to_files(tmp_p
                       "--idle_timeout", "1", "--planned_reconnect", "3")
     try:
         def counted(name, at_least):
-            return lambda: _metrics(metrics_file).get(name, 0) >= at_least
+            return lambda: read_metrics(metrics_file).get(name, 0) >= at_least
         _wait_for(counted("snapshots", 4), 30, "the first snapshots", proc)
         _wait_for(counted("planned_reconnects", 1), 30, "a planned reconnect", proc)
         exchange.rest_failures([429, 500])           # the snapshots after the next reconnect
@@ -107,7 +100,7 @@ def test_partitions_rest_failures_a_stall_and_a_planned_reconnect_to_files(tmp_p
     assert code == 0, log[-3000:]
     assert exchange.stats["rest_429"] == 1 and exchange.stats["rest_500"] == 1
     assert exchange.stats["refused"] >= 1
-    status = _metrics(metrics_file)
+    status = read_metrics(metrics_file)
     assert status["reconnects"] >= 2 and status["disconnects"] == status["reconnects"]
     assert status["planned_reconnects"] >= 1 and status["snapshot_failures"] == 0
     assert "msg/s" in log and "reconnected after" in log
@@ -162,7 +155,7 @@ def test_end_to_end_collector_pubsub_pipeline_and_the_recovery_loop(pubsub_emula
     skipped = exchange.symbols[0]
     try:
         def counted(name, at_least):
-            return lambda: (_metrics(metrics_file).get(name) or 0) >= at_least
+            return lambda: (read_metrics(metrics_file).get(name) or 0) >= at_least
         _wait_for(counted("snapshots", 4), 60, "the first snapshots", proc)
         # the job has started when it has counted the first records
         _wait_for(lambda: (wait_counted(out, 1, 1)[1] or {}).get("clean_records", 0) > 0, 90,
@@ -177,7 +170,7 @@ def test_end_to_end_collector_pubsub_pipeline_and_the_recovery_loop(pubsub_emula
         time.sleep(3)
         code, log = _stop(proc)
         assert code == 0, log[-3000:]
-        status = _metrics(metrics_file)
+        status = read_metrics(metrics_file)
         written = status["records"]
         assert status.get("publish_failures", 0) == 0 and status.get("records_lost", 0) == 0
         done, summary = wait_counted(out, written, 90)
