@@ -39,7 +39,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
         batches, read_failures, read_tallies = read.batches, [read.dead_letter], [read.tally]
 
     # Decode
-    decoded = batches | "Decode" >> DecodeRecords(ops.max_record_bytes)
+    decoded = batches | "Decode" >> DecodeRecords(ops.max_record_bytes, columnar=not streaming)
 
     # Sequence
     sequenced = decoded.events | "Sequence" >> SequenceFeeds(

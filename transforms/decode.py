@@ -8,7 +8,7 @@ import traceback
 import apache_beam as beam
 
 from beam_pipeline.core import progress, tallies
-from beam_pipeline.core.batch_decode import fast_decoder_for
+from beam_pipeline.core.batch_decode import decode_envelope_columns, fast_decoder_for
 from beam_pipeline.core.framing import FileContext, decode_message, decode_record
 import transforms.coders  # noqa: F401  (registers the batch coders)
 from beam_pipeline.core.model import EventBatch, RawBatch, dead_letter, rejected_dead_letter
@@ -62,13 +62,16 @@ class _Progress:
 
 
 class DecodeBatch(beam.DoFn):
-    """RawBatch -> one list of Events (main), DeadLetters, and tallies (per file: tallies.key).
+    """RawBatch -> one EventBatch (main), DeadLetters, and tallies (per file: tallies.key).
 
-    Events stay in lists: one element per input batch keeps Beam's per-element cost off the hot path.
+    Events stay in batches: one element per input batch keeps Beam's per-element cost off the hot
+    path. `columnar`: a file's plain envelope deltas travel as columns (EventBatch.columns, the batch
+    sequencer's fast path); otherwise every event is an Event (the streaming sequencer's form).
     """
 
-    def __init__(self, max_record_bytes: int):
+    def __init__(self, max_record_bytes: int, columnar: bool = False):
         self.max_record_bytes = max_record_bytes
+        self.columnar = columnar
 
     def setup(self):
         tune_gc_for_bulk_work()
@@ -78,10 +81,11 @@ class DecodeBatch(beam.DoFn):
         ctx = FileContext(batch.fmt, batch.exchange, batch.market, batch.symbol)
         file = None if batch.fmt == "message" else batch.source
         events, ignored, ingest = [], 0, batch.ingest_time or now_ms()
-        fast = self._fast(batch)
+        columns, fast = self._columns(batch) if self._columnar(batch) else (None, self._fast(batch))
         for index, (number, raw) in enumerate(batch.records):
             if fast is not None and fast[index] is not None:
-                events.append(fast[index])
+                if fast[index] is not True:       # True: the line is a row of `columns`
+                    events.append(fast[index])
                 continue
             try:
                 event = decode_one(batch, ctx, number, raw, self.max_record_bytes, index)
@@ -104,9 +108,8 @@ class DecodeBatch(beam.DoFn):
                                                len(batch.records)))
         if ignored:
             yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.IGNORED, file), ignored))
-        if events:
-            yield EventBatch(events, batch.publish_time)
-
+        if events or columns:
+            yield EventBatch(events, batch.publish_time, columns)
 
     def _fast(self, batch: RawBatch):
         """The batch fast path's Events (None where a record takes decode_one), or None."""
@@ -118,14 +121,33 @@ class DecodeBatch(beam.DoFn):
         return decode([raw for _, raw in batch.records], sources, self.max_record_bytes)
 
 
-class DecodeRecords(beam.PTransform):
-    """RawBatch -> lists of Event (main `events`), `dead_letter`, `tally`."""
+    def _columnar(self, batch: RawBatch) -> bool:
+        """A file's envelope records (numbered lines: a row's source is path:line)."""
+        return (self.columnar and batch.fmt == "envelope" and batch.sources is None
+                and bool(batch.records) and batch.records[0][0] >= 1)
 
-    def __init__(self, max_record_bytes: int):
+    def _columns(self, batch: RawBatch):
+        """(EventColumns bytes or None, per record True where it is a row of them, else None)."""
+        columns, taken = decode_envelope_columns([raw for _, raw in batch.records],
+                                                 [number for number, _ in batch.records],
+                                                 batch.source, self.max_record_bytes)
+        marks = [None] * len(batch.records)
+        for index in taken:
+            marks[index] = True
+        return (columns.to_bytes() if columns is not None else None), marks
+
+
+class DecodeRecords(beam.PTransform):
+    """RawBatch -> EventBatches (main `events`), `dead_letter`, `tally`. `columnar`: see
+    DecodeBatch (the batch graph sets it)."""
+
+    def __init__(self, max_record_bytes: int, columnar: bool = False):
         super().__init__()
         self.max_record_bytes = max_record_bytes
+        self.columnar = columnar
 
     def expand(self, batches):
-        return batches | "Decode" >> beam.ParDo(DecodeBatch(self.max_record_bytes)).with_output_types(
+        return batches | "Decode" >> beam.ParDo(
+            DecodeBatch(self.max_record_bytes, self.columnar)).with_output_types(
             EventBatch).with_outputs(
             DEAD_LETTER, TALLY, main="events")

@@ -13,7 +13,8 @@ from collections import defaultdict
 import apache_beam as beam
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_pipeline.core.model import EventBatch, events_of
+from beam_pipeline.core.columns import events_of
+from beam_pipeline.core.model import EventBatch
 from beam_pipeline.core.sequencer import Policy
 from transforms.sequence_batch import BatchSequencerDoFn, SpillRuns
 from transforms.sequence_live import LiveSequencerDoFn

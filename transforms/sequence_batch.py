@@ -16,14 +16,16 @@ from collections import defaultdict
 
 import apache_beam as beam
 import msgspec
+import numpy as np
 from apache_beam.coders import BytesCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
                                               on_timer)
 
+from beam_pipeline.core.columns import EventColumns, columns_of, sort_order
 from beam_pipeline.core.epochs import chunks_min_time, replay_in_epoch_order
-from beam_pipeline.core.model import Event, RunRef, events_of, sort_canonically, stream_name
+from beam_pipeline.core.model import Event, RunRef, sort_canonically, stream_name
 from beam_pipeline.core.runtime import tune_gc_for_bulk_work
 from beam_pipeline.core.sequencer import Policy
 from transforms import sequence_state as keyed
@@ -57,26 +59,68 @@ class SpillRuns(beam.DoFn):
 
     def process(self, batch):
         span, runs = self.run_span_ids, defaultdict(list)
-        for event in events_of(batch):      # a flat tuple: Event.key would build one more per event
+        for event in getattr(batch, "events", batch):   # an EventBatch, or a list of Events (tests)
+            # a flat tuple: Event.key would build one more per event
             runs[(event.exchange, event.market, event.symbol, event.last_id // span)].append(event)
         for (exchange, market, symbol, run_index), run_events in runs.items():
             key = (exchange, market, symbol)
-            path = "/".join([self.work_dir, "runs", *map(_safe, key), f"{run_index:012d}",
-                             f"{uuid.uuid4().hex}.msgpack"])
+            path = self._chunk_path(key, run_index, "msgpack")
             with FileSystems.create(path) as handle:
                 handle.write(keyed.encode(run_events))
             yield key, RunRef(run_index, path, len(run_events),
                               min(map(Event.time.fget, run_events)))
+        columns = columns_of(batch)
+        if columns is not None:
+            yield from self._spill_columns(columns)
+
+    def _chunk_path(self, key, run_index: int, extension: str) -> str:
+        return "/".join([self.work_dir, "runs", *map(_safe, key), f"{run_index:012d}",
+                         f"{uuid.uuid4().hex}.{extension}"])
+
+    def _spill_columns(self, columns: EventColumns):
+        """The columnar rows cut by (key, run) with numpy; one chunk file each, rows in arrival
+        order (a stable sort)."""
+        key_index = columns.array("key")
+        run_index = columns.array("last_id") // self.run_span_ids
+        order = np.lexsort((run_index, key_index))
+        keys, runs = key_index[order], run_index[order]
+        bounds = np.flatnonzero((keys[1:] != keys[:-1]) | (runs[1:] != runs[:-1])) + 1
+        times = columns.times()
+        for start, stop in zip([0, *bounds.tolist()], [*bounds.tolist(), len(order)]):
+            rows = order[start:stop]
+            key, run = columns.keys[int(keys[start])], int(runs[start])
+            chunk = columns.take(rows)
+            path = self._chunk_path(key, run, "arrow")
+            with FileSystems.create(path) as handle:
+                handle.write(chunk.to_bytes())
+            yield key, RunRef(run, path, len(rows), int(times[rows].min()), columnar=True)
 
 
-def read_run(refs) -> list:
-    """All chunks of one run, in canonical order (chunks are in arrival order, so mostly sorted
+# A run of fewer rows is replayed as Events: below this, Arrow's per-call costs exceed what columns
+# save (bench/README.md).
+COLUMNAR_MIN_ROWS = 256
+
+
+def read_run(refs):
+    """All chunks of one run, in canonical order: EventColumns when every chunk is columnar and
+    the run is large enough, else a list of Events (chunks are in arrival order, so mostly sorted
     already: Python's sort merges such runs in close to linear time)."""
+    if all(ref.columnar for ref in refs) and sum(ref.count for ref in refs) >= COLUMNAR_MIN_ROWS:
+        columns = EventColumns.concat([_read_columns(ref) for ref in refs])
+        return columns.take(sort_order(columns))
     events = []
     for ref in refs:
-        with FileSystems.open(ref.path) as handle:
-            events.extend(_events_codec.decode(handle.read()))
+        if ref.columnar:
+            events.extend(_read_columns(ref).events())
+        else:
+            with FileSystems.open(ref.path) as handle:
+                events.extend(_events_codec.decode(handle.read()))
     return sort_canonically(events)
+
+
+def _read_columns(ref) -> EventColumns:
+    with FileSystems.open(ref.path) as handle:
+        return EventColumns.from_bytes(handle.read())
 
 
 def runs_in_order(refs) -> list:

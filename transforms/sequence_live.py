@@ -30,8 +30,9 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               on_timer)
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from beam_pipeline.core.columns import events_of
 from beam_pipeline.core.epochs import canonical_order
-from beam_pipeline.core.model import ErrorEvent, Event, events_of, stream_name
+from beam_pipeline.core.model import ErrorEvent, Event, stream_name
 from beam_pipeline.core.runtime import now_ms
 from beam_pipeline.core.reasons import ErrorType, Outcome
 from beam_pipeline.core.sequencer import Policy

@@ -15,6 +15,7 @@ import apache_beam as beam
 import msgspec
 
 from beam_pipeline.core import tallies
+from beam_pipeline.core.columns import CleanStretch
 from beam_pipeline.core.model import (CorruptPeriod, ErrorEvent, Event, dead_letter,
                                       event_dead_letter, stream_name)
 from beam_pipeline.core.reasons import CorruptReason, ErrorType, Outcome, Reason
@@ -104,8 +105,7 @@ def tagged_outputs(machine, first_seen: bool, clean_output):
         else:                      # a report: the outcome is the name of its output tag
             yield beam.pvalue.TaggedOutput(outcome.value, value)
     if clean:
-        counts.update(tallies.counts_by_file(tallies.CLEAN_RECORDS,
-                                             [value[0].source for value in clean]))
+        counts.update(_clean_counts(clean))
         carrier = clean_output(machine, clean)
         if carrier is not None:          # None: the rows wait in a part writer (batch)
             yield beam.pvalue.TaggedOutput(CLEAN, carrier)
@@ -113,6 +113,18 @@ def tagged_outputs(machine, first_seen: bool, clean_output):
         counts["symbols"] += 1
     for name, count in counts.items():
         yield beam.pvalue.TaggedOutput(TALLY, (name, count))
+
+
+def _clean_counts(clean: list) -> Counter:
+    """Clean rows per file: (Event, segment, anchored) rows by their sources, CleanStretches by
+    their path column (a row's source is path:line)."""
+    stretches = [value for value in clean if isinstance(value, CleanStretch)]
+    counts = tallies.counts_by_file(tallies.CLEAN_RECORDS, [
+        value[0].source for value in clean if not isinstance(value, CleanStretch)])
+    for stretch in stretches:
+        for path, n in stretch.columns.file_counts().items():
+            counts[tallies.key(tallies.CLEAN_RECORDS, tallies.file_of_source(f"{path}:1"))] += n
+    return counts
 
 
 def poison(stage: str, key, payload: bytes, source: str):

@@ -20,6 +20,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipeline.core.columns import CleanStretch
+from beam_pipeline.core.model import DELTA
+
 _TIME = pa.timestamp("ms", tz="UTC")
 _LEVEL = pa.struct([("price", pa.string()), ("qty", pa.string())])
 _LEVELS = pa.list_(_LEVEL)
@@ -50,10 +53,48 @@ _EVENT, _SEGMENT, _ANCHORED = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
 def clean_table(rows, key: Optional[tuple] = None) -> pa.Table:
-    """(Event, segment_id, anchored) rows -> an Arrow table, column by column (map with an
-    attrgetter: half the cost of a comprehension with getattr, measured). `key`: the (exchange,
-    market, symbol) every row has (a sequencer's rows are its key's), repeated instead of read
-    from each row."""
+    """The sequencer's clean outputs -> an Arrow table in their order: (Event, segment_id,
+    anchored) rows, and CleanStretches (columns, the batch fast path) taken column by column.
+    `key`: the (exchange, market, symbol) every row has (a sequencer's rows are its key's),
+    repeated instead of read from each row."""
+    if not any(isinstance(row, CleanStretch) for row in rows):
+        return _event_table(rows, key)
+    tables, pending = [], []
+    for row in rows:
+        if isinstance(row, CleanStretch):
+            if pending:
+                tables.append(_event_table(pending, key))
+                pending = []
+            tables.append(_stretch_table(row, key))
+        else:
+            pending.append(row)
+    if pending:
+        tables.append(_event_table(pending, key))
+    return pa.concat_tables(tables)
+
+
+def _stretch_table(stretch: CleanStretch, key: Optional[tuple]) -> pa.Table:
+    """A CleanStretch's rows as a clean table: the id and time columns are the columns' own."""
+    columns, n = stretch.columns, len(stretch.columns)
+    source = columns.table
+    if key is None:
+        keys = [columns.keys[index] for index in columns.array("key").tolist()]
+        names = {name: pa.array([k[i] for k in keys], pa.string())
+                 for i, name in enumerate(_CLEAN_COLUMNS[:3])}
+    else:
+        names = {name: pa.repeat(pa.scalar(value, pa.string()), n)
+                 for name, value in zip(_CLEAN_COLUMNS[:3], key)}
+    table = {**names, "kind": pa.repeat(pa.scalar(DELTA, pa.string()), n),
+             "first_id": source["first_id"], "last_id": source["last_id"],
+             "prev_id": source["prev_id"], "event_time": source["event_time"].cast(_TIME),
+             "recv_time": source["recv_time"].cast(_TIME),
+             "bids": binary_levels_array(source["bids"]), "asks": binary_levels_array(source["asks"]),
+             "segment_id": pa.repeat(pa.scalar(stretch.segment_id, pa.int64()), n),
+             "anchored": pa.repeat(pa.scalar(stretch.anchored, pa.bool_()), n)}
+    return pa.table(table, schema=CLEAN_SCHEMA)
+
+
+def _event_table(rows, key: Optional[tuple]) -> pa.Table:
     events = list(map(_EVENT, rows))
     names = _CLEAN_COLUMNS if key is None else _CLEAN_COLUMNS[3:]
     columns = {name: list(map(_FIELD[name], events)) for name in names}
@@ -73,7 +114,22 @@ def levels_array(texts) -> pa.Array:
     Python object per level: a string is what lies between a pair of quotes, its characters are
     exactly the digits and points of the text, and a level is four quotes. Reference:
     decode_levels per text (tests/test_fast_paths.py)."""
-    chars = np.frombuffer(b"".join(texts), np.uint8)
+    text_ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
+    return _levels_of_buffer(np.frombuffer(b"".join(texts), np.uint8), text_ends)
+
+
+def binary_levels_array(texts: pa.ChunkedArray) -> pa.Array:
+    """levels_array of a (large_)binary column of levels texts, from its buffers (no copy per text)."""
+    texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+    _, offsets, data = texts.buffers()
+    offset_type = np.int64 if pa.types.is_large_binary(texts.type) else np.int32
+    offsets = np.frombuffer(offsets, offset_type)[texts.offset:texts.offset + len(texts) + 1]
+    chars = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]] if len(texts) else np.zeros(0, np.uint8)
+    return _levels_of_buffer(chars, (offsets[1:] - offsets[0]).astype(np.int64))
+
+
+def _levels_of_buffer(chars: np.ndarray, text_ends: np.ndarray) -> pa.Array:
+    """The texts whose bytes are `chars`, text i ending at text_ends[i] -> levels_array."""
     quotes = np.flatnonzero(chars == _QUOTE)
     values = chars[chars - np.uint8(_POINT) < 12]    # '.', '/' (never sent), '0'-'9'; others wrap
     if len(values) >= 2**31:
@@ -82,8 +138,7 @@ def levels_array(texts) -> pa.Array:
     np.cumsum(quotes[1::2] - quotes[0::2] - 1, out=string_offsets[1:])
     strings = pa.StringArray.from_buffers(len(string_offsets) - 1, pa.py_buffer(string_offsets),
                                           pa.py_buffer(values))
-    text_ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
-    level_offsets = np.zeros(len(texts) + 1, np.int32)
+    level_offsets = np.zeros(len(text_ends) + 1, np.int32)
     level_offsets[1:] = np.searchsorted(quotes, text_ends) // 4
     levels = pa.StructArray.from_arrays([strings.take(np.arange(0, len(strings), 2)),
                                          strings.take(np.arange(1, len(strings), 2))],

@@ -24,6 +24,7 @@ import msgspec
 
 from beam_pipeline.core.adapters.binance import (_COMPACT_LEVELS, EXCHANGES, PREVIOUS_LINK, RULES,
                                                  _DepthUpdateFast)
+from beam_pipeline.core.columns import RULE_CODES, EventColumns
 from beam_pipeline.core.decoding import TimeMs
 from beam_pipeline.core.model import DELTA, Event
 
@@ -40,6 +41,7 @@ class _EnvelopeDelta(msgspec.Struct):
 
 
 _envelope_delta_decoder = msgspec.json.Decoder(_EnvelopeDelta)
+_RULE_CODE_OF_MARKET = {market: RULE_CODES[rule] for market, rule in RULES.items()}
 
 
 def _plain_line(line: bytes) -> bool:
@@ -79,6 +81,26 @@ def decode_envelope_deltas(lines, sources, max_record_bytes: int) -> list:
                                  env.recv_ts_ms, bytes(msg.b), bytes(msg.a), RULES[env.market],
                                  sources[index])
     return found
+
+
+def decode_envelope_columns(lines, numbers, path: str, max_record_bytes: int):
+    """decode_envelope_deltas for the lines of one file (`numbers`: their line numbers, >= 1), the
+    Events as columns: (EventColumns or None, the indexes of the lines they hold, in order). Row k
+    is the Event decode_envelope_deltas gives for line taken[k], source "path:number"."""
+    keys, rows, taken = {}, [], []
+    for index, line in enumerate(lines):
+        env = _accepted(line) if len(line) <= max_record_bytes and line.isascii() else None
+        if env is None:
+            continue
+        msg = env.payload
+        if _COMPACT_LEVELS.match(msg.b) and _COMPACT_LEVELS.match(msg.a):
+            key = keys.setdefault((env.exchange, env.market, msg.s), len(keys))
+            rows.append((key, msg.U, msg.u, msg.pu, msg.E, env.recv_ts_ms, _RULE_CODE_OF_MARKET[env.market],
+                         0, numbers[index], bytes(msg.b), bytes(msg.a)))
+            taken.append(index)
+    if not rows:
+        return None, taken
+    return EventColumns.from_rows(list(keys), [path], rows), taken
 
 
 def fast_decoder_for(fmt: str) -> Optional[object]:

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
+import numpy as np
+
+from beam_pipeline.core.columns import EventColumns
 from beam_pipeline.core.model import Event, sort_canonically
 
 _INF = float("inf")
@@ -33,7 +36,10 @@ _time = Event.time.fget
 
 def cut_points(events: Sequence[Event], max_jump: int, before: Optional[Event] = None) -> list:
     """Indexes i of `events` (sorted by Event.sort_key) where an epoch begins: an epoch cut lies
-    between events[i - 1] (or `before`, the event just before the list, for i == 0) and events[i]."""
+    between events[i - 1] (or `before`, the event just before the list, for i == 0) and events[i].
+    EventColumns: the same with numpy."""
+    if isinstance(events, EventColumns):
+        return _column_cut_points(events, max_jump, before)
     cuts = []
     prev = before
     for index, event in enumerate(events):
@@ -44,7 +50,21 @@ def cut_points(events: Sequence[Event], max_jump: int, before: Optional[Event] =
     return cuts
 
 
+def _column_cut_points(columns: EventColumns, max_jump: int, before: Optional[Event]) -> list:
+    if not len(columns):
+        return []
+    first, last, times = columns.array("first_id"), columns.array("last_id"), columns.times()
+    # ids are non-negative int64s: first - last cannot overflow
+    cut = (first[1:] - last[:-1] > max_jump) & (times[1:] < times[:-1])
+    cuts = (np.flatnonzero(cut) + 1).tolist()
+    if before is not None and cut_points(columns[0:1].events(), max_jump, before) == [0]:
+        cuts.insert(0, 0)
+    return cuts
+
+
 def _min_time(events: Sequence[Event], start: int, stop: int) -> int:
+    if isinstance(events, EventColumns):
+        return int(events.times()[start:stop].min())
     return min(map(_time, events[start:stop]))
 
 

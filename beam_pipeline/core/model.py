@@ -234,11 +234,7 @@ class EventBatch(msgspec.Struct):
 
     events: list[Event]
     publish_time: int = 0          # ms: the Pub/Sub publish time of the message they came in (0: files)
-
-
-def events_of(element) -> list:
-    """The events of an EventBatch, or of a plain list of Events (tests build those)."""
-    return element.events if isinstance(element, EventBatch) else element
+    columns: Optional[bytes] = None  # more events, as columns.EventColumns.to_bytes() (batch fast path)
 
 
 class RawBatch(msgspec.Struct):
@@ -264,5 +260,6 @@ class RunRef(msgspec.Struct, frozen=True):
     path: str
     count: int
     min_time: Optional[int] = None  # earliest Event.time in the chunk (epoch replay order; None: unknown)
+    columnar: bool = False         # the chunk is columns.EventColumns.to_bytes(), else msgpack Events
 
 

@@ -43,6 +43,7 @@ from typing import Iterable, Optional
 import msgspec
 import numpy as np
 
+from beam_pipeline.core.columns import CleanStretch, EventColumns
 from beam_pipeline.core.epochs import canonical_order
 from beam_pipeline.core.model import (DELTA, DISCONNECT, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT,
                                       CorruptPeriod, ErrorEvent, Event, Gap, RecoveryRequest,
@@ -158,6 +159,21 @@ def continuing_stretches(events: list) -> list:
         rule = np.fromiter(map(_RULE_CODES.get, map(_RULE, events), repeat(0)), np.int8, n)
     except (TypeError, ValueError, OverflowError):     # a poison event: the machine handles it
         return list(range(n))
+    return _stretch_ends(first, last, prev, delta, rule).tolist()
+
+
+def column_stretches(columns: EventColumns) -> np.ndarray:
+    """continuing_stretches of the rows of `columns` (all deltas)."""
+    n = len(columns)
+    if n < 2:
+        return np.arange(n)
+    return _stretch_ends(columns.array("first_id"), columns.array("last_id"),
+                         columns.filled("prev_id", -2), np.ones(n, np.bool_),
+                         columns.array("rule"))
+
+
+def _stretch_ends(first, last, prev, delta, rule) -> np.ndarray:
+    n = len(first)
     cursor = last[:-1]              # the cursor each event meets if all before it were accepted
     # range_plus_one U <= c+1 <= u written as U - 1 <= c < u (no int64 overflow at c = 2**63-1)
     linked = np.where(rule[1:] == 2, (prev[1:] == cursor) & (prev[1:] != -2),
@@ -166,8 +182,7 @@ def continuing_stretches(events: list) -> list:
     ok = np.concatenate(([False], ok))
     # end of the stretch starting at i: the first index >= i that does not continue
     breaks = np.flatnonzero(~ok)
-    ends = np.append(breaks, n)[np.searchsorted(breaks, np.arange(n), side="left")]
-    return ends.tolist()
+    return np.append(breaks, n)[np.searchsorted(breaks, np.arange(n), side="left")]
 
 
 class StreamSequencer:
@@ -211,22 +226,53 @@ class StreamSequencer:
         stretch is exactly a run of _accept_delta calls, and is taken as one; every other event
         goes through the machine, which stays the reference (property test:
         tests/unit/test_sequencer_fast.py)."""
+        if isinstance(events, EventColumns):
+            self._feed_columns(events)
+            return
         events = events if isinstance(events, list) else list(events)
         ends = continuing_stretches(events)
         i, n = 0, len(events)
         while i < n:
             end = ends[i]
-            if end > i and self._continues_plainly(events[i - 1]):
+            if end > i and self._continues_plainly(events[i - 1].last_id):
                 self._accept_stretch(events, i, end)
                 i = end
             else:
                 self.feed(events[i])
                 i += 1
 
-    def _continues_plainly(self, previous: Event) -> bool:
+    def _feed_columns(self, columns: EventColumns) -> None:
+        """feed_all over columns: a plain stretch is accepted as one CleanStretch output (no Event
+        built); the rows between stretches are built as Events, a block at a time, and fed."""
+        ends = column_stretches(columns)
+        n = len(columns)
+        starts = np.flatnonzero(ends > np.arange(n))        # rows that continue the row before
+        last = columns.array("last_id")
+        i = 0
+        while i < n:
+            end = int(ends[i])
+            if end > i and self._continues_plainly(int(last[i - 1])):
+                self._accept_column_stretch(columns, i, end)
+                i = end
+                continue
+            later = starts[np.searchsorted(starts, i, side="right"):][:1]   # the next stretch
+            stop = int(later[0]) if len(later) else n
+            for event in columns.events(i, stop):
+                self.feed(event)
+            i = stop
+
+    def _continues_plainly(self, previous_last_id: int) -> bool:
         st = self.state
         return (st.hold is None and st.prior_epoch_id is None and st.seen and not self._queue
-                and self._jump >= 0 and st.cursor is not None and st.cursor == previous.last_id)
+                and self._jump >= 0 and st.cursor is not None and st.cursor == previous_last_id)
+
+    def _accept_column_stretch(self, columns: EventColumns, start: int, end: int) -> None:
+        """_accept_stretch for rows start..end of columns: one output for all of them."""
+        st = self.state
+        st.cursor, st.bridging, st.last_snapshot_id = int(columns.array("last_id")[end - 1]), False, None
+        st.last_time = st.last_delta_time = int(columns.times()[end - 1])
+        st.disconnected = False
+        self.out.append((CLEAN, CleanStretch(columns[start:end], st.segment_id, st.anchored)))
 
     def _accept_stretch(self, events: list, start: int, end: int) -> None:
         """_accept_delta for events[start:end], each continuing the one before (checked)."""

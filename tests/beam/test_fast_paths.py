@@ -133,3 +133,35 @@ def test_clean_table_with_its_key_equals_reading_the_key_from_each_row():
     keyed = clean_table(rows, ("binance", "usdm", "BTCUSDT"))
     assert keyed.equals(clean_table(rows)) and keyed.schema.equals(clean_table(rows).schema)
     assert clean_table([], ("binance", "usdm", "BTCUSDT")).equals(clean_table([]))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans(), level_lists), min_size=1, max_size=6),
+       st.booleans())
+def test_a_clean_table_of_stretches_equals_the_table_of_their_rows(pieces, keyed):
+    """CleanStretch outputs (columns, the batch fast path) and (Event, segment, anchored) rows, in
+    any mix, make the table their rows make one by one (schema, values, nulls, order)."""
+    from beam_pipeline.core.columns import CleanStretch, EventColumns
+    from transforms.tables import clean_table
+
+    key = ("binance", "usdm", "BTCUSDT")
+    outputs, rows, i = [], [], 0
+    for segment, as_columns, sides in pieces:
+        events = []
+        for levels in sides:
+            i += 1
+            events.append(Event(*key, DELTA, i, i + 1, i - 1 if i % 3 else None,
+                                None if i % 4 == 0 else 1_700_000_000_000 + i,
+                                None if i % 5 == 0 else 1_700_000_000_100 + i,
+                                encode_levels(levels), encode_levels(levels[:1]), "previous_link",
+                                f"f:{i}"))
+        piece_rows = [(event, segment, segment % 2 == 0) for event in events]
+        rows += piece_rows
+        if as_columns and events:
+            columns = EventColumns.from_events(events)
+            outputs.append(CleanStretch(columns[0:len(events)], segment, segment % 2 == 0))
+        else:
+            outputs += piece_rows
+    table = clean_table(outputs, key if keyed else None)
+    assert table.schema.equals(clean_table(rows).schema)
+    assert table.to_pylist() == clean_table(rows).to_pylist()
