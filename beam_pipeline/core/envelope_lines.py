@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+import msgspec
+
 from beam_pipeline.core.adapters.binance import _LEVEL, PREVIOUS_LINK, RULES
 from beam_pipeline.core.decoding import INT64_MAX, LAST_MS
 
@@ -32,19 +34,21 @@ _MS = rb'(0|[1-9][0-9]{0,14}+)'            # TimeMs 0..LAST_MS (15 digits)
 _LEVELS = rb'(\[(?:' + _LEVEL + rb'(?:,' + _LEVEL + rb')*+)?+\])'
 
 _HEAD = (rb'\{"exchange":"(binance(?:_us)?+)","market":"(spot|usdm|coinm)",'
-         rb'"symbol":"([A-Z0-9_-]{1,32}+)","recv_ts_ms":' + _MS + rb','
+         rb'"symbol":"(?P<symbol>[A-Z0-9_-]{1,32}+)","recv_ts_ms":' + _MS + rb','
          rb'"type":"delta","payload":\{"e":"depthUpdate","E":' + _MS + rb',')
 _SPOT_ORDER = (rb'"s":"(?P=symbol)","U":' + _ID + rb',"u":' + _ID + rb',"b":' + _LEVELS
                + rb',"a":' + _LEVELS + rb'(?:,"pu":' + _PREV + rb')?+(?:,"T":' + _MS + rb')?+')
 _FUTURES_ORDER = (rb'"T":' + _MS + rb',"s":"(?P=symbol)","U":' + _ID + rb',"u":' + _ID
                   + rb',"pu":' + _PREV + rb',"b":' + _LEVELS + rb',"a":' + _LEVELS)
-DELTA_LINE = re.compile((_HEAD + rb'(?:' + _SPOT_ORDER + rb'|' + _FUTURES_ORDER + rb')\}\}')
-                        .replace(rb'"symbol":"(', rb'"symbol":"(?P<symbol>', 1))
+DELTA_LINE = re.compile(_HEAD + rb'(?:' + _SPOT_ORDER + rb'|' + _FUTURES_ORDER + rb')\}\}')
 # groups: 1 exchange, 2 market, 3 symbol, 4 recv_ts_ms, 5 E,
 #   spot order 6 U, 7 u, 8 b, 9 a, 10 pu, 11 T; futures order 12 T, 13 U, 14 u, 15 pu, 16 b, 17 a
 
 _EXCHANGES = {b"binance": "binance", b"binance_us": "binance_us"}
 _MARKETS = {b"spot": "spot", b"usdm": "usdm", b"coinm": "coinm"}
+# The regex has checked the digits: msgspec's integer parser is 2-3x faster than int(bytes) (100
+# against 260 ns for 13 digits, measured), and 19 digits always fit its uint64.
+_int = msgspec.json.Decoder(int).decode
 _LINKED = frozenset(market.encode() for market, rule in RULES.items() if rule == PREVIOUS_LINK)
 
 
@@ -59,15 +63,15 @@ def match_delta_line(line: bytes) -> Optional[tuple]:
      trade2, first2, last2, prev2, bids2, asks2) = match.groups()
     if first is None:
         first, last, prev, bids, asks, trade = first2, last2, prev2, bids2, asks2, trade2
-    recv, event, first, last = int(recv), int(event), int(first), int(last)
+    recv, event, first, last = _int(recv), _int(event), _int(first), _int(last)
     if prev is not None:
-        prev = int(prev)
+        prev = _int(prev)
         if prev > INT64_MAX:
             return None
     elif market in _LINKED:
         return None                       # a futures delta must carry pu: the decoder says why
     if (first > last or last > INT64_MAX or recv > LAST_MS or event > LAST_MS
-            or (trade is not None and int(trade) > LAST_MS)):
+            or (trade is not None and _int(trade) > LAST_MS)):
         return None
     return (_EXCHANGES[exchange], _MARKETS[market], symbol.decode(), recv, event, first, last, prev,
             bids, asks)
