@@ -226,7 +226,8 @@ def test_edge_values_and_near_misses_are_left_to_the_decoders():
               SPOT.replace(b'"s":"BTCUSDT"', b'"s":"ETHUSDT"'),                 # symbol mismatch
               SPOT.replace(b'"1.00"', b'"1."'), SPOT.replace(b'"1.00"', b'"-1"'),
               SPOT.replace(b'"delta"', b'"snapshot"'), SPOT.replace(b'}}', b'} }'),
-              SPOT + b"\n", SPOT.replace(b'"market":"spot"', b'"market":"margin"')]
+              SPOT + b"\n", SPOT.replace(b'"market":"spot"', b'"market":"margin"'),
+              SPOT.replace(b'"binance_us"', b'"binance_u"'), SPOT.replace(b'"binance_us"', b'"binance_usa"')]
     assert [match_delta_line(line) for line in misses] == [None] * len(misses)
     for kind in set(REASON_OF) - {"record_too_large"}:   # the size limit is the caller's
         assert match_delta_line(_bad_record(kind, random.Random(0), 4096)) is None, kind
