@@ -5,12 +5,15 @@ Per line, the reference path decodes the envelope, then its payload (two msgspec
 through framing and adapter, and checks each level array with a regex (two calls a line, the
 largest single cost of decoding: bench/README.md). Here:
 
-- one msgspec pass decodes envelope and payload together (the payload typed as the adapter's fast
-  depth update, levels left as raw bytes), and the Event is built from it directly.
+- a line in one of the common compact shapes is matched by one whole-line regex that checks the
+  level arrays too and gives the fields as groups (core/envelope_lines.py, no JSON decoding);
+- any other line: one msgspec pass decodes envelope and payload together (the payload typed as the
+  adapter's fast depth update, levels left as raw bytes), and the level arrays are checked by the
+  adapter's regex, one call per array (validating a whole batch's arrays over one joined buffer
+  with bytes operations or numpy was measured and was not faster: bench/README.md).
 
-The level arrays are still checked by the adapter's regex, one call per array: validating a whole
-batch's arrays over one joined buffer (bytes.translate / count / `in`, or numpy over the bytes) was
-measured and was not faster (bench/README.md).
+The batch pipeline takes a file's accepted lines as columns (decode_envelope_columns ->
+core/columns.EventColumns); streaming takes Events (decode_envelope_deltas).
 
 It only *accepts*: a line it is not sure of (any other type, exchange, shape, a failed check) is
 handed back (None), and the reference path decodes it, rejection reasons and all. What it accepts
@@ -26,6 +29,7 @@ from beam_pipeline.core.adapters.binance import (_COMPACT_LEVELS, EXCHANGES, PRE
                                                  _DepthUpdateFast)
 from beam_pipeline.core.columns import RULE_CODES, EventColumns
 from beam_pipeline.core.decoding import TimeMs
+from beam_pipeline.core.envelope_lines import match_delta_line
 from beam_pipeline.core.model import DELTA, Event
 
 
@@ -67,19 +71,35 @@ def _accepted(line: bytes):
     return env
 
 
+def _delta_fields(line: bytes, max_record_bytes: int):
+    """(exchange, market, symbol, recv_ts_ms, E, U, u, pu, bids, asks) of a line the fast path
+    takes, else None: one whole-line regex for the common shapes (core/envelope_lines.py), one
+    msgspec pass and the level regex for the others."""
+    if len(line) > max_record_bytes:
+        return None
+    fields = match_delta_line(line)
+    if fields is not None or not line.isascii():
+        return fields
+    env = _accepted(line)
+    if env is None:
+        return None
+    msg = env.payload
+    if _COMPACT_LEVELS.match(msg.b) and _COMPACT_LEVELS.match(msg.a):
+        return (env.exchange, env.market, msg.s, env.recv_ts_ms, msg.E, msg.U, msg.u, msg.pu,
+                bytes(msg.b), bytes(msg.a))
+    return None
+
+
 def decode_envelope_deltas(lines, sources, max_record_bytes: int) -> list:
     """Envelope lines -> per line the Event the reference path would give, or None: decode that
     line with the reference path (framing.decode_record). `sources`: each line's source."""
     found = [None] * len(lines)
     for index, line in enumerate(lines):
-        env = _accepted(line) if len(line) <= max_record_bytes and line.isascii() else None
-        if env is None:
-            continue
-        msg = env.payload
-        if _COMPACT_LEVELS.match(msg.b) and _COMPACT_LEVELS.match(msg.a):
-            found[index] = Event(env.exchange, env.market, msg.s, DELTA, msg.U, msg.u, msg.pu, msg.E,
-                                 env.recv_ts_ms, bytes(msg.b), bytes(msg.a), RULES[env.market],
-                                 sources[index])
+        fields = _delta_fields(line, max_record_bytes)
+        if fields is not None:
+            exchange, market, symbol, recv, event_time, first, last, prev, bids, asks = fields
+            found[index] = Event(exchange, market, symbol, DELTA, first, last, prev, event_time,
+                                 recv, bids, asks, RULES[market], sources[index])
     return found
 
 
@@ -89,14 +109,12 @@ def decode_envelope_columns(lines, numbers, path: str, max_record_bytes: int):
     is the Event decode_envelope_deltas gives for line taken[k], source "path:number"."""
     keys, rows, taken = {}, [], []
     for index, line in enumerate(lines):
-        env = _accepted(line) if len(line) <= max_record_bytes and line.isascii() else None
-        if env is None:
-            continue
-        msg = env.payload
-        if _COMPACT_LEVELS.match(msg.b) and _COMPACT_LEVELS.match(msg.a):
-            key = keys.setdefault((env.exchange, env.market, msg.s), len(keys))
-            rows.append((key, msg.U, msg.u, msg.pu, msg.E, env.recv_ts_ms, _RULE_CODE_OF_MARKET[env.market],
-                         0, numbers[index], bytes(msg.b), bytes(msg.a)))
+        fields = _delta_fields(line, max_record_bytes)
+        if fields is not None:
+            exchange, market, symbol, recv, event_time, first, last, prev, bids, asks = fields
+            key = keys.setdefault((exchange, market, symbol), len(keys))
+            rows.append((key, first, last, prev, event_time, recv, _RULE_CODE_OF_MARKET[market],
+                         0, numbers[index], bids, asks))
             taken.append(index)
     if not rows:
         return None, taken
