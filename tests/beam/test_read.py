@@ -6,7 +6,7 @@ import zlib
 
 import apache_beam as beam
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -222,3 +222,44 @@ def test_split_lines_fast_blocks_equal_the_line_by_line_split(parts, size, limit
         if state[1]:
             yield state[0] + 1, state[1].rstrip(b"\r")
     assert list(split_lines(blocks, limit)) == list(reference())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.integers(1, 6), st.sampled_from(["truncate", "flip", "garbage_tail", "whole"]),
+       st.randoms(use_true_random=False))
+def test_gz_blocks_are_python_gzips_on_damaged_files(members, damage, rng):
+    """ISA-L decompresses .gz inputs; whatever the damage, the bytes delivered before the error
+    and the error's type are exactly Python gzip's (the file is read again by it on an error)."""
+    import tempfile
+
+    from transforms.read import BLOCK_BYTES, _gzip_blocks
+
+    blob = bytearray(b"".join(gzip.compress(os.urandom(rng.randrange(1, 40_000)).hex().encode()
+                                            + b"\n") for _ in range(members)))
+    if damage == "truncate":
+        blob = blob[:rng.randrange(len(blob))]
+    elif damage == "flip":
+        for _ in range(rng.randrange(1, 4)):
+            blob[rng.randrange(len(blob))] ^= 0xFF
+    elif damage == "garbage_tail":
+        blob += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 30)))
+
+    def read(blocks):
+        out = bytearray()
+        try:
+            for block in blocks():
+                out += block
+        except Exception as error:  # noqa: BLE001 (the error type is compared)
+            return bytes(out), type(error)
+        return bytes(out), None
+
+    def exact():
+        with gzip.GzipFile(path, "rb") as handle:
+            while block := handle.read1(BLOCK_BYTES):
+                yield block
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/feed.jsonl.gz"
+        with open(path, "wb") as handle:
+            handle.write(blob)
+        assert read(lambda: _gzip_blocks(path)) == read(exact)
