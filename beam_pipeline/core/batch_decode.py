@@ -24,12 +24,15 @@ from __future__ import annotations
 from typing import Optional
 
 import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from beam_pipeline.core.adapters.binance import (_COMPACT_LEVELS, EXCHANGES, PREVIOUS_LINK, RULES,
                                                  _DepthUpdateFast)
-from beam_pipeline.core.columns import RULE_CODES, EventColumns
-from beam_pipeline.core.decoding import TimeMs
-from beam_pipeline.core.envelope_lines import match_delta_line
+from beam_pipeline.core.columns import RULE_CODES, SCHEMA, EventColumns
+from beam_pipeline.core.decoding import LAST_MS, TimeMs
+from beam_pipeline.core.envelope_lines import DELTA_LINE, match_delta_line
 from beam_pipeline.core.model import DELTA, Event
 
 
@@ -46,6 +49,7 @@ class _EnvelopeDelta(msgspec.Struct):
 
 _envelope_delta_decoder = msgspec.json.Decoder(_EnvelopeDelta)
 _RULE_CODE_OF_MARKET = {market: RULE_CODES[rule] for market, rule in RULES.items()}
+_PREVIOUS_LINK_CODE = RULE_CODES[PREVIOUS_LINK]
 
 
 def _plain_line(line: bytes) -> bool:
@@ -106,19 +110,81 @@ def decode_envelope_deltas(lines, sources, max_record_bytes: int) -> list:
 def decode_envelope_columns(lines, numbers, path: str, max_record_bytes: int):
     """decode_envelope_deltas for the lines of one file (`numbers`: their line numbers, >= 1), the
     Events as columns: (EventColumns or None, the indexes of the lines they hold, in order). Row k
-    is the Event decode_envelope_deltas gives for line taken[k], source "path:number"."""
-    keys, rows, taken = {}, [], []
+    is the Event decode_envelope_deltas gives for line taken[k], source "path:number".
+
+    The lines the whole-line regex takes become columns in bulk (_matched_columns: the match's
+    groups converted and checked by Arrow, column by column); the others take _delta_fields."""
+    columns, taken = _matched_columns(lines, numbers, max_record_bytes)
+    keys = {key: index for index, key in enumerate(columns.keys)} if columns is not None else {}
+    rows, rest = [], []
+    done = set(taken)
     for index, line in enumerate(lines):
+        if index in done:
+            continue
         fields = _delta_fields(line, max_record_bytes)
         if fields is not None:
             exchange, market, symbol, recv, event_time, first, last, prev, bids, asks = fields
             key = keys.setdefault((exchange, market, symbol), len(keys))
             rows.append((key, first, last, prev, event_time, recv, _RULE_CODE_OF_MARKET[market],
                          0, numbers[index], bids, asks))
-            taken.append(index)
+            rest.append(index)
     if not rows:
-        return None, taken
-    return EventColumns.from_rows(list(keys), [path], rows), taken
+        return (columns.with_paths([path]) if columns is not None else None), taken
+    others = EventColumns.from_rows(list(keys), [path], rows)
+    if columns is None:
+        return others, rest
+    both = EventColumns(pa.concat_tables([columns.table, others.table]), list(keys), [path])
+    order = np.argsort(np.array(taken + rest), kind="stable")      # back in line order
+    return both.take(order), sorted(taken + rest)
+
+
+def _ints(column: pa.Array) -> pa.Array:
+    """JSON integer texts (the regex checked their digits) -> int64; ArrowInvalid beyond int64."""
+    return column.cast(pa.string()).cast(pa.int64())
+
+
+def _matched_columns(lines, numbers, max_record_bytes: int):
+    """(EventColumns of the lines DELTA_LINE matches whose values the decoders accept, their
+    indexes): match_delta_line in bulk (property test: tests/unit/test_columns.py). A value
+    beyond int64 sends the whole batch to the per-line path."""
+    fullmatch, taken, groups = DELTA_LINE.fullmatch, [], []
+    for index, line in enumerate(lines):
+        if len(line) <= max_record_bytes:
+            match = fullmatch(line)
+            if match is not None:
+                taken.append(index)
+                groups.append(match.groups())
+    if not groups:
+        return None, []
+    raw = [pa.array(column, pa.binary()) for column in zip(*groups)]
+    # groups: 0 exchange, 1 market, 2 symbol, 3 recv_ts_ms, 4 E; spot order 5 U, 6 u, 7 b, 8 a,
+    # 9 pu, 10 T; futures order 11 T, 12 U, 13 u, 14 pu, 15 b, 16 a (envelope_lines.DELTA_LINE)
+    try:
+        recv, event_time = _ints(raw[3]), _ints(raw[4])
+        first, last = _ints(pc.coalesce(raw[5], raw[12])), _ints(pc.coalesce(raw[6], raw[13]))
+        prev, trade = _ints(pc.coalesce(raw[9], raw[14])), _ints(pc.coalesce(raw[10], raw[11]))
+    except pa.ArrowInvalid:
+        return None, []
+    key_text = pc.binary_join_element_wise(raw[0], raw[1], raw[2], b"\0").dictionary_encode()
+    keys = [tuple(part.decode() for part in key.split(b"\0")) for key in key_text.dictionary.to_pylist()]
+    key_rules = np.array([_RULE_CODE_OF_MARKET[key[1]] for key in keys], np.int8)
+    key_index = key_text.indices.to_numpy()
+    rules = key_rules[key_index]
+    ok = (pc.less_equal(first, last).to_numpy(zero_copy_only=False)
+          & pc.less_equal(recv, LAST_MS).to_numpy(zero_copy_only=False)
+          & pc.less_equal(event_time, LAST_MS).to_numpy(zero_copy_only=False)
+          & pc.fill_null(pc.less_equal(trade, LAST_MS), True).to_numpy(zero_copy_only=False)
+          & ((rules != _PREVIOUS_LINK_CODE) | prev.is_valid().to_numpy(zero_copy_only=False)))
+    table = pa.Table.from_arrays([
+        pa.array(key_index.astype(np.int32)), first, last, prev, event_time, recv, pa.array(rules),
+        pa.array(np.zeros(len(groups), np.int32)),
+        pa.array(np.asarray(numbers, np.int64)[taken]),
+        pc.coalesce(raw[7], raw[15]).cast(pa.large_binary()),
+        pc.coalesce(raw[8], raw[16]).cast(pa.large_binary())], schema=SCHEMA)
+    if not ok.all():
+        table = table.filter(pa.array(ok))
+        taken = np.asarray(taken)[ok].tolist()
+    return (EventColumns(table, keys, [""]) if taken else None), taken
 
 
 def fast_decoder_for(fmt: str) -> Optional[object]:

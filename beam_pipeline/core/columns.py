@@ -146,6 +146,10 @@ class EventColumns:
                 for key, first, last, prev, event_time, recv_time, rule, path, line, bids, asks
                 in rows]
 
+    def with_paths(self, paths: list) -> "EventColumns":
+        """The same rows, their `path` indexes naming these paths."""
+        return EventColumns(self.table, self.keys, paths)
+
     def take(self, indices) -> "EventColumns":
         return EventColumns(self.table.take(pa.array(indices, pa.int64())), self.keys, self.paths)
 

@@ -17,6 +17,7 @@ from beam_pipeline.core.epochs import cut_points
 from beam_pipeline.core.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, Event, EventBatch, sort_canonically
 from beam_pipeline.core.sequencer import CLEAN, StreamSequencer
 from tests.unit.test_batch_decode import lines as envelope_lines
+from tests.unit.test_envelope_lines import canonical_lines, lines as shaped_lines
 from tests.unit.test_sequencer_fast import POLICY, feeds
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
@@ -209,8 +210,11 @@ def test_epoch_cuts_of_columns_are_those_of_the_events(feed, jump):
 
 
 @SETTINGS
-@given(st.lists(envelope_lines(), min_size=1, max_size=8))
+@given(st.lists(st.one_of(envelope_lines(), shaped_lines(), canonical_lines()), min_size=1,
+                max_size=12))
 def test_decoded_columns_are_the_fast_paths_events(batch):
+    """Lines of every shape (the whole-line regex's, taken in bulk, and any other JSON), mixed:
+    the columns hold exactly the Events the per-line fast path gives, in line order."""
     numbers = list(range(7, 7 + len(batch)))
     sources = [f"feed.jsonl:{n}" for n in numbers]
     expected = decode_envelope_deltas(batch, sources, 2000)
