@@ -234,7 +234,7 @@ def test_gz_blocks_are_python_gzips_on_damaged_files(members, damage, rng):
 
     from transforms.read import BLOCK_BYTES, _gzip_blocks
 
-    blob = bytearray(b"".join(gzip.compress(os.urandom(rng.randrange(1, 40_000)).hex().encode()
+    blob = bytearray(b"".join(gzip.compress(rng.randbytes(rng.randrange(1, 40_000)).hex().encode()
                                             + b"\n") for _ in range(members)))
     if damage == "truncate":
         blob = blob[:rng.randrange(len(blob))]
