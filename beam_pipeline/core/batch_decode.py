@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from beam_pipeline.core.adapters.binance import (_COMPACT_LEVELS, EXCHANGES, PREVIOUS_LINK, RULES,
                                                  _DepthUpdateFast)
-from beam_pipeline.core.columns import RULE_CODES, SCHEMA, EventColumns
+from beam_pipeline.core.columns import PREVIOUS_LINK_CODE, RULE_CODES, SCHEMA, EventColumns
 from beam_pipeline.core.decoding import LAST_MS, TimeMs
 from beam_pipeline.core.envelope_lines import DELTA_LINE, match_delta_line
 from beam_pipeline.core.model import DELTA, Event
@@ -49,7 +49,6 @@ class _EnvelopeDelta(msgspec.Struct):
 
 _envelope_delta_decoder = msgspec.json.Decoder(_EnvelopeDelta)
 _RULE_CODE_OF_MARKET = {market: RULE_CODES[rule] for market, rule in RULES.items()}
-_PREVIOUS_LINK_CODE = RULE_CODES[PREVIOUS_LINK]
 
 
 def _plain_line(line: bytes) -> bool:
@@ -75,13 +74,14 @@ def _accepted(line: bytes):
     return env
 
 
-def _delta_fields(line: bytes, max_record_bytes: int):
+def _delta_fields(line: bytes, max_record_bytes: int, whole_line: bool = True):
     """(exchange, market, symbol, recv_ts_ms, E, U, u, pu, bids, asks) of a line the fast path
-    takes, else None: one whole-line regex for the common shapes (core/envelope_lines.py), one
-    msgspec pass and the level regex for the others."""
+    takes, else None: one whole-line regex for the common shapes (core/envelope_lines.py; skipped
+    when `whole_line` is False: the caller has tried it), one msgspec pass and the level regex
+    for the others."""
     if len(line) > max_record_bytes:
         return None
-    fields = match_delta_line(line)
+    fields = match_delta_line(line) if whole_line else None
     if fields is not None or not line.isascii():
         return fields
     env = _accepted(line)
@@ -114,14 +114,14 @@ def decode_envelope_columns(lines, numbers, path: str, max_record_bytes: int):
 
     The lines the whole-line regex takes become columns in bulk (_matched_columns: the match's
     groups converted and checked by Arrow, column by column); the others take _delta_fields."""
-    columns, taken = _matched_columns(lines, numbers, max_record_bytes)
+    columns, taken = _matched_columns(lines, numbers, path, max_record_bytes)
     keys = {key: index for index, key in enumerate(columns.keys)} if columns is not None else {}
     rows, rest = [], []
     done = set(taken)
     for index, line in enumerate(lines):
         if index in done:
             continue
-        fields = _delta_fields(line, max_record_bytes)
+        fields = _delta_fields(line, max_record_bytes, whole_line=False)
         if fields is not None:
             exchange, market, symbol, recv, event_time, first, last, prev, bids, asks = fields
             key = keys.setdefault((exchange, market, symbol), len(keys))
@@ -129,7 +129,7 @@ def decode_envelope_columns(lines, numbers, path: str, max_record_bytes: int):
                          0, numbers[index], bids, asks))
             rest.append(index)
     if not rows:
-        return (columns.with_paths([path]) if columns is not None else None), taken
+        return columns, taken
     others = EventColumns.from_rows(list(keys), [path], rows)
     if columns is None:
         return others, rest
@@ -143,7 +143,7 @@ def _ints(column: pa.Array) -> pa.Array:
     return column.cast(pa.string()).cast(pa.int64())
 
 
-def _matched_columns(lines, numbers, max_record_bytes: int):
+def _matched_columns(lines, numbers, path: str, max_record_bytes: int):
     """(EventColumns of the lines DELTA_LINE matches whose values the decoders accept, their
     indexes): match_delta_line in bulk (property test: tests/unit/test_columns.py). A value
     beyond int64 sends the whole batch to the per-line path."""
@@ -174,7 +174,7 @@ def _matched_columns(lines, numbers, max_record_bytes: int):
           & pc.less_equal(recv, LAST_MS).to_numpy(zero_copy_only=False)
           & pc.less_equal(event_time, LAST_MS).to_numpy(zero_copy_only=False)
           & pc.fill_null(pc.less_equal(trade, LAST_MS), True).to_numpy(zero_copy_only=False)
-          & ((rules != _PREVIOUS_LINK_CODE) | prev.is_valid().to_numpy(zero_copy_only=False)))
+          & ((rules != PREVIOUS_LINK_CODE) | prev.is_valid().to_numpy(zero_copy_only=False)))
     table = pa.Table.from_arrays([
         pa.array(key_index.astype(np.int32)), first, last, prev, event_time, recv, pa.array(rules),
         pa.array(np.zeros(len(groups), np.int32)),
@@ -184,7 +184,7 @@ def _matched_columns(lines, numbers, max_record_bytes: int):
     if not ok.all():
         table = table.filter(pa.array(ok))
         taken = np.asarray(taken)[ok].tolist()
-    return (EventColumns(table, keys, [""]) if taken else None), taken
+    return (EventColumns(table, keys, [path]) if taken else None), taken
 
 
 def fast_decoder_for(fmt: str) -> Optional[object]:

@@ -17,11 +17,12 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
+from beam_pipeline.core.decoding import INT64_MAX
 from beam_pipeline.core.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, Event, EventBatch
 
-RULES = {1: RANGE_PLUS_ONE, 2: PREVIOUS_LINK}      # rule codes (sequencer.continuing_stretches')
+RANGE_PLUS_ONE_CODE, PREVIOUS_LINK_CODE = 1, 2    # a rule as int8 (0: none the sequencer knows)
+RULES = {RANGE_PLUS_ONE_CODE: RANGE_PLUS_ONE, PREVIOUS_LINK_CODE: PREVIOUS_LINK}
 RULE_CODES = {rule: code for code, rule in RULES.items()}
-INT64_MAX = 2**63 - 1
 _FIELDS = ("key", "first_id", "last_id", "prev_id", "event_time", "recv_time", "rule", "path",
            "line", "bids", "asks")
 SCHEMA = pa.schema([("key", pa.int32()), ("first_id", pa.int64()), ("last_id", pa.int64()),
@@ -145,10 +146,6 @@ class EventColumns:
                       RULES[rule], f"{paths[path]}:{line}")
                 for key, first, last, prev, event_time, recv_time, rule, path, line, bids, asks
                 in rows]
-
-    def with_paths(self, paths: list) -> "EventColumns":
-        """The same rows, their `path` indexes naming these paths."""
-        return EventColumns(self.table, self.keys, paths)
 
     def take(self, indices) -> "EventColumns":
         return EventColumns(self.table.take(pa.array(indices, pa.int64())), self.keys, self.paths)

@@ -43,7 +43,8 @@ from typing import Iterable, Optional
 import msgspec
 import numpy as np
 
-from beam_pipeline.core.columns import CleanStretch, EventColumns
+from beam_pipeline.core.columns import (PREVIOUS_LINK_CODE, RANGE_PLUS_ONE_CODE, RULE_CODES,
+                                        CleanStretch, EventColumns)
 from beam_pipeline.core.epochs import canonical_order
 from beam_pipeline.core.model import (DELTA, DISCONNECT, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT,
                                       CorruptPeriod, ErrorEvent, Event, Gap, RecoveryRequest,
@@ -139,7 +140,6 @@ def _rank(event: Event) -> tuple:
     return (event.last_id, 1 if event.kind == SNAPSHOT else 0, event.first_id)
 
 
-_RULE_CODES = {RANGE_PLUS_ONE: 1, PREVIOUS_LINK: 2}
 _FIRST_ID, _LAST_ID, _PREV_ID, _KIND, _RULE = map(attrgetter, ("first_id", "last_id", "prev_id",
                                                             "kind", "rule"))
 
@@ -156,7 +156,7 @@ def continuing_stretches(events: list) -> list:
         last = np.fromiter(map(_LAST_ID, events), np.int64, n)
         prev = np.fromiter((-2 if p is None else p for p in map(_PREV_ID, events)), np.int64, n)
         delta = np.fromiter((kind == DELTA for kind in map(_KIND, events)), np.bool_, n)
-        rule = np.fromiter(map(_RULE_CODES.get, map(_RULE, events), repeat(0)), np.int8, n)
+        rule = np.fromiter(map(RULE_CODES.get, map(_RULE, events), repeat(0)), np.int8, n)
     except (TypeError, ValueError, OverflowError):     # a poison event: the machine handles it
         return list(range(n))
     return _stretch_ends(first, last, prev, delta, rule).tolist()
@@ -176,8 +176,8 @@ def _stretch_ends(first, last, prev, delta, rule) -> np.ndarray:
     n = len(first)
     cursor = last[:-1]              # the cursor each event meets if all before it were accepted
     # range_plus_one U <= c+1 <= u written as U - 1 <= c < u (no int64 overflow at c = 2**63-1)
-    linked = np.where(rule[1:] == 2, (prev[1:] == cursor) & (prev[1:] != -2),
-                      (rule[1:] == 1) & (first[1:] - 1 <= cursor))
+    linked = np.where(rule[1:] == PREVIOUS_LINK_CODE, (prev[1:] == cursor) & (prev[1:] != -2),
+                      (rule[1:] == RANGE_PLUS_ONE_CODE) & (first[1:] - 1 <= cursor))
     ok = delta[1:] & (last[1:] > cursor) & linked
     ok = np.concatenate(([False], ok))
     # end of the stretch starting at i: the first index >= i that does not continue

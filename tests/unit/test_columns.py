@@ -101,21 +101,27 @@ def _outputs(machine):
     return out
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-@given(feeds())
-def test_the_machine_fed_columns_equals_feeding_one_by_one(feed):
-    key, chunks = feed
+def _assert_columns_feed_like_events(key, steps):
+    """steps: (pieces fed by feed_all, the same events fed one by one); outputs and state agree
+    after every step and after finish."""
     columnar, reference = StreamSequencer(key, POLICY), StreamSequencer(key, POLICY)
-    for chunk in chunks:
-        for piece in _split_columnar(chunk):
+    for pieces, events in steps:
+        for piece in pieces:
             columnar.feed_all(piece)
-        for event in chunk:
+        for event in events:
             reference.feed(event)
         assert _outputs(columnar) == _outputs(reference)
         assert msgspec.to_builtins(columnar.state) == msgspec.to_builtins(reference.state)
     columnar.finish()
     reference.finish()
     assert _outputs(columnar) == _outputs(reference)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(feeds())
+def test_the_machine_fed_columns_equals_feeding_one_by_one(feed):
+    key, chunks = feed
+    _assert_columns_feed_like_events(key, [(_split_columnar(chunk), chunk) for chunk in chunks])
 
 
 DELTA_STEPS = ["next"] * 20 + ["overlap", "duplicate", "small_gap", "medium_gap", "large_gap",
@@ -168,17 +174,8 @@ def delta_runs(draw):
 @given(delta_runs())
 def test_runs_of_deltas_fed_as_columns_equal_feeding_one_by_one(run):
     key, pieces = run
-    columnar, reference = StreamSequencer(key, POLICY), StreamSequencer(key, POLICY)
-    for piece in pieces:
-        columns = EventColumns.from_events(piece)
-        columnar.feed_all(piece if columns is None else columns)
-        for event in piece:
-            reference.feed(event)
-        assert _outputs(columnar) == _outputs(reference)
-        assert msgspec.to_builtins(columnar.state) == msgspec.to_builtins(reference.state)
-    columnar.finish()
-    reference.finish()
-    assert _outputs(columnar) == _outputs(reference)
+    _assert_columns_feed_like_events(key, [([EventColumns.from_events(piece) or piece], piece)
+                                           for piece in pieces])
 
 
 def test_a_clean_run_of_columns_is_one_output():
