@@ -7,6 +7,7 @@ import difflib
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -20,17 +21,19 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 
 from beam_pipeline import progress
+from beam_pipeline.core import durability
 from beam_pipeline.core.runtime import iso_ms, now_ms
 from beam_pipeline.options import FORMAT_NAMES, FeedCheckOptions, range_error
 from beam_pipeline.pipeline import build_pipeline
 from transforms.aggregate import bad_record_rate
 from runners import direct
-from runners.flags import runner_kind
+from runners.flags import flag_value, runner_kind
 from transforms.sinks import OUTPUT_FOLDERS, write_empty_outputs
 from runners.profiles import apply_profile
 
 # Exit codes (README, "Exit codes").
 EXIT_OK, EXIT_UNBALANCED, EXIT_USAGE, EXIT_BAD_RECORD_RATE, EXIT_BAD_INPUT = 0, 1, 2, 3, 4
+EXIT_STOP_UNFINISHED = 6      # a streaming stop cut short: --stop_timeout passed, or a second signal
 JOB_FILE = "_job.json"
 LOG_FILE = "_logs/feedcheck.log"
 # What a run leaves under --output: an earlier run is told by any of these.
@@ -225,7 +228,7 @@ def read_summary(output: str) -> dict:
         return json.loads(handle.read())
 
 
-def format_summary_table(summary: dict) -> str:
+def format_summary_table(summary: dict, per_file: bool = True) -> str:
     rows = [("input records", summary["input_records"]),
             ("clean", summary["clean_records"]),
             ("ignored (other streams)", summary["ignored"]),
@@ -241,7 +244,7 @@ def format_summary_table(summary: dict) -> str:
     lines = [f"{label:<{width}}  {value:>12,}" for label, value in rows]
     lines.append("balanced: " + ("yes" if summary["balanced"] else "NO"))
     files = summary.get("files") or []
-    if files:
+    if files and per_file:
         lines += ["", *format_file_table(files)]
     return "\n".join(lines)
 
@@ -328,17 +331,20 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     with _logging(options.view_as(FeedCheckOptions), job) as log_path:
-        return _run(options, submits_only, job, log_path)
+        return _run(options, submits_only, job, log_path, argv)
 
 
-def _run(options, submits_only: bool, job, log_path) -> int:
+def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
     ops = options.view_as(FeedCheckOptions)
     streaming = bool(options.view_as(StandardOptions).streaming)
     if streaming and job is not None:
         write_empty_outputs(ops.output)      # every folder readable from the start
     runner = options.view_as(StandardOptions).runner or ""
+    inbox = None
     if ops.input_subscription and runner_kind([f"--runner={runner}"]) == "direct":
-        direct.tune_streaming_pubsub_reads(ops.pull_max_messages, ops.pull_wait_seconds)
+        inbox = direct.tune_streaming_pubsub_reads(ops.pull_max_messages, ops.pull_wait_seconds,
+                                                   ops.ack_lease_seconds)
+        inbox.drain_budget_s = ops.stop_timeout * DRAIN_SHARE
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options)
     line = progress.ProgressLine(enabled=_workers_run_here(options) and not ops.verbose)
@@ -353,20 +359,24 @@ def _run(options, submits_only: bool, job, log_path) -> int:
                       "Dataflow runs it")
             return EXIT_OK
         if streaming:
-            stopped = _run_until_stopped(result, ops.output, line)
-            if stopped or ops.input_subscription or ops.watch_seconds:
+            stop = StreamingStop(result, ops, inbox, line, restart_command(argv, job))
+            stopped = stop.run()
+            if stop.cancelled or (not stopped and (ops.input_subscription or ops.watch_seconds)):
                 _print_where(ops.output, log_path)
-                return EXIT_OK      # an unbounded input: the running summary.json is the report
+                return EXIT_OK      # cancelled: the running summary.json is the report
         else:
             result.wait_until_finish()
     _remove_work_dir(ops.resolved_work_dir())
     _remove_empty_temp_dirs(ops.output)
     write_empty_outputs(ops.output)
     summary = read_summary(ops.output)
-    print(format_summary_table(summary))
+    print(format_summary_table(summary, per_file=not ops.input_subscription))
     if ops.report:
         _write_report(ops.output)
-    code = exit_code(summary, ops)
+    if streaming:
+        code = stop.finished(summary)
+    else:
+        code = exit_code(summary, ops)
     _print_where(ops.output, log_path)
     return code
 
@@ -494,34 +504,115 @@ def _write_report(output: str) -> None:
     print(f"report: {result['html']} ({result['charts']} charts, {result['seconds']} s)")
 
 
-STOP_NOTE = (
-    "Records the job pulled but had not yet written: DirectRunner acknowledged them to Pub/Sub when "
-    "it pulled them, so they are lost to this run (replay them from the capture files); Dataflow "
-    "(drain) and Flink (savepoint, then stop) acknowledge only after a checkpoint, so they are "
-    "delivered again to the next run.")
+# A pull takes no more records than the job processes in this share of --stop_timeout.
+DRAIN_SHARE = 1 / 3
 
 
-def _run_until_stopped(result, output: str, line: progress.ProgressLine) -> bool:
-    """Streaming: run until the job ends, or SIGINT/SIGTERM cancels it (then say what that means).
-    True when it was stopped."""
-    def stop(signum, _frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+def restart_command(argv, job) -> str:
+    """The command that continues this streaming job into its folder: its own arguments, with the
+    job's id (never --overwrite, which would delete what it wrote)."""
+    args = [arg for arg in argv if arg != "--overwrite" and not arg.startswith("--overwrite=")]
+    if job and not (flag_value(args, "job_id") or flag_value(args, "job_name")):
+        args += ["--job_id", job["job_id"]]
+    return shlex.join([os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd())
+                       else sys.executable, "-m", "beam_pipeline", *args])
 
-    signal.signal(signal.SIGTERM, stop)
-    try:   # the message too: a Ctrl-C right after it must still cancel the job cleanly
-        line.say(f"streaming: writing under {output}; stop with Ctrl-C or SIGTERM")
-        result.wait_until_finish()
-    except KeyboardInterrupt as interrupt:
-        line.close()
-        # Ctrl-C raises a bare KeyboardInterrupt (no text); SIGTERM's carries the signal's name.
-        print(f"stopping on {str(interrupt) or 'SIGINT'}: cancelling the streaming job", flush=True)
+
+class StreamingStop:
+    """Runs a streaming job until its input ends or a signal stops it.
+
+    The first SIGINT or SIGTERM stops it gracefully where the runner allows: on DirectRunner no
+    more Pub/Sub messages are pulled, the source's watermark jumps to the end of time, and the job
+    drains as a bounded input ends (every key's reorder wait and hold end and are reported, every
+    output folder writes its last file, summary.json its last count); then what was pulled is
+    acknowledged. A second signal, or --stop_timeout passing, exits at once (code 6) and says
+    what was not written: it was not acknowledged either, so Pub/Sub delivers it again to the
+    restarted job. Other runners are cancelled, as before (see README: Streaming)."""
+
+    def __init__(self, result, ops, inbox, line, restart: str):
+        self.result, self.ops, self.inbox, self.line = result, ops, inbox, line
+        self.restart = restart
+        self.signal_name = None
+        self.cancelled = False
+
+    @property
+    def graceful(self) -> bool:
+        return self.inbox is not None
+
+    def run(self) -> bool:
+        """Wait for the job; True when a signal stopped it."""
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in before:
+            signal.signal(sig, self._on_signal)
         try:
-            result.cancel()
-        except Exception as error:  # the job may already be gone
-            print(f"cancel: {error}", file=sys.stderr)
-        print(STOP_NOTE, flush=True)
-        return True
-    return False
+            self.line.say(f"streaming: writing under {self.ops.output}; stop with Ctrl-C or SIGTERM")
+            self.result.wait_until_finish()
+        except KeyboardInterrupt:         # a cancelled job's wait raises; the stop is known
+            if self.signal_name is None:
+                raise
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
+        return self.signal_name is not None
+
+    def _on_signal(self, signum, _frame):
+        name = signal.Signals(signum).name
+        if self.signal_name is not None:
+            self._exit_now(f"a second {name}")
+        self.signal_name = name
+        self.line.close()
+        if not self.graceful:
+            print(f"stopping on {name}: cancelling the streaming job", flush=True)
+            self.cancelled = True
+            try:
+                self.result.cancel()
+            except Exception as error:  # the job may already be gone
+                print(f"cancel: {error}", file=sys.stderr)
+            print(CANCEL_NOTE, flush=True)
+            raise KeyboardInterrupt(name)
+        print(f"stopping on {name}: no more input is read; finishing what was pulled and writing "
+              f"every output (at most {self.ops.stop_timeout:g} s; press Ctrl-C again to exit at "
+              "once)", flush=True)
+        direct.request_stop()
+        timer = threading.Timer(self.ops.stop_timeout, self._exit_now,
+                                (f"--stop_timeout {self.ops.stop_timeout:g} s passed",))
+        timer.daemon = True
+        timer.start()
+
+    def _exit_now(self, why: str):
+        pending = self.inbox.unacknowledged() if self.inbox else 0
+        unwritten = durability.unwritten()
+        print(f"error: the stop did not finish ({why}): exiting now. {pending:,} Pub/Sub "
+              f"messages this job pulled were not acknowledged ({unwritten:,} output elements "
+              "not yet written): Pub/Sub delivers them again when their lease ends "
+              f"(--ack_lease_seconds {self.ops.ack_lease_seconds:g}), and rows of them already "
+              "written are then there twice (readback deduplicates them). Continue with:\n  "
+              f"{self.restart}", file=sys.stderr, flush=True)
+        os._exit(EXIT_STOP_UNFINISHED)
+
+    def finished(self, summary: dict) -> int:
+        """After the drain: acknowledge what was pulled (it is all written now), say how to
+        continue, and give the exit code."""
+        acknowledged = self.inbox.acknowledge_all() if self.inbox else 0
+        if self.inbox:
+            self.inbox.close()
+        if not summary["balanced"]:
+            print("error: the summary does not balance: some input records are unaccounted for",
+                  file=sys.stderr)
+            return EXIT_UNBALANCED
+        if summary["input_records"] == 0:
+            print("warning: the job read no records", file=sys.stderr)
+        if self.signal_name:
+            print(f"stopped on {self.signal_name}: every record pulled is written and "
+                  f"acknowledged ({self.inbox.acknowledged_messages if self.inbox else acknowledged:,} "
+                  f"messages). Continue this job with:\n  {self.restart}", flush=True)
+        return EXIT_OK
+
+
+CANCEL_NOTE = (
+    "Records this runner had read but not yet written are not lost: Dataflow (drain) and Flink "
+    "(savepoint, then stop) acknowledge their input only after a checkpoint, so it is delivered "
+    "again to the next run.")
 
 
 def _is_dry_run(options) -> bool:

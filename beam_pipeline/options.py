@@ -49,6 +49,8 @@ RANGES = {
     "memory_limit_gb": (0, False, None),
     "pull_max_messages": (1, True, None),
     "pull_wait_seconds": (0, False, None),
+    "stop_timeout": (0, False, None),
+    "ack_lease_seconds": (10, True, 600),
     "max_message_bytes": (1, True, None),
     "lag_warning": (0, False, None),
     "lag_critical": (0, False, None),
@@ -191,6 +193,24 @@ class FeedCheckOptions(PipelineOptions):
                  "runner's one worker thread runs nothing else meanwhile: every stage a timer's "
                  "output crosses (reorder, stall, recovery -> counts -> alerts) may wait this long. "
                  "Beam's own reader waits 30 s. Default: 0.2.")
+
+        io.add_argument(
+            "--stop_timeout", type=float, default=25.0,
+            help="Streaming: seconds a stop (SIGINT/Ctrl-C or SIGTERM) may take. The job stops "
+                 "pulling, finishes every message it already pulled (reorder waits and holds end "
+                 "as at the end of input, each reported), writes every output folder and a final "
+                 "summary.json, and exits 0. On DirectRunner a pull takes no more records than the "
+                 "job processes in a third of this time, so a stop can finish in it. Past it, or on "
+                 "a second Ctrl-C, the job exits at once with code 6, and what it had not written "
+                 "was not acknowledged: Pub/Sub delivers it again to the restarted job. "
+                 "Default: 25 (below Kubernetes' 30 s and systemd's 90 s grace periods).")
+        io.add_argument(
+            "--ack_lease_seconds", type=float, default=60.0,
+            help="Streaming on DirectRunner: a pulled Pub/Sub message is acknowledged only once "
+                 "every output row it produced is in a finished file; until then its lease is "
+                 "renewed to this many seconds. After a crash Pub/Sub delivers the unacknowledged "
+                 "messages again once their lease runs out, so a restarted job reads them. "
+                 "10 to 600. Default: 60.")
 
         decode = parser.add_argument_group("decoding")
         decode.add_argument(

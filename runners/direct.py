@@ -12,10 +12,13 @@ Not changed: in batch DirectRunner first tries Prism, whose binary download fail
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 import warnings
 
+from beam_pipeline.core import durability, runtime
 from runners.flags import flag_value
 
 DEFAULTS = {"direct_running_mode": "in_memory", "direct_num_workers": "1"}
@@ -30,37 +33,90 @@ def apply_profile(argv: list[str]) -> list[str]:
     return argv
 
 
-def tune_streaming_pubsub_reads(max_messages: int, wait_seconds: float) -> None:
+def tune_streaming_pubsub_reads(max_messages: int, wait_seconds: float,
+                                lease_seconds: float = 60.0) -> "Inbox":
     """Streaming DirectRunner reads Pub/Sub in one pull per bundle: at most 10 messages, a 30 s
-    long poll when the subscription is idle, a new client each time, and a watermark of the wall
-    clock (Beam 2.75, transform_evaluator._PubSubReadEvaluator). On its single worker thread the
-    idle poll stops every timer for up to 30 s (stall alerts came after 61 s), 10 messages a
-    bundle cap a backlog's drain, and a wall-clock watermark claims a backlog has been read the
-    moment its first message is. For this process the evaluator pulls up to `max_messages` with a
-    `wait_seconds` poll on one reused client, and its watermark follows the publish times it
-    pulls (the oldest of each pull; on an empty pull, now minus the poll), as Dataflow estimates
-    a Pub/Sub watermark from the backlog. Acknowledgement stays as Beam does it (right after the
-    pull). Dataflow and Flink read Pub/Sub their own way and are not touched."""
+    long poll when the subscription is idle, a new client each time, a watermark of the wall
+    clock, and an acknowledgement right after the pull (Beam 2.75,
+    transform_evaluator._PubSubReadEvaluator). On its single worker thread the idle poll stops
+    every timer for up to 30 s (stall alerts came after 61 s), 10 messages a bundle cap a
+    backlog's drain, a wall-clock watermark claims a backlog has been read the moment its first
+    message is, and an early acknowledgement loses what a stop or a crash leaves unwritten.
+
+    For this process the evaluator pulls up to `max_messages` (fewer while a stop could not drain
+    them in time: Inbox.pull_size) with a `wait_seconds` poll on one reused client; its watermark
+    follows the publish times it pulls (the oldest of each pull; on an empty pull, now minus the
+    poll), as Dataflow estimates a Pub/Sub watermark from the backlog; and a message is
+    acknowledged only once every output row it produced is in a finished file (Inbox), its lease
+    renewed until then. `request_stop()` ends the pulls: the watermark jumps to the end of time,
+    so the job drains as a bounded input ends. Dataflow and Flink read Pub/Sub their own way and
+    are not touched. Returns the Inbox (the command line reports and settles it at a stop)."""
     from apache_beam.runners.direct import transform_evaluator
 
+    durability.reset()
+    STOP.clear()
+    runtime.end_drain()
+    _stopped_at[0] = None
+    _fast_forward_after_stop()
+    inbox = Inbox(lease_seconds)
     evaluator = transform_evaluator._PubSubReadEvaluator
-    evaluator._read_from_pubsub = _pull_reader(max_messages, wait_seconds)
+    evaluator._read_from_pubsub = _pull_reader(max_messages, wait_seconds, inbox)
     evaluator.finish_bundle = _finish_with_publish_watermark(wait_seconds)
     _cache_dofn_specs()
     _reuse_dofns()
+    return inbox
+
+
+# Set when the command line asks a streaming job to stop: no more pulls, the watermark ends.
+STOP = threading.Event()
+# After a stop the runner's processing-time clock runs this many times faster than the wall clock.
+DRAIN_SPEEDUP = 1000
+_stopped_at = [None]
+
+
+def request_stop() -> None:
+    """No more pulls; the source's watermark jumps to the end of time, which fires every key's
+    end-of-stream timer and every event-time window. What still waits on processing time (each
+    output folder's --output_flush_seconds trigger, the summary's 5 s) would hold the end of the
+    job for up to that long, so the runner's clock runs DRAIN_SPEEDUP times faster from here:
+    a 60 s flush fires within 0.06 s. The sequencer's stall timers, which this would fire too,
+    stay silent during a drain (core/runtime.draining)."""
+    _stopped_at[0] = time.time()
+    runtime.begin_drain()
+    STOP.set()
+
+
+def _fast_forward_after_stop() -> None:
+    from apache_beam.runners.direct import clock
+
+    if getattr(clock.RealClock.time, "fast_forwards", False):
+        return
+    wall = time.time
+
+    def processing_time(self):
+        now = wall()
+        stopped = _stopped_at[0]
+        return now if stopped is None else now + (now - stopped) * (DRAIN_SPEEDUP - 1)
+
+    processing_time.fast_forwards = True
+    clock.RealClock.time = processing_time
 
 
 def _finish_with_publish_watermark(wait_seconds: float):
-    """_PubSubReadEvaluator.finish_bundle with a publish-time watermark (see above)."""
+    """_PubSubReadEvaluator.finish_bundle with a publish-time watermark (see above), and no
+    further pull once a stop is requested: then the source is done and its watermark is the end
+    of time, which fires every key's end-of-stream timer and every sink's last pane."""
 
     from apache_beam import pvalue
     from apache_beam.runners.direct.transform_evaluator import TransformResult
     from apache_beam.transforms.window import GlobalWindows
-    from apache_beam.utils.timestamp import Timestamp
+    from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
     watermarks = {}
 
     def finish_bundle(self):
+        if STOP.is_set():
+            return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
         data = self._read_from_pubsub(self.source.timestamp_attribute)
         bundles = []
         if data:
@@ -146,7 +202,143 @@ def _subscriber(pubsub):
 IDLE_POLL_SECONDS = 0.1   # between polls of an idle subscription, within one --pull_wait_seconds
 
 
-def _pull_reader(max_messages: int, wait_seconds: float):
+class _Pull:
+    """One pull's messages, acknowledged together: `mark` is the durability ledger's mark taken at
+    the first idle moment after it (core/durability.py), None while it may still be held."""
+
+    __slots__ = ("ack_ids", "newest_ms", "records", "mark")
+
+    def __init__(self, ack_ids, newest_ms):
+        self.ack_ids, self.newest_ms, self.records, self.mark = ack_ids, newest_ms, 0, None
+
+
+class Inbox:
+    """Pulled messages that are not yet acknowledged, and how much to pull.
+
+    A message is acknowledged once everything it produced is on disk (`settle`, called at every
+    pull: the DirectRunner pulls only when every earlier bundle has been processed). Until then
+    a thread renews its lease every third of `lease_seconds`, so Pub/Sub does not hand it out
+    again while this job still owns it; a job that dies stops renewing, and Pub/Sub delivers the
+    message again (to the restarted job) once the lease runs out.
+
+    The pull size follows what a stop can drain: a stop finishes every pulled message, so one
+    pull must take no more records than the job processes in a share of --stop_timeout."""
+
+    RENEW_SHARE = 1 / 3
+
+    def __init__(self, lease_seconds: float):
+        self.lease_seconds = lease_seconds
+        self.pulls: list[_Pull] = []
+        self.acknowledged_messages = 0
+        self.client = self.subscription = None
+        self.records_per_second = None        # measured: records of a pull / time to process it
+        self.records_per_message = None
+        self._last_pull = None                # (monotonic time, progress READ count) at a pull
+        self._lock = threading.Lock()
+        self._renewer = None
+        self._closed = threading.Event()
+        self.drain_budget_s = None            # set by the command line: a share of --stop_timeout
+
+    # -- sizing --
+
+    def pull_size(self, max_messages: int) -> int:
+        if not (self.drain_budget_s and self.records_per_second and self.records_per_message):
+            return max_messages if self.drain_budget_s is None else min(max_messages, 100)
+        budget = self.records_per_second * self.drain_budget_s / self.records_per_message
+        return max(1, min(max_messages, int(budget)))
+
+    def _measure(self, pulled_messages: int) -> None:
+        """At a pull: the previous pull's records have been processed since it returned."""
+        from beam_pipeline.core import progress
+
+        now, read = time.monotonic(), progress.snapshot()[progress.READ]
+        if self._last_pull is not None:
+            since, read_before, messages = self._last_pull
+            records = read - read_before
+            if records > 0 and messages:
+                rate = records / max(now - since, 1e-3)
+                self.records_per_second = rate if self.records_per_second is None else \
+                    0.7 * self.records_per_second + 0.3 * rate
+                per_message = records / messages
+                self.records_per_message = per_message if self.records_per_message is None else \
+                    max(per_message, 0.7 * self.records_per_message + 0.3 * per_message)
+        self._last_pull = (now, read, pulled_messages)
+
+    # -- leases --
+
+    def add(self, client, subscription: str, received, newest_ms: int) -> None:
+        ack_ids = [m.ack_id for m in received]
+        self.client, self.subscription = client, subscription
+        self._extend(ack_ids)
+        with self._lock:
+            self.pulls.append(_Pull(ack_ids, newest_ms))
+        if self._renewer is None:
+            self._renewer = threading.Thread(target=self._renew, name="feedcheck-leases",
+                                             daemon=True)
+            self._renewer.start()
+
+    def _extend(self, ack_ids) -> None:
+        for start in range(0, len(ack_ids), 1000):
+            try:
+                self.client.modify_ack_deadline(
+                    subscription=self.subscription, ack_ids=ack_ids[start:start + 1000],
+                    ack_deadline_seconds=int(self.lease_seconds), timeout=30)
+            except Exception as error:   # noqa: BLE001: a lost lease means a redelivery, never a loss
+                logging.getLogger(__name__).warning("could not renew %d leases: %s",
+                                                    len(ack_ids[start:start + 1000]), error)
+
+    def _renew(self) -> None:
+        """Renew every lease still held, until close(). Acknowledging is left to the pulls: only
+        there is every earlier bundle known to be processed and its files renamed into place."""
+        while not self._closed.wait(self.lease_seconds * self.RENEW_SHARE):
+            with self._lock:
+                ack_ids = [ack_id for pull in self.pulls for ack_id in pull.ack_ids]
+            if ack_ids:
+                self._extend(ack_ids)
+
+    def close(self) -> None:
+        self._closed.set()
+
+    # -- acknowledging --
+
+    def settle(self) -> int:
+        """Acknowledge every pull whose outputs are all written. Called at a pull, where the
+        pipeline has processed every earlier bundle: a pull that no key holds events of gets the
+        ledger's mark, and is acknowledged once every folder has written up to that mark.
+        Returns how many messages were acknowledged."""
+        oldest = durability.oldest_held()
+        noted = durability.mark()
+        done = []
+        with self._lock:
+            for pull in self.pulls:
+                if oldest is not None and pull.newest_ms >= oldest:
+                    pull.mark = None                 # a key may still hold events of it
+                elif pull.mark is None:
+                    pull.mark = noted
+                if pull.mark is not None and durability.is_written(pull.mark):
+                    done.append(pull)
+            self.pulls = [pull for pull in self.pulls if pull not in done]
+        return self._acknowledge([ack_id for pull in done for ack_id in pull.ack_ids])
+
+    def acknowledge_all(self) -> int:
+        """After a drain: everything pulled has been processed and written."""
+        with self._lock:
+            done, self.pulls = self.pulls, []
+        return self._acknowledge([ack_id for pull in done for ack_id in pull.ack_ids])
+
+    def _acknowledge(self, ack_ids) -> int:
+        for start in range(0, len(ack_ids), 1000):
+            self.client.acknowledge(subscription=self.subscription,
+                                    ack_ids=ack_ids[start:start + 1000], timeout=60)
+        self.acknowledged_messages += len(ack_ids)
+        return len(ack_ids)
+
+    def unacknowledged(self) -> int:
+        with self._lock:
+            return sum(len(pull.ack_ids) for pull in self.pulls)
+
+
+def _pull_reader(max_messages: int, wait_seconds: float, inbox: Inbox):
     clients = {}
 
     warnings.filterwarnings("ignore", message=".*return_immediately.*")   # deprecated, on purpose
@@ -158,25 +350,27 @@ def _pull_reader(max_messages: int, wait_seconds: float):
         from google.cloud import pubsub
 
         client = clients.get("subscriber") or clients.setdefault("subscriber", _subscriber(pubsub))
+        if inbox.pulls:
+            inbox.settle()
         # Polls that return at once, not a long poll with a client deadline: a long poll that times
         # out just as the server hands it messages leaves them leased to nobody until the ack
         # deadline, so they come back tens of seconds late (seen on the emulator: the first
         # messages of a burst arrived after 200,000 later ones).
         give_up = time.monotonic() + wait_seconds
+        size = inbox.pull_size(max_messages)
         while True:
             try:
-                response = client.pull(subscription=self._sub_name, max_messages=max_messages,
+                response = client.pull(subscription=self._sub_name, max_messages=size,
                                        return_immediately=True, timeout=60, retry=None)
             except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
                 response = None
             received = response.received_messages if response is not None else []
-            if received or time.monotonic() >= give_up:
+            if received or time.monotonic() >= give_up or STOP.is_set():
                 break
             time.sleep(min(IDLE_POLL_SECONDS, wait_seconds))
+        inbox._measure(len(received))
         if not received:
             return []                    # an idle subscription: let timers and the watermark move
-        if received:
-            client.acknowledge(subscription=self._sub_name, ack_ids=[m.ack_id for m in received])
         elements = []
         for received_message in received:
             message = PubsubMessage._from_message(received_message.message)
@@ -188,6 +382,8 @@ def _pull_reader(max_messages: int, wait_seconds: float):
             else:
                 timestamp = Timestamp.from_rfc3339(stamp)
             elements.append((timestamp, message))
+        newest = max(int(m.message.publish_time.timestamp() * 1000) for m in received)
+        inbox.add(client, self._sub_name, received, newest)
         return elements
 
     return read_from_pubsub

@@ -30,6 +30,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               on_timer)
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from beam_pipeline.core import durability, runtime
 from beam_pipeline.core.columns import events_of
 from beam_pipeline.core.epochs import canonical_order
 from beam_pipeline.core.model import ErrorEvent, Event, stream_name
@@ -53,6 +54,15 @@ _waiting_codec = msgspec.msgpack.Decoder(Waiting)
 
 def _ms(timestamp: Timestamp) -> int:
     return timestamp.micros // 1000
+
+
+def _report_hold(key, stored, published: int) -> None:
+    """Tell this process's durability ledger whether the key holds events, and from which
+    message at the oldest (DirectRunner acknowledges Pub/Sub messages by it: core/durability.py)."""
+    if stored.stream.waiting or stored.machine.hold is not None:
+        durability.hold(key, published)
+    else:
+        durability.release(key)
 
 
 class LiveSequencerDoFn(beam.DoFn):
@@ -135,6 +145,7 @@ class LiveSequencerDoFn(beam.DoFn):
         self._arm_recovery(machine, stream, recovery_timer, published)
         stall_timer.set(now + self.stall_wait)
         keyed.save(state_cell, stored)
+        _report_hold(key, stored, published)
         yield from self._outputs(machine, first_seen)
 
     @staticmethod
@@ -243,6 +254,7 @@ class LiveSequencerDoFn(beam.DoFn):
             first_seen = not stored.machine.seen      # a key's first events may wait for a timer
             extra = body(stored, machine) or ()
             keyed.save(state_cell, stored)
+            _report_hold(key, stored, 0)
             yield from extra
             yield from self._outputs(machine, first_seen)
         except Exception:
@@ -332,7 +344,10 @@ class LiveSequencerDoFn(beam.DoFn):
               fired=beam.DoFn.TimestampParam,
               state_cell=beam.DoFn.StateParam(STATE),
               held_bag=beam.DoFn.StateParam(HELD)):
-        """Streaming: the symbol has been silent for --stall_timeout."""
+        """Streaming: the symbol has been silent for --stall_timeout (not while the job drains at
+        a stop: its processing time then runs fast, and the silence is the stop's)."""
+        if runtime.draining():
+            return
         def body(stored, machine):
             stored.stream.stalled = True
             stored.stream.processing_floor = fired.micros

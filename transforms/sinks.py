@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.transforms import trigger, window
 
-from beam_pipeline.core import progress
+from beam_pipeline.core import durability, progress
 from beam_pipeline.core.runtime import iso_ms
 from transforms.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
 from transforms.tables import (CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA,  # noqa: F401 (re-exported)
@@ -203,9 +203,36 @@ def firing_file_naming(suffix: str, streaming: bool):
     return name
 
 
+class CountedSink(fileio.FileSink):
+    """A sink that tells this process's durability ledger how many elements each finished file
+    holds (core/durability.py: a streaming DirectRunner job acknowledges its input by it)."""
+
+    def __init__(self, sink: fileio.FileSink, folder: str):
+        self.sink, self.folder = sink, folder
+
+    def open(self, fh):
+        self.count = 0
+        self.sink.open(fh)
+
+    def write(self, record):
+        self.sink.write(record)
+        self.count += 1
+
+    def flush(self):
+        self.sink.flush()
+        durability.written(self.folder, self.count)
+
+
+def _handed(element, folder: str):
+    durability.handed(folder)
+    return element
+
+
 class WriteFolder(beam.PTransform):
     """One output folder. In streaming, rows are written every `flush_seconds` of processing time
-    from the global window: a row can never be late there, so none is ever dropped as late."""
+    from the global window: a row can never be late there, so none is ever dropped as late. Each
+    element is counted in the durability ledger as it is handed to the folder and as its file is
+    finished."""
 
     def __init__(self, path: str, sink, suffix: str, streaming: bool, flush_seconds: float):
         super().__init__()
@@ -213,13 +240,17 @@ class WriteFolder(beam.PTransform):
         self.streaming, self.flush_seconds = streaming, flush_seconds
 
     def expand(self, rows):
+        sink = self.sink
         if self.streaming:
+            path, make = self.path, self.sink
+            sink = lambda destination: CountedSink(make(destination), path)   # noqa: E731
+            rows = rows | "Handed" >> beam.Map(_handed, self.path)
             rows = rows | "EveryFewSeconds" >> beam.WindowInto(
                 window.GlobalWindows(),
                 trigger=trigger.Repeatedly(trigger.AfterProcessingTime(max(1, round(self.flush_seconds)))),
                 accumulation_mode=trigger.AccumulationMode.DISCARDING)
         return rows | "Write" >> fileio.WriteToFiles(
-            self.path, sink=self.sink, file_naming=firing_file_naming(self.suffix, self.streaming))
+            self.path, sink=sink, file_naming=firing_file_naming(self.suffix, self.streaming))
 
 
 class CommitCleanParts(beam.DoFn):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import gc
 import logging
+import threading
 import time
 
 BULK_GC_THRESHOLDS = (50_000, 20, 100)
@@ -37,3 +38,21 @@ def iso_ms(ms: int) -> str:
     the one time format of every JSON output (Parquet outputs use timestamp[ms, UTC])."""
     moment = _EPOCH + datetime.timedelta(milliseconds=ms)
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+
+
+_draining = threading.Event()
+
+
+def begin_drain() -> None:
+    """This process's streaming job was asked to stop: it reads no more input and finishes what
+    it has (runners/direct.py). Processing time then runs fast, so stages that wait on it know a
+    silence now is the stop, not a stalled symbol."""
+    _draining.set()
+
+
+def draining() -> bool:
+    return _draining.is_set()
+
+
+def end_drain() -> None:
+    _draining.clear()
