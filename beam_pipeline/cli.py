@@ -28,6 +28,7 @@ from beam_pipeline.pipeline import build_pipeline
 from transforms.aggregate import bad_record_rate
 from runners import direct
 from runners.flags import flag_value, runner_kind
+from transforms.cursors import cursor_folder, take_cursors
 from transforms.sinks import OUTPUT_FOLDERS, write_empty_outputs
 from runners.profiles import apply_profile
 
@@ -35,10 +36,11 @@ from runners.profiles import apply_profile
 EXIT_OK, EXIT_UNBALANCED, EXIT_USAGE, EXIT_BAD_RECORD_RATE, EXIT_BAD_INPUT = 0, 1, 2, 3, 4
 EXIT_STOP_UNFINISHED = 6      # a streaming stop cut short: --stop_timeout passed, or a second signal
 JOB_FILE = "_job.json"
+RUNS_FOLDER = "_runs"       # a restarted streaming job's earlier summaries: _runs/<n>/summary.json
 LOG_FILE = "_logs/feedcheck.log"
 # What a run leaves under --output: an earlier run is told by any of these.
 RUN_ENTRIES = (*OUTPUT_FOLDERS, "undelivered", "summary.json", JOB_FILE, "report.html",
-               "report_files")
+               "report_files", "_state", RUNS_FOLDER)
 
 
 class UsageError(Exception):
@@ -216,6 +218,7 @@ def claim_output(options) -> dict:
     job = {"job_id": job_id, "mode": mode, "started": now}
     if continuing:
         job = {**owner, "restarted": now, "restarts": owner.get("restarts", 0) + 1}
+        _keep_earlier_summary(output, job["restarts"])
     if not FileSystems.exists(output):
         FileSystems.mkdirs(output)
     with FileSystems.create(f"{output}/{JOB_FILE}") as handle:
@@ -223,9 +226,53 @@ def claim_output(options) -> dict:
     return job
 
 
+def _keep_earlier_summary(output: str, run: int) -> None:
+    """A restarted job writes its own summary.json: the earlier run's goes to _runs/<run>/."""
+    earlier = f"{output}/summary.json"
+    if FileSystems.exists(earlier):
+        folder = f"{output}/{RUNS_FOLDER}/{run}"
+        FileSystems.mkdirs(folder) if not FileSystems.exists(folder) else None
+        FileSystems.rename([earlier], [f"{folder}/summary.json"])
+
+
+JOB_COUNTS = ("input_records", "clean_records", "ignored", "duplicates", "superseded", "control")
+
+
+def with_earlier_runs(summary: dict, output: str, job) -> dict:
+    """A restarted job's summary: its own counts, plus `job` naming the earlier runs' summaries
+    and the counts over every run. A record Pub/Sub delivered again after a crash is counted in
+    both runs that read it; its rows are deduplicated by readback."""
+    if not job or not job.get("restarts"):
+        return summary
+    earlier = []
+    for run in range(1, job["restarts"] + 1):
+        path = f"{output}/{RUNS_FOLDER}/{run}/summary.json"
+        if FileSystems.exists(path):
+            with FileSystems.open(path) as handle:
+                earlier.append((f"{RUNS_FOLDER}/{run}/summary.json", json.loads(handle.read())))
+    runs = [one for _, one in earlier] + [summary]
+    totals = {name: sum(one.get(name, 0) for one in runs) for name in JOB_COUNTS}
+    totals["dead_letters"] = sum(sum(one.get("dead_letters", {}).values()) for one in runs)
+    totals["gaps"] = sum(sum(one.get("gaps", {}).values()) for one in runs)
+    summary["job"] = {
+        "job_id": job["job_id"], "run": job["restarts"] + 1,
+        "earlier_runs": [{"summary": path, "input_records": one.get("input_records", 0),
+                          "balanced": one.get("balanced")} for path, one in earlier],
+        "totals": totals,
+        "note": "the counts above are this run's; totals add every run's. A message Pub/Sub "
+                "delivered again after a run was killed is counted by both runs that read it "
+                "(readback deduplicates its rows)."}
+    return summary
+
+
 def read_summary(output: str) -> dict:
     with FileSystems.open(output.rstrip("/") + "/summary.json") as handle:
         return json.loads(handle.read())
+
+
+def _write_summary(output: str, summary: dict) -> None:
+    with FileSystems.create(output.rstrip("/") + "/summary.json") as handle:
+        handle.write(json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
 
 
 def format_summary_table(summary: dict, per_file: bool = True) -> str:
@@ -330,8 +377,23 @@ def main(argv: list[str]) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if options.view_as(StandardOptions).streaming:
+        _hold_stop_signals()
     with _logging(options.view_as(FeedCheckOptions), job) as log_path:
         return _run(options, submits_only, job, log_path, argv)
+
+
+_early_signals = []
+
+
+def _hold_stop_signals() -> None:
+    """A streaming job's SIGINT/SIGTERM before it runs (while Beam starts) is kept and acted on as
+    soon as the job can stop gracefully (StreamingStop), rather than killing it half set up."""
+    def keep(signum, _frame):
+        _early_signals.append(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, keep)
 
 
 def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
@@ -345,8 +407,10 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
         inbox = direct.tune_streaming_pubsub_reads(ops.pull_max_messages, ops.pull_wait_seconds,
                                                    ops.ack_lease_seconds)
         inbox.drain_budget_s = ops.stop_timeout * DRAIN_SHARE
+    resume = take_cursors(cursor_folder(ops.output)) if streaming and job and job.get("restarts") \
+        else None
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options)
+    build_pipeline(pipeline, options, resume)
     line = progress.ProgressLine(enabled=_workers_run_here(options) and not ops.verbose)
     with line:
         result = pipeline.run()
@@ -370,6 +434,9 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
     _remove_empty_temp_dirs(ops.output)
     write_empty_outputs(ops.output)
     summary = read_summary(ops.output)
+    if streaming and job and job.get("restarts"):
+        summary = with_earlier_runs(summary, ops.output, job)
+        _write_summary(ops.output, summary)
     print(format_summary_table(summary, per_file=not ops.input_subscription))
     if ops.report:
         _write_report(ops.output)
@@ -545,6 +612,8 @@ class StreamingStop:
         for sig in before:
             signal.signal(sig, self._on_signal)
         try:
+            while _early_signals:
+                self._on_signal(_early_signals.pop(0), None)
             self.line.say(f"streaming: writing under {self.ops.output}; stop with Ctrl-C or SIGTERM")
             self.result.wait_until_finish()
         except KeyboardInterrupt:         # a cancelled job's wait raises; the stop is known

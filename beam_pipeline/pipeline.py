@@ -11,6 +11,7 @@ from beam_pipeline.options import FeedCheckOptions
 from transforms.aggregate import (AlertRules, CountErrorsAndAlert, EnforceBadRecordRate, Summarize,
                                   dead_letter_error)
 from transforms.backpressure import MonitorInputLag
+from transforms.cursors import cursor_folder
 from transforms.decode import DecodeRecords
 from transforms.read import ReadFeedFiles, ReadFeedMessages
 from transforms.sequence import SequenceFeeds
@@ -20,7 +21,8 @@ from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_
                             RECOVERY_REQUESTS)
 
 
-def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
+def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=None) -> None:
+    """`resume`: a restarted streaming job's cursors ({key: SequencerState}, transforms/cursors.py)."""
     streaming = options.view_as(StandardOptions).streaming
     ops = options.view_as(FeedCheckOptions)
 
@@ -45,7 +47,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions) -> None:
     sequenced = decoded.events | "Sequence" >> SequenceFeeds(
         ops.policy(), streaming, work_dir=None if streaming else ops.resolved_work_dir(),
         run_span_ids=ops.run_span_ids, reorder_timeout_s=ops.reorder_timeout,
-        stall_timeout_s=ops.stall_timeout)
+        stall_timeout_s=ops.stall_timeout, resume=resume,
+        cursor_folder=cursor_folder(ops.output) if streaming else None)
 
     # Aggregate
     dead_letters = (read_failures + [decoded.dead_letter, sequenced.dead_letter]

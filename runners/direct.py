@@ -243,7 +243,8 @@ class Inbox:
 
     def pull_size(self, max_messages: int) -> int:
         if not (self.drain_budget_s and self.records_per_second and self.records_per_message):
-            return max_messages if self.drain_budget_s is None else min(max_messages, 100)
+            # nothing measured yet: a first pull small enough to drain at any plausible rate
+            return max_messages if self.drain_budget_s is None else min(max_messages, 10)
         budget = self.records_per_second * self.drain_budget_s / self.records_per_message
         return max(1, min(max_messages, int(budget)))
 

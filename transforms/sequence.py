@@ -49,8 +49,11 @@ class SequenceFeeds(beam.PTransform):
 
     def __init__(self, policy: Policy, streaming: bool, work_dir: str = None,
                  run_span_ids: int = None, reorder_timeout_s: float = None,
-                 stall_timeout_s: float = None, clock=Timestamp.now):
+                 stall_timeout_s: float = None, clock=Timestamp.now, resume=None,
+                 cursor_folder: str = None):
+        """Streaming: `resume` and `cursor_folder` as LiveSequencerDoFn takes them."""
         super().__init__()
+        self.resume, self.cursor_folder = resume, cursor_folder
         self.clock = clock
         self.policy = policy
         self.streaming = streaming
@@ -64,7 +67,8 @@ class SequenceFeeds(beam.PTransform):
             # Event time is the exchange's time where the message has one, else the receive time.
             keyed = event_lists | "KeyBySymbol" >> beam.FlatMap(_per_key)
             sequencer = LiveSequencerDoFn(self.policy, self.reorder_timeout_s,
-                                          self.stall_timeout_s, self.clock)
+                                          self.stall_timeout_s, self.clock, self.resume,
+                                          self.cursor_folder)
         else:
             keyed = event_lists | "SpillRuns" >> beam.ParDo(
                 SpillRuns(self.work_dir, self.run_span_ids))

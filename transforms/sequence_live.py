@@ -36,8 +36,9 @@ from beam_pipeline.core.epochs import canonical_order
 from beam_pipeline.core.model import ErrorEvent, Event, stream_name
 from beam_pipeline.core.runtime import now_ms
 from beam_pipeline.core.reasons import ErrorType, Outcome
-from beam_pipeline.core.sequencer import Policy
+from beam_pipeline.core.sequencer import Policy, resumed
 from transforms import sequence_state as keyed
+from transforms.cursors import save_cursor
 from transforms.tables import clean_table
 from transforms.tags import DEAD_LETTER, ERRORS
 
@@ -79,10 +80,14 @@ class LiveSequencerDoFn(beam.DoFn):
     END_OF_STREAM = TimerSpec("end_of_stream", TimeDomain.WATERMARK)
 
     def __init__(self, policy: Policy, reorder_timeout_s: float, stall_timeout_s: float,
-                 clock=Timestamp.now):
+                 clock=Timestamp.now, resume=None, cursor_folder: str = None):
         """`clock` gives the processing time timers are set from. Beam's Python SDK does not hand
         it to process(); the wall clock is right on real runners, and tests with TestStream (whose
-        processing time starts at 0) pass a clock of their own."""
+        processing time starts at 0) pass a clock of their own. `resume`: {key: SequencerState}
+        saved by this job's last stop, each key's start when it has no state yet (a restart);
+        `cursor_folder`: where the end of the input saves every key's cursor (transforms/cursors.py)."""
+        self.resume = {key: resumed(state) for key, state in (resume or {}).items()}
+        self.cursor_folder = cursor_folder
         self.policy = policy
         self.reorder_wait = Duration(seconds=reorder_timeout_s)
         self.reorder_ms = int(round(reorder_timeout_s * 1000))
@@ -125,7 +130,8 @@ class LiveSequencerDoFn(beam.DoFn):
 
     def _process_events(self, key, events, published, state_cell, held_bag, waiting_bag,
                         recovery_timer, reorder_timer, published_timer, stall_timer):
-        stored, machine, outputs = keyed.load(key, self.policy, state_cell, held_bag, waiting_bag)
+        stored, machine, outputs = keyed.load(key, self.policy, state_cell, held_bag, waiting_bag,
+                                              self.resume.get(tuple(key)))
         yield from outputs
         first_seen = not stored.machine.seen
         stream = stored.stream
@@ -378,4 +384,6 @@ class LiveSequencerDoFn(beam.DoFn):
             stored.stream.recovery_timer = -1
             for timer in (reorder_timer, published_timer, stall_timer, recovery_timer):
                 timer.clear()
+            if self.cursor_folder:
+                save_cursor(self.cursor_folder, key, machine.state)
         yield from self._run_timer("end_of_stream", key, state_cell, held_bag, body, waiting_bag)

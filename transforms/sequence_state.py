@@ -61,10 +61,12 @@ class BagStore:
         self.bag.clear()
 
 
-def load(key, policy: Policy, state_cell, held_bag, waiting_bag=None):
+def load(key, policy: Policy, state_cell, held_bag, waiting_bag=None, initial=None):
     """The key's (stored state, machine, outputs). State from another schema version restarts the
     key (state_reset): the events its bags hold are in that version's encoding, so each becomes a
-    state_reset dead letter with its stored bytes (accounted for, and replayable by that version)."""
+    state_reset dead letter with its stored bytes (accounted for, and replayable by that version).
+    A key with no stored state starts from `initial` (a SequencerState) when given: a restarted
+    job's cursor."""
     blob, outputs = state_cell.read(), []
     stored = None
     if blob is not None:
@@ -76,7 +78,9 @@ def load(key, policy: Policy, state_cell, held_bag, waiting_bag=None):
             stored = None
             outputs.append(_state_reset(key, str(error)))
             outputs.extend(_unreadable_events(key, [held_bag, waiting_bag], str(error)))
-    stored = stored or StoredState(SequencerState(), StreamState())
+    if stored is None:
+        stored = StoredState(initial if blob is None and initial is not None else SequencerState(),
+                             StreamState())
     machine = StreamSequencer(key, policy, stored.machine, BagStore(held_bag))
     return stored, machine, outputs
 

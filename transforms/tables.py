@@ -35,7 +35,7 @@ CLEAN_SCHEMA = pa.schema(_KEY_FIELDS + [
 GAP_SCHEMA = pa.schema(_KEY_FIELDS + [
     ("last_good_id", pa.int64()), ("next_first_id", pa.int64()), ("gap_size", pa.int64()),
     ("gap_class", pa.string()), ("action", pa.string()), ("resolution", pa.string()),
-    ("event_time", _TIME)])
+    ("event_time", _TIME), ("cause", pa.string())])
 CORRUPT_SCHEMA = pa.schema(_KEY_FIELDS + [
     ("start_id", pa.int64()), ("end_id", pa.int64()), ("start_time", _TIME), ("end_time", _TIME),
     ("reason", pa.string())])

@@ -194,6 +194,7 @@ class Gap(msgspec.Struct, frozen=True):
     action: str                    # GapAction: continue_with_warning | hold_for_snapshot | mark_corrupt
     resolution: str                # Resolution: continued | resynced | corrupt_period
     event_time: int                # time of the event that revealed the gap
+    cause: Optional[str] = None    # GapCause: restart (the job resumed at last_good_id), or None
 
 
 class CorruptPeriod(msgspec.Struct, frozen=True):

@@ -52,6 +52,12 @@ class GapAction(StrEnum):
     MARK_CORRUPT = "mark_corrupt"
 
 
+class GapCause(StrEnum):
+    """Gap.cause: what the gap is known to come from, where the pipeline knows (null otherwise)."""
+
+    RESTART = "restart"            # the first break after a streaming job resumed from its cursor
+
+
 class Resolution(StrEnum):
     """Gap.resolution: how the gap ended."""
 

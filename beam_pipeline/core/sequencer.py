@@ -49,8 +49,8 @@ from beam_pipeline.core.epochs import canonical_order
 from beam_pipeline.core.model import (DELTA, DISCONNECT, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT,
                                       CorruptPeriod, ErrorEvent, Event, Gap, RecoveryRequest,
                                       stream_name)
-from beam_pipeline.core.reasons import (CorruptReason, ErrorType, GapAction, GapClass, HoldReason,
-                                        Outcome, RecoveryReason, Resolution)
+from beam_pipeline.core.reasons import (CorruptReason, ErrorType, GapAction, GapCause, GapClass,
+                                        HoldReason, Outcome, RecoveryReason, Resolution)
 
 STATE_VERSION = 3   # 2: Event levels stored as text (were lists); 3: the streaming reorder buffer
                     # keeps each event's publish time
@@ -125,6 +125,18 @@ class SequencerState(msgspec.Struct):
     epoch_time: Optional[int] = None       # time the latest reset was revealed
     # Disconnect markers (also without a version bump: the default is what older state meant)
     disconnected: bool = False             # a marker came and nothing has continued the stream since
+    # Restarts (likewise): the cursor a restarted streaming job resumed this key at, until it moves
+    resumed_at: Optional[int] = None
+
+
+def resumed(saved: "SequencerState") -> "SequencerState":
+    """The state a restarted streaming job gives a key from the cursor its last stop saved: the same
+    cursor, segment and anchoring, so events that continue it are clean in that segment and only a
+    real break is a gap (marked GapCause.RESTART). Nothing is held at a stop (its end closed every
+    wait), and the key counts as new in this run's summary."""
+    return msgspec.structs.replace(saved, hold=None, seen=False, disconnected=False,
+                                   declared_gaps=[], announced_from=None, announced_reset=None,
+                                   resumed_at=saved.cursor)
 
 
 _AFTER_CURSOR = (HoldReason.GAP, HoldReason.DISCONNECT)   # holds that wait after an accepted cursor
@@ -519,6 +531,8 @@ class StreamSequencer:
 
     def _accept_delta(self, event: Event) -> None:
         st = self.state
+        if st.resumed_at is not None and st.hold is None:
+            st.resumed_at = None                 # the stream moved on from where the job resumed
         st.cursor, st.bridging, st.last_snapshot_id = event.last_id, False, None
         st.last_time = st.last_delta_time = event.time
         st.disconnected = False
@@ -526,6 +540,8 @@ class StreamSequencer:
 
     def _accept_snapshot(self, event: Event) -> None:
         st = self.state
+        if st.resumed_at is not None and st.hold is None and event.last_id != st.resumed_at:
+            st.resumed_at = None
         if not (st.anchored and st.cursor == event.last_id):
             st.segment_id, st.anchored = event.last_id, True    # a resync starts a new segment
         st.cursor, st.bridging, st.snapshot_floor = event.last_id, True, event.last_id
@@ -655,9 +671,11 @@ class StreamSequencer:
 
     def _emit_gap(self, last_good, next_first_id, size, gap_class, action, resolution,
                   time_ms) -> None:
+        resumed_at = self.state.resumed_at
+        cause = GapCause.RESTART if resumed_at is not None and last_good == resumed_at else None
         self._emit(GAP, Gap(*self.key, last_good_id=last_good, next_first_id=next_first_id,
                             gap_size=size, gap_class=gap_class, action=action,
-                            resolution=resolution, event_time=time_ms))
+                            resolution=resolution, event_time=time_ms, cause=cause))
 
     def _emit_corrupt(self, start_id, end_id, start_time, end_time, reason) -> None:
         self._error(ErrorType.CORRUPT_PERIOD, end_time)

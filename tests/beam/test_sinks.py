@@ -34,7 +34,7 @@ EXPECTED_SCHEMAS = {
     "gaps": pa.schema(KEY + [
         ("last_good_id", pa.int64()), ("next_first_id", pa.int64()), ("gap_size", pa.int64()),
         ("gap_class", pa.string()), ("action", pa.string()), ("resolution", pa.string()),
-        ("event_time", TIME)]),
+        ("event_time", TIME), ("cause", pa.string())]),
     "corrupt_periods": pa.schema(KEY + [
         ("start_id", pa.int64()), ("end_id", pa.int64()), ("start_time", TIME), ("end_time", TIME),
         ("reason", pa.string())]),
@@ -130,10 +130,12 @@ def test_write_outputs_batch(tmp_path):
     assert sorted(rows, key=lambda r: r["next_first_id"]) == [
         {"exchange": "binance", "market": "spot", "symbol": "BTCUSDT", "last_good_id": 105,
          "next_first_id": 111, "gap_size": 5, "gap_class": "small",
-         "action": "continue_with_warning", "resolution": "continued", "event_time": ms(T + 200)},
+         "action": "continue_with_warning", "resolution": "continued", "event_time": ms(T + 200),
+             "cause": None},
         {"exchange": "binance", "market": "usdm", "symbol": "SOLUSDT", "last_good_id": None,
          "next_first_id": 300, "gap_size": None, "gap_class": "medium",
-         "action": "hold_for_snapshot", "resolution": "resynced", "event_time": ms(T + 300)}]
+         "action": "hold_for_snapshot", "resolution": "resynced", "event_time": ms(T + 300),
+             "cause": None}]
 
     schema, rows = parquet(os.path.join(out, "corrupt_periods"))
     assert schema.equals(EXPECTED_SCHEMAS["corrupt_periods"])

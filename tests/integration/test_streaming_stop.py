@@ -107,3 +107,78 @@ def test_sigterm_as_soon_as_counted_writes_everything(pubsub_emulator, tmp_path)
         len(read(str(tmp_path / "batch"), "clean"))
     # Everything was acknowledged: nothing is delivered again.
     assert emu.pull_all(subscription, max_wait_s=3, settle_s=1) == []
+
+
+CONTINUOUS = [("small_gap", 0), ("large_gap", 1), ("reorder", 2), ("duplicate", 3)]
+
+
+def _continuous_feed(tmp_path, events, seed):
+    """Faults that never wait for a snapshot (small and large gaps, a reorder, a duplicate), so
+    a stop anywhere ends no wait early: both runs together must answer exactly as batch does."""
+    lines, expected = generate(events, seed=seed, faults=CONTINUOUS, bad_records=BAD,
+                               spacing=max(200, events // 40))
+    path = str(tmp_path / "feed.jsonl")
+    write_lines(path, lines)
+    return path, lines, expected
+
+
+def _rows(folder, name, columns):
+    return sorted(tuple(str(row[c]) for c in columns) for row in read(str(folder), name).to_pylist())
+
+
+GAP_COLUMNS = ("market", "symbol", "last_good_id", "next_first_id", "gap_size", "gap_class",
+               "action", "resolution", "event_time")
+CLEAN_COLUMNS = ("market", "symbol", "kind", "first_id", "last_id", "segment_id", "anchored")
+
+
+def test_ctrl_c_mid_backlog_then_restart_counts_each_record_once(pubsub_emulator, tmp_path):
+    """A backlog is waiting; Ctrl-C while the job is in the middle of it. What it acknowledged is on
+    disk; the same command with the printed --job_id reads the rest. Both runs together: every
+    record counted once, every row equal to batch's (segments and anchoring included), and no
+    `restart` gap where the feed was continuous."""
+    emu = pubsub_emulator
+    path, lines, expected = _continuous_feed(tmp_path, 150_000, seed=23)
+    _batch(path, tmp_path / "batch")
+    topic, subscription = _subscription(emu, "ctrlc")
+    publish(topic, [path], progress=False, records_per_message=100)      # the backlog
+    out = tmp_path / "stream"
+    job = _start(emu, subscription, out)
+    try:
+        first = _wait(lambda: _counted(out, 1), 120, "the job to start on the backlog", out)
+    except BaseException:
+        job.kill()
+        raise
+    code, took = _stop(job, signal.SIGINT)
+    log = _log(out)
+    assert code == 0 and took < STOP_TIMEOUT_S, log[-3000:]
+    run1 = summary_of(str(out))
+    assert run1["balanced"] and 0 < run1["input_records"] < len(lines), (first, run1)
+    restart = log.split("Continue this job with:\n", 1)[1].splitlines()[0].split()
+    assert "--job_id" in restart and "--overwrite" not in restart
+
+    job = subprocess.Popen(restart[:1] + restart[1:], cwd=REPO, stdout=open(str(out) + ".log", "a"),
+                           stderr=subprocess.STDOUT,
+                           env=dict(os.environ, PUBSUB_EMULATOR_HOST=emu.host, PYTHONPATH=REPO))
+    try:
+        _wait(lambda: (out / "_runs" / "1" / "summary.json").exists(), 60,
+              "the restarted job to keep the first run's summary", out)
+        _wait(lambda: _counted(out, len(lines) - run1["input_records"]), 180,
+              "the restarted job to read the rest", out)
+    except BaseException:
+        job.kill()
+        raise
+    code, took = _stop(job, signal.SIGTERM)
+    log = _log(out)
+    assert code == 0 and took < STOP_TIMEOUT_S, log[-3000:]
+    run2 = summary_of(str(out))
+    assert run2["balanced"]
+    assert run1["input_records"] + run2["input_records"] == len(lines)
+    assert run2["job"]["totals"]["input_records"] == len(lines)
+    assert run2["job"]["earlier_runs"][0]["input_records"] == run1["input_records"]
+    # On disk, both runs together equal batch: not a row missing, none twice.
+    assert _rows(out, "gaps", GAP_COLUMNS) == _rows(tmp_path / "batch", "gaps", GAP_COLUMNS)
+    assert not [g for g in read(str(out), "gaps").to_pylist() if g["cause"] == "restart"]
+    assert _rows(out, "clean", CLEAN_COLUMNS) == _rows(tmp_path / "batch", "clean", CLEAN_COLUMNS)
+    assert _rows(out, "corrupt_periods", ("symbol", "start_id", "end_id", "reason")) == \
+        _rows(tmp_path / "batch", "corrupt_periods", ("symbol", "start_id", "end_id", "reason"))
+    assert len(read(str(out), "dead_letter")) == len(BAD)
