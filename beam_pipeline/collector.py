@@ -5,15 +5,21 @@ One combined-stream websocket per process (<ws_url>/stream?streams=btcusdt@depth
 frame is written with its receive time as an envelope line (core/framings/envelope.py): to Pub/Sub
 as batched messages (beam_pipeline/publish.py's format, ordering key = symbol, flow control) or to
 rolling gzip files a batch run reads as they are. After every (re)connect a REST depth snapshot per
-symbol is written in-stream; each recovery request of the pipeline (--recovery_subscription) for one
-of our symbols is answered with a fresh one.
+symbol is written in-stream once the new connection has delivered its first depth frame; each
+recovery request of the pipeline (--recovery_subscription) for one of our symbols is answered with a
+fresh one. A snapshot is written only while the connection that was delivering when it was requested
+still is (one taken during an outage would end the pipeline's disconnection before the reconnect).
 
 Network partitions: a lost connection (closed, refused, stalled past --idle_timeout) is retried
-with exponential backoff and full jitter (tenacity), each wait capped by --max_backoff; after
---max_disconnect down the collector exits with code 5. Once back it writes a disconnect marker per
-symbol (core/markers.py), which the pipeline turns into an explained gap: resynced by the snapshot
-fetched after the reconnect, else a corrupt period of reason disconnect. A connection older than
---planned_reconnect is replaced before the exchange closes it (Binance: at 24 h): the new one is
+with exponential backoff and full jitter (tenacity, ReconnectBackoff), each wait capped by
+--max_backoff. The backoff grows with every attempt that fails (a refused handshake, or a connection
+that ends before it proved healthy: its first depth frame delivered and --healthy_seconds up, e.g.
+accepted and closed at once) and resets only when a connection proves healthy. After
+--max_disconnect down the collector exits with code 5. When a connection delivers data again it
+writes one disconnect marker per symbol for the whole outage (core/markers.py; `attempts`: the
+connection attempts of the outage), which the pipeline turns into an explained gap: resynced by the
+snapshot fetched after the reconnect, else a corrupt period of reason disconnect. A connection
+older than --planned_reconnect is replaced before the exchange closes it (Binance: at 24 h): the new one is
 opened first and both are read until the new one joins each symbol's ids (OverlapMerge), so no
 frame is lost or written twice.
 
@@ -34,6 +40,7 @@ import signal
 import sys
 import threading
 import time
+from types import SimpleNamespace
 from typing import Optional
 
 import msgspec
@@ -188,8 +195,9 @@ class OverlapMerge:
 # ---- metrics --------------------------------------------------------------------------------
 
 class Metrics:
-    COUNTS = ("messages", "records", "reconnects", "disconnects", "planned_reconnects", "snapshots",
-              "snapshot_failures", "recovery_requests", "recovery_deduplicated",
+    COUNTS = ("messages", "records", "reconnects", "disconnects", "planned_reconnects",
+              "connect_attempts", "snapshots", "snapshot_failures", "snapshots_discarded",
+              "recovery_requests", "recovery_deduplicated",
               "published_messages", "publish_failures", "records_lost", "file_flushes")
 
     def __init__(self, market: str):
@@ -430,6 +438,10 @@ class Snapshots:
                 continue                    # queued twice (a retry and a new want): fetched once
             await self._wait_for_budget()
             self.pending.discard(symbol)
+            stream = self.collector.delivering()
+            if stream is None:              # an outage: the next connection that delivers wants it
+                _LOG.info("%s: no connection delivers; the snapshot waits for the next one", symbol)
+                continue
             self.fetching = symbol
             self.budget.spend(self.weight, time.monotonic())
             try:
@@ -454,8 +466,8 @@ class Snapshots:
                 continue
             finally:
                 self.fetching = None
-            self.last_fetched[symbol] = time.monotonic()
-            self.collector.write_snapshot(symbol, body)
+            if self.collector.write_snapshot(symbol, body, stream):
+                self.last_fetched[symbol] = time.monotonic()
 
     def _failed(self, symbol: str, error: BaseException) -> None:
         self.collector.metrics.counts["snapshot_failures"] += 1
@@ -488,7 +500,48 @@ def _short(error: BaseException) -> str:
 class _Connection:
     def __init__(self, ws, number: int):
         self.ws, self.number, self.opened = ws, number, time.monotonic()
+        self.connected = self.opened    # kept (opened is moved on by a failed planned reconnect)
         self.task: Optional[asyncio.Task] = None
+        self.first_frame: Optional[float] = None    # monotonic time of its first depth frame
+        self.closed = False                         # its reader has seen it end
+
+
+class ReconnectBackoff:
+    """The wait before each connection attempt: exponential with full jitter (tenacity's
+    wait_random_exponential: uniform in [0, min(max_s, initial_s * 2**(failures - 1))]) over the
+    attempts that failed since a connection last proved healthy, none before the first attempt after
+    a healthy one. A connection proves healthy when it has delivered its first depth frame and
+    stayed up healthy_s; one that ends before (accepted and closed at once, closed after a few
+    frames) is a failed attempt like a refused handshake. Only a healthy connection resets the
+    count. Also tenacity's wait= (failed handshakes are counted by its after=)."""
+
+    def __init__(self, initial_s: float, max_s: float, healthy_s: float):
+        self.jitter = tenacity.wait_random_exponential(multiplier=initial_s, max=max_s)
+        self.healthy_s = healthy_s
+        self.failures = 0
+
+    def is_healthy(self, opened: float, first_frame: Optional[float], now: float) -> bool:
+        return first_frame is not None and now - opened >= self.healthy_s
+
+    def failed(self, *_) -> None:
+        self.failures += 1
+
+    def ended(self, opened: float, first_frame: Optional[float], now: float) -> bool:
+        """A connection opened at `opened` ended at `now` (monotonic): True if it had proved
+        healthy (the count resets), else it is one more failed attempt."""
+        if self.is_healthy(opened, first_frame, now):
+            self.failures = 0
+            return True
+        self.failed()
+        return False
+
+    def next_wait(self) -> float:
+        if not self.failures:
+            return 0.0
+        return self.jitter(SimpleNamespace(attempt_number=self.failures))
+
+    def __call__(self, retry_state) -> float:
+        return self.next_wait()
 
 
 class Collector:
@@ -502,6 +555,11 @@ class Collector:
         self.metrics = Metrics(self.market)
         self.last_ids: dict = {}
         self.last_times: dict = {}
+        self.backoff = ReconnectBackoff(args.initial_backoff, args.max_backoff,
+                                        args.healthy_seconds)
+        self.outage_attempts = 0            # connection attempts since the outage began
+        self._outages = 0                   # outages begun (a delivering connection lost)
+        self._live: Optional[_Connection] = None   # the current connection once it delivered
         self.stopping = threading.Event()
         self.sink = None
         self.frames: Optional[asyncio.Queue] = None
@@ -523,10 +581,26 @@ class Collector:
         self.metrics.counts["records"] += 1
         self.sink.write(symbol, line, recv_ms)
 
-    def write_snapshot(self, symbol: str, body) -> None:
+    def write_snapshot(self, symbol: str, body, stream: int) -> bool:
+        """Write a snapshot fetched while `stream` (delivering()) delivered, if it still does; else
+        it is discarded: taken during an outage, it would sort after the outage's marker (a marker
+        carries the last id before the loss) and end the disconnection before the deltas resume."""
+        if self.delivering() != stream:
+            self.metrics.counts["snapshots_discarded"] += 1
+            _LOG.warning("%s: snapshot discarded: the connection it was taken for was lost", symbol)
+            return False
         recv = now_ms()
         self.metrics.counts["snapshots"] += 1
         self._write(symbol, envelope_line(self.market, symbol, recv, "snapshot", _encode(body)), recv)
+        return True
+
+    def delivering(self) -> Optional[int]:
+        """The stream being captured (the number of outages so far) while a connection delivers
+        (it has sent a depth frame and is open), else None."""
+        live = self._live
+        if live is None or live.closed:
+            return None
+        return self._outages
 
     def write_markers(self, lost_ms: int, back_ms: int, attempts: int) -> None:
         for symbol in self.symbols:
@@ -563,43 +637,64 @@ class Collector:
         except Exception as error:          # websockets' ConnectionClosed, OSError
             why = repr(error)
         finally:
+            connection.closed = True
             await connection.ws.close()
         await self.frames.put((connection, None, why))
 
-    async def _connect_with_backoff(self, down_since: float):
+    async def _attempt(self) -> _Connection:
+        self.outage_attempts += 1
+        self.metrics.counts["connect_attempts"] += 1
+        return await self._open()
+
+    def _gave_up(self, last_error) -> GaveUp:
+        return GaveUp(f"the connection to {self.url} stayed down for more than "
+                      f"--max_disconnect={self.args.max_disconnect:g} s ({self.outage_attempts} "
+                      f"attempts; last error: {last_error})")
+
+    async def _connect_with_backoff(self, down_since: float) -> Optional[_Connection]:
         """A new connection, retried with backoff and full jitter until --max_disconnect has passed
-        since `down_since` (monotonic); returns (connection, attempts)."""
+        since `down_since` (monotonic); None when stopping. When the last connection ended before it
+        proved healthy, the first attempt waits as after a failed one."""
         from websockets.exceptions import InvalidHandshake, InvalidURI
 
+        if self.backoff.failures:
+            remaining = self.args.max_disconnect - (time.monotonic() - down_since)
+            if remaining <= 0:
+                raise self._gave_up("the connection ended before it proved healthy")
+            wait = min(self.backoff.next_wait(), remaining)
+            _LOG.warning("next connect attempt in %.1f s (%d failed in a row)", wait,
+                         self.backoff.failures)
+            await self._interruptible_sleep(wait)
+            if self.stopping.is_set():
+                return None
         remaining = self.args.max_disconnect - (time.monotonic() - down_since)
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_delay(max(remaining, 0)) | tenacity.stop_when_event_set(self.stopping),
-            wait=tenacity.wait_random_exponential(multiplier=self.args.initial_backoff,
-                                                  max=self.args.max_backoff),
+            wait=self.backoff,
             retry=tenacity.retry_if_exception(
                 lambda error: isinstance(error, (OSError, asyncio.TimeoutError, InvalidHandshake))
                 and not isinstance(error, InvalidURI)),
+            after=self.backoff.failed,
             sleep=self._interruptible_sleep,
             before_sleep=lambda state: _LOG.warning(
-                "connect attempt %d failed (%s); next in %.1f s", state.attempt_number,
+                "connect attempt %d failed (%s); next in %.1f s", self.outage_attempts,
                 _short(state.outcome.exception()), state.upcoming_sleep))
         try:
-            connection = await retrying(self._open)
+            return await retrying(self._attempt)
         except tenacity.RetryError as exhausted:
             if self.stopping.is_set():
-                return None, 0
-            raise GaveUp(f"the connection to {self.url} stayed down for more than "
-                         f"--max_disconnect={self.args.max_disconnect:g} s "
-                         f"({exhausted.last_attempt.attempt_number} attempts; last error: "
-                         f"{exhausted.last_attempt.exception()!r})") from None
-        return connection, retrying.statistics.get("attempt_number", 1)
+                return None
+            raise self._gave_up(repr(exhausted.last_attempt.exception())) from None
 
-    def _take_over(self, merge: OverlapMerge) -> None:
+    def _take_over(self, merge: OverlapMerge, new: _Connection) -> None:
         """The new connection of a planned reconnect takes over: what waited is written; symbols it
         had not joined yet may still bring ids the old one wrote (queued frames): those are
         dropped until it passes them (for OVERLAP_TIMEOUT_S at most)."""
         for frame in merge.switch_all():
             self.write_frame(frame, now_ms())
+        if new.first_frame is None:         # the stream goes on through it: it delivers
+            new.first_frame = time.monotonic()
+        self._live = new
         self._catching_up = {symbol for symbol in self.symbols if symbol not in merge.switched}
         self._catch_up_until = time.monotonic() + OVERLAP_TIMEOUT_S
 
@@ -620,28 +715,36 @@ class Collector:
         while not self.stopping.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(min(0.1, deadline - time.monotonic()))
 
+    def _delivers(self, connection: _Connection, lost_ms: Optional[int], down_since: float,
+                  recv: int) -> None:
+        """The current connection's first depth frame (written next): the outage, if any, ends
+        with one marker per symbol; a snapshot per symbol is wanted."""
+        connection.first_frame = time.monotonic()
+        self._live = connection
+        if lost_ms is not None:
+            self.write_markers(lost_ms, recv, self.outage_attempts)
+            self.metrics.counts["reconnects"] += 1
+            self.metrics.last_reconnect_s = round(time.monotonic() - down_since, 3)
+            _LOG.warning("reconnected after %.1f s: data again (%d connection attempts)",
+                         time.monotonic() - down_since, self.outage_attempts)
+        self.outage_attempts = 0
+        for symbol in self.symbols:
+            self.snapshots.want(symbol)
+
     async def capture(self) -> int:
-        """Connect, read, reconnect; returns the exit code."""
+        """Connect, read, reconnect; returns the exit code. An outage begins when a connection that
+        delivered is lost (lost_ms, down_since) and ends when a connection delivers again."""
         current, replacing, merge = None, None, None
         down_since, lost_ms = time.monotonic(), None
         while not self.stopping.is_set():
             if current is None:
                 try:
-                    current, attempts = await self._connect_with_backoff(down_since)
+                    current = await self._connect_with_backoff(down_since)
                 except GaveUp as gave_up:
                     _LOG.error("giving up: %s", gave_up)
                     return COLLECTOR_EXIT_GAVE_UP
                 if current is None:
                     break
-                if lost_ms is not None:
-                    back = now_ms()
-                    self.write_markers(lost_ms, back, attempts)
-                    self.metrics.counts["reconnects"] += 1
-                    self.metrics.last_reconnect_s = round(time.monotonic() - down_since, 3)
-                    _LOG.warning("reconnected after %.1f s (%d attempts)",
-                                 time.monotonic() - down_since, attempts)
-                for symbol in self.symbols:
-                    self.snapshots.want(symbol)
             try:
                 connection, raw, recv = await asyncio.wait_for(self.frames.get(), 0.5)
             except asyncio.TimeoutError:
@@ -652,15 +755,29 @@ class Collector:
                     _LOG.warning("the replacement connection ended (%s); keeping the old one", recv)
                 elif connection is current:
                     if replacing is not None:                         # the overlap takes over
-                        self._take_over(merge)
+                        self._take_over(merge, replacing)
                         current, replacing, merge = replacing, None, None
                     else:
-                        _LOG.warning("connection lost: %s", recv)
-                        current, down_since, lost_ms = None, time.monotonic(), now_ms()
+                        ended = time.monotonic()
+                        healthy = self.backoff.ended(current.connected, current.first_frame, ended)
+                        _LOG.warning("connection lost after %.1f s (%s)%s",
+                                     ended - current.connected, recv, "" if healthy else ": it had not proved healthy, "
+                                     f"{self.backoff.failures} failed attempts in a row")
+                        if current.first_frame is not None:   # it delivered: an outage begins
+                            down_since, lost_ms = ended, now_ms()
+                            self._outages += 1
+                            self.outage_attempts = 0
+                        current, self._live = None, None
                 continue
             if connection is not None:
                 frame = parse_frame(raw)
                 if frame is not None:
+                    if frame.kind == "delta" and connection.first_frame is None:
+                        if connection is current:
+                            self._delivers(connection, lost_ms, down_since, recv)
+                            lost_ms = None
+                        else:
+                            connection.first_frame = time.monotonic()
                     if merge is None:
                         if connection is current and not self._repeated(frame):
                             self.write_frame(frame, recv)
@@ -670,7 +787,7 @@ class Collector:
                             self.write_frame(each, recv)
             if merge is not None and (merge.done(self.symbols)
                                       or time.monotonic() - replacing.opened > OVERLAP_TIMEOUT_S):
-                self._take_over(merge)
+                self._take_over(merge, replacing)
                 old, current, replacing, merge = current, replacing, None, None
                 old.task.cancel()
                 await old.ws.close()

@@ -453,11 +453,18 @@ def add_collector_arguments(parser) -> None:
     net = parser.add_argument_group("network partitions")
     net.add_argument(
         "--initial_backoff", type=_positive(float), default=0.5,
-        help="Seconds: scale of the first reconnect wait; waits are random (full jitter) up to "
-             "initial * 2**attempt, capped by --max_backoff. Default: 0.5.")
+        help="Seconds: scale of the reconnect waits; after the n-th failed attempt since a "
+             "connection last proved healthy (--healthy_seconds) the wait is random (full jitter) "
+             "up to initial * 2**(n-1), capped by --max_backoff. Default: 0.5.")
     net.add_argument(
         "--max_backoff", type=_positive(float), default=60.0,
         help="Seconds: the longest wait between two reconnect attempts. Default: 60.")
+    net.add_argument(
+        "--healthy_seconds", type=_positive(float), default=10.0,
+        help="Seconds a connection must stay up, having delivered its first depth frame, to prove "
+             "healthy. Only a healthy connection resets the backoff; one that ends sooner (accepted "
+             "and closed at once, e.g. close code 1013 'try again later') counts as a failed "
+             "attempt: the next wait grows as after a refused handshake. Default: 10.")
     net.add_argument(
         "--max_disconnect", type=_positive(float), default=3600.0,
         help="Seconds: give up (exit code 5) when the connection has been down this long. "

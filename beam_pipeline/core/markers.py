@@ -1,14 +1,16 @@
 """A collector's in-stream control records: the disconnect marker, its one encoding and decoding.
 
-The collector (beam_pipeline/collector.py) writes one marker per symbol when it has reconnected,
-as an envelope line of type "disconnect" (framings/envelope.py):
+The collector (beam_pipeline/collector.py) writes one marker per symbol per outage, when a
+connection delivers data again (before its first frame), as an envelope line of type "disconnect"
+(framings/envelope.py):
 
   {"exchange": "binance", "market": "spot", "symbol": "BTCUSDT", "recv_ts_ms": <to>,
    "type": "disconnect", "payload": {"from": <ms>, "to": <ms>, "attempts": 3,
    "symbols": ["BTCUSDT", "ETHUSDT"], "last_id": 123, "last_event_time": <ms>}}
 
-`from`/`to`: the collector's clock when the connection was lost and when it was back; `attempts`:
-the connection attempts it took; `symbols`: every symbol of the connection; `last_id` and
+`from`/`to`: the collector's clock when the connection that delivered was lost and when data came
+again; `attempts`: the connection attempts of the outage (refused, or accepted and closed before
+delivering); `symbols`: every symbol of the connection; `last_id` and
 `last_event_time`: the last update id (and its exchange time) the collector had received for this
 symbol before the loss, null when none (then the marker's ids and time are 0). The marker decodes to an Event of kind DISCONNECT whose ids
 are `last_id` and whose time is `last_event_time`, so the canonical order (by ids) places it right

@@ -1,6 +1,7 @@
 """The live collector against a local fake exchange (tests/tooling/fake_exchange.py): network
-partitions, REST failures, a stall, a planned reconnect, giving up; and end to end, fake exchange
--> collector -> Pub/Sub emulator -> streaming pipeline -> recovery requests -> collector."""
+partitions, REST failures, a stall, a planned reconnect, an exchange that accepts and closes at once
+(the backoff, one marker per outage, the gaps a batch run reports), giving up; and end to end, fake
+exchange -> collector -> Pub/Sub emulator -> streaming pipeline -> recovery requests -> collector."""
 import gzip
 import json
 import os
@@ -8,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from beam_pipeline.cli import main as pipeline_main
 from beam_pipeline.collector import read_metrics
@@ -125,9 +128,104 @@ def test_partitions_rest_failures_a_stall_and_a_planned_reconnect_to_files(tmp_p
     assert read(str(out), "corrupt_periods").num_rows == 0
 
 
-def test_gives_up_after_max_disconnect_with_exit_code_5(tmp_path):
+def _captured(folder):
+    """symbol -> [(U, u) of each delta in file order], and the disconnect markers' payloads."""
+    deltas, markers = {}, {}
+    for path in sorted(folder.iterdir()):
+        with gzip.open(path) as handle:
+            for line in handle:
+                record = json.loads(line)
+                if record["type"] == "delta":
+                    payload = record["payload"]
+                    deltas.setdefault(record["symbol"], []).append((payload["U"], payload["u"]))
+                elif record["type"] == "disconnect":
+                    markers.setdefault(record["symbol"], []).append(record["payload"])
+    return deltas, markers
+
+
+def _lost_runs(sent, captured):
+    """The ids lost between the first and the last message captured: one (last good id, next
+    first id, ids lost) per run of messages the exchange sent that were not captured."""
+    kept = set(captured)
+    first = sent.index(captured[0])
+    last = sent.index(captured[-1])
+    runs, start = [], None
+    for index in range(first, last + 1):
+        if sent[index] not in kept and start is None:
+            start = index
+        elif sent[index] in kept and start is not None:
+            before, after = sent[start - 1][1], sent[index][0]
+            runs.append((before, after, after - before - 1))
+            start = None
+    return runs
+
+
+def test_an_exchange_that_accepts_and_closes_for_5_s_gets_few_handshakes_and_one_marker(tmp_path):
+    """Accepted, then closed at once with 1013 "try again later" for 5 s: each such connection is a
+    failed attempt (the backoff grows), the outage is one marker per symbol, and a batch run's gap
+    rows are exactly the ids the exchange sent while the collector was away, all resynced."""
     exchange = FakeExchange("spot").start()
-    exchange.refuse_connections(3600)
+    metrics_file = str(tmp_path / "metrics.json")
+    files = tmp_path / "capture"
+    # the default initial backoff; --max_backoff 8 bounds the wait after the refusal (the test's
+    # time); a connection proves healthy after 1 s (10 by default) so the first one has
+    proc = _collector(exchange, "--output_dir", str(files), "--metrics_file", metrics_file,
+                      "--initial_backoff", "0.5", "--max_backoff", "8", "--healthy_seconds", "1")
+    try:
+        _wait_for(_settled(metrics_file, 4), 30, "the first snapshots", proc)
+        time.sleep(1.5)                                  # the first connection is healthy
+        before = exchange.stats["handshakes"]
+        exchange.refuse_connections(5.0, accept_then_close=True)
+        exchange.drop_connections()
+        _wait_for(lambda: read_metrics(metrics_file).get("reconnects", 0) >= 1, 30,
+                  "the reconnect after the refusal", proc)
+        _wait_for(_settled(metrics_file, 8), 30, "the snapshots after the reconnect", proc)
+        time.sleep(1)
+        code, log = _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        exchange.stop()
+    assert code == 0, log[-3000:]
+    handshakes = exchange.stats["handshakes"] - before
+    assert 1 < handshakes <= 12, log[-3000:]
+    assert exchange.stats["closed_at_once"] == handshakes - 1      # the last one was served
+    status = read_metrics(metrics_file)
+    assert status["reconnects"] == 1 and status["disconnects"] == 1
+    assert status["snapshots_discarded"] == 0
+
+    deltas, markers = _captured(files)
+    assert sorted(deltas) == sorted(markers) == exchange.symbols
+    runs = {symbol: _lost_runs(exchange.sent_ids(symbol), deltas[symbol]) for symbol in deltas}
+    for symbol, [marker] in markers.items():             # exactly one marker per symbol
+        [(last_good, _, lost)] = runs[symbol]            # and one run of ids lost: the outage
+        assert lost > 0
+        assert marker["attempts"] == handshakes and marker["from"] < marker["to"]
+        assert marker["last_id"] == last_good            # the last id before the loss
+
+    out = tmp_path / "batch"
+    batch = subprocess.run([sys.executable, "-m", "beam_pipeline", "--input", str(files),
+                            "--output", str(out)], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+                           capture_output=True, text=True, timeout=120)
+    assert batch.returncode == 0, batch.stderr[-3000:]
+    with open(out / "summary.json") as handle:
+        summary = json.load(handle)
+    assert summary["balanced"] and summary["dead_letters"] == {}
+    assert summary["input_records"] == status["records"]
+    assert summary["control"] == len(exchange.symbols) and summary["corrupt_periods"] == 0
+    gaps = read(str(out), "gaps").to_pylist()
+    expected = sorted((symbol, *run) for symbol in runs for run in runs[symbol])
+    assert sorted((g["symbol"], g["last_good_id"], g["next_first_id"], g["gap_size"])
+                  for g in gaps) == expected
+    assert {(g["action"], g["resolution"]) for g in gaps} == {("hold_for_snapshot", "resynced")}
+    assert sum(summary["gaps"].values()) == len(gaps)
+    assert read(str(out), "corrupt_periods").num_rows == 0
+
+
+@pytest.mark.parametrize("accept_then_close", [False, True], ids=["503", "accepted-then-closed"])
+def test_gives_up_after_max_disconnect_with_exit_code_5(tmp_path, accept_then_close):
+    exchange = FakeExchange("spot").start()
+    exchange.refuse_connections(3600, accept_then_close=accept_then_close)
     try:
         proc = _collector(exchange, "--output_dir", str(tmp_path / "capture"),
                           "--max_disconnect", "2")

@@ -6,10 +6,15 @@ levels and id spans) loop forever, renumbered so the ids stay continuous (spot U
 futures pu = previous u) and E is now. The exchange ticks whether anyone listens, so a client that
 was away misses ids. A REST snapshot answers lastUpdateId = the symbol's last id sent, with the
 capture's own snapshot levels: consistent with the stream. Faults, callable from any thread:
-drop_connections(), refuse_connections(seconds), rest_failures([429, 500, ...]) (the next REST
-answers, 429/418 with Retry-After), stall() (the open connections stay open, no frame), skip_ids(symbol,
+drop_connections(), refuse_connections(seconds) (handshakes answered 503),
+refuse_connections(seconds, accept_then_close=True) (handshakes accepted, then closed at once with
+code 1013 "try again later"), rest_failures([429, 500, ...]) (the next REST answers, 429/418 with
+Retry-After), stall() (the open connections stay open, no frame), skip_ids(symbol,
 count) (the exchange loses messages: every listener sees a gap), max_connection_seconds (the
-exchange closes a connection that old: Binance's 24 h, at seconds scale).
+exchange closes a connection that old: Binance's 24 h, at seconds scale). stats counts what it saw:
+handshakes (every websocket request, refused or not), refused (503), closed_at_once (1013),
+connections (served), frames, rest_requests, snapshots, ...; sent_ids(symbol) is the list of
+(first, last) update ids of the messages the symbol's stream produced, listened to or not.
 
 python -m tests.tooling.fake_exchange --market spot --port 8765 runs one on its own.
 """
@@ -30,6 +35,9 @@ DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirn
 CAPTURES = {"spot": ("BINANCE.ws.1.0", "BINANCE.http.0.0", "/api/v3/depth"),
             "usdm": ("BINANCE_FUTURES.ws.1.0", "BINANCE_FUTURES.http.0.0", "/fapi/v1/depth"),
             "coinm": ("BINANCE_FUTURES.ws.1.0", "BINANCE_FUTURES.http.0.0", "/dapi/v1/depth")}
+
+
+SENT_KEPT = 100_000     # (first, last) ids of this many messages per symbol are kept (sent_ids)
 
 
 def load_capture(market: str, data_dir: str = DATA):
@@ -62,6 +70,7 @@ class _Book:
     def __init__(self, symbol, updates, snapshot, first_id, futures: bool):
         self.symbol, self.updates, self.snapshot, self.futures = symbol, updates, snapshot, futures
         self.last_id, self.index = first_id, 0
+        self.sent = collections.deque(maxlen=SENT_KEPT)   # (U, u) of the messages produced
 
     def next_message(self, skip: int = 0) -> dict:
         span, bids, asks = self.updates[self.index % len(self.updates)]
@@ -69,6 +78,7 @@ class _Book:
         prev = self.last_id
         first = prev + 1 + skip
         self.last_id = first + span
+        self.sent.append((first, self.last_id))
         now = int(time.time() * 1000)
         data = {"e": "depthUpdate", "E": now, "s": self.symbol, "U": first, "u": self.last_id,
                 "b": bids, "a": asks}
@@ -90,6 +100,7 @@ class FakeExchange:
         self.depth_path = CAPTURES[market][2]
         self.clients: set = set()
         self.refuse_until = 0.0
+        self.accept_then_close = False
         self.stalled: set = set()
         self.pending_failures: collections.deque = collections.deque()
         self.pending_skips: dict = {}
@@ -105,8 +116,16 @@ class FakeExchange:
     def drop_connections(self) -> None:
         self._call(self._drop)
 
-    def refuse_connections(self, seconds: float) -> None:
+    def refuse_connections(self, seconds: float, accept_then_close: bool = False) -> None:
+        """For `seconds`, refuse every websocket handshake: with HTTP 503, or (accept_then_close)
+        accept it and close the connection at once with code 1013 "try again later"."""
+        self.accept_then_close = accept_then_close
         self.refuse_until = time.monotonic() + seconds
+
+    def sent_ids(self, symbol: str) -> list:
+        """(first id, last id) of every message of `symbol`'s stream so far (the last SENT_KEPT),
+        in order."""
+        return list(self.books[symbol].sent)
 
     def rest_failures(self, statuses) -> None:
         self.pending_failures.extend(statuses)
@@ -207,9 +226,16 @@ class FakeExchange:
                             break
 
     async def _stream(self, request):
-        if time.monotonic() < self.refuse_until:
+        self.stats["handshakes"] += 1
+        if time.monotonic() < self.refuse_until and not self.accept_then_close:
             self.stats["refused"] += 1
             return web.Response(status=503, text="refusing connections")
+        if time.monotonic() < self.refuse_until:
+            ws = web.WebSocketResponse(heartbeat=None)
+            await ws.prepare(request)
+            self.stats["closed_at_once"] += 1
+            await ws.close(code=1013, message=b"try again later")
+            return ws
         streams = request.query.get("streams", "")
         wanted = {name.split("@")[0].upper() for name in streams.split("/") if name}
         ws = web.WebSocketResponse(heartbeat=None)

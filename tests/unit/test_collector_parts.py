@@ -1,9 +1,11 @@
 """The collector's pure parts: frames -> envelope lines, the overlap of a planned reconnect, the
-request-weight budget, and its option checks."""
+request-weight budget, the reconnect backoff (its healthy-reset rule), and its option checks."""
 import pytest
+import tenacity
 
-from beam_pipeline.collector import (Frame, OverlapMerge, WeightBudget, depth_weight,
-                                     envelope_line, parse_args, parse_frame, stream_url)
+from beam_pipeline.collector import (Frame, OverlapMerge, ReconnectBackoff, WeightBudget,
+                                     depth_weight, envelope_line, parse_args, parse_frame,
+                                     stream_url)
 from beam_pipeline.core.framing import FileContext, decode_record
 
 
@@ -86,5 +88,49 @@ def test_help_lists_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--market", "--symbols", "--ws_url", "--rest_url", "--topic", "--output_dir",
                    "--recovery_subscription", "--max_backoff", "--max_disconnect", "--metrics_file",
-                   "--planned_reconnect", "--idle_timeout", "--request_weight_per_minute"):
+                   "--planned_reconnect", "--idle_timeout", "--request_weight_per_minute",
+                   "--healthy_seconds"):
         assert option in text
+
+
+def _ceiling(failures, initial=0.5, most=8.0):
+    return min(most, initial * 2 ** (failures - 1))
+
+
+def test_the_backoff_grows_with_every_failed_attempt_and_resets_only_when_healthy():
+    backoff = ReconnectBackoff(initial_s=0.5, max_s=8.0, healthy_s=10.0)
+    assert backoff.next_wait() == 0.0                       # nothing failed: at once
+    # accepted and closed at once; delivered but up 9.9 s; up 60 s without a depth frame: each one
+    # more failed attempt, like a refused handshake (tenacity's after=)
+    assert not backoff.ended(opened=0.0, first_frame=None, now=0.01)
+    assert not backoff.ended(opened=100.0, first_frame=100.1, now=109.9)
+    assert not backoff.ended(opened=200.0, first_frame=None, now=260.0)
+    backoff.failed()
+    assert backoff.failures == 4
+    for failures in range(1, 9):                            # full jitter over a doubling window
+        backoff.failures = failures
+        waits = [backoff.next_wait() for _ in range(2000)]
+        assert 0 <= min(waits) and max(waits) <= _ceiling(failures)
+        assert max(waits) > 0.9 * _ceiling(failures) and min(waits) < 0.1 * _ceiling(failures)
+    # its first depth frame delivered and up 10 s: healthy; the count resets, the next at once
+    assert backoff.ended(opened=300.0, first_frame=300.5, now=310.0)
+    assert backoff.failures == 0 and backoff.next_wait() == 0.0
+
+
+def test_tenacity_waits_with_the_backoff_continuing_the_count_of_closed_connections():
+    backoff = ReconnectBackoff(initial_s=0.5, max_s=8.0, healthy_s=10.0)
+    for _ in range(3):                              # three connections accepted, then closed
+        backoff.ended(opened=0.0, first_frame=None, now=0.0)
+    sleeps, tries = [], []
+
+    def handshake():
+        tries.append(1)
+        if len(tries) <= 4:
+            raise OSError("refused")
+        return "connected"
+
+    retrying = tenacity.Retrying(wait=backoff, after=backoff.failed, sleep=sleeps.append,
+                                 retry=tenacity.retry_if_exception_type(OSError))
+    assert retrying(handshake) == "connected"
+    assert backoff.failures == 3 + 4 and len(sleeps) == 4
+    assert all(0 <= wait <= _ceiling(3 + n) for n, wait in enumerate(sleeps, 1))
