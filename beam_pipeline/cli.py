@@ -128,8 +128,18 @@ def validate(options: PipelineOptions) -> None:
         ops.input = globs
     if not _is_remote(ops.output):
         _check_writable(ops.output)
+    _check_savepoint(options)
     if _is_dry_run(options) and _is_dataflow(options):
         _check_dry_run_locations(options)
+
+
+def _check_savepoint(options) -> None:
+    """Beam's Flink runner applies --savepoint_path only when it submits to a cluster: the embedded
+    [local] MiniCluster would start from empty state without a word."""
+    every = options.get_all_options()
+    if every.get("savepoint_path") and (every.get("flink_master") or "[local]") in ("[local]", "[auto]"):
+        raise UsageError("--savepoint_path needs a Flink cluster (--flink_master host:port): the "
+                         "embedded [local] cluster ignores it and would start from empty state")
 
 
 def _folder_as_files(pattern: str) -> str:
@@ -407,8 +417,9 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
         inbox = direct.tune_streaming_pubsub_reads(ops.pull_max_messages, ops.pull_wait_seconds,
                                                    ops.ack_lease_seconds)
         inbox.drain_budget_s = ops.stop_timeout * DRAIN_SHARE
-    resume = take_cursors(cursor_folder(ops.output)) if streaming and job and job.get("restarts") \
-        else None
+    # A restarted Pub/Sub job resumes every key where its last stop left it (files are read anew).
+    resume = take_cursors(cursor_folder(ops.output)) if ops.input_subscription and job \
+        and job.get("restarts") else None
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options, resume)
     line = progress.ProgressLine(enabled=_workers_run_here(options) and not ops.verbose)

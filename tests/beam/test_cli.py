@@ -121,6 +121,13 @@ def test_an_empty_folder_as_input_is_a_usage_error(tmp_path, capsys):
     assert "no input file in folder" in one_line_error(capsys.readouterr().err)
 
 
+def test_a_savepoint_on_the_embedded_flink_cluster_is_a_usage_error(feed, tmp_path, capsys):
+    """The embedded [local] cluster ignores --savepoint_path (it would start from empty state)."""
+    assert main(["--runner", "FlinkRunner", "--input", str(feed), "--output", str(tmp_path / "o"),
+                 "--savepoint_path", str(tmp_path / "sp")]) == 2
+    assert "--savepoint_path needs a Flink cluster" in one_line_error(capsys.readouterr().err)
+
+
 def test_flink_options_are_known_and_the_profile_flag_is_not_discarded(caplog):
     argv = flink.apply_profile(["--runner=FlinkRunner", "--flink_job_server_jar=/x/job.jar",
                                 "--checkpointing_interval", "1000", "--input", "a", "--output", "o"])
@@ -345,5 +352,5 @@ def test_exit_codes_are_documented_in_the_readme():
     text = (REPO / "README.md").read_text()
     section = text[text.index("## Exit codes"):]
     for code in (cli.EXIT_OK, cli.EXIT_UNBALANCED, cli.EXIT_USAGE, cli.EXIT_BAD_RECORD_RATE,
-                 cli.EXIT_BAD_INPUT):
+                 cli.EXIT_BAD_INPUT, cli.EXIT_STOP_UNFINISHED):
         assert f"| {code} |" in section, code
