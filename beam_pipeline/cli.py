@@ -389,6 +389,9 @@ def main(argv: list[str]) -> int:
         return EXIT_USAGE
     if options.view_as(StandardOptions).streaming:
         _hold_stop_signals()
+        cloud = options.view_as(GoogleCloudOptions)
+        if job and not cloud.job_name and _flink_cluster(options, options.view_as(FeedCheckOptions)):
+            cloud.job_name = f"feedcheck-{job['job_id']}"   # how the stop finds it on the cluster
     with _logging(options.view_as(FeedCheckOptions), job) as log_path:
         return _run(options, submits_only, job, log_path, argv)
 
@@ -434,9 +437,11 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
                       "Dataflow runs it")
             return EXIT_OK
         if streaming:
-            stop = StreamingStop(result, ops, inbox, line, restart_command(argv, job))
+            stop = StreamingStop(result, ops, inbox, line, restart_command(argv, job),
+                                 _flink_cluster(options, ops))
             stopped = stop.run()
-            if stop.cancelled or (not stopped and (ops.input_subscription or ops.watch_seconds)):
+            if stop.savepoint or stop.cancelled or (
+                    not stopped and (ops.input_subscription or ops.watch_seconds)):
                 _print_where(ops.output, log_path)
                 return EXIT_OK      # cancelled: the running summary.json is the report
         else:
@@ -586,10 +591,34 @@ def _write_report(output: str) -> None:
 DRAIN_SHARE = 1 / 3
 
 
+def _flink_cluster(options, ops):
+    """(REST address, Flink job name, savepoint folder) of a streaming job submitted to a
+    standalone Flink cluster, else None. The savepoint folder is --savepoint_dir, default
+    <output>/_state/savepoints (the cluster must be able to write there)."""
+    from runners import flink
+
+    every = options.get_all_options()
+    base = flink.cluster_rest_base(every.get("flink_master")) if runner_kind(
+        [f"--runner={options.view_as(StandardOptions).runner or ''}"]) == "flink" else None
+    if base is None:
+        return None
+    output = ops.output if _is_remote(ops.output) else "file://" + os.path.abspath(ops.output)
+    target = ops.savepoint_dir or f"{output}/_state/savepoints"
+    return base, options.view_as(GoogleCloudOptions).job_name, target
+
+
 def restart_command(argv, job) -> str:
     """The command that continues this streaming job into its folder: its own arguments, with the
     job's id (never --overwrite, which would delete what it wrote)."""
-    args = [arg for arg in argv if arg != "--overwrite" and not arg.startswith("--overwrite=")]
+    args, skip = [], False
+    for arg in argv:            # never --overwrite; a savepoint given to this run is not the next's
+        if skip or arg == "--overwrite" or arg.startswith(("--overwrite=", "--savepoint_path=")):
+            skip = False
+            continue
+        if arg == "--savepoint_path":
+            skip = True
+            continue
+        args.append(arg)
     if job and not (flag_value(args, "job_id") or flag_value(args, "job_name")):
         args += ["--job_id", job["job_id"]]
     return shlex.join([os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd())
@@ -607,11 +636,15 @@ class StreamingStop:
     what was not written: it was not acknowledged either, so Pub/Sub delivers it again to the
     restarted job. Other runners are cancelled, as before (see README: Streaming)."""
 
-    def __init__(self, result, ops, inbox, line, restart: str):
+    def __init__(self, result, ops, inbox, line, restart: str, flink_cluster=None):
+        """`flink_cluster`: (REST address, job name, savepoint folder) of a job on a standalone
+        Flink cluster, stopped with a savepoint."""
         self.result, self.ops, self.inbox, self.line = result, ops, inbox, line
         self.restart = restart
+        self.flink_cluster = flink_cluster
         self.signal_name = None
         self.cancelled = False
+        self.savepoint = None
 
     @property
     def graceful(self) -> bool:
@@ -641,6 +674,11 @@ class StreamingStop:
             self._exit_now(f"a second {name}")
         self.signal_name = name
         self.line.close()
+        if self.flink_cluster:
+            print(f"stopping on {name}: Flink takes a savepoint and stops the job (at most "
+                  f"{self.ops.stop_timeout:g} s)", flush=True)
+            threading.Thread(target=self._stop_with_savepoint, daemon=True).start()
+            return
         if not self.graceful:
             print(f"stopping on {name}: cancelling the streaming job", flush=True)
             self.cancelled = True
@@ -658,6 +696,20 @@ class StreamingStop:
                                 (f"--stop_timeout {self.ops.stop_timeout:g} s passed",))
         timer.daemon = True
         timer.start()
+
+    def _stop_with_savepoint(self):
+        from runners import flink
+
+        base, job_name, target = self.flink_cluster
+        try:
+            self.savepoint = flink.stop_with_savepoint(base, job_name, target, self.ops.stop_timeout)
+        except Exception as error:  # noqa: BLE001: say it, and leave the job as it is
+            print(f"error: the stop with a savepoint failed: {error}; the job is still running "
+                  "on the cluster (stop it there, or press Ctrl-C again to leave it)",
+                  file=sys.stderr, flush=True)
+            return
+        print(f"savepoint: {self.savepoint}\nResume this job from it with:\n  {self.restart} "
+              f"--savepoint_path {shlex.quote(self.savepoint)}", flush=True)
 
     def _exit_now(self, why: str):
         pending = self.inbox.unacknowledged() if self.inbox else 0

@@ -205,6 +205,12 @@ class FeedCheckOptions(PipelineOptions):
                  "was not acknowledged: Pub/Sub delivers it again to the restarted job. "
                  "Default: 25 (below Kubernetes' 30 s and systemd's 90 s grace periods).")
         io.add_argument(
+            "--savepoint_dir", default=None,
+            help="Streaming on a standalone Flink cluster (--flink_master host:port): where SIGINT/"
+                 "SIGTERM's stop-with-savepoint writes the savepoint (a folder the cluster can "
+                 "write; the stop prints it and the command that resumes from it). "
+                 "Default: <output>/_state/savepoints.")
+        io.add_argument(
             "--ack_lease_seconds", type=float, default=60.0,
             help="Streaming on DirectRunner: a pulled Pub/Sub message is acknowledged only once "
                  "every output row it produced is in a finished file; until then its lease is "

@@ -128,3 +128,58 @@ def apply_profile(argv: list[str]) -> list[str]:
     if flag_value(argv, "flink_job_server_jar") is None:
         argv.append(f"--flink_job_server_jar={job_server_jar()}")
     return argv
+
+
+def cluster_rest_base(master: str | None) -> str | None:
+    """The REST address of a standalone cluster named by --flink_master (host:port), or None for
+    the embedded [local] one."""
+    if not master or master.startswith("["):
+        return None
+    return master if "://" in master else f"http://{master}"
+
+
+def _rest(base: str, path: str, body: dict | None = None):
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        base + path, method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read()
+    return json.loads(text) if text.strip() else {}
+
+
+def running_job(base: str, job_name: str) -> str | None:
+    """The Flink id of the running job named `job_name` on the cluster, if there is one."""
+    for job in _rest(base, "/jobs/overview")["jobs"]:
+        if job["name"] == job_name and job["state"] in ("RUNNING", "CREATED", "RESTARTING"):
+            return job["jid"]
+    return None
+
+
+def stop_with_savepoint(base: str, job_name: str, target: str, timeout_s: float) -> str:
+    """Flink's stop-with-savepoint (REST POST /jobs/<id>/stop, no drain: state and timers are
+    kept, so a job resumed from it continues where this one stopped). Returns the savepoint's
+    location; raises RuntimeError when Flink could not take it in `timeout_s`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    jid = None
+    while jid is None:
+        jid = running_job(base, job_name)
+        if jid is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no running Flink job named {job_name} at {base}")
+            time.sleep(0.5)
+    trigger = _rest(base, f"/jobs/{jid}/stop", {"targetDirectory": target, "drain": False})
+    while time.monotonic() < deadline:
+        status = _rest(base, f"/jobs/{jid}/savepoints/{trigger['request-id']}")
+        if status["status"]["id"] == "COMPLETED":
+            operation = status.get("operation") or {}
+            if "location" in operation:
+                return operation["location"]
+            raise RuntimeError(f"the savepoint failed: {operation.get('failure-cause')}")
+        time.sleep(0.5)
+    raise RuntimeError(f"Flink did not finish the savepoint within {timeout_s:g} s")
