@@ -36,6 +36,7 @@ from runners.profiles import apply_profile
 EXIT_OK, EXIT_UNBALANCED, EXIT_USAGE, EXIT_BAD_RECORD_RATE, EXIT_BAD_INPUT = 0, 1, 2, 3, 4
 EXIT_STOP_UNFINISHED = 6      # a streaming stop cut short: --stop_timeout passed, or a second signal
 JOB_FILE = "_job.json"
+INFLIGHT_JOURNAL = "_state/inflight.jsonl"    # what a streaming job pulled and has not acknowledged
 RUNS_FOLDER = "_runs"       # a restarted streaming job's earlier summaries: _runs/<n>/summary.json
 LOG_FILE = "_logs/feedcheck.log"
 # What a run leaves under --output: an earlier run is told by any of these.
@@ -228,7 +229,11 @@ def claim_output(options) -> dict:
     job = {"job_id": job_id, "mode": mode, "started": now}
     if continuing:
         job = {**owner, "restarted": now, "restarts": owner.get("restarts", 0) + 1}
-        _keep_earlier_summary(output, job["restarts"])
+        savepoint = options.get_all_options().get("savepoint_path")
+        if savepoint:      # Flink restores the state its counts come from: one summary goes on
+            job["resumed_from"] = savepoint
+        else:
+            _keep_earlier_summary(output, job["restarts"])
     if not FileSystems.exists(output):
         FileSystems.mkdirs(output)
     with FileSystems.create(f"{output}/{JOB_FILE}") as handle:
@@ -252,7 +257,7 @@ def with_earlier_runs(summary: dict, output: str, job) -> dict:
     """A restarted job's summary: its own counts, plus `job` naming the earlier runs' summaries
     and the counts over every run. A record Pub/Sub delivered again after a crash is counted in
     both runs that read it; its rows are deduplicated by readback."""
-    if not job or not job.get("restarts"):
+    if not job or not job.get("restarts") or job.get("resumed_from"):
         return summary
     earlier = []
     for run in range(1, job["restarts"] + 1):
@@ -420,6 +425,8 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
         inbox = direct.tune_streaming_pubsub_reads(ops.pull_max_messages, ops.pull_wait_seconds,
                                                    ops.ack_lease_seconds)
         inbox.drain_budget_s = ops.stop_timeout * DRAIN_SHARE
+        if not _is_remote(ops.output):
+            inbox.journal_path = os.path.join(ops.output, INFLIGHT_JOURNAL)
     # A restarted Pub/Sub job resumes every key where its last stop left it (files are read anew).
     resume = take_cursors(cursor_folder(ops.output)) if ops.input_subscription and job \
         and job.get("restarts") else None

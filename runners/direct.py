@@ -59,6 +59,7 @@ def tune_streaming_pubsub_reads(max_messages: int, wait_seconds: float,
     _stopped_at[0] = None
     _fast_forward_after_stop()
     inbox = Inbox(lease_seconds)
+    INBOX[0] = inbox
     evaluator = transform_evaluator._PubSubReadEvaluator
     evaluator._read_from_pubsub = _pull_reader(max_messages, wait_seconds, inbox)
     evaluator.finish_bundle = _finish_with_publish_watermark(wait_seconds)
@@ -67,6 +68,7 @@ def tune_streaming_pubsub_reads(max_messages: int, wait_seconds: float,
     return inbox
 
 
+INBOX = [None]       # this process's Inbox (the read evaluator's watermark asks it)
 # Set when the command line asks a streaming job to stop: no more pulls, the watermark ends.
 STOP = threading.Event()
 # After a stop the runner's processing-time clock runs this many times faster than the wall clock.
@@ -129,6 +131,9 @@ def _finish_with_publish_watermark(wait_seconds: float):
         else:
             candidate = Timestamp.of(time.time() - wait_seconds)
         watermark = max(watermarks.get(self._sub_name, candidate), candidate)
+        floor = INBOX[0].watermark_floor() if INBOX[0] is not None else None
+        if floor is not None:        # a killed run's messages are on their way again: wait for them
+            watermark = min(watermark, Timestamp(micros=floor * 1000))
         watermarks[self._sub_name] = watermark
         inputs = self._applied_ptransform.inputs
         input_pvalue = inputs[0] if inputs else pvalue.PBegin(self._applied_ptransform.transform.pipeline)
@@ -199,6 +204,10 @@ def _subscriber(pubsub):
     return pubsub.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel, host=host))
 
 
+def _publish_ms(message) -> int:
+    return int(message.publish_time.timestamp() * 1000)
+
+
 IDLE_POLL_SECONDS = 0.1   # between polls of an idle subscription, within one --pull_wait_seconds
 
 
@@ -206,10 +215,87 @@ class _Pull:
     """One pull's messages, acknowledged together: `mark` is the durability ledger's mark taken at
     the first idle moment after it (core/durability.py), None while it may still be held."""
 
-    __slots__ = ("ack_ids", "newest_ms", "records", "mark")
+    __slots__ = ("number", "ack_ids", "newest_ms", "mark")
 
-    def __init__(self, ack_ids, newest_ms):
-        self.ack_ids, self.newest_ms, self.records, self.mark = ack_ids, newest_ms, 0, None
+    def __init__(self, number, ack_ids, newest_ms):
+        self.number, self.ack_ids, self.newest_ms, self.mark = number, ack_ids, newest_ms, None
+
+
+class Journal:
+    """What this job pulled and has not acknowledged, on disk: <output>/_state/inflight.jsonl.
+
+    A job killed before it acknowledged what it pulled leaves those messages leased to nobody
+    until their lease runs out; Pub/Sub then delivers them again, after newer ones the restarted
+    job has already read, and a key started on the newer ids would take the older ones for
+    duplicates. So the journal records each pull (its ack ids, its messages' ids and publish
+    times) and each acknowledgement; the next run of the job (`recover`) asks Pub/Sub to deliver
+    the unacknowledged ones again at once (ack deadline 0) and holds its watermark at the oldest
+    of them until every one has come back (or `give_up_s` passed: they were acknowledged just
+    before the kill), so each key is sequenced in publish order as if nothing had happened.
+    Local output folders only (an object store has no append)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._handle = None
+
+    def _write(self, entry: dict) -> None:
+        import json
+
+        if self._handle is None:
+            self._handle = open(self.path, "a")
+        self._handle.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def pulled(self, number: int, ack_ids, messages: dict) -> None:
+        self._write({"pull": number, "ack_ids": ack_ids, "messages": messages})
+
+    def acknowledged(self, numbers) -> None:
+        if numbers:
+            self._write({"acked": list(numbers)})
+
+    def awaiting(self, messages: dict) -> None:
+        if messages:
+            self._write({"awaiting": messages})
+
+    def unfinished(self) -> tuple[list, dict]:
+        """(ack ids, {message id: publish ms}) of what the journal's run pulled and did not
+        acknowledge, and of what it was still awaiting."""
+        import json
+
+        pulls, acked, awaiting = {}, set(), {}
+        try:
+            with open(self.path) as handle:
+                for line in handle:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue            # a line cut short by the kill
+                    if "pull" in entry:
+                        pulls[entry["pull"]] = entry
+                    elif "acked" in entry:
+                        acked.update(entry["acked"])
+                    elif "awaiting" in entry:
+                        awaiting.update(entry["awaiting"])
+        except FileNotFoundError:
+            return [], {}
+        ack_ids, messages = [], dict(awaiting)
+        for number, entry in pulls.items():
+            if number not in acked:
+                ack_ids += entry["ack_ids"]
+                messages.update(entry["messages"])
+            else:
+                for message_id in entry["messages"]:
+                    messages.pop(message_id, None)
+        return ack_ids, messages
+
+    def clear(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        if os.path.exists(self.path):
+            os.remove(self.path)
 
 
 class Inbox:
@@ -238,6 +324,43 @@ class Inbox:
         self._renewer = None
         self._closed = threading.Event()
         self.drain_budget_s = None            # set by the command line: a share of --stop_timeout
+        self.journal = None
+        self.journal_path = None              # set by the command line (a local output folder)
+        self.pull_count = 0
+        self.awaited = {}                     # message id -> publish ms: a killed run's, not back yet
+        self.give_up_at = None
+
+    # -- a killed run's messages --
+
+    def recover(self, journal: "Journal", client, subscription: str) -> int:
+        """Before the first pull: what the last run of this job pulled and did not acknowledge is
+        delivered again at once and awaited (Journal). Returns how many messages that is."""
+        ack_ids, messages = journal.unfinished()
+        journal.clear()
+        self.journal, self.client, self.subscription = journal, client, subscription
+        if not messages:
+            return 0
+        for start in range(0, len(ack_ids), 1000):
+            try:
+                client.modify_ack_deadline(subscription=subscription,
+                                           ack_ids=ack_ids[start:start + 1000],
+                                           ack_deadline_seconds=0, timeout=30)
+            except Exception as error:   # noqa: BLE001: expired ack ids; delivered again anyway
+                logging.getLogger(__name__).info("ack ids of the last run: %s", error)
+        self.awaited = {message_id: int(ms) for message_id, ms in messages.items()}
+        journal.awaiting(self.awaited)
+        self.give_up_at = time.monotonic() + 2 * self.lease_seconds + 30
+        return len(messages)
+
+    def watermark_floor(self):
+        """The oldest publish time (ms) of a killed run's message not delivered again yet."""
+        if self.awaited and time.monotonic() > self.give_up_at:
+            logging.getLogger(__name__).warning(
+                "%d messages the last run had pulled were not delivered again within %d s "
+                "(acknowledged just before it ended?): no longer waiting for them",
+                len(self.awaited), 2 * self.lease_seconds + 30)
+            self.awaited = {}
+        return min(self.awaited.values()) if self.awaited else None
 
     # -- sizing --
 
@@ -271,8 +394,14 @@ class Inbox:
         ack_ids = [m.ack_id for m in received]
         self.client, self.subscription = client, subscription
         self._extend(ack_ids)
+        messages = {m.message.message_id: _publish_ms(m.message) for m in received}
+        for message_id in messages:
+            self.awaited.pop(message_id, None)
+        self.pull_count += 1
+        if self.journal is not None:
+            self.journal.pulled(self.pull_count, ack_ids, messages)
         with self._lock:
-            self.pulls.append(_Pull(ack_ids, newest_ms))
+            self.pulls.append(_Pull(self.pull_count, ack_ids, newest_ms))
         if self._renewer is None:
             self._renewer = threading.Thread(target=self._renew, name="feedcheck-leases",
                                              daemon=True)
@@ -319,18 +448,25 @@ class Inbox:
                 if pull.mark is not None and durability.is_written(pull.mark):
                     done.append(pull)
             self.pulls = [pull for pull in self.pulls if pull not in done]
-        return self._acknowledge([ack_id for pull in done for ack_id in pull.ack_ids])
+        return self._acknowledge(done)
 
     def acknowledge_all(self) -> int:
-        """After a drain: everything pulled has been processed and written."""
+        """After a drain: everything pulled has been processed and written (the journal goes:
+        nothing is left for a next run to recover)."""
         with self._lock:
             done, self.pulls = self.pulls, []
-        return self._acknowledge([ack_id for pull in done for ack_id in pull.ack_ids])
+        count = self._acknowledge(done)
+        if self.journal is not None and not self.awaited:
+            self.journal.clear()
+        return count
 
-    def _acknowledge(self, ack_ids) -> int:
+    def _acknowledge(self, pulls) -> int:
+        ack_ids = [ack_id for pull in pulls for ack_id in pull.ack_ids]
         for start in range(0, len(ack_ids), 1000):
             self.client.acknowledge(subscription=self.subscription,
                                     ack_ids=ack_ids[start:start + 1000], timeout=60)
+        if self.journal is not None:
+            self.journal.acknowledged([pull.number for pull in pulls])
         self.acknowledged_messages += len(ack_ids)
         return len(ack_ids)
 
@@ -351,6 +487,12 @@ def _pull_reader(max_messages: int, wait_seconds: float, inbox: Inbox):
         from google.cloud import pubsub
 
         client = clients.get("subscriber") or clients.setdefault("subscriber", _subscriber(pubsub))
+        if inbox.journal is None and inbox.journal_path:
+            again = inbox.recover(Journal(inbox.journal_path), client, self._sub_name)
+            if again:
+                logging.getLogger("feedcheck").warning(
+                    "%d Pub/Sub messages the last run of this job pulled and did not finish are "
+                    "read again first", again)
         if inbox.pulls:
             inbox.settle()
         # Polls that return at once, not a long poll with a client deadline: a long poll that times
@@ -383,7 +525,7 @@ def _pull_reader(max_messages: int, wait_seconds: float, inbox: Inbox):
             else:
                 timestamp = Timestamp.from_rfc3339(stamp)
             elements.append((timestamp, message))
-        newest = max(int(m.message.publish_time.timestamp() * 1000) for m in received)
+        newest = max(_publish_ms(m.message) for m in received)
         inbox.add(client, self._sub_name, received, newest)
         return elements
 
