@@ -171,7 +171,7 @@ class _Stream:
             cls = "medium" if cls == "small" else cls
         self.expected.gaps.append(dict(self._key(), last_good_id=last_good, next_first_id=first,
                                        gap_size=size, gap_class=cls, action=action,
-                                       resolution=resolution, event_time=time_ms))
+                                       resolution=resolution, event_time=time_ms, cause=None))
 
     def corrupt(self, start_id, end_id, start_time, end_time, reason):
         self.expected.corrupt_periods.append(dict(self._key(), start_id=start_id, end_id=end_id,
