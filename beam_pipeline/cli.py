@@ -364,11 +364,22 @@ def _run(options, submits_only: bool, job, log_path) -> int:
     write_empty_outputs(ops.output)
     summary = read_summary(ops.output)
     print(format_summary_table(summary))
+    _warn_still_being_written(summary, ops.quiet_seconds)
     if ops.report:
         _write_report(ops.output)
     code = exit_code(summary, ops)
     _print_where(ops.output, log_path)
     return code
+
+
+def _warn_still_being_written(summary: dict, quiet_seconds: float) -> None:
+    """Files modified within --quiet_seconds whose torn tail was left out (not a read_error)."""
+    files = summary.get("still_being_written") or []
+    if files:
+        print(f"warning: {len(files)} file(s) modified less than --quiet_seconds={quiet_seconds:g} "
+              "ago end in a torn gzip member or an unterminated line: still being written, so "
+              "that tail was not read (run again once they are quiet): " + ", ".join(files),
+              file=sys.stderr)
 
 
 def exit_code(summary: dict, ops) -> int:

@@ -5,6 +5,8 @@ import contextlib
 import fnmatch
 import gzip
 import itertools
+import logging
+import time
 import traceback
 import zlib
 
@@ -26,6 +28,7 @@ import transforms.coders  # noqa: F401  (registers the batch coders)
 from beam_pipeline.core.runtime import now_ms
 from transforms.tags import DEAD_LETTER, INPUT_LAG, TALLY
 
+_LOG = logging.getLogger("feedcheck.read")
 BLOCK_BYTES = 1 << 20
 # Records per RawBatch: 5,000 (~2 MB of JSON) makes Beam's per-element costs and the batch
 # sequencer's per-chunk costs vanish, and keeps a worker's memory flat.
@@ -39,22 +42,50 @@ def split_lines(blocks, max_record_bytes: int):
 
     A block whose lines are all short, without a carriage return, is split by one bytes.split (the
     common case); any other block line by line (`_split_slowly`): the same lines either way."""
-    number, pending, oversized = 0, b"", False
+    splitter = LineSplitter(max_record_bytes)
     for block in blocks:
-        if oversized or number == 0 or b"\r" in block or b"\r" in pending:
-            number, pending, oversized = yield from _split_slowly(block, number, pending, oversized,
-                                                                  max_record_bytes)
-            continue
-        lines = (pending + block).split(b"\n") if pending else block.split(b"\n")
-        if max(map(len, lines)) > max_record_bytes:
-            number, pending, oversized = yield from _split_slowly(block, number, pending, oversized,
-                                                                  max_record_bytes)
-            continue
-        pending = lines.pop()
-        yield from zip(range(number + 1, number + 1 + len(lines)), lines)
-        number += len(lines)
-    if pending:
-        yield number + 1, pending.rstrip(b"\r")
+        yield from splitter.feed(block)
+    rest = splitter.rest()
+    if rest is not None:
+        yield rest
+
+
+class LineSplitter:
+    """split_lines with its state in the open: the lines numbered so far, the bytes after the last
+    newline and whether they are an oversized line being skipped. A followed file
+    (transforms/follow.py) keeps that state between two reads, so a line cut by the end of what was
+    written so far continues where the next read begins; the lines are the same whatever the
+    blocks."""
+
+    def __init__(self, max_record_bytes: int, number: int = 0, pending: bytes = b"",
+                 oversized: bool = False):
+        self.max_record_bytes = max_record_bytes
+        self.number, self.pending, self.oversized = number, pending, oversized
+
+    def feed(self, block: bytes):
+        """Yield the lines `block` completes. Consume it whole before reading the state."""
+        if self.oversized or self.number == 0 or b"\r" in block or b"\r" in self.pending:
+            yield from self._slowly(block)
+            return
+        lines = (self.pending + block).split(b"\n") if self.pending else block.split(b"\n")
+        if max(map(len, lines)) > self.max_record_bytes:
+            yield from self._slowly(block)
+            return
+        self.pending = lines.pop()
+        first = self.number + 1
+        self.number += len(lines)
+        yield from zip(range(first, first + len(lines)), lines)
+
+    def _slowly(self, block: bytes):
+        self.number, self.pending, self.oversized = yield from _split_slowly(
+            block, self.number, self.pending, self.oversized, self.max_record_bytes)
+
+    def rest(self):
+        """The unterminated last line as (number, bytes), None when there is none: at the end of
+        a file it is a record (split_lines yields it)."""
+        if not self.pending:
+            return None
+        return self.number + 1, self.pending.rstrip(b"\r")
 
 
 def _split_slowly(block: bytes, number: int, pending: bytes, oversized: bool, max_record_bytes: int):
@@ -137,10 +168,21 @@ def _gzip_blocks(path: str):
             delivered = 0
 
 
-def _numbered_lines(readable: fileio.ReadableFile, max_record_bytes: int, partial: bytearray):
+def _numbered_lines(readable: fileio.ReadableFile, max_record_bytes: int, partial: bytearray,
+                    held: list = None):
+    """The file's lines. With `held` (a list), an unterminated last line is not yielded but put
+    there: the file may still be being written (ReadRecordBatches, quiet_seconds)."""
     with contextlib.ExitStack() as stack:
         blocks = _remember_partial_record(_file_blocks(readable, stack), partial, max_record_bytes)
-        yield from split_lines(blocks, max_record_bytes)
+        splitter = LineSplitter(max_record_bytes)
+        for block in blocks:
+            yield from splitter.feed(block)
+        rest = splitter.rest()
+        if rest is not None:
+            if held is None:
+                yield rest
+            else:
+                held.append(rest)
 
 
 class _Guarded:
@@ -168,74 +210,144 @@ def _head(lines, count: int) -> list:
     return head
 
 
+def detect_framing(input_format: str, head_lines):
+    """The framing of a file from its first lines (framings.detect), or the forced one; None: no
+    format recognises it."""
+    if input_format == "auto":
+        return framings.detect([line.lstrip() for _, line in head_lines if line.strip()])
+    return framings.framing_for(input_format)
+
+
+class Framer:
+    """A file's lines -> RawBatches of up to `batch_size` records. Lines that are not records
+    (headers, connect lines, blank lines) are skipped, a reconnect or disconnect marker counted
+    (`reconnects`: a point where a gap may follow); a context change (a connect line naming another
+    stream) closes the batch. Its state (context, connected, started) outlives one read of a
+    followed file (transforms/follow.py)."""
+
+    def __init__(self, path: str, framing, ctx: FileContext, batch_size: int,
+                 connected: bool = False, started: bool = False):
+        self.path, self.ctx, self.batch_size = path, ctx, batch_size
+        self.fmt = framing.NAME if framing else UNKNOWN
+        self.control = framing.control if framing else (lambda line, ctx: None)
+        self.blank_is_disconnect = bool(framing and framing.BLANK_IS_DISCONNECT)
+        self.connected, self.started = connected, started
+        self.records, self.reconnects, self.last_line = [], 0, 0
+        self.batch_fields = {}         # more RawBatch fields for every batch (a followed file's)
+
+    @classmethod
+    def open(cls, path: str, framing, head_lines, batch_size: int, **state) -> "Framer":
+        ctx = (framing.open([line for _, line in head_lines if line.strip()], path) if framing
+               else FileContext(UNKNOWN))
+        return cls(path, framing, ctx, batch_size, **state)
+
+    def line(self, number: int, line: bytes):
+        """Yields the RawBatch this line completes, if any."""
+        self.last_line = number
+        if not line or line.isspace():             # blank lines are not records
+            self.reconnects += self.blank_is_disconnect and self.started
+            return
+        marker = self.control(line, self.ctx)
+        if marker is not None:                     # a header or connect line is not a record
+            if marker.kind == DISCONNECT or (marker.kind == CONNECT and self.connected):
+                self.reconnects += 1
+            self.connected = self.connected or marker.kind == CONNECT
+            if marker.context != self.ctx:
+                yield from self.flush()            # they belong to the previous stream
+                self.ctx = marker.context
+            return
+        self.started = True
+        self.records.append((number, line))
+        if len(self.records) >= self.batch_size:
+            yield from self.flush()
+
+    def flush(self):
+        """The records gathered so far as one RawBatch."""
+        if self.records:
+            yield RawBatch(self.path, self.fmt, self.ctx.exchange, self.ctx.market, self.records,
+                           symbol=self.ctx.symbol, **self.batch_fields)
+            self.records = []
+
+    def reconnect_tally(self):
+        if self.reconnects:
+            yield beam.pvalue.TaggedOutput(TALLY, ((tallies.RECONNECTS, self.path), self.reconnects))
+            self.reconnects = 0
+
+
+def read_error(path: str, line: int, error: BaseException, trace: str, partial: bytes):
+    """A read failure as its dead letter and its input-record tally: payload, the bytes read of the
+    record the damage cut short (the schema's raw bytes, at most --max_record_bytes); message, what
+    failed, with its trace."""
+    yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+        Reason.READ_ERROR, f"{type(error).__name__}: {error}\n{trace[-4096:]}", "read",
+        bytes(partial), f"{path}:{line}"))
+    yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.INPUT_RECORDS, path), 1))
+
+
+def still_being_written(path: str, what: str, age_s: float, quiet_seconds: float):
+    """A young file's torn tail, left out: a warning naming the file, and its tally (summary.json
+    still_being_written)."""
+    _LOG.warning("%s: %s, and the file was modified %.1f s ago (< --quiet_seconds=%g): it is still "
+                 "being written; its complete records are read, that tail is not (read the file "
+                 "again once it is quiet)", path, what, age_s, quiet_seconds)
+    yield beam.pvalue.TaggedOutput(TALLY, ((tallies.STILL_BEING_WRITTEN, path), 1))
+
+
+def is_torn(error: BaseException) -> bool:
+    """A gzip stream that ends inside a member (what a writer leaves until its write is whole),
+    as opposed to damage."""
+    return isinstance(error, EOFError)
+
+
 class ReadRecordBatches(beam.DoFn):
     """One matched file -> RawBatch elements of up to `batch_size` records, plus read failures.
 
-    The file's format is detected from its first records (framings.detect), unless forced; lines
-    that are not records (headers, connect lines, blank lines) are skipped, a reconnect or
-    disconnect marker counted (`reconnects`: a point where a gap may follow). Per file, tallies
-    name its format (`format.<name>`)."""
+    The file's format is detected from its first records (framings.detect), unless forced; see
+    Framer for the lines that are not records. Per file, tallies name its format
+    (`format.<name>`).
+
+    `quiet_seconds`: a file modified less than this long ago may still be being written. Its torn
+    last gzip member, or its unterminated last line, is then left out with a warning naming the
+    file (tally still_being_written), not dead-lettered or read as a record; an older file's torn
+    member is a read_error and its unterminated last line a record. None: every file is taken as
+    it is (no age check)."""
 
     def __init__(self, input_format: str, max_record_bytes: int,
-                 batch_size: int = RECORDS_PER_BATCH, skip_names=()):
+                 batch_size: int = RECORDS_PER_BATCH, skip_names=(), quiet_seconds=None):
         self.input_format = input_format
         self.max_record_bytes = max_record_bytes
         self.batch_size = batch_size
         self.skip_names = tuple(skip_names)
+        self.quiet_seconds = quiet_seconds
 
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
         if is_skipped(path, self.skip_names):          # a README or LICENSE beside the captures
             yield beam.pvalue.TaggedOutput(TALLY, ((tallies.SKIPPED_FILES, path), 1))
             return
+        age = time.time() - (readable.metadata.last_updated_in_seconds or 0)
+        young = bool(self.quiet_seconds) and age < self.quiet_seconds
         partial = bytearray()          # the record being read when a read error cuts it short
-        source = _Guarded(_numbered_lines(readable, self.max_record_bytes, partial))
+        held = [] if young else None   # a young file's unterminated last line, held back
+        source = _Guarded(_numbered_lines(readable, self.max_record_bytes, partial, held))
         lines = iter(source)
         head = _head(lines, HEAD_RECORDS)
-        if self.input_format == "auto":
-            framing = framings.detect([line.lstrip() for _, line in head if line.strip()])
-        else:
-            framing = framings.framing_for(self.input_format)
-        fmt = framing.NAME if framing else UNKNOWN
-        ctx = (framing.open([line for _, line in head if line.strip()], path) if framing
-               else FileContext(UNKNOWN))
-        control = framing.control if framing else (lambda line, ctx: None)
-        blank_is_disconnect = bool(framing and framing.BLANK_IS_DISCONNECT)
-        records, last_line, reconnects, connected, started = [], 0, 0, False, False
+        framer = Framer.open(path, detect_framing(self.input_format, head), head, self.batch_size)
         for number, line in itertools.chain(head, lines):
-            last_line = number
-            if not line or line.isspace():             # blank lines are not records
-                reconnects += blank_is_disconnect and started
-                continue
-            marker = control(line, ctx)
-            if marker is not None:                     # a header or connect line is not a record
-                if marker.kind == DISCONNECT or (marker.kind == CONNECT and connected):
-                    reconnects += 1
-                connected = connected or marker.kind == CONNECT
-                if marker.context != ctx:
-                    if records:                        # they belong to the previous stream
-                        yield _batch(path, fmt, ctx, records)
-                        records = []
-                    ctx = marker.context
-                continue
-            started = True
-            records.append((number, line))
-            if len(records) >= self.batch_size:
-                yield _batch(path, fmt, ctx, records)
-                records = []
+            yield from framer.line(number, line)
         if source.error is not None:
-            error = source.error
-            # payload: the bytes read of the record the damage cut short (the schema's raw bytes,
-            # at most --max_record_bytes); message: what failed, with its trace
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
-                Reason.READ_ERROR, f"{type(error).__name__}: {error}\n{source.trace[-4096:]}",
-                "read", bytes(partial), f"{path}:{last_line + 1}"))
-            yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.INPUT_RECORDS, path), 1))
-        if records:
-            yield _batch(path, fmt, ctx, records)
-        yield beam.pvalue.TaggedOutput(TALLY, ((tallies.FORMAT + fmt, path), 1))
-        if reconnects:
-            yield beam.pvalue.TaggedOutput(TALLY, ((tallies.RECONNECTS, path), reconnects))
+            if young and is_torn(source.error):
+                yield from still_being_written(path, "its last gzip member is torn", age,
+                                               self.quiet_seconds)
+            else:
+                yield from read_error(path, framer.last_line + 1, source.error, source.trace,
+                                      partial)
+        elif held:
+            yield from still_being_written(path, "its last line is unterminated", age,
+                                           self.quiet_seconds)
+        yield from framer.flush()
+        yield beam.pvalue.TaggedOutput(TALLY, ((tallies.FORMAT + framer.fmt, path), 1))
+        yield from framer.reconnect_tally()
 
 
 def is_skipped(path: str, patterns) -> bool:
@@ -244,19 +356,18 @@ def is_skipped(path: str, patterns) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
 
 
-def _batch(path: str, fmt: str, ctx: FileContext, records: list) -> RawBatch:
-    return RawBatch(path, fmt, ctx.exchange, ctx.market, records, symbol=ctx.symbol)
-
-
 class ReadFeedFiles(beam.PTransform):
-    """File globs -> RawBatch (main) and read failures (`dead_letter`), `tally` counts.
+    """File globs -> RawBatch (main), read failures (`dead_letter`), `tally` counts.
 
-    With `watch_seconds`, the globs are matched again every so often and new files are read as they
-    appear (fileio.MatchContinuously): a streaming source that also runs on Flink, where Beam's
-    Pub/Sub source does not."""
+    With `watch_seconds` the globs are listed again every so often and each file is followed:
+    what was appended since the last read is read, each byte once (transforms/follow.py); a
+    streaming source that also runs on Flink, where Beam's Pub/Sub source does not. Without, the
+    files are read once, whole (batch). `quiet_seconds` (--quiet_seconds): how recently modified a
+    file must be for its torn tail to count as still being written (ReadRecordBatches,
+    FollowFiles); None takes every file as it is."""
 
     def __init__(self, globs, input_format: str, max_record_bytes: int, watch_seconds=None,
-                 skip_names=()):
+                 skip_names=(), quiet_seconds=None):
         """`watch_seconds`: None reads the files once (batch); `skip_names`: file-name patterns
         not to read (--skip_files)."""
         super().__init__()
@@ -265,20 +376,23 @@ class ReadFeedFiles(beam.PTransform):
         self.max_record_bytes = max_record_bytes
         self.watch_seconds = watch_seconds
         self.skip_names = tuple(skip_names)
-
-    def _matched(self, pbegin):
-        if not self.watch_seconds:
-            return (pbegin | "Globs" >> beam.Create(self.globs)
-                    | "Match" >> fileio.MatchAll())
-        return [pbegin | f"Watch{i}" >> fileio.MatchContinuously(glob, self.watch_seconds)
-                for i, glob in enumerate(self.globs)] | "AllMatches" >> beam.Flatten()
+        self.quiet_seconds = quiet_seconds
 
     def expand(self, pbegin):
-        return (self._matched(pbegin)
+        if self.watch_seconds:
+            from transforms.follow import FollowFeedFiles
+
+            return pbegin | "Follow" >> FollowFeedFiles(
+                self.globs, self.input_format, self.max_record_bytes, self.watch_seconds,
+                self.quiet_seconds or 0.0, self.skip_names)
+        return (pbegin
+                | "Globs" >> beam.Create(self.globs)
+                | "Match" >> fileio.MatchAll()
                 | "Distribute" >> beam.Reshuffle()
                 | "Open" >> fileio.ReadMatches()
                 | "Split" >> beam.ParDo(ReadRecordBatches(self.input_format, self.max_record_bytes,
-                                                         skip_names=self.skip_names))
+                                                         skip_names=self.skip_names,
+                                                         quiet_seconds=self.quiet_seconds))
                 .with_output_types(RawBatch)
                 .with_outputs(DEAD_LETTER, TALLY, main="batches"))
 

@@ -1,6 +1,7 @@
 """The collector's rolling files as a batch run reads them: whole, and with a torn last member."""
 import json
 import os
+import time
 
 from beam_pipeline.cli import main
 from beam_pipeline.collector import FileSink, Metrics, envelope_line
@@ -43,11 +44,16 @@ def test_a_rolling_file_reads_whole_in_a_batch_run(tmp_path):
     assert summary["dead_letters"] == {} and summary["files"][0]["format"] == "envelope"
 
 
+def _tear(path, quiet_for_s):
+    """A crash inside the second member's write, `quiet_for_s` seconds ago."""
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) - 40)
+    os.utime(path, (time.time() - quiet_for_s,) * 2)
+
+
 def test_a_torn_last_member_loses_only_itself(tmp_path):
     path = _capture(tmp_path / "capture")
-    with open(path, "r+b") as handle:              # a crash inside the second member's write
-        size = os.path.getsize(path)
-        handle.truncate(size - 40)
+    _tear(path, 3600)                              # the collector crashed an hour ago
     main(["--input", str(tmp_path / "capture"), "--output", str(tmp_path / "out")])
     summary = _summary(tmp_path / "out")
     assert summary["balanced"] and summary["dead_letters"].get("read_error") == 1
