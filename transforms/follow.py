@@ -12,6 +12,9 @@ framing context), so a Flink restore resumes each file where its checkpoint had 
 it lives in a DoFn's memory. A gzip file (the collector's binance-spot-YYYYMMDDTHH.jsonl.gz, one
 complete member per flush) is read member by member from that offset; a plain file line by line.
 
+A file's format is detected from its first lines as in batch (up to 32 records), from those
+there are when it is first read.
+
 The tail is what a writer may still be writing: a gzip member the bytes end inside of (torn), or
 an unterminated last line. While the file was modified less than --quiet_seconds ago its tail is
 left for a later read (the lines decompressed so far from a torn member are read; the rest of it
@@ -96,8 +99,12 @@ class FileProgress(msgspec.Struct):
     mtime: float = 0.0
     newer: bool = False
     waiting: bool = False      # a tail waits for the file to be quiet (the quiet timer is set)
+    behind: bool = False       # the last read stopped at READ_LIMIT_BYTES: more is on disk
     closed: str = READING      # SKIPPED, FAILED (a read_error: nothing more is read), FINISHED
     records: int = 0           # lines read (for the log)
+
+
+READ_LIMIT_BYTES = 32 << 20    # of a file per read: a backlog is read this much a tick
 
 
 _progress_codec = msgspec.msgpack.Decoder(FileProgress)
@@ -183,9 +190,12 @@ class _Read:
                              progress.started)
         self.framer.batch_fields = {"publish_time": published, "recv_slack_ms": fn.quiet_ms}
 
-    def lines(self, events):
-        """Yields the batches the new lines complete; keeps the progress in step with them."""
+    def lines(self, events, limit: int = None):
+        """Yields the batches the new lines complete; keeps the progress in step with them. Stops
+        at the first member (or block) end past `limit` bytes of the file read: the rest is read
+        the next time (`behind`), so one read of a long backlog stays a bounded bundle."""
         progress = self.progress
+        start = progress.offset
         for kind, value in events:
             if kind == "data":
                 for number, line in self.splitter.feed(value):
@@ -193,6 +203,9 @@ class _Read:
                 progress.member_skip += len(value)
             else:
                 progress.offset, progress.member_skip = value, 0
+                if limit is not None and value - start >= limit:
+                    progress.behind = True
+                    return
 
     def final_line(self):
         """The unterminated last line as a record: the file has been quiet long enough."""
@@ -274,7 +287,7 @@ class FollowFiles(beam.DoFn):
         changed = (seen.size, seen.mtime) != (progress.size, progress.mtime)
         progress.newer = seen.newer
         quiet = time.time() - seen.mtime >= self.quiet_seconds
-        if not changed and not progress.waiting:
+        if not changed and not progress.waiting and not progress.behind:
             if quiet and seen.newer and progress.closed != FINISHED:
                 progress.closed = FINISHED
                 _LOG.info("%s finished: %d lines, %d bytes (quiet, and a newer file exists)", path,
@@ -289,9 +302,15 @@ class FollowFiles(beam.DoFn):
             _LOG.warning("%s shrank (%d -> %d bytes): it was replaced or truncated; what was read "
                          "is not read again", path, progress.size, seen.size)
         progress.size, progress.mtime = seen.size, seen.mtime
+        emitted = False
         try:
-            yield from self._read(path, progress, quiet)
-        except Exception:   # an I/O failure (the file vanished): the next tick tries again
+            for output in self._read(path, progress, quiet):
+                emitted = True
+                yield output
+        except Exception:
+            if emitted:         # outputs without the progress that goes with them: fail the bundle
+                raise
+            # nothing read (the file vanished, or cannot be opened now): the next tick tries again
             _LOG.warning("%s: reading failed, tried again at the next tick:\n%s", path,
                          traceback.format_exc())
             return
@@ -305,8 +324,8 @@ class FollowFiles(beam.DoFn):
         progress.waiting = False
         if progress.fmt is None:
             detected = self._detect(path, quiet)
-            if detected is None:                   # too few records yet, and not quiet
-                progress.waiting = True
+            if detected is None:                   # not a record yet
+                progress.waiting = not quiet
                 return
             framing, head = detected
             framer = Framer.open(path, framing, head, self.batch_size)
@@ -317,16 +336,22 @@ class FollowFiles(beam.DoFn):
             return
         read = _Read(self, path, progress, now_ms())
         failure = None
+        progress.behind = False
         with _open(path) as handle:
             events = (gzip_members(handle, progress.offset, progress.member_skip) if _is_gzip(path)
                       else plain_blocks(handle, progress.offset))
             try:
-                yield from read.lines(events)
+                yield from read.lines(events, READ_LIMIT_BYTES)
             except (Torn, EOFError, OSError, zlib.error) as error:
                 if not isinstance(error, Torn) or quiet:
                     failure = (error, traceback.format_exc())
                 else:
                     progress.waiting = True        # a member being written
+            finally:
+                events.close()
+        if progress.behind:                        # not at the tail yet
+            yield from read.close()
+            return
         if failure is None and read.splitter.pending:
             if quiet:
                 yield from read.final_line()
@@ -360,37 +385,41 @@ class FollowFiles(beam.DoFn):
                                   progress.pending[:self.max_record_bytes])
 
     def _detect(self, path: str, quiet: bool):
-        """(framing, head lines) from the file's first HEAD_RECORDS non-blank lines, as batch
-        detects; None while it has fewer and is not quiet (the format waits for them)."""
+        """(framing, head lines) from the file's first complete lines, up to HEAD_RECORDS
+        non-blank ones, as batch detects from the whole file's; None while there is none. A file
+        is read as soon as it holds a record: one that first holds a few lines of another format
+        than the rest can be told apart only with --input_format."""
         splitter = LineSplitter(self.max_record_bytes)
         head, records = [], 0
+
+        def take(items):
+            nonlocal records
+            for item in items:
+                head.append(item)
+                records += bool(item[1].strip())
+                if records >= HEAD_RECORDS:
+                    return True
+            return False
+
         try:
             if _is_gzip(path) or _is_plain(path):
                 with _open(path) as handle:
                     events = gzip_members(handle, 0, 0) if _is_gzip(path) else plain_blocks(handle, 0)
                     for kind, value in events:
-                        if kind != "data":
-                            continue
-                        for item in splitter.feed(value):
-                            head.append(item)
-                            records += bool(item[1].strip())
-                            if records >= HEAD_RECORDS:
-                                return detect_framing(self.input_format, head), head
-            elif not quiet:
-                return None
-            else:
+                        if kind == "data" and take(splitter.feed(value)):
+                            return detect_framing(self.input_format, head), head
+            elif quiet:                            # another compression: read whole once quiet
                 with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
-                    for _, value in plain_blocks(handle, 0):
-                        if isinstance(value, bytes):
-                            head.extend(splitter.feed(value))
-                head = head[:HEAD_RECORDS]
+                    for kind, value in plain_blocks(handle, 0):
+                        if kind == "data" and take(splitter.feed(value)):
+                            return detect_framing(self.input_format, head), head
         except (Torn, EOFError, OSError, zlib.error):
             pass                                   # the head is what could be read
-        if not quiet:
-            return None
         rest = splitter.rest()
-        if rest is not None and len(head) < HEAD_RECORDS:
-            head.append(rest)
+        if quiet and rest is not None:             # a final line (see _read)
+            take([rest])
+        if not records:
+            return None
         return detect_framing(self.input_format, head), head
 
 
@@ -444,7 +473,7 @@ def _register_direct_ticks() -> None:
         return
 
     class _TicksEvaluator(transform_evaluator._TransformEvaluator):
-        last_tick: dict = {}          # applied transform label -> time of its last tick
+        last_tick: dict = {}          # (run, applied transform label) -> time of its last tick
 
         def start_bundle(self):
             pass
@@ -453,7 +482,7 @@ def _register_direct_ticks() -> None:
             pass
 
         def finish_bundle(self):
-            label = self._applied_ptransform.full_label
+            label = (id(self._evaluation_context), self._applied_ptransform.full_label)
             interval = self._applied_ptransform.transform.interval_s
             due = self.last_tick.get(label, 0.0) + interval
             wait = due - time.time()

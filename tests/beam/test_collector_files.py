@@ -58,3 +58,25 @@ def test_a_torn_last_member_loses_only_itself(tmp_path):
     summary = _summary(tmp_path / "out")
     assert summary["balanced"] and summary["dead_letters"].get("read_error") == 1
     assert summary["clean_records"] >= 21           # the first member, whole
+
+
+def test_a_batch_run_leaves_a_young_torn_member_out_with_a_warning(tmp_path, capsys):
+    """The same torn file twice: modified within --quiet_seconds its torn member is still being
+    written (the records before the cut are read, the cut one is no read_error; a warning and
+    summary.json name the file); once quiet it is the read_error of the test above."""
+    path = _capture(tmp_path / "capture")
+    _tear(path, 0)                                 # the collector is writing it right now
+    assert main(["--input", path, "--output", str(tmp_path / "young"),
+                 "--quiet_seconds", "600"]) == 0
+    young = _summary(tmp_path / "young")
+    warning = capsys.readouterr().err
+    assert young["dead_letters"] == {} and young["balanced"]
+    assert young["still_being_written"] == [path]
+    assert "still being written" in warning and path in warning
+
+    os.utime(path, (time.time() - 3600,) * 2)      # ... and quiet since, an hour
+    assert main(["--input", path, "--output", str(tmp_path / "old"), "--quiet_seconds", "600"]) == 0
+    old = _summary(tmp_path / "old")
+    assert old["dead_letters"] == {"read_error": 1} and "still_being_written" not in old
+    assert old["input_records"] == young["input_records"] + 1     # the cut record, dead-lettered
+    assert old["clean_records"] == young["clean_records"] >= 21
