@@ -65,8 +65,8 @@ from beam_pipeline.core import framings, tallies
 from beam_pipeline.core.framings import HEAD_RECORDS, FileContext
 from beam_pipeline.core.model import RawBatch
 from beam_pipeline.core.runtime import now_ms
-from transforms.read import (BLOCK_BYTES, RECORDS_PER_BATCH, Framer, LineSplitter, detect_framing,
-                             is_skipped, read_error)
+from transforms.lines import (BLOCK_BYTES, RECORDS_PER_BATCH, Framer, LineSplitter, detect_framing,
+                              is_skipped, read_error)
 from transforms.tags import DEAD_LETTER, TALLY
 
 _LOG = logging.getLogger("feedcheck.follow")
