@@ -406,7 +406,7 @@ def add_collector_arguments(parser) -> None:
              "budget). Default: half the market's limit per IP (spot 3000, futures 1200), leaving "
              "room for a second process.")
 
-    out = parser.add_argument_group("output (one of --topic, --output_dir)")
+    out = parser.add_argument_group("output (--topic, --output_dir, or both: the same feed to each)")
     out.add_argument(
         "--topic", default=None,
         help="Pub/Sub topic projects/<p>/topics/<t>: batched envelope messages (attributes format, "
