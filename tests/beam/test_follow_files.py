@@ -172,3 +172,22 @@ def test_an_unterminated_line_waits_while_young_and_is_a_record_once_quiet(tmp_p
                  "--quiet_seconds", str(QUIET)]) == 0
     assert comparable(out) == comparable(str(tmp_path / "batch"))
     assert json.loads(lines[-1])["payload"]["u"] == 119
+
+
+def test_a_backlog_is_read_a_bounded_piece_at_a_time(tmp_path, monkeypatch):
+    """A read stops at the first member end past READ_LIMIT_BYTES (here: every member) and says it
+    is behind (the member that reaches the file's end too); reads resumed from the progress give
+    every record once, in order."""
+    import transforms.follow as follow
+    from beam_pipeline.core.model import RawBatch
+
+    path = _capture(tmp_path / "capture")            # two members: 21 and 30 records
+    monkeypatch.setattr(follow, "READ_LIMIT_BYTES", 1)
+    reader = follow.FollowFiles("auto", 1 << 20, QUIET)
+    progress, reads, records = follow.FileProgress(), [], []
+    for _ in range(4):
+        batches = [o for o in reader._read(path, progress, quiet=True) if isinstance(o, RawBatch)]
+        reads.append((sum(len(b.records) for b in batches), progress.behind))
+        records += [number for b in batches for number, _ in b.records]
+    assert reads == [(21, True), (30, True), (0, False), (0, False)]
+    assert records == list(range(1, 52))
