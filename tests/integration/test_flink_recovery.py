@@ -33,7 +33,8 @@ each symbol's records in order. Event and receive times are a day ahead of the w
 followed file's records then count as published when they are read (a receive time after the read
 is another clock's) + --quiet_seconds, on a watermark of the last listing (transforms/follow.py),
 so each file's waits end on the watermark seconds after it was read, once the whole file has been
-sequenced; no wait of this feed spans two files, so they end as in batch.
+sequenced: for this feed as in batch (the test compares; a medium gap whose snapshot were in the
+next file, dropped later, would time out here and resync in batch).
 
 Teardown, also when a test fails: every job is cancelled through Flink's REST API, then through
 Beam (which stops its LOOPBACK workers), then its job-server JVM is stopped (Beam would keep the
