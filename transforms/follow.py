@@ -35,11 +35,13 @@ and the answer does not depend on load. A file that appears later holding record
 ago is late: its records are sequenced as they come, the way a late Pub/Sub message is.
 
 The ticks: on Flink (and Dataflow) Beam's PeriodicImpulse. Beam's streaming DirectRunner cannot run
-it (a splittable DoFn: "PeriodicImpulse ... was not replaced as expected"), and a stateful DoFn
-looping on a processing-time timer from an Impulse does not run there either (the Impulse's
-watermark ends the pipeline at once) nor on Flink (the timers of an expired window are dropped), so
-on DirectRunner the ticks are a root transform of our own (_DirectTicks), evaluated the way Beam
-evaluates its Pub/Sub read: one tick per bundle when due, the watermark at the last tick.
+it (a splittable DoFn: "PeriodicImpulse ... was not replaced as expected"). A stateful DoFn
+looping on a processing-time timer after an Impulse did not tick either, seen on both runners: on
+DirectRunner the Impulse's watermark ended the pipeline at once; on embedded Flink no timer fired in
+90 s (the Impulse's final watermark expires the global window; Beam's Flink runner ignores
+processing-time timers of an expired window). So on DirectRunner the ticks are a root transform of
+our own (_DirectTicks), evaluated the way Beam evaluates its Pub/Sub read: one tick per bundle when
+due, the watermark at the last tick.
 """
 from __future__ import annotations
 
