@@ -461,6 +461,7 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
         summary = with_earlier_runs(summary, ops.output, job)
         _write_summary(ops.output, summary)
     print(format_summary_table(summary, per_file=not ops.input_subscription))
+    _warn_still_being_written(summary, ops.quiet_seconds)
     if ops.report:
         _write_report(ops.output)
     if streaming:
@@ -469,6 +470,16 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
         code = exit_code(summary, ops)
     _print_where(ops.output, log_path)
     return code
+
+
+def _warn_still_being_written(summary: dict, quiet_seconds: float) -> None:
+    """Files modified within --quiet_seconds whose torn tail was left out (not a read_error)."""
+    files = summary.get("still_being_written") or []
+    if files:
+        print(f"warning: {len(files)} file(s) modified less than --quiet_seconds={quiet_seconds:g} "
+              "ago end in a torn gzip member or an unterminated line: still being written, so "
+              "that tail was not read (run again once they are quiet): " + ", ".join(files),
+              file=sys.stderr)
 
 
 def exit_code(summary: dict, ops) -> int:

@@ -1,5 +1,6 @@
 """Live capture of one Binance market: python -m beam_pipeline.collector --market spot --symbols
-BTCUSDT,ETHUSDT (--topic projects/P/topics/T | --output_dir DIR) [--recovery_subscription S].
+BTCUSDT,ETHUSDT [--topic projects/P/topics/T] [--output_dir DIR] (one or both)
+[--recovery_subscription S].
 
 One combined-stream websocket per process (<ws_url>/stream?streams=btcusdt@depth@100ms/...). Every
 frame is written with its receive time as an envelope line (core/framings/envelope.py): to Pub/Sub
@@ -373,6 +374,25 @@ class FileSink:
 
     def close(self) -> None:
         self.flush()
+
+
+class BothSinks:
+    """--topic and --output_dir together: every record to each, the same feed in both."""
+
+    def __init__(self, *sinks):
+        self.sinks = sinks
+
+    def write(self, symbol: str, line: bytes, recv_ms: int) -> None:
+        for sink in self.sinks:
+            sink.write(symbol, line, recv_ms)
+
+    def tick(self) -> None:
+        for sink in self.sinks:
+            sink.tick()
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
 
 
 # ---- REST snapshots -------------------------------------------------------------------------
@@ -870,7 +890,7 @@ class Collector:
         helpers = [asyncio.create_task(self.snapshots.run()), asyncio.create_task(self._ticks())]
         listener = self._listen_for_recovery(loop)
         _LOG.info("capturing %s %s from %s into %s", self.market, ",".join(self.symbols), self.url,
-                  self.args.topic or self.args.output_dir)
+                  " and ".join(filter(None, (self.args.topic, self.args.output_dir))))
         try:
             code = await self.capture()
         finally:
@@ -885,10 +905,14 @@ class Collector:
 
     def _make_sink(self):
         args = self.args
+        sinks = []
         if args.topic:
-            return PubSubSink(args.topic, self.market, args.records_per_message, args.message_seconds,
-                              args.max_outstanding_messages, args.max_outstanding_bytes, self.metrics)
-        return FileSink(args.output_dir, self.market, args.flush_seconds, self.metrics)
+            sinks.append(PubSubSink(args.topic, self.market, args.records_per_message,
+                                    args.message_seconds, args.max_outstanding_messages,
+                                    args.max_outstanding_bytes, self.metrics))
+        if args.output_dir:
+            sinks.append(FileSink(args.output_dir, self.market, args.flush_seconds, self.metrics))
+        return sinks[0] if len(sinks) == 1 else BothSinks(*sinks)
 
 
 def parse_args(argv):
@@ -900,8 +924,8 @@ def parse_args(argv):
                     "(SIGTERM/SIGINT, output drained), 2 usage, 5 gave up after --max_disconnect.")
     add_collector_arguments(parser)
     args = parser.parse_args(argv)
-    if bool(args.topic) == bool(args.output_dir):
-        parser.error("give exactly one of --topic and --output_dir")
+    if not (args.topic or args.output_dir):
+        parser.error("give --topic, --output_dir or both")
     if args.topic and (not args.topic.startswith("projects/") or "/topics/" not in args.topic):
         parser.error(f"--topic must be projects/<project>/topics/<topic>, not {args.topic!r}")
     if args.recovery_subscription and "/subscriptions/" not in args.recovery_subscription:

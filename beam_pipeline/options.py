@@ -29,6 +29,7 @@ def _input_format_help() -> str:
 # cli.validate checks them (and the related pairs below) before anything runs.
 RANGES = {
     "watch_seconds": (0, False, None),
+    "quiet_seconds": (0, True, None),
     "output_flush_seconds": (0, False, None),
     "max_record_bytes": (1, True, None),
     "small_gap_max": (0, True, None),
@@ -136,9 +137,23 @@ class FeedCheckOptions(PipelineOptions):
             help="Streaming only: Pub/Sub subscription to read, projects/<p>/subscriptions/<s>.")
         io.add_argument(
             "--watch_seconds", type=float, default=None,
-            help="Streaming from files (--streaming --input ...): match the globs again every this "
-                 "many seconds and read new files as they appear (the streaming source for Flink, "
-                 "where Pub/Sub cannot be read). Default: read the files once.")
+            help="Streaming from files (--streaming --input ...): list the globs again every this "
+                 "many seconds and read what is new: new files, and what was appended to the files "
+                 "already read (rolling files: complete gzip members, complete lines), each byte "
+                 "once; how far each file was read is kept in Beam state (restored with a Flink "
+                 "checkpoint). The streaming source for Flink, where Pub/Sub cannot be read. "
+                 "Default: read the files once.")
+        io.add_argument(
+            "--quiet_seconds", type=float, default=5.0,
+            help="A file modified less than this many seconds ago may still be being written: its "
+                 "torn last gzip member or unterminated last line is not read yet (batch: left out "
+                 "with a warning naming the file, summary.json still_being_written). Once the file "
+                 "has been quiet this long its tail is final: a torn gzip member is a read_error "
+                 "dead letter, an unterminated last line a record. A watched file is finished when "
+                 "it is quiet and a newer file exists. Streaming from watched files also takes a "
+                 "record as readable by its receive time plus this (the reorder wait's event time): "
+                 "keep it above the writer's flush interval (the collector's --flush_seconds, 1). "
+                 "Default: 5.")
         io.add_argument(
             "--output", default=None,
             help="Folder (any Beam filesystem) that receives clean/, dead_letter/, gaps/, "
@@ -417,7 +432,7 @@ def add_collector_arguments(parser) -> None:
              "budget). Default: half the market's limit per IP (spot 3000, futures 1200), leaving "
              "room for a second process.")
 
-    out = parser.add_argument_group("output (one of --topic, --output_dir)")
+    out = parser.add_argument_group("output (--topic, --output_dir, or both: the same feed to each)")
     out.add_argument(
         "--topic", default=None,
         help="Pub/Sub topic projects/<p>/topics/<t>: batched envelope messages (attributes format, "

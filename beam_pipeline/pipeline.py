@@ -37,7 +37,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=No
     else:
         read = pipeline | "ReadFiles" >> ReadFeedFiles(
             ops.input_globs(), ops.input_format, ops.max_record_bytes,
-            ops.watch_seconds if streaming else None, ops.skipped_file_names())
+            ops.watch_seconds if streaming else None, ops.skipped_file_names(),
+            ops.quiet_seconds)
         batches, read_failures, read_tallies = read.batches, [read.dead_letter], [read.tally]
 
     # Decode

@@ -88,7 +88,7 @@ EXAMPLE_FILES = 100          # examples are kept for this many files, most dead 
 
 def format_summary(counts: Counter, examples: dict = None, streaming: bool = False) -> dict:
     """Tallies (keys: name, or (name, file)) -> the summary dict, with a per-file table."""
-    totals, by_file, formats, skipped = Counter(), {}, {}, []
+    totals, by_file, formats, skipped, unfinished = Counter(), {}, {}, [], set()
     gauges = {key: counts[key] for key in counts if isinstance(key, str) and key.startswith(GAUGES)}
     for key, n in counts.items():
         if key in gauges:
@@ -99,6 +99,9 @@ def format_summary(counts: Counter, examples: dict = None, streaming: bool = Fal
             continue
         if name == tallies.SKIPPED_FILES:
             skipped.append(file)
+            continue
+        if name == tallies.STILL_BEING_WRITTEN:
+            unfinished.add(file)
             continue
         row = by_file.setdefault(file, Counter())
         if name.startswith(tallies.FORMAT):
@@ -130,6 +133,8 @@ def format_summary(counts: Counter, examples: dict = None, streaming: bool = Fal
                         for file in sorted(by_file)]
     summary["file_dead_letters"] = _file_reasons(by_file, examples or {})
     summary["skipped_files"] = sorted(skipped)
+    if unfinished:   # only when there are: a young file's torn tail was left out (--quiet_seconds)
+        summary["still_being_written"] = sorted(unfinished)
     return summary
 
 

@@ -61,6 +61,20 @@ class _Progress:
                 "progress: %s records decoded (%s/s)", f"{self.records:,}", f"{rate:,.0f}")
 
 
+def published(batch: RawBatch, events) -> int:
+    """The time the live sequencer takes `events` as published (its event-time reorder wait): a
+    Pub/Sub message's publish time; for a followed file (recv_slack_ms set) the latest receive time
+    of its events plus the slack (by then a writer that flushes within --quiet_seconds has them on
+    disk), a receive time after the read counted as the read (another clock's: a record cannot be
+    received after it was read), and the read's time for events without one; 0 for other files."""
+    if not batch.recv_slack_ms:
+        return batch.publish_time
+    received = [event.recv_time for event in events if event.recv_time is not None]
+    if not received:
+        return batch.publish_time
+    return min(max(received), batch.publish_time) + batch.recv_slack_ms
+
+
 class DecodeBatch(beam.DoFn):
     """RawBatch -> one EventBatch (main), DeadLetters, and tallies (per file: tallies.key).
 
@@ -109,7 +123,7 @@ class DecodeBatch(beam.DoFn):
         if ignored:
             yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.IGNORED, file), ignored))
         if events or columns:
-            yield EventBatch(events, batch.publish_time, columns)
+            yield EventBatch(events, published(batch, events), columns)
 
     def _fast(self, batch: RawBatch):
         """The batch fast path's Events (None where a record takes decode_one), or None."""

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import gzip
 import itertools
+import logging
+import time
 import traceback
 import zlib
 
@@ -17,64 +18,19 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from isal import igzip
 
-from beam_pipeline.core import framings, tallies
-from beam_pipeline.core.framings import HEAD_RECORDS, UNKNOWN, FileContext
-from beam_pipeline.core.framings.base import CONNECT, DISCONNECT
+from beam_pipeline.core import tallies
+from beam_pipeline.core.framings import HEAD_RECORDS
 from beam_pipeline.core.model import DeadLetter, RawBatch, dead_letter
 from beam_pipeline.core.reasons import Reason
 import transforms.coders  # noqa: F401  (registers the batch coders)
 from beam_pipeline.core.runtime import now_ms
 from transforms.tags import DEAD_LETTER, INPUT_LAG, TALLY
+from transforms.follow import FollowFeedFiles
+from transforms.lines import (BLOCK_BYTES, RECORDS_PER_BATCH, Framer, LineSplitter,  # noqa: F401
+                              _split_slowly, detect_framing, is_skipped, read_error, split_lines)
 
-BLOCK_BYTES = 1 << 20
-# Records per RawBatch: 5,000 (~2 MB of JSON) makes Beam's per-element costs and the batch
-# sequencer's per-chunk costs vanish, and keeps a worker's memory flat.
-RECORDS_PER_BATCH = 5000
-
-
-def split_lines(blocks, max_record_bytes: int):
-    """Yield (line_number, bytes) from byte blocks; a line longer than the limit is cut at limit+1
-    bytes (enough for the decoder to reject it) and the rest of it is skipped, so one huge line never
-    sits in memory whole.
-
-    A block whose lines are all short, without a carriage return, is split by one bytes.split (the
-    common case); any other block line by line (`_split_slowly`): the same lines either way."""
-    number, pending, oversized = 0, b"", False
-    for block in blocks:
-        if oversized or number == 0 or b"\r" in block or b"\r" in pending:
-            number, pending, oversized = yield from _split_slowly(block, number, pending, oversized,
-                                                                  max_record_bytes)
-            continue
-        lines = (pending + block).split(b"\n") if pending else block.split(b"\n")
-        if max(map(len, lines)) > max_record_bytes:
-            number, pending, oversized = yield from _split_slowly(block, number, pending, oversized,
-                                                                  max_record_bytes)
-            continue
-        pending = lines.pop()
-        yield from zip(range(number + 1, number + 1 + len(lines)), lines)
-        number += len(lines)
-    if pending:
-        yield number + 1, pending.rstrip(b"\r")
-
-
-def _split_slowly(block: bytes, number: int, pending: bytes, oversized: bool, max_record_bytes: int):
-    """split_lines for one block, line by line; returns the state after it."""
-    start = 0
-    while True:
-        end = block.find(b"\n", start)
-        if end < 0:
-            if not oversized:
-                pending += block[start:]
-                if len(pending) > max_record_bytes:
-                    pending, oversized = pending[:max_record_bytes + 1], True
-            return number, pending, oversized
-        number += 1
-        line = pending + block[start:end] if not oversized else pending
-        pending, oversized = b"", False
-        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
-            line = line[3:]                # a UTF-8 byte-order mark is not content
-        yield number, line[:max_record_bytes + 1].rstrip(b"\r")
-        start = end + 1
+# split_lines, _split_slowly: transforms/lines.py, imported here too (their tests know them here)
+_LOG = logging.getLogger("feedcheck.read")
 
 
 def _blocks(handle):
@@ -137,10 +93,21 @@ def _gzip_blocks(path: str):
             delivered = 0
 
 
-def _numbered_lines(readable: fileio.ReadableFile, max_record_bytes: int, partial: bytearray):
+def _numbered_lines(readable: fileio.ReadableFile, max_record_bytes: int, partial: bytearray,
+                    held: list = None):
+    """The file's lines. With `held` (a list), an unterminated last line is not yielded but put
+    there: the file may still be being written (ReadRecordBatches, quiet_seconds)."""
     with contextlib.ExitStack() as stack:
         blocks = _remember_partial_record(_file_blocks(readable, stack), partial, max_record_bytes)
-        yield from split_lines(blocks, max_record_bytes)
+        splitter = LineSplitter(max_record_bytes)
+        for block in blocks:
+            yield from splitter.feed(block)
+        rest = splitter.rest()
+        if rest is not None:
+            if held is None:
+                yield rest
+            else:
+                held.append(rest)
 
 
 class _Guarded:
@@ -168,95 +135,84 @@ def _head(lines, count: int) -> list:
     return head
 
 
+def still_being_written(path: str, what: str, age_s: float, quiet_seconds: float):
+    """A young file's torn tail, left out: a warning naming the file, and its tally (summary.json
+    still_being_written)."""
+    _LOG.warning("%s: %s, and the file was modified %.1f s ago (< --quiet_seconds=%g): it is still "
+                 "being written; its complete records are read, that tail is not (read the file "
+                 "again once it is quiet)", path, what, age_s, quiet_seconds)
+    yield beam.pvalue.TaggedOutput(TALLY, ((tallies.STILL_BEING_WRITTEN, path), 1))
+
+
+def is_torn(error: BaseException) -> bool:
+    """A gzip stream that ends inside a member (what a writer leaves until its write is whole),
+    as opposed to damage."""
+    return isinstance(error, EOFError)
+
+
 class ReadRecordBatches(beam.DoFn):
     """One matched file -> RawBatch elements of up to `batch_size` records, plus read failures.
 
-    The file's format is detected from its first records (framings.detect), unless forced; lines
-    that are not records (headers, connect lines, blank lines) are skipped, a reconnect or
-    disconnect marker counted (`reconnects`: a point where a gap may follow). Per file, tallies
-    name its format (`format.<name>`)."""
+    The file's format is detected from its first records (framings.detect), unless forced; see
+    Framer for the lines that are not records. Per file, tallies name its format
+    (`format.<name>`).
+
+    `quiet_seconds`: a file modified less than this long ago may still be being written. Its torn
+    last gzip member, or its unterminated last line, is then left out with a warning naming the
+    file (tally still_being_written), not dead-lettered or read as a record; an older file's torn
+    member is a read_error and its unterminated last line a record. None: every file is taken as
+    it is (no age check)."""
 
     def __init__(self, input_format: str, max_record_bytes: int,
-                 batch_size: int = RECORDS_PER_BATCH, skip_names=()):
+                 batch_size: int = RECORDS_PER_BATCH, skip_names=(), quiet_seconds=None):
         self.input_format = input_format
         self.max_record_bytes = max_record_bytes
         self.batch_size = batch_size
         self.skip_names = tuple(skip_names)
+        self.quiet_seconds = quiet_seconds
 
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
         if is_skipped(path, self.skip_names):          # a README or LICENSE beside the captures
             yield beam.pvalue.TaggedOutput(TALLY, ((tallies.SKIPPED_FILES, path), 1))
             return
+        age = time.time() - (readable.metadata.last_updated_in_seconds or 0)
+        young = bool(self.quiet_seconds) and age < self.quiet_seconds
         partial = bytearray()          # the record being read when a read error cuts it short
-        source = _Guarded(_numbered_lines(readable, self.max_record_bytes, partial))
+        held = [] if young else None   # a young file's unterminated last line, held back
+        source = _Guarded(_numbered_lines(readable, self.max_record_bytes, partial, held))
         lines = iter(source)
         head = _head(lines, HEAD_RECORDS)
-        if self.input_format == "auto":
-            framing = framings.detect([line.lstrip() for _, line in head if line.strip()])
-        else:
-            framing = framings.framing_for(self.input_format)
-        fmt = framing.NAME if framing else UNKNOWN
-        ctx = (framing.open([line for _, line in head if line.strip()], path) if framing
-               else FileContext(UNKNOWN))
-        control = framing.control if framing else (lambda line, ctx: None)
-        blank_is_disconnect = bool(framing and framing.BLANK_IS_DISCONNECT)
-        records, last_line, reconnects, connected, started = [], 0, 0, False, False
+        framer = Framer.open(path, detect_framing(self.input_format, head), head, self.batch_size)
         for number, line in itertools.chain(head, lines):
-            last_line = number
-            if not line or line.isspace():             # blank lines are not records
-                reconnects += blank_is_disconnect and started
-                continue
-            marker = control(line, ctx)
-            if marker is not None:                     # a header or connect line is not a record
-                if marker.kind == DISCONNECT or (marker.kind == CONNECT and connected):
-                    reconnects += 1
-                connected = connected or marker.kind == CONNECT
-                if marker.context != ctx:
-                    if records:                        # they belong to the previous stream
-                        yield _batch(path, fmt, ctx, records)
-                        records = []
-                    ctx = marker.context
-                continue
-            started = True
-            records.append((number, line))
-            if len(records) >= self.batch_size:
-                yield _batch(path, fmt, ctx, records)
-                records = []
+            yield from framer.line(number, line)
         if source.error is not None:
-            error = source.error
-            # payload: the bytes read of the record the damage cut short (the schema's raw bytes,
-            # at most --max_record_bytes); message: what failed, with its trace
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
-                Reason.READ_ERROR, f"{type(error).__name__}: {error}\n{source.trace[-4096:]}",
-                "read", bytes(partial), f"{path}:{last_line + 1}"))
-            yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.INPUT_RECORDS, path), 1))
-        if records:
-            yield _batch(path, fmt, ctx, records)
-        yield beam.pvalue.TaggedOutput(TALLY, ((tallies.FORMAT + fmt, path), 1))
-        if reconnects:
-            yield beam.pvalue.TaggedOutput(TALLY, ((tallies.RECONNECTS, path), reconnects))
-
-
-def is_skipped(path: str, patterns) -> bool:
-    """True when the file's name matches one of the --skip_files patterns."""
-    name = path.replace("\\", "/").rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
-
-
-def _batch(path: str, fmt: str, ctx: FileContext, records: list) -> RawBatch:
-    return RawBatch(path, fmt, ctx.exchange, ctx.market, records, symbol=ctx.symbol)
+            if young and is_torn(source.error):
+                yield from still_being_written(path, "its last gzip member is torn", age,
+                                               self.quiet_seconds)
+            else:
+                yield from read_error(path, framer.last_line + 1, source.error, source.trace,
+                                      partial)
+        elif held:
+            yield from still_being_written(path, "its last line is unterminated", age,
+                                           self.quiet_seconds)
+        yield from framer.flush()
+        yield beam.pvalue.TaggedOutput(TALLY, ((tallies.FORMAT + framer.fmt, path), 1))
+        yield from framer.reconnect_tally()
 
 
 class ReadFeedFiles(beam.PTransform):
-    """File globs -> RawBatch (main) and read failures (`dead_letter`), `tally` counts.
+    """File globs -> RawBatch (main), read failures (`dead_letter`), `tally` counts.
 
-    With `watch_seconds`, the globs are matched again every so often and new files are read as they
-    appear (fileio.MatchContinuously): a streaming source that also runs on Flink, where Beam's
-    Pub/Sub source does not."""
+    With `watch_seconds` the globs are listed again every so often and each file is followed:
+    what was appended since the last read is read, each byte once (transforms/follow.py); a
+    streaming source that also runs on Flink, where Beam's Pub/Sub source does not. Without, the
+    files are read once, whole (batch). `quiet_seconds` (--quiet_seconds): how recently modified a
+    file must be for its torn tail to count as still being written (ReadRecordBatches,
+    FollowFiles); None takes every file as it is."""
 
     def __init__(self, globs, input_format: str, max_record_bytes: int, watch_seconds=None,
-                 skip_names=()):
+                 skip_names=(), quiet_seconds=None):
         """`watch_seconds`: None reads the files once (batch); `skip_names`: file-name patterns
         not to read (--skip_files)."""
         super().__init__()
@@ -265,20 +221,21 @@ class ReadFeedFiles(beam.PTransform):
         self.max_record_bytes = max_record_bytes
         self.watch_seconds = watch_seconds
         self.skip_names = tuple(skip_names)
-
-    def _matched(self, pbegin):
-        if not self.watch_seconds:
-            return (pbegin | "Globs" >> beam.Create(self.globs)
-                    | "Match" >> fileio.MatchAll())
-        return [pbegin | f"Watch{i}" >> fileio.MatchContinuously(glob, self.watch_seconds)
-                for i, glob in enumerate(self.globs)] | "AllMatches" >> beam.Flatten()
+        self.quiet_seconds = quiet_seconds
 
     def expand(self, pbegin):
-        return (self._matched(pbegin)
+        if self.watch_seconds:
+            return pbegin | "Follow" >> FollowFeedFiles(
+                self.globs, self.input_format, self.max_record_bytes, self.watch_seconds,
+                self.quiet_seconds or 0.0, self.skip_names)
+        return (pbegin
+                | "Globs" >> beam.Create(self.globs)
+                | "Match" >> fileio.MatchAll()
                 | "Distribute" >> beam.Reshuffle()
                 | "Open" >> fileio.ReadMatches()
                 | "Split" >> beam.ParDo(ReadRecordBatches(self.input_format, self.max_record_bytes,
-                                                         skip_names=self.skip_names))
+                                                         skip_names=self.skip_names,
+                                                         quiet_seconds=self.quiet_seconds))
                 .with_output_types(RawBatch)
                 .with_outputs(DEAD_LETTER, TALLY, main="batches"))
 

@@ -10,8 +10,10 @@ publish time + --reorder_timeout: whether the job drains an hour of backlog, is 
 burst, a gap is declared once everything published up to that point has been sequenced, which is
 what makes the answer equal the batch run's. A medium gap's wait ends by the data as in batch (a
 snapshot in time, or a later event past its deadline), or when the watermark passes the revealing
-message's publish time + --recovery_timeout. Input without publish times (files, TestStream) keeps
-processing-time reorder waits and event-time deadlines. Both sides bound the buffer by
+message's publish time + --recovery_timeout. Followed files (--watch_seconds, transforms/follow.py)
+carry a publish time too: their records' receive time + --quiet_seconds, on a watermark of the last
+listing. Input without publish times (files read once, TestStream) keeps processing-time reorder
+waits and event-time deadlines. Both sides bound the buffer by
 --max_buffered_events. A silent symbol trips a processing-time stall timer.
 
 The batch sequencer (transforms/sequence_batch.py) is a sibling over the same state machine and

@@ -251,6 +251,9 @@ class RawBatch(msgspec.Struct):
     publish_time: int = 0          # ms: the Pub/Sub message's publish time (0: from a file)
     sources: Optional[list] = None # per record, when records of several messages share a batch
     symbol: Optional[str] = None   # the one symbol of a single-symbol file (hftbacktest)
+    recv_slack_ms: int = 0         # a followed file (transforms/follow.py): the batch's records
+                                   # count as published at their latest receive time plus this
+                                   # (--quiet_seconds), publish_time (the read) when they have none
 
 
 class RunRef(msgspec.Struct, frozen=True):

@@ -21,6 +21,7 @@ DEAD_LETTERS = "dead_letters."     # + reason
 FORMAT = "format."                 # + the format detected for the file (one per file read)
 SYMBOLS = "symbols"
 SKIPPED_FILES = "skipped_files"    # input files not read (--skip_files)
+STILL_BEING_WRITTEN = "still_being_written"   # files whose young torn tail was left out (--quiet_seconds)
 
 
 def key(name: str, file: Optional[str]):

@@ -29,9 +29,12 @@ the first checkpoint completed only after every record had been sequenced (docs/
 fault would find no checkpoint to restore from.
 
 The feed reaches the job one symbol-file at a time (chunk_feed): the streaming sequencer expects
-each symbol's records in order. Event times are a day ahead of the wall clock: the watched
-source's watermark follows the wall clock, so no recovery deadline fires on the watermark and
-every wait ends by data, as in batch.
+each symbol's records in order. Event and receive times are a day ahead of the wall clock: a
+followed file's records then count as published when they are read (a receive time after the read
+is another clock's) + --quiet_seconds, on a watermark of the last listing (transforms/follow.py),
+so each file's waits end on the watermark seconds after it was read, once the whole file has been
+sequenced: for this feed as in batch (the test compares; a medium gap whose snapshot were in the
+next file, dropped later, would time out here and resync in batch).
 
 Teardown, also when a test fails: every job is cancelled through Flink's REST API, then through
 Beam (which stops its LOOPBACK workers), then its job-server JVM is stopped (Beam would keep the

@@ -25,6 +25,44 @@ def start_job(emulator_host: str, subscription: str, out: str, *extra: str) -> s
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def start_watching(folder: str, out: str, *extra: str) -> subprocess.Popen:
+    """`python -m beam_pipeline --streaming --input <folder> --watch_seconds 0.5 ...` (DirectRunner
+    unless `extra` names another runner), in its own process group; its log in <out>.log."""
+    log = open(out + ".log", "w")
+    return subprocess.Popen([sys.executable, "-m", "beam_pipeline", "--streaming", "--input", folder,
+                             "--watch_seconds", "0.5", "--output", out,
+                             "--output_flush_seconds", "1", *extra],
+                            cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_group(job: subprocess.Popen) -> None:
+    """Stops a job started in its own process group, and whatever it started (a Flink job
+    server's JVM, its LOOPBACK workers)."""
+    if job.poll() is None:
+        job.terminate()
+        try:
+            job.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(job.pid, 9)
+    except ProcessLookupError:
+        pass
+    job.wait()
+
+
+def wait_for(condition, timeout_s: float, poll_s: float = 0.2):
+    """The first true value of `condition()` within `timeout_s`, else None."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    return None
+
+
 def stop_job(job: subprocess.Popen) -> int:
     job.terminate()
     try:
