@@ -212,10 +212,11 @@ class ReadFeedFiles(beam.PTransform):
     FollowFiles); None takes every file as it is."""
 
     def __init__(self, globs, input_format: str, max_record_bytes: int, watch_seconds=None,
-                 skip_names=(), quiet_seconds=None):
+                 skip_names=(), quiet_seconds=None, fresh_ticks: str = ""):
         """`watch_seconds`: None reads the files once (batch); `skip_names`: file-name patterns
-        not to read (--skip_files)."""
+        not to read (--skip_files); `fresh_ticks`: see FollowFeedFiles."""
         super().__init__()
+        self.fresh_ticks = fresh_ticks
         self.globs = list(globs)
         self.input_format = input_format
         self.max_record_bytes = max_record_bytes
@@ -227,7 +228,7 @@ class ReadFeedFiles(beam.PTransform):
         if self.watch_seconds:
             return pbegin | "Follow" >> FollowFeedFiles(
                 self.globs, self.input_format, self.max_record_bytes, self.watch_seconds,
-                self.quiet_seconds or 0.0, self.skip_names)
+                self.quiet_seconds or 0.0, self.skip_names, self.fresh_ticks)
         return (pbegin
                 | "Globs" >> beam.Create(self.globs)
                 | "Match" >> fileio.MatchAll()
