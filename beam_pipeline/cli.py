@@ -27,6 +27,7 @@ from transforms.aggregate import bad_record_rate
 from runners import direct
 from runners.flags import runner_kind
 from transforms.sinks import OUTPUT_FOLDERS, write_empty_outputs
+from transforms.tags import UNDELIVERED
 from runners.profiles import apply_profile
 
 # Exit codes (README, "Exit codes").
@@ -34,7 +35,7 @@ EXIT_OK, EXIT_UNBALANCED, EXIT_USAGE, EXIT_BAD_RECORD_RATE, EXIT_BAD_INPUT = 0, 
 JOB_FILE = "_job.json"
 LOG_FILE = "_logs/feedcheck.log"
 # What a run leaves under --output: an earlier run is told by any of these.
-RUN_ENTRIES = (*OUTPUT_FOLDERS, "undelivered", "summary.json", JOB_FILE, "report.html",
+RUN_ENTRIES = (*OUTPUT_FOLDERS, UNDELIVERED, "summary.json", JOB_FILE, "report.html",
                "report_files")
 
 
@@ -335,8 +336,10 @@ def _run(options, submits_only: bool, job, log_path) -> int:
     ops = options.view_as(FeedCheckOptions)
     streaming = bool(options.view_as(StandardOptions).streaming)
     if streaming and job is not None:
-        write_empty_outputs(ops.output)      # every folder readable from the start
+        write_empty_outputs(ops.output, streaming=True)   # every folder readable from the start
     runner = options.view_as(StandardOptions).runner or ""
+    if streaming and runner_kind([f"--runner={runner}"]) == "direct":
+        direct.hold_watermark_for_end_of_window_timers()     # end of input: nothing dropped
     if ops.input_subscription and runner_kind([f"--runner={runner}"]) == "direct":
         direct.tune_streaming_pubsub_reads(ops.pull_max_messages, ops.pull_wait_seconds)
     pipeline = beam.Pipeline(options=options)
@@ -361,7 +364,7 @@ def _run(options, submits_only: bool, job, log_path) -> int:
             result.wait_until_finish()
     _remove_work_dir(ops.resolved_work_dir())
     _remove_empty_temp_dirs(ops.output)
-    write_empty_outputs(ops.output)
+    write_empty_outputs(ops.output, streaming)
     summary = read_summary(ops.output)
     print(format_summary_table(summary))
     if ops.report:
