@@ -315,6 +315,10 @@ def main(argv: list[str]) -> int:
         from beam_pipeline.report import main as report_main
 
         return report_main(argv[1:])
+    if argv[:1] == ["compact"]:
+        from beam_pipeline.compact import main as compact_main
+
+        return compact_main(argv[1:])
     if "--help" in argv or "-h" in argv:
         print_help()
         return EXIT_OK
