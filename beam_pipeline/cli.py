@@ -30,6 +30,7 @@ from runners import direct
 from runners.flags import flag_value, runner_kind
 from transforms.cursors import cursor_folder, take_cursors
 from transforms.sinks import OUTPUT_FOLDERS, write_empty_outputs
+from transforms.tags import UNDELIVERED
 from runners.profiles import apply_profile
 
 # Exit codes (README, "Exit codes").
@@ -40,7 +41,7 @@ INFLIGHT_JOURNAL = "_state/inflight.jsonl"    # what a streaming job pulled and 
 RUNS_FOLDER = "_runs"       # a restarted streaming job's earlier summaries: _runs/<n>/summary.json
 LOG_FILE = "_logs/feedcheck.log"
 # What a run leaves under --output: an earlier run is told by any of these.
-RUN_ENTRIES = (*OUTPUT_FOLDERS, "undelivered", "summary.json", JOB_FILE, "report.html",
+RUN_ENTRIES = (*OUTPUT_FOLDERS, UNDELIVERED, "summary.json", JOB_FILE, "report.html",
                "report_files", "_state", RUNS_FOLDER)
 
 
@@ -379,6 +380,10 @@ def main(argv: list[str]) -> int:
         from beam_pipeline.report import main as report_main
 
         return report_main(argv[1:])
+    if argv[:1] == ["compact"]:
+        from beam_pipeline.compact import main as compact_main
+
+        return compact_main(argv[1:])
     if "--help" in argv or "-h" in argv:
         print_help()
         return EXIT_OK
@@ -423,9 +428,11 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
     ops = options.view_as(FeedCheckOptions)
     streaming = bool(options.view_as(StandardOptions).streaming)
     if streaming and job is not None:
-        write_empty_outputs(ops.output)      # every folder readable from the start
+        write_empty_outputs(ops.output, streaming=True)   # every folder readable from the start
     runner = options.view_as(StandardOptions).runner or ""
     inbox = None
+    if streaming and runner_kind([f"--runner={runner}"]) == "direct":
+        direct.hold_watermark_for_end_of_window_timers()     # end of input: nothing dropped
     if ops.input_subscription and runner_kind([f"--runner={runner}"]) == "direct":
         inbox = direct.tune_streaming_pubsub_reads(ops.pull_max_messages, ops.pull_wait_seconds,
                                                    ops.ack_lease_seconds)
@@ -460,7 +467,7 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
             result.wait_until_finish()
     _remove_work_dir(ops.resolved_work_dir())
     _remove_empty_temp_dirs(ops.output)
-    write_empty_outputs(ops.output)
+    write_empty_outputs(ops.output, streaming)
     summary = read_summary(ops.output)
     if streaming and job and job.get("restarts"):
         summary = with_earlier_runs(summary, ops.output, job)

@@ -373,6 +373,26 @@ def add_report_arguments(parser) -> None:
         help="Symbols (worst first) in the overview map of every symbol's timeline. Default: 400.")
 
 
+def add_compact_arguments(parser) -> None:
+    """The options of `python -m beam_pipeline compact` (rewrite a streaming job's closed date
+    partitions into few large files)."""
+    parser.add_argument(
+        "output",
+        help="A run's --output folder (any Beam filesystem), e.g. a streaming job's, running or "
+             "not: its folders' date partitions (<folder>/date=YYYY-MM-DD/) are compacted.")
+    parser.add_argument(
+        "--before", default=None,
+        help="Compact the date partitions whose whole UTC day lies before this time (ISO-8601: "
+             "2026-05-01 or 2026-05-01T12:00:00Z; no zone means UTC). The current day's partition, "
+             "the one a running job writes, is never compacted. Default: the start of today (UTC), "
+             "i.e. every partition before today's.")
+    parser.add_argument(
+        "--target_file_mb", type=float, default=64.0,
+        help="Size of the files compaction writes, in MB (10**6 bytes): a file is closed once it "
+             "holds this much (it may exceed it by one Parquet row group or Avro block); a "
+             "partition's last file holds the rest. Default: 64.")
+
+
 # ---- the live collector (python -m beam_pipeline.collector) ---------------------------------------
 
 # Binance's public endpoints per market: (websocket base, REST base, depth path, REST request

@@ -11,8 +11,11 @@ deduplicate by each output's id, which is unique in a run without a restore:
   dead_letter/        reason, stage, source, payload
   recovery_requests/  exchange, market, symbol, from_id, reason
 
-Of rows with the same id the first written is kept (files in name order: streaming names start
-with the write time). summary.json needs no deduplication: it is computed from Beam state, which a
+Of rows with the same id the first written is kept (files in write order, transforms/layout.py:
+flat files, then the date partitions by date, each by name; streaming names start with the write
+time). Both layouts are read: a batch run's flat folders and a streaming job's date partitions
+(<folder>/date=YYYY-MM-DD/), compacted or not (python -m beam_pipeline compact keeps the first
+written of each id, by these keys). summary.json needs no deduplication: it is computed from Beam state, which a
 restore rolls back exactly, and rewritten whole. error_counts/ and alerts/ are not covered here
 (error counts already carry a pane: the highest pane of a window is its count).
 
@@ -36,7 +39,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms.tags import FOLDER_SUFFIX
+from transforms import layout
+from transforms.tags import ALL_FOLDER_SUFFIX
 
 KEYS = {
     "clean": ("exchange", "market", "symbol", "kind", "first_id", "last_id"),
@@ -45,24 +49,24 @@ KEYS = {
     "dead_letter": ("reason", "stage", "source", "payload"),
     "recovery_requests": ("exchange", "market", "symbol", "from_id", "reason"),
 }
-_SUFFIX = FOLDER_SUFFIX
+_SUFFIX = ALL_FOLDER_SUFFIX
 
 
 def _files(output_dir: str, name: str) -> list[str]:
-    from apache_beam.io.filesystems import FileSystems
-
-    pattern = f"{output_dir.rstrip('/')}/{name}/*{_SUFFIX[name]}"
-    return sorted(meta.path for meta in FileSystems.match([pattern])[0].metadata_list)
+    """The folder's files in write order, flat or date-partitioned (transforms/layout.py)."""
+    return layout.data_files(f"{output_dir.rstrip('/')}/{name}", _SUFFIX[name])
 
 
-def _read_bytes(path: str) -> bytes:
+def read_bytes(path: str) -> bytes:
+    """A file's bytes, on any Beam filesystem."""
     from apache_beam.io.filesystems import FileSystems
 
     with FileSystems.open(path) as handle:
         return handle.read()
 
 
-def _schema(name: str):
+def parquet_schema(name: str):
+    """The Arrow schema of a Parquet folder (clean, gaps, corrupt_periods), else None."""
     from transforms import sinks
 
     return {"clean": sinks.CLEAN_SCHEMA, "gaps": sinks.GAP_SCHEMA,
@@ -70,19 +74,31 @@ def _schema(name: str):
 
 
 def read_raw(output_dir: str, name: str) -> pa.Table:
-    """Every row of one output folder as written, duplicates included (files in name order)."""
-    paths = _files(output_dir, name)
-    schema = _schema(name)
+    """Every row of one output folder as written, duplicates included (files in write order)."""
+    return read_files(name, _files(output_dir, name))
+
+
+def read_files(name: str, paths) -> pa.Table:
+    """Every row of these files of output folder `name`, in order, duplicates included."""
+    schema = parquet_schema(name)
     if schema is not None:
-        tables = [pq.read_table(io.BytesIO(_read_bytes(path))) for path in paths]
+        tables = [pq.read_table(io.BytesIO(read_bytes(path))) for path in paths]
         return pa.concat_tables(tables) if tables else schema.empty_table()
     rows = []
     for path in paths:
-        data = _read_bytes(path)
-        if name == "dead_letter":
-            rows.extend(fastavro.reader(io.BytesIO(data)))
-        else:
-            rows.extend(json.loads(line) for line in data.splitlines() if line.strip())
+        rows.extend(records(name, read_bytes(path)))
+    return records_table(rows)
+
+
+def records(name: str, data: bytes) -> list:
+    """The rows of one Avro (dead_letter) or JSON Lines file's bytes, as dicts."""
+    if name == "dead_letter":
+        return list(fastavro.reader(io.BytesIO(data)))
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def records_table(rows: list) -> pa.Table:
+    """Rows (dicts) as an Arrow table readback can key on."""
     table = pa.Table.from_pylist(rows)
     # a column that is null in every row has Arrow's null type, which group_by cannot key on
     return table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
@@ -92,7 +108,7 @@ def read_raw(output_dir: str, name: str) -> pa.Table:
 _ROW = "__row"
 
 
-def _first_of_each(table: pa.Table, keys) -> pa.Array:
+def first_of_each(table: pa.Table, keys) -> pa.Array:
     """Indices of the first row of each distinct `keys` value, in row order (Arrow group_by: no
     Python per row)."""
     numbered = table.select(list(keys)).append_column(
@@ -106,7 +122,7 @@ def dedupe(table: pa.Table, keys) -> pa.Table:
     """The first row of each id (`keys`), sorted by id."""
     if table.num_rows == 0:
         return table
-    unique = table.take(_first_of_each(table, keys))
+    unique = table.take(first_of_each(table, keys))
     return unique.sort_by([(k, "ascending") for k in keys if k != "payload"])
 
 
@@ -170,8 +186,8 @@ def write_deduplicated(output_dir: str, destination: str) -> dict:
             continue
         path = f"{destination.rstrip('/')}/{name}/part-00000-of-00001{_SUFFIX[name]}"
         buffer = io.BytesIO()
-        if _schema(name) is not None:
-            pq.write_table(table.cast(_schema(name)), buffer, compression="zstd")
+        if parquet_schema(name) is not None:
+            pq.write_table(table.cast(parquet_schema(name)), buffer, compression="zstd")
         elif name == "dead_letter":
             fastavro.writer(buffer, sinks.DEAD_LETTER_SCHEMA, table.to_pylist(), codec="deflate")
         else:

@@ -137,9 +137,18 @@ def problems(command: Command, root: str = ROOT) -> list[str]:
 
 
 def _usage_errors(args: list[str]) -> list[str]:
-    """What the command line would refuse: the job's options, or the report subcommand's."""
+    """What the command line would refuse: the job's options, or the report or compact
+    subcommand's."""
     from beam_pipeline.cli import UsageError, check_command_line
 
+    if args[:1] == ["compact"]:
+        from beam_pipeline.compact import UsageError as CompactUsage, parser as compact_parser
+
+        try:
+            compact_parser().parse_args(args[1:])
+        except CompactUsage as error:
+            return [f"compact: {error}"]
+        return []
     if args[:1] == ["report"]:
         from beam_pipeline.options import add_report_arguments
 
@@ -181,6 +190,8 @@ def why_not_run(command: Command, root: str = ROOT):
         return None
     if "--dry_run=True" in argv:
         return None
+    if argv[3:4] == ["compact"]:
+        return "compacts a streaming job's outputs (none here)"
     if _is_report(argv):
         folder = _option(argv, "output")
         html = _option(argv, "html")

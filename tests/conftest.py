@@ -1,10 +1,11 @@
-import glob
 import json
 import os
 
 import fastavro
 import pyarrow.parquet as pq
 import pytest
+
+from transforms.layout import data_files
 
 pytest_plugins = ["tests.tooling.pubsub_emulator"]
 
@@ -22,28 +23,31 @@ def captures():
 
 
 class Outputs:
-    """Reads a run's output folder the way a user would."""
+    """Reads a run's output folder the way a user would: every file of a folder, flat (batch) or
+    in date partitions (streaming), as `<folder>/**/*<suffix>` finds them."""
 
     def __init__(self, folder):
         self.folder = folder
 
+    def files(self, name, suffix):
+        return data_files(os.path.join(str(self.folder), name), suffix)
+
     def parquet_rows(self, name):
-        files = sorted(glob.glob(os.path.join(self.folder, name, "*.parquet")))
         rows = []
-        for path in files:
-            rows.extend(pq.read_table(path).to_pylist())
+        for path in self.files(name, ".parquet"):
+            rows.extend(pq.ParquetFile(path).read().to_pylist())
         return rows
 
     def jsonl_rows(self, name):
         rows = []
-        for path in sorted(glob.glob(os.path.join(self.folder, name, "*.jsonl"))):
+        for path in self.files(name, ".jsonl"):
             with open(path) as handle:
                 rows.extend(json.loads(line) for line in handle if line.strip())
         return rows
 
     def dead_letters(self):
         rows = []
-        for path in sorted(glob.glob(os.path.join(self.folder, "dead_letter", "*.avro"))):
+        for path in self.files("dead_letter", ".avro"):
             with open(path, "rb") as handle:
                 rows.extend(fastavro.reader(handle))
         return rows

@@ -1,5 +1,4 @@
-"""Sinks: every output folder through fileio.WriteToFiles, so batch and streaming (windowed) runs
-write the same layout and one reader serves both.
+"""Sinks: one folder per output under --output, the same file formats in batch and streaming.
 
   clean/             Parquet, one row per accepted delta or snapshot
   dead_letter/       Avro (beam_pipeline/schemas/dead_letter.avsc)
@@ -8,6 +7,12 @@ write the same layout and one reader serves both.
   recovery_requests/ JSON Lines
   error_counts/      JSON Lines
   alerts/            JSON Lines
+  undelivered/       JSON Lines (streaming: what could not be published to a topic)
+
+Batch writes each folder flat with fileio.WriteToFiles (clean/: the sequencer's parts, moved in).
+Streaming writes at most one file per folder per flush, under a date partition
+(<folder>/date=YYYY-MM-DD/, the flush's UTC processing-time date): WriteFolder. transforms/layout.py
+says where files live and which a reader reads (both layouts).
 """
 from __future__ import annotations
 
@@ -16,23 +21,30 @@ import json
 import os
 import posixpath
 import time
-import uuid
+import typing
 
 import apache_beam as beam
 import fastavro
 import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam import coders
 from apache_beam.io import fileio
-from apache_beam.transforms import trigger, window
+from apache_beam.transforms import window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
+                                              on_timer)
+from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipeline.core import durability, progress
 from beam_pipeline.core.runtime import iso_ms
+from transforms import layout
 from transforms.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
 from transforms.tables import (CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA,  # noqa: F401 (re-exported)
                                CleanPart, struct_table)
 from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS,
-                            FOLDER_SUFFIX, GAPS, RECOVERY_REQUESTS)
+                            FOLDER_SUFFIX, GAPS, RECOVERY_REQUESTS, UNDELIVERED,
+                            UNDELIVERED_SUFFIX)
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "beam_pipeline", "schemas")
@@ -188,39 +200,13 @@ def json_lines_sink(memory_limit_gb=None):
     return JsonLinesSink()
 
 
-def firing_file_naming(suffix: str, streaming: bool):
-    """part-[<window start>-]<shard>-of-<shards><suffix>; in streaming also the write time and a
-    random tag.
-
-    Beam's default naming leaves the pane out, and WriteToFiles hands the naming function pane 0 for
-    every firing, so successive firings would overwrite each other's files (seen: rows lost)."""
+def firing_file_naming(suffix: str):
+    """Batch: part-[<window start>-]<shard>-of-<shards><suffix> (WriteToFiles' file naming)."""
     def name(win, pane, shard_index, total_shards, compression, destination):
         when = "" if win == window.GlobalWindow() else \
             f"{win.start.to_utc_datetime().strftime('%Y%m%dT%H%M%S')}-"   # one file per window
-        firing = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}-" \
-            if streaming else ""
-        return f"part-{when}{firing}{shard_index or 0:05d}-of-{total_shards or 1:05d}{suffix}"
+        return f"part-{when}{shard_index or 0:05d}-of-{total_shards or 1:05d}{suffix}"
     return name
-
-
-class CountedSink(fileio.FileSink):
-    """A sink that tells this process's durability ledger how many elements each finished file
-    holds (core/durability.py: a streaming DirectRunner job acknowledges its input by it)."""
-
-    def __init__(self, sink: fileio.FileSink, folder: str):
-        self.sink, self.folder = sink, folder
-
-    def open(self, fh):
-        self.count = 0
-        self.sink.open(fh)
-
-    def write(self, record):
-        self.sink.write(record)
-        self.count += 1
-
-    def flush(self):
-        self.sink.flush()
-        durability.written(self.folder, self.count)
 
 
 def _handed(element, folder: str):
@@ -228,29 +214,122 @@ def _handed(element, folder: str):
     return element
 
 
-class WriteFolder(beam.PTransform):
-    """One output folder. In streaming, rows are written every `flush_seconds` of processing time
-    from the global window: a row can never be late there, so none is ever dropped as late. Each
-    element is counted in the durability ledger as it is handed to the folder and as its file is
-    finished."""
+def write_flush(folder: str, sink_fn, suffix: str, rows) -> str | None:
+    """Writes `rows` as ONE file, <folder>/date=<UTC date now>/part-<now>-<tag><suffix>, under a
+    hidden name first and renamed when complete, so a reader never sees part of a file. Returns
+    its path; None (and no file) when there is no row."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
 
-    def __init__(self, path: str, sink, suffix: str, streaming: bool, flush_seconds: float):
+    now = time.time()
+    name = layout.flush_file_name(now, suffix)
+    partition = f"{folder.rstrip('/')}/{layout.partition_of(now)}"
+    final, temp = f"{partition}/{name}", f"{partition}/{layout.in_progress_name(name)}"
+    rows = iter(rows)
+    first = next(rows, _NOTHING)
+    if first is _NOTHING:
+        return None
+    sink = sink_fn(None)
+    with FileSystems.create(temp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        sink.open(handle)
+        sink.write(first)
+        for row in rows:
+            sink.write(row)
+        sink.flush()
+    FileSystems.rename([temp], [final])
+    return final
+
+
+_NOTHING = object()
+
+
+class FlushFolder(beam.DoFn):
+    """Streaming: every row of one output folder, gathered onto one key, waits in state and is
+    written as ONE file per flush (write_flush), whatever the number of keys, bundles or workers
+    that made the rows: at most one file per folder and flush.
+
+    A flush is due `flush_seconds` of processing time after the first row since the last flush
+    (never sooner than `flush_seconds` after the last flush). When the watermark reaches the end of
+    the global window (a bounded input is exhausted, or a drain) the rows waiting are written at
+    once: no row is left behind. Upstream end-of-stream timers emit their last rows before that
+    (their timers hold the watermark; on DirectRunner see runners/direct.py:
+    hold_watermark_for_end_of_window_timers); a row that still came after it would set the end
+    timer again and be written by it: state, unlike a GroupByKey's window, drops nothing as late.
+    One key means one writer per folder: the rows of a flush pass through one worker.
+    `clock` gives the processing time the flush timer is set from (tests with TestStream, whose
+    processing time starts at 0, pass one of their own)."""
+
+    ROWS = BagStateSpec("rows", coders.PickleCoder())
+    DUE = ReadModifyWriteStateSpec("due", coders.VarIntCoder())      # micros of the armed flush
+    LAST = ReadModifyWriteStateSpec("last", coders.VarIntCoder())    # micros of the last flush
+    FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
+    END = TimerSpec("end", TimeDomain.WATERMARK)
+
+    def __init__(self, folder: str, sink_fn, suffix: str, flush_seconds: float,
+                 clock=Timestamp.now):
+        self.folder, self.sink_fn, self.suffix = folder.rstrip("/"), sink_fn, suffix
+        self.flush_micros = int(round(flush_seconds * 1e6))
+        self.clock = clock
+
+    def process(self, element, rows=beam.DoFn.StateParam(ROWS), due=beam.DoFn.StateParam(DUE),
+                last=beam.DoFn.StateParam(LAST), flush=beam.DoFn.TimerParam(FLUSH),
+                end=beam.DoFn.TimerParam(END), win=beam.DoFn.WindowParam):
+        rows.add(element[1])
+        if due.read() is None:
+            at = max(self.clock().micros, last.read() or 0) + self.flush_micros
+            flush.set(Timestamp(micros=at))
+            due.write(at)
+        end.set(win.max_timestamp())
+
+    @on_timer(FLUSH)
+    def on_flush(self, fired=beam.DoFn.TimestampParam, rows=beam.DoFn.StateParam(ROWS),
+                 due=beam.DoFn.StateParam(DUE), last=beam.DoFn.StateParam(LAST)):
+        yield from self._write(rows, due)
+        last.write(fired.micros)
+
+    @on_timer(END)
+    def on_end(self, rows=beam.DoFn.StateParam(ROWS), due=beam.DoFn.StateParam(DUE),
+               flush=beam.DoFn.TimerParam(FLUSH)):
+        """The end of input: the rest now. The flush timer is cleared: Flink does not fire pending
+        processing-time timers at the end of input, and their holds would keep the job alive."""
+        yield from self._write(rows, due)
+        flush.clear()
+
+    def _write(self, rows, due):
+        pending = list(rows.read())
+        written = write_flush(self.folder, self.sink_fn, self.suffix, pending)
+        rows.clear()
+        due.clear()
+        if written:
+            durability.written(self.folder, len(pending))     # in place: its input may be acked
+            yield written
+
+
+class WriteFolder(beam.PTransform):
+    """One output folder.
+
+    Batch: fileio.WriteToFiles (flat files).
+    Streaming: the rows go into the global window, onto one key, and FlushFolder writes one file
+    per flush (every `flush_seconds` of processing time, and once more at the end of input) under
+    <folder>/date=YYYY-MM-DD/. No row can be dropped as late: nothing here has a window to miss."""
+
+    def __init__(self, path: str, sink, suffix: str, streaming: bool, flush_seconds: float,
+                 clock=Timestamp.now):
         super().__init__()
         self.path, self.sink, self.suffix = path, sink, suffix
-        self.streaming, self.flush_seconds = streaming, flush_seconds
+        self.streaming, self.flush_seconds, self.clock = streaming, flush_seconds, clock
 
     def expand(self, rows):
-        sink = self.sink
-        if self.streaming:
-            path, make = self.path, self.sink
-            sink = lambda destination: CountedSink(make(destination), path)   # noqa: E731
-            rows = rows | "Handed" >> beam.Map(_handed, self.path)
-            rows = rows | "EveryFewSeconds" >> beam.WindowInto(
-                window.GlobalWindows(),
-                trigger=trigger.Repeatedly(trigger.AfterProcessingTime(max(1, round(self.flush_seconds)))),
-                accumulation_mode=trigger.AccumulationMode.DISCARDING)
-        return rows | "Write" >> fileio.WriteToFiles(
-            self.path, sink=sink, file_naming=firing_file_naming(self.suffix, self.streaming))
+        if not self.streaming:
+            return rows | "Write" >> fileio.WriteToFiles(
+                self.path, sink=self.sink, file_naming=firing_file_naming(self.suffix))
+        return (rows
+                | "Handed" >> beam.Map(_handed, self.path)       # the durability ledger's count
+                | "GlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+                | "OneKey" >> beam.Map(lambda row: ("", row)).with_output_types(
+                    typing.Tuple[str, typing.Any])
+                | "Flush" >> beam.ParDo(FlushFolder(self.path, self.sink, self.suffix,
+                                                    self.flush_seconds, self.clock)))
 
 
 class CommitCleanParts(beam.DoFn):
@@ -337,18 +416,20 @@ class WriteOutputs(beam.PTransform):
     """The pipeline's outputs -> folders under --output (and Pub/Sub topics in streaming).
 
     `clean` is the sequencer's clean output: CleanParts in batch (moved into clean/), Arrow tables in
-    streaming (written by clean_sink)."""
+    streaming (written by clean_sink). `clock`: the processing time streaming's flushes are timed
+    by (FlushFolder; tests with TestStream pass their own)."""
 
     FOLDERS = {name: (sink, FOLDER_SUFFIX[name]) for name, sink in (
         (CLEAN, clean_sink), (DEAD_LETTER, dead_letter_sink), (GAPS, gap_sink),
         (CORRUPT_PERIODS, corrupt_sink), (RECOVERY_REQUESTS, json_lines_sink),
         (ERROR_COUNTS, json_lines_sink), (ALERTS, json_lines_sink))}
 
-    def __init__(self, options, streaming: bool):
+    def __init__(self, options, streaming: bool, clock=Timestamp.now):
         super().__init__()
         self.output = options.output.rstrip("/")
         self.options = options
         self.streaming = streaming
+        self.clock = clock
 
     def expand(self, outputs):
         outputs = dict(outputs)
@@ -363,7 +444,7 @@ class WriteOutputs(beam.PTransform):
                 continue
             rows | f"Write_{name}" >> WriteFolder(
                 f"{self.output}/{name}", lambda _, make=make_sink: make(limit), suffix,
-                self.streaming, self.options.output_flush_seconds)
+                self.streaming, self.options.output_flush_seconds, self.clock)
         topics = {RECOVERY_REQUESTS: self.options.recovery_topic,
                   ALERTS: self.options.alerts_topic} if self.streaming else {}
         undelivered = [
@@ -372,18 +453,19 @@ class WriteOutputs(beam.PTransform):
             for name, topic in topics.items() if topic]
         if undelivered:
             (undelivered | "AllUndelivered" >> beam.Flatten()
-             | "Write_undelivered" >> WriteFolder(f"{self.output}/undelivered",
+             | "Write_undelivered" >> WriteFolder(f"{self.output}/{UNDELIVERED}",
                                                  lambda _: json_lines_sink(),
-                                                 ".jsonl", True, self.options.output_flush_seconds))
+                                                 UNDELIVERED_SUFFIX, True,
+                                                 self.options.output_flush_seconds, self.clock))
         return outputs["summary"] | "WriteSummary" >> beam.ParDo(
             WriteSummary(f"{self.output}/summary.json"))
 
 
 OUTPUT_FOLDERS = tuple(WriteOutputs.FOLDERS)
-EMPTY_FILE = "part-empty"     # + the folder's suffix: the file a folder with no rows holds
+EMPTY_FILE = layout.EMPTY_FILE     # + the folder's suffix: the file a folder with no rows holds
 
 
-def _empty_file_bytes(name: str) -> bytes:
+def empty_file_bytes(name: str) -> bytes:
     """A file of the folder's format with its schema and no rows (JSON Lines: an empty file)."""
     buffer = io.BytesIO()
     schema = {"clean": CLEAN_SCHEMA, "gaps": GAP_SCHEMA, "corrupt_periods": CORRUPT_SCHEMA}.get(name)
@@ -394,22 +476,25 @@ def _empty_file_bytes(name: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_empty_outputs(output: str) -> list[str]:
+def write_empty_outputs(output: str, streaming: bool = False) -> list[str]:
     """Every output folder exists after a run, so readers of a folder (pq.read_table("out/gaps"),
-    DuckDB's read_parquet('out/gaps/*.parquet')) work on a run without gaps: a folder with no
-    files gets one with the schema and no rows. Returns the files written."""
+    DuckDB's read_parquet('out/gaps/**/*.parquet')) work on a run without gaps: a folder with no
+    file (in either layout) gets one with the schema and no rows, part-empty<suffix>: at the
+    folder's top in batch, in the current date partition in streaming (so a streaming folder is
+    all partitions, as a Hive-partitioned reader wants). Returns the files written."""
     from apache_beam.io.filesystems import FileSystems
 
     written = []
     for name, (_, suffix) in WriteOutputs.FOLDERS.items():
         folder = f"{output.rstrip('/')}/{name}"
-        if FileSystems.match([f"{folder}/*{suffix}"])[0].metadata_list:
+        if layout.data_files(folder, suffix):
             continue
-        path = f"{folder}/{EMPTY_FILE}{suffix}"
-        if not _is_remote(folder):
-            os.makedirs(folder, exist_ok=True)
+        where = f"{folder}/{layout.partition_of(time.time())}" if streaming else folder
+        path = f"{where}/{layout.empty_file_name(suffix)}"
+        if not _is_remote(where):
+            os.makedirs(where, exist_ok=True)
         with FileSystems.create(path) as handle:
-            handle.write(_empty_file_bytes(name))
+            handle.write(empty_file_bytes(name))
         written.append(path)
     return written
 

@@ -28,4 +28,9 @@ FOLDER_SUFFIX = {
     ERROR_COUNTS: ".jsonl",
     ALERTS: ".jsonl",
 }
+# Streaming only: rows that could not be published to --alerts_topic / --recovery_topic.
+UNDELIVERED = "undelivered"
+UNDELIVERED_SUFFIX = ".jsonl"
+# Every folder a run may write, with its suffix (readers, compaction).
+ALL_FOLDER_SUFFIX = {**FOLDER_SUFFIX, UNDELIVERED: UNDELIVERED_SUFFIX}
 INPUT_LAG = "input_lag"            # (publish ms, ingest ms) per Pub/Sub message: backpressure

@@ -1,7 +1,8 @@
 """What the report shows, read from a run's output folder and aggregated per time bucket.
 
 Reads a finished batch run's or a running streaming job's outputs, each row once (the rule of
-beam_pipeline/readback.py: the first written of each id, files in name order). Clean rows are read
+beam_pipeline/readback.py: the first written of each id, files in write order), in either layout
+(flat, or a streaming job's date partitions). Clean rows are read
 column-wise (no price levels) and deduplicated with Arrow, so a 4M-row clean/ costs seconds; every
 per-symbol figure is computed with numpy over the rows of that symbol, and kept only per bucket
 (never a point per event).
@@ -22,6 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline import readback
 from beam_pipeline.options import FeedCheckOptions
+from transforms import layout
 from transforms.tables import row_times
 from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS,
                             FOLDER_SUFFIX, GAPS)
@@ -92,8 +94,8 @@ def _join(output: str, name: str) -> str:
 
 
 def _files(output: str, folder: str) -> list[str]:
-    match = FileSystems.match([f"{_join(output, folder)}/*{FOLDER_SUFFIX[folder]}"])[0]
-    return sorted(meta.path for meta in match.metadata_list)
+    """The folder's files in write order, flat (batch) or date-partitioned (streaming)."""
+    return layout.data_files(_join(output, folder), FOLDER_SUFFIX[folder])
 
 
 _DICTIONARY_COLUMNS = ("exchange", "market", "symbol", "kind")
@@ -151,7 +153,7 @@ class CleanRows:
 
 def read_clean_rows(output: str) -> CleanRows:
     """Each id of clean/ once (readback.KEYS["clean"]: exchange, market, symbol, kind, first_id,
-    last_id), the first written kept (files in name order), as readback does. The key becomes
+    last_id), the first written kept (files in write order), as readback does. The key becomes
     numbers (a stream index, snapshot or not, the two ids) so the duplicates are found with one
     stable numpy sort: no Python object per row, a few columns in memory."""
     streams: dict = {}

@@ -215,3 +215,73 @@ def test_clean_parts_are_few_and_large(tmp_path):
     times = [np.frombuffer(p.times, np.int64).tolist() for p in parts]
     assert sum(times, []) == [1_700_000_000_000 + i for i in range(75)]
     assert writer.finish() is None                                      # nothing left open
+
+
+def test_streaming_writes_one_file_per_folder_per_firing_whatever_the_keys_and_bundles(tmp_path):
+    """40 keys, each a bundle of its own (as the stateful sequencer emits them), in each of two
+    firings: the processing-time flush (the default --output_flush_seconds) and the end of the
+    input (the watermark to +infinity, as a bounded input or a drain ends): each folder gets ONE
+    file per firing that has rows, in the flush's date partition, and every row is written."""
+    from beam_pipeline import readback
+    from tests.tooling.flushes import CLEAN_ROWS_PER_KEY, write_flushes
+    from transforms import layout
+    from transforms.sinks import OUTPUT_FOLDERS
+    from transforms.tags import FOLDER_SUFFIX
+
+    out, keys = tmp_path / "live", 40
+    expected = write_flushes(str(out), keys, 2, corrupt_in={0})   # no corrupt period in firing 2
+
+    for name in OUTPUT_FOLDERS:
+        folder = out / name
+        files = layout.data_files(str(folder), FOLDER_SUFFIX[name])
+        assert len(files) == (1 if name == "corrupt_periods" else 2), (name, files)
+        for path in files:
+            partition, file_name = os.path.relpath(path, folder).split(os.sep)
+            stamp = file_name.split("-")[1]            # part-<YYYYMMDDTHHMMSSmmm>-<tag>
+            assert partition == f"date={stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}", path
+        hidden = [p for p in folder.rglob("*") if p.name.startswith((".", "_"))]
+        assert hidden == [], hidden                    # no file left in progress
+        assert readback.read_raw(str(out), name).num_rows == expected[name], name
+    assert len(readback.read(str(out), "clean")) == expected["clean"] == 2 * keys * CLEAN_ROWS_PER_KEY
+    # a folder of date partitions reads as one dataset (pyarrow adds the partition column)
+    gaps = pq.read_table(out / "gaps")
+    assert gaps.num_rows == expected["gaps"] and "date" in gaps.column_names
+
+
+def test_a_bounded_streaming_run_writes_every_row_when_its_input_ends(tmp_path):
+    """`--streaming --input FILE` with the default flush (60 s): the input ends long before a flush
+    is due, so everything is written by the end-of-input firing, one file per folder, including
+    the rows the sequencer's end-of-stream timer emits (held deltas, the gaps and corrupt periods it
+    closes); on disk exactly what the summary counts, and the run does not wait for the flush."""
+    import time
+
+    from beam_pipeline import readback
+    from beam_pipeline.cli import main
+    from tests.tooling.synthetic import BAD_RECORDS, default_faults, generate, write_lines
+    from transforms import layout
+    from transforms.sinks import OUTPUT_FOLDERS
+    from transforms.tags import FOLDER_SUFFIX
+
+    lines, expected = generate(12_000, seed=3, faults=default_faults(), bad_records=BAD_RECORDS)
+    write_lines(str(tmp_path / "feed.jsonl"), lines)
+    out = str(tmp_path / "out")
+    started = time.monotonic()
+    assert main(["--streaming", "--input", str(tmp_path / "feed.jsonl"), "--output", out]) == 0
+    took = time.monotonic() - started
+    assert took < FeedCheckOptions.defaults().output_flush_seconds, took
+
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["balanced"] and summary["input_records"] == len(lines)
+    on_disk = {name: readback.read_raw(out, name).num_rows
+               for name in ("clean", "gaps", "corrupt_periods", "dead_letter")}
+    assert on_disk == {"clean": summary["clean_records"], "gaps": sum(summary["gaps"].values()),
+                       "corrupt_periods": summary["corrupt_periods"],
+                       "dead_letter": sum(summary["dead_letters"].values())}
+    assert on_disk["gaps"] == len(expected.gaps) > 0 and on_disk["corrupt_periods"] > 0
+    for name in ("clean", "gaps", "corrupt_periods"):   # each folder reads as one dataset
+        assert pq.read_table(os.path.join(out, name)).num_rows == on_disk[name], name
+    for name in OUTPUT_FOLDERS:
+        suffix = FOLDER_SUFFIX[name]
+        written = [p for p in layout.data_files(os.path.join(out, name), suffix)
+                   if os.path.basename(p) != layout.empty_file_name(suffix)]
+        assert len(written) <= 1, (name, written)

@@ -258,8 +258,8 @@ def test_streaming_bounded_input_finishes(feed, tmp_path):
 
 def test_streaming_with_checkpointing_equals_batch(feed, direct_feed, tmp_path):
     """The same answers as the batch run, through the
-    streaming path (per-event state and timers, global-window processing-time triggers in the
-    sinks, one file per firing), with a checkpoint every second."""
+    streaming path (per-event state and timers, sinks that keep rows in state and write one file
+    per folder and flush), with a checkpoint every second."""
     paths, expected = feed
     out = tmp_path / "stream"
     log = tmp_path / "cli.log"

@@ -136,7 +136,7 @@ class FailOnce(beam.DoFn):
 
     def _written_after(self, checkpoint: int, completed: float):
         rows = []
-        for path in glob.glob(os.path.join(self.clean_dir, "part-*.parquet")):
+        for path in glob.glob(os.path.join(self.clean_dir, "**", "part-*.parquet"), recursive=True):
             try:
                 if os.path.getmtime(path) > completed:
                     rows.append(pq.read_metadata(path).num_rows)
@@ -374,7 +374,8 @@ def _drained(out, expected_summary) -> bool:
 
 def _quiet(out, seconds: float) -> bool:
     """No output file written for `seconds` (a pending firing would land before that)."""
-    newest = max((os.path.getmtime(p) for p in glob.glob(os.path.join(out, "*", "part-*"))),
+    newest = max((os.path.getmtime(p)
+                  for p in glob.glob(os.path.join(out, "*", "**", "part-*"), recursive=True)),
                  default=0)
     return time.time() - newest > seconds
 

@@ -3,7 +3,6 @@ before the job starts (batched and single-record messages) gives exactly the bat
 with no late_event, a message that claims gzip and is not is a read_error dead letter, the backlog
 raises the backpressure alert and resolves it, the publish CLI round-trips a capture, and a silent
 symbol's stall alert arrives within --stall_timeout + 5 s, idle or with other symbols flowing."""
-import glob
 import gzip
 import json
 import os
@@ -20,6 +19,7 @@ from tests.conftest import REPO
 from tests.tooling.streaming_job import (comparable, job_log, start_job, stop_job,
                                          wait_counted, wait_written)
 from tests.tooling.synthetic import default_faults, generate, write_lines
+from transforms.layout import data_files
 
 HOUR_MS = 3600_000
 
@@ -62,7 +62,7 @@ def _alerts_until(emu, subscription, condition, timeout_s):
 
 
 def _written_alerts(out):
-    return [json.loads(line) for name in glob.glob(os.path.join(out, "alerts", "*.jsonl"))
+    return [json.loads(line) for name in data_files(os.path.join(out, "alerts"), ".jsonl")
             for line in open(name) if line.strip()]
 
 

@@ -1,9 +1,10 @@
 """Compare the outputs of two pipeline runs row for row: python -m tests.tooling.compare_runs A B
 
 Every output folder under A and B (clean/, dead_letter/, gaps/, corrupt_periods/,
-recovery_requests/, error_counts/, alerts/, undelivered/, ...) is read whole: Parquet with pyarrow,
-Avro with fastavro, JSON Lines line by line; summary.json as one document. Rows are compared as
-multisets, so how rows are cut into files (names, part numbers, shards) does not matter.
+recovery_requests/, error_counts/, alerts/, undelivered/, ...) is read whole, flat or in date
+partitions (date=YYYY-MM-DD/, hidden files skipped): Parquet with pyarrow, Avro with fastavro, JSON
+Lines line by line; summary.json as one document. Rows are compared as multisets, so how rows are
+cut into files (names, part numbers, shards, partitions) does not matter.
 
 Ignored, because they differ from run to run by design:
   * the work folder (_work/, or any folder whose name starts with "_");
@@ -27,6 +28,8 @@ from collections import Counter
 import fastavro
 import pyarrow.parquet as pq
 
+from transforms.layout import PARTITION, is_hidden
+
 READERS = {}
 
 
@@ -39,7 +42,7 @@ def reader(suffix):
 
 @reader(".parquet")
 def _parquet(path):
-    return pq.read_table(path).to_pylist()
+    return pq.ParquetFile(path).read().to_pylist()
 
 
 @reader(".avro")
@@ -96,12 +99,20 @@ def normalize(folder: str, rows: list) -> list:
 
 
 def read_folder(path: str) -> tuple[list, list]:
-    """(rows, files it could not read) of one output folder."""
+    """(rows, files it could not read) of one output folder, flat or in date partitions
+    (date=YYYY-MM-DD/: a streaming run's); hidden files (in progress) are not read."""
     rows, unknown = [], []
     for name in sorted(os.listdir(path)):
         full = os.path.join(path, name)
+        if is_hidden(name):
+            continue
         if os.path.isdir(full):
-            unknown.append(name + "/")
+            if PARTITION.fullmatch(name):
+                inner, odd = read_folder(full)
+                rows.extend(inner)
+                unknown.extend(f"{name}/{entry}" for entry in odd)
+            else:
+                unknown.append(name + "/")
             continue
         suffix = next((s for s in READERS if name.endswith(s)), None)
         if suffix is None:

@@ -15,13 +15,17 @@ SUMMARY_COUNTS = ("input_records", "clean_records", "ignored", "duplicates", "su
                   "dead_letters", "gaps", "corrupt_periods", "symbols")
 
 
-def start_job(emulator_host: str, subscription: str, out: str, *extra: str) -> subprocess.Popen:
-    """`python -m beam_pipeline --streaming ...` reading `subscription`; its log in <out>.log."""
+def start_job(emulator_host: str, subscription: str, out: str, *extra: str,
+              flush_seconds: float | None = 1) -> subprocess.Popen:
+    """`python -m beam_pipeline --streaming ...` reading `subscription`; its log in <out>.log.
+    `flush_seconds`: --output_flush_seconds (1: rows on disk within a second or so, for tests
+    that wait for them); None leaves the option out: the default users get (options.py)."""
     env = dict(os.environ, PUBSUB_EMULATOR_HOST=emulator_host, PYTHONPATH=REPO)
     log = open(out + ".log", "w")
+    flush = [] if flush_seconds is None else ["--output_flush_seconds", str(flush_seconds)]
     return subprocess.Popen([sys.executable, "-m", "beam_pipeline", "--streaming",
                              "--input_subscription", subscription, "--output", out,
-                             "--output_flush_seconds", "1", *extra],
+                             *flush, *extra],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
