@@ -402,11 +402,6 @@ def main(argv: list[str]) -> int:
         cloud = options.view_as(GoogleCloudOptions)
         if job and not cloud.job_name and _flink_cluster(options, options.view_as(FeedCheckOptions)):
             cloud.job_name = f"feedcheck-{job['job_id']}"   # how the stop finds it on the cluster
-        if options.get_all_options().get("savepoint_path"):
-            from runners.flink import FlinkJavaOptions
-
-            # a resumed watch names its ticks anew (transforms/follow.py: FollowFeedFiles)
-            options.view_as(FlinkJavaOptions).allow_non_restored_state = True
     with _logging(options.view_as(FeedCheckOptions), job) as log_path:
         return _run(options, submits_only, job, log_path, argv)
 

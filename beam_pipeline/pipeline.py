@@ -21,12 +21,6 @@ from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_
                             RECOVERY_REQUESTS)
 
 
-def _resumed_label(options) -> str:
-    """A label suffix new for every resume from a Flink savepoint (see FollowFeedFiles)."""
-    savepoint = options.get_all_options().get("savepoint_path")
-    return f"-resumed-{abs(hash(savepoint)) % 10**8}" if savepoint else ""
-
-
 def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=None) -> None:
     """`resume`: a restarted streaming job's cursors ({key: SequencerState}, transforms/cursors.py)."""
     streaming = options.view_as(StandardOptions).streaming
@@ -44,7 +38,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=No
         read = pipeline | "ReadFiles" >> ReadFeedFiles(
             ops.input_globs(), ops.input_format, ops.max_record_bytes,
             ops.watch_seconds if streaming else None, ops.skipped_file_names(),
-            ops.quiet_seconds, fresh_ticks=_resumed_label(options))
+            ops.quiet_seconds)
         batches, read_failures, read_tallies = read.batches, [read.dead_letter], [read.tally]
 
     # Decode

@@ -533,13 +533,8 @@ class FollowFeedFiles(beam.PTransform):
     """File globs, watched -> RawBatch (main `batches`), read failures (`dead_letter`), `tally`."""
 
     def __init__(self, globs, input_format: str, max_record_bytes: int, watch_seconds: float,
-                 quiet_seconds: float, skip_names=(), fresh_ticks: str = ""):
-        """`fresh_ticks`: a job resumed from a Flink savepoint names its ticks anew (any new
-        label): a PeriodicImpulse restored from a savepoint never ticked again (seen on Flink
-        1.19 with Beam 2.70/2.75), so the resumed job starts new ticks and drops the old ones'
-        state (--allow_non_restored_state), while every file's progress is restored."""
+                 quiet_seconds: float, skip_names=()):
         super().__init__()
-        self.fresh_ticks = fresh_ticks
         self.globs = list(globs)
         self.input_format = input_format
         self.max_record_bytes = max_record_bytes
@@ -549,7 +544,7 @@ class FollowFeedFiles(beam.PTransform):
 
     def expand(self, pbegin):
         return (pbegin
-                | f"Ticks{self.fresh_ticks}" >> WatchTicks(self.watch_seconds)
+                | "Ticks" >> WatchTicks(self.watch_seconds)
                 | "List" >> beam.ParDo(ListFiles(self.globs))
                 | "TypedPaths" >> beam.Map(lambda kv: kv).with_output_types(
                     beam.typehints.Tuple[str, Seen])

@@ -212,11 +212,10 @@ class ReadFeedFiles(beam.PTransform):
     FollowFiles); None takes every file as it is."""
 
     def __init__(self, globs, input_format: str, max_record_bytes: int, watch_seconds=None,
-                 skip_names=(), quiet_seconds=None, fresh_ticks: str = ""):
+                 skip_names=(), quiet_seconds=None):
         """`watch_seconds`: None reads the files once (batch); `skip_names`: file-name patterns
-        not to read (--skip_files); `fresh_ticks`: see FollowFeedFiles."""
+        not to read (--skip_files)."""
         super().__init__()
-        self.fresh_ticks = fresh_ticks
         self.globs = list(globs)
         self.input_format = input_format
         self.max_record_bytes = max_record_bytes
@@ -228,7 +227,7 @@ class ReadFeedFiles(beam.PTransform):
         if self.watch_seconds:
             return pbegin | "Follow" >> FollowFeedFiles(
                 self.globs, self.input_format, self.max_record_bytes, self.watch_seconds,
-                self.quiet_seconds or 0.0, self.skip_names, self.fresh_ticks)
+                self.quiet_seconds or 0.0, self.skip_names)
         return (pbegin
                 | "Globs" >> beam.Create(self.globs)
                 | "Match" >> fileio.MatchAll()
