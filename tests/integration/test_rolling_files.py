@@ -38,10 +38,10 @@ def _collector(exchange, folder, metrics_file, *extra, env=None):
 
 
 def _clean_written(out):
-    """A clean part with rows (the sinks write every --output_flush_seconds, the summary every 5 s)."""
+    """A clean part with rows (the sinks write every --output_flush_seconds, the summary every 5 s),
+    in either layout (streaming writes under date partitions: transforms/layout.py)."""
     return any(name.startswith("part-") and name != "part-empty.parquet"
-               for name in os.listdir(os.path.join(out, "clean"))) if os.path.isdir(
-        os.path.join(out, "clean")) else False
+               for _, _, names in os.walk(os.path.join(out, "clean")) for name in names)
 
 
 def _all_counted(out, written):
