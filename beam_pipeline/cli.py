@@ -247,7 +247,8 @@ def _keep_earlier_summary(output: str, run: int) -> None:
     earlier = f"{output}/summary.json"
     if FileSystems.exists(earlier):
         folder = f"{output}/{RUNS_FOLDER}/{run}"
-        FileSystems.mkdirs(folder) if not FileSystems.exists(folder) else None
+        if not FileSystems.exists(folder):
+            FileSystems.mkdirs(folder)
         FileSystems.rename([earlier], [f"{folder}/summary.json"])
 
 
@@ -750,8 +751,8 @@ class StreamingStop:
     def finished(self, summary: dict) -> int:
         """After the drain: acknowledge what was pulled (it is all written now), say how to
         continue, and give the exit code."""
-        acknowledged = self.inbox.acknowledge_all() if self.inbox else 0
         if self.inbox:
+            self.inbox.acknowledge_all()
             self.inbox.close()
         if not summary["balanced"]:
             print("error: the summary does not balance: some input records are unaccounted for",
@@ -760,9 +761,10 @@ class StreamingStop:
         if summary["input_records"] == 0:
             print("warning: the job read no records", file=sys.stderr)
         if self.signal_name:
+            acknowledged = self.inbox.acknowledged_messages if self.inbox else 0
             print(f"stopped on {self.signal_name}: every record pulled is written and "
-                  f"acknowledged ({self.inbox.acknowledged_messages if self.inbox else acknowledged:,} "
-                  f"messages). Continue this job with:\n  {self.restart}", flush=True)
+                  f"acknowledged ({acknowledged:,} messages). Continue this job with:\n  "
+                  f"{self.restart}", flush=True)
         return EXIT_OK
 
 

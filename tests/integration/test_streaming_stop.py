@@ -2,6 +2,7 @@
 it (SIGTERM, Ctrl-C, SIGKILL, the same command again), with the defaults they get (no flush or
 timeout flags): what is on disk afterwards equals the batch run on the same records."""
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -153,10 +154,10 @@ def test_ctrl_c_mid_backlog_then_restart_counts_each_record_once(pubsub_emulator
     assert code == 0 and took < STOP_TIMEOUT_S, log[-3000:]
     run1 = summary_of(str(out))
     assert run1["balanced"] and 0 < run1["input_records"] < len(lines), (first, run1)
-    restart = log.split("Continue this job with:\n", 1)[1].splitlines()[0].split()
+    restart = shlex.split(log.split("Continue this job with:\n", 1)[1].splitlines()[0])
     assert "--job_id" in restart and "--overwrite" not in restart
 
-    job = subprocess.Popen(restart[:1] + restart[1:], cwd=REPO, stdout=open(str(out) + ".log", "a"),
+    job = subprocess.Popen(restart, cwd=REPO, stdout=open(str(out) + ".log", "a"),
                            stderr=subprocess.STDOUT,
                            env=dict(os.environ, PUBSUB_EMULATOR_HOST=emu.host, PYTHONPATH=REPO))
     try:
