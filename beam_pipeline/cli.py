@@ -762,8 +762,11 @@ class StreamingStop:
             print("warning: the job read no records", file=sys.stderr)
         if self.signal_name:
             acknowledged = self.inbox.acknowledged_messages if self.inbox else 0
+            returned = self.inbox.returned_messages if self.inbox else 0
+            also = (f"; {returned:,} messages pulled while the last run's were still coming "
+                    "back were given back to Pub/Sub unread" if returned else "")
             print(f"stopped on {self.signal_name}: every record pulled is written and "
-                  f"acknowledged ({acknowledged:,} messages). Continue this job with:\n  "
+                  f"acknowledged ({acknowledged:,} messages){also}. Continue this job with:\n  "
                   f"{self.restart}", flush=True)
         return EXIT_OK
 

@@ -276,7 +276,11 @@ class Journal:
     the unacknowledged ones again at once (ack deadline 0) and holds its watermark at the oldest
     of them until every one has come back (or `give_up_s` passed: they were acknowledged just
     before the kill), so each key is sequenced in publish order as if nothing had happened.
-    Local output folders only (an object store has no append)."""
+    Newer messages pulled meanwhile wait in the Inbox's stash (Inbox.stash): Pub/Sub hands out
+    what it never delivered before what it delivers again (the emulator gave 720 new messages
+    before the first of 720 nacked ones), and a key handed those first would start past the
+    older ids and take them for duplicates. Local output folders only (an object store has no
+    append)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -373,6 +377,9 @@ class Inbox:
         self.pull_count = 0
         self.awaited = {}                     # message id -> publish ms: a killed run's, not back yet
         self.give_up_at = None
+        self.stash = []                       # pulled while awaiting: handed on in publish order
+        self.stash_bytes = 0
+        self.returned_messages = 0            # stashed messages given back to Pub/Sub (a stop)
 
     # -- a killed run's messages --
 
@@ -399,12 +406,66 @@ class Inbox:
     def watermark_floor(self):
         """The oldest publish time (ms) of a killed run's message not delivered again yet."""
         if self.awaited and time.monotonic() > self.give_up_at:
-            logging.getLogger(__name__).warning(
+            logging.getLogger("feedcheck").warning(
                 "%d messages the last run had pulled were not delivered again within %d s "
                 "(acknowledged just before it ended?): no longer waiting for them",
                 len(self.awaited), 2 * self.lease_seconds + 30)
             self.awaited = {}
         return min(self.awaited.values()) if self.awaited else None
+
+    # -- newer messages while a killed run's come back --
+
+    STASH_LIMIT_BYTES = 64 << 20
+
+    def recovering(self) -> bool:
+        """Are a killed run's messages still awaited (or newer ones stashed behind them)?"""
+        return bool(self.stash) or self.watermark_floor() is not None
+
+    def stash_pull(self, client, subscription: str, received, size: int) -> list:
+        """While awaiting: keep this pull's messages (leased, journaled as awaited by a next
+        run) and hand on nothing; once the last awaited one is back, hand on the stash in
+        publish order, at most `size` messages a pull (what a stop can drain). Past STASH_LIMIT_BYTES, new messages are given
+        back to Pub/Sub at once (it delivers them again later) and only awaited ones are kept."""
+        self.client, self.subscription = client, subscription
+        keep = []
+        for message in received:
+            awaited = message.message.message_id in self.awaited
+            if awaited or self.stash_bytes < self.STASH_LIMIT_BYTES:
+                keep.append(message)
+            else:
+                self._return([message.ack_id])
+        for message in keep:
+            self.awaited.pop(message.message.message_id, None)
+        self._extend([m.ack_id for m in keep])
+        self.stash += keep
+        self.stash_bytes += sum(len(m.message.data) for m in keep)
+        if self.journal is not None:
+            self.journal.awaiting({m.message.message_id: _publish_ms(m.message) for m in keep})
+        self._start_renewing()
+        if self.watermark_floor() is not None:
+            return []
+        ordered = sorted(self.stash, key=lambda m: _publish_ms(m.message))
+        ready, self.stash = ordered[:size], ordered[size:]
+        self.stash_bytes = sum(len(m.message.data) for m in self.stash)
+        return ready
+
+    def return_stash(self) -> int:
+        """A stop while awaiting: the stash was never handed on; give it back to Pub/Sub (the
+        journal still names it, so the next run awaits it too)."""
+        stash, self.stash, self.stash_bytes = self.stash, [], 0
+        self._return([m.ack_id for m in stash])
+        self.returned_messages += len(stash)
+        return len(stash)
+
+    def _return(self, ack_ids) -> None:
+        for start in range(0, len(ack_ids), 1000):
+            try:
+                self.client.modify_ack_deadline(subscription=self.subscription,
+                                                ack_ids=ack_ids[start:start + 1000],
+                                                ack_deadline_seconds=0, timeout=30)
+            except Exception as error:   # noqa: BLE001: a lease that ends later, not a loss
+                logging.getLogger(__name__).warning("could not return %d messages: %s",
+                                                    len(ack_ids[start:start + 1000]), error)
 
     # -- sizing --
 
@@ -446,6 +507,9 @@ class Inbox:
             self.journal.pulled(self.pull_count, ack_ids, messages)
         with self._lock:
             self.pulls.append(_Pull(self.pull_count, ack_ids, newest_ms))
+        self._start_renewing()
+
+    def _start_renewing(self) -> None:
         if self._renewer is None:
             self._renewer = threading.Thread(target=self._renew, name="feedcheck-leases",
                                              daemon=True)
@@ -467,6 +531,7 @@ class Inbox:
         while not self._closed.wait(self.lease_seconds * self.RENEW_SHARE):
             with self._lock:
                 ack_ids = [ack_id for pull in self.pulls for ack_id in pull.ack_ids]
+            ack_ids += [m.ack_id for m in list(self.stash)]
             if ack_ids:
                 self._extend(ack_ids)
 
@@ -497,10 +562,11 @@ class Inbox:
     def acknowledge_all(self) -> int:
         """After a drain: everything pulled has been processed and written (the journal goes:
         nothing is left for a next run to recover)."""
+        returned = self.return_stash()
         with self._lock:
             done, self.pulls = self.pulls, []
         count = self._acknowledge(done)
-        if self.journal is not None and not self.awaited:
+        if self.journal is not None and not self.awaited and not returned:
             self.journal.clear()
         return count
 
@@ -555,6 +621,8 @@ def _pull_reader(max_messages: int, wait_seconds: float, inbox: Inbox):
             if received or time.monotonic() >= give_up or STOP.is_set():
                 break
             time.sleep(min(IDLE_POLL_SECONDS, wait_seconds))
+        if inbox.recovering():
+            received = inbox.stash_pull(client, self._sub_name, received, size)
         inbox._measure(len(received))
         if not received:
             return []                    # an idle subscription: let timers and the watermark move
