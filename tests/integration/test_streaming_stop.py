@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from beam_pipeline.publish import publish
 from beam_pipeline.readback import read
 from tests.conftest import REPO
@@ -198,35 +200,61 @@ def _clean_ids(folder):
     return sorted(ids)
 
 
-def test_sigkill_mid_backlog_then_restart_loses_nothing(pubsub_emulator, tmp_path):
-    """SIGKILL (no drain, as an out-of-memory kill) in the middle of a backlog, after some flushes
-    were written and acknowledged and while others were not; then the same command again. Pub/Sub
-    delivers what was not acknowledged again, and after readback's deduplication every record is
-    on disk exactly once. (--output_flush_seconds 5 only makes the kill land between flushes; with
-    the default 60 s nothing is acknowledged before the kill, and the test passes all the same.)"""
+@pytest.mark.parametrize("flush", ["default", "5"])
+def test_sigkill_mid_backlog_then_restart_loses_nothing(pubsub_emulator, tmp_path, flush):
+    """SIGKILL (no drain, as an out-of-memory kill) in the middle of a backlog, then the same
+    command again. Pub/Sub delivers what was not acknowledged again, the restarted job sequences
+    it before anything newer, and after readback's deduplication every record is on disk exactly
+    once. With the default flush the kill comes before anything was written or acknowledged; with
+    `--output_flush_seconds 5` it comes after a first flush was written (and perhaps acknowledged),
+    so rows of redelivered messages are on disk twice and readback must take them once."""
     emu = pubsub_emulator
     path, lines, expected = _continuous_feed(tmp_path, 60_000, seed=29)
     _batch(path, tmp_path / "batch")
     topic, subscription = _subscription(emu, "kill")
-    publish(topic, [path], progress=False, records_per_message=100)
     out = tmp_path / "stream"
-    job = _start(emu, subscription, out, "--job_id", "killed", "--output_flush_seconds", "5")
-    try:
-        _wait(lambda: (_clean_rows(out) > 0
-                       and (_counted(out, 1) or {}).get("input_records", 0) < len(lines) * 0.8),
-              120, "a first flush of clean rows while the backlog is still being read", out)
-    finally:
-        job.kill()
-        job.wait(timeout=30)
-    written_before = read(str(out), "clean").num_rows
-    assert 0 < written_before < len(lines)
+    flags = ["--job_id", "killed"] + ([] if flush == "default" else ["--output_flush_seconds", flush])
+    if flush == "default":
+        publish(topic, [path], progress=False, records_per_message=100)      # the backlog
+        job = _start(emu, subscription, out, *flags)
+        try:
+            _wait(lambda: _counted(out, 1), 120, "the job to start on the backlog", out)
+        finally:
+            job.kill()
+            job.wait(timeout=30)
+    else:
+        # A first part is read and flushed; the kill comes while the second part is in flight.
+        half = len(lines) // 2
+        write_lines(str(tmp_path / "part1.jsonl"), lines[:half])
+        write_lines(str(tmp_path / "part2.jsonl"), lines[half:])
+        publish(topic, [str(tmp_path / "part1.jsonl")], progress=False, records_per_message=100)
+        job = _start(emu, subscription, out, *flags)
+        try:
+            _wait(lambda: _clean_rows(out) > 0, 120, "a first flush of clean rows", out)
+            publish(topic, [str(tmp_path / "part2.jsonl")], progress=False,
+                    records_per_message=100)
+            _wait(lambda: _counted(out, half + 1), 120, "the second part to be in flight", out)
+        finally:
+            job.kill()
+            job.wait(timeout=30)
+        assert 0 < read(str(out), "clean").num_rows < len(lines)
 
-    job = _start(emu, subscription, out, "--job_id", "killed", "--output_flush_seconds", "5")
+    job = _start(emu, subscription, out, *flags)
     want = _clean_ids(tmp_path / "batch")
     try:
-        _wait(lambda: _clean_rows(out) >= len(want) and
-              len(_clean_ids(out)) == len(want), 240,
-              "every record on disk after the redelivery", out)
+        if flush == "default":
+            # the kill came long before the first 60 s flush: nothing was acknowledged, so the
+            # restarted job reads every record again; then it is stopped as users stop it
+            _wait(lambda: (out / "_runs" / "1" / "summary.json").exists(), 60,
+                  "the restarted job to keep the killed run's summary", out)
+            _wait(lambda: _counted(out, len(lines)), 240,
+                  "the restarted job to read everything", out)
+        else:
+            _wait(lambda: (out / "_runs" / "1" / "summary.json").exists(), 60,
+                  "the restarted job to keep the killed run's summary", out)
+            _wait(lambda: _clean_rows(out) >= len(want) and
+                  len(_clean_ids(out)) == len(want), 240,
+                  "every record on disk after the redelivery", out)
     finally:
         code, _ = _stop(job, signal.SIGTERM)
     log = _log(out)
