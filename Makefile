@@ -8,10 +8,12 @@ DEMO_EVENTS ?= 200000
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The package itself, editable (the feedcheck commands in .venv/bin), with its dev extra, at the
+# exact versions of requirements*.txt (the lock; the ranges are in pyproject.toml).
+$(VENV)/.installed: pyproject.toml requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -r requirements.txt -r requirements-dev.txt -e '.[dev]'
 	touch $@
 
 flink-job-server:

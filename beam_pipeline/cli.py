@@ -87,14 +87,19 @@ def check_command_line(argv: list[str]) -> None:
 
 
 def print_help() -> None:
+    help_parser().print_help()
+
+
+def help_parser() -> argparse.ArgumentParser:
+    """The options `feedcheck --help` lists (and docs/reference/options.md documents)."""
     parser = argparse.ArgumentParser(
-        prog="python -m beam_pipeline",
+        prog="feedcheck",
         description="Check order-book delta feeds: per symbol, where the data is continuous and "
                     "where it is not. Any other standard Beam option (Flink, Dataflow, ...) is "
                     "accepted too; see the README.")
     StandardOptions._add_argparse_args(parser)
     FeedCheckOptions._add_argparse_args(parser)
-    parser.print_help()
+    return parser
 
 
 def validate(options: PipelineOptions) -> None:
