@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_EVENTS ?= 200000
 
-.PHONY: setup demo test test-fast docs-check flink-job-server bench bench-streaming clean
+.PHONY: setup demo test test-fast docs docs-check flink-job-server bench bench-streaming clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ test: setup flink-job-server
 test-fast: setup
 	$(PY) -m pytest -q -m "unit or beam" tests
 
+# The generated reference pages (options, output schemas) from the code, then the site (strict).
+docs: setup
+	$(PY) scripts/gen_docs.py
+	$(VENV)/bin/mkdocs build --strict --quiet
+
 # Every command in the docs' sh blocks runs as written: static checks, then the ones that need no service.
 docs-check: setup
 	$(PY) scripts/docs_check.py --run
@@ -48,4 +53,4 @@ bench-streaming: setup
 	$(PY) -m bench.streaming live --rate 1000 --seconds 600 --records_per_message 100
 
 clean:
-	rm -rf out sample .pytest_cache
+	rm -rf out sample site .pytest_cache
