@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_EVENTS ?= 200000
 
-.PHONY: setup demo test test-fast docs docs-check flink-job-server bench bench-streaming clean
+.PHONY: setup demo test test-fast lint docs docs-check flink-job-server bench bench-streaming clean
 
 setup: $(VENV)/.installed
 
@@ -22,7 +22,7 @@ flink-job-server:
 # The main job on a sample the project generates itself (faults injected, expected summary beside it).
 demo: setup
 	$(PY) -m tests.tooling.synthetic --events $(DEMO_EVENTS) --output sample/feed.jsonl.gz --expected sample/expected_summary.json
-	$(PY) -m beam_pipeline --input sample/feed.jsonl.gz --output out/demo --overwrite
+	$(VENV)/bin/feedcheck --input sample/feed.jsonl.gz --output out/demo --overwrite
 	$(PY) -m tests.tooling.synthetic --check out/demo/summary.json --expected sample/expected_summary.json && echo "summary.json = what the generator injected"
 
 # The whole suite (unit, beam, integration: the Pub/Sub emulator, Flink, gcloud). CI runs this.
@@ -33,6 +33,10 @@ test: setup flink-job-server
 # Unit and Beam tests only: no Flink jar, no emulator.
 test-fast: setup
 	$(PY) -m pytest -q -m "unit or beam" tests
+
+# ruff (lint) on every file and mypy on beam_pipeline/core, as configured in pyproject.toml.
+lint: setup
+	$(PY) -m pytest -q tests/unit/test_lint.py
 
 # The generated reference pages (options, output schemas) from the code, then the site (strict).
 docs: setup
