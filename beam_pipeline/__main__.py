@@ -1,5 +1,6 @@
 """`feedcheck` (or python -m beam_pipeline): check order-book delta captures (batch) or a live feed
 (streaming); `feedcheck report` and `feedcheck compact` are its subcommands."""
+
 import logging
 import sys
 import threading
@@ -13,13 +14,13 @@ def run(argv: list[str] | None = None) -> int:
     # What logs after the run (Beam's exit-time clean-up of its job servers warns once per server)
     # is not the run's: only errors reach the terminal.
     root = logging.getLogger()
-    for handler in list(root.handlers):     # e.g. a basicConfig() a module-level log call made
+    for handler in list(root.handlers):  # e.g. a basicConfig() a module-level log call made
         root.removeHandler(handler)
     exit_logs = logging.StreamHandler(sys.stderr)
     exit_logs.setLevel(logging.ERROR)
     exit_logs.addFilter(lambda record: not is_teardown_log(record))
     root.addHandler(exit_logs)
-    threading.excepthook = teardown_excepthook    # in-process workers may be hung up on at exit
+    threading.excepthook = teardown_excepthook  # in-process workers may be hung up on at exit
     return code
 
 

@@ -24,6 +24,7 @@ a released SDK uses the SDK inside Dataflow's worker container.
 A dry run (``--dry_run=True``) needs a ``--temp_location`` with a valid bucket name; cli.validate
 checks it, because otherwise Beam looks up a default bucket over the network.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -83,8 +84,12 @@ def pack_installed(distribution: str, folder: Path) -> Path:
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
         for file in sorted(dist.files or [], key=str):
             path = str(file)
-            if (path.startswith("..") or "__pycache__" in file.parts or path.endswith(".pyc")
-                    or (file.parts[0] == info and file.name in _NOT_IN_WHEEL)):
+            if (
+                path.startswith("..")
+                or "__pycache__" in file.parts
+                or path.endswith(".pyc")
+                or (file.parts[0] == info and file.name in _NOT_IN_WHEEL)
+            ):
                 continue
             data = file.locate().read_bytes()
             archive.writestr(path, data)

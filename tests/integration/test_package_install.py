@@ -7,6 +7,7 @@ the installed copy stages itself for Dataflow's workers (runners/dataflow.py pac
 The new environment installs the runtime dependencies at the lock's versions (requirements.txt)
 from pip's cache: about a minute and a half here, the one slow step (measured in the report).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,33 @@ from tests.tooling.compare_runs import compare
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-DATAFLOW = ["--runner", "DataflowRunner", "--dry_run=True", "--project", "feedcheck-dry",
-            "--region", "us-central1", "--temp_location", "gs://feedcheck-dry/tmp",
-            "--input", "gs://feedcheck-dry/in/*.jsonl.gz", "--output", "gs://feedcheck-dry/out"]
+DATAFLOW = [
+    "--runner",
+    "DataflowRunner",
+    "--dry_run=True",
+    "--project",
+    "feedcheck-dry",
+    "--region",
+    "us-central1",
+    "--temp_location",
+    "gs://feedcheck-dry/tmp",
+    "--input",
+    "gs://feedcheck-dry/in/*.jsonl.gz",
+    "--output",
+    "gs://feedcheck-dry/out",
+]
 
 
 def run(cmd, cwd, timeout=600, env=None) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**environment, **(env or {})})
+    return subprocess.run(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**environment, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +72,19 @@ def venv(dist, tmp_path_factory) -> Path:
     assert "include-system-site-packages = false" in (folder / "pyvenv.cfg").read_text()
     (wheel,) = dist.glob("feedcheck-*.whl")
     started = time.monotonic()
-    installed = run([folder / "bin" / "pip", "install", "-q", "--no-compile", "-r", REPO / "requirements.txt",
-                     wheel], cwd=folder.parent, timeout=1200)
+    installed = run(
+        [
+            folder / "bin" / "pip",
+            "install",
+            "-q",
+            "--no-compile",
+            "-r",
+            REPO / "requirements.txt",
+            wheel,
+        ],
+        cwd=folder.parent,
+        timeout=1200,
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
     print(f"venv install: {time.monotonic() - started:.0f} s")
     return folder
@@ -66,9 +96,12 @@ def test_sdist_and_wheel_carry_the_product_and_not_the_tests(dist):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names}
     assert tops == {"beam_pipeline", "transforms", "runners", "feedcheck-0.1.0.dist-info"}, tops
-    for data in ("beam_pipeline/schemas/dead_letter.avsc", "runners/flink_job_server/pom.xml",
-                 "feedcheck-0.1.0.dist-info/licenses/LICENSE",
-                 "feedcheck-0.1.0.dist-info/licenses/NOTICE"):
+    for data in (
+        "beam_pipeline/schemas/dead_letter.avsc",
+        "runners/flink_job_server/pom.xml",
+        "feedcheck-0.1.0.dist-info/licenses/LICENSE",
+        "feedcheck-0.1.0.dist-info/licenses/NOTICE",
+    ):
         assert data in names
     metadata = zipfile.ZipFile(wheel).read("feedcheck-0.1.0.dist-info/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata
@@ -77,15 +110,25 @@ def test_sdist_and_wheel_carry_the_product_and_not_the_tests(dist):
 
 
 def test_the_installed_commands_answer_help(venv, tmp_path):
-    commands = [(["feedcheck"], "usage: feedcheck"),
-                (["feedcheck", "report"], "usage: feedcheck report"),
-                (["feedcheck", "compact"], "usage: feedcheck compact"),
-                (["feedcheck-collect"], "usage: feedcheck-collect"),
-                (["feedcheck-publish"], "usage: feedcheck-publish")]
+    commands = [
+        (["feedcheck"], "usage: feedcheck"),
+        (["feedcheck", "report"], "usage: feedcheck report"),
+        (["feedcheck", "compact"], "usage: feedcheck compact"),
+        (["feedcheck-collect"], "usage: feedcheck-collect"),
+        (["feedcheck-publish"], "usage: feedcheck-publish"),
+    ]
     environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    running = [subprocess.Popen([venv / "bin" / command[0], *command[1:], "--help"], cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=environment) for command, _ in commands]   # at once: imports
+    running = [
+        subprocess.Popen(
+            [venv / "bin" / command[0], *command[1:], "--help"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+        )
+        for command, _ in commands
+    ]  # at once: imports
     for (command, words), process in zip(commands, running):
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, (command, stderr[-2000:])
@@ -93,17 +136,33 @@ def test_the_installed_commands_answer_help(venv, tmp_path):
 
 
 def test_feedcheck_matches_python_m_beam_pipeline(venv, captures, tmp_path):
-    where = run([venv / "bin" / "python", "-c", "import beam_pipeline; print(beam_pipeline.__file__)"],
-                cwd=tmp_path)
-    assert where.stdout.startswith(str(venv)), where.stdout      # the installed copy, not the repo
-    installed = run([venv / "bin" / "feedcheck", "--input", *captures, "--output",
-                     tmp_path / "installed"], cwd=tmp_path)
+    where = run(
+        [venv / "bin" / "python", "-c", "import beam_pipeline; print(beam_pipeline.__file__)"],
+        cwd=tmp_path,
+    )
+    assert where.stdout.startswith(str(venv)), where.stdout  # the installed copy, not the repo
+    installed = run(
+        [venv / "bin" / "feedcheck", "--input", *captures, "--output", tmp_path / "installed"],
+        cwd=tmp_path,
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
-    checkout = run([sys.executable, "-m", "beam_pipeline", "--input", *captures, "--output",
-                    tmp_path / "checkout"], cwd=REPO)
+    checkout = run(
+        [
+            sys.executable,
+            "-m",
+            "beam_pipeline",
+            "--input",
+            *captures,
+            "--output",
+            tmp_path / "checkout",
+        ],
+        cwd=REPO,
+    )
     assert checkout.returncode == 0, checkout.stderr[-3000:]
-    summaries = [json.loads((tmp_path / name / "summary.json").read_text())
-                 for name in ("installed", "checkout")]
+    summaries = [
+        json.loads((tmp_path / name / "summary.json").read_text())
+        for name in ("installed", "checkout")
+    ]
     assert summaries[0] == summaries[1]
     assert summaries[0]["balanced"] is True and summaries[0]["input_records"] > 0
     assert compare(str(tmp_path / "installed"), str(tmp_path / "checkout")) == []
@@ -142,22 +201,40 @@ def test_an_installed_copy_stages_itself_for_dataflow(venv, tmp_path):
     assert not Path(extra).exists(), "the packed wheel's temporary folder is removed at exit"
 
     # The same packing, kept this time, installs on its own (as a worker installs it).
-    kept = run([venv / "bin" / "python", "-c",
-                "import sys, pathlib; from runners.dataflow import pack_installed; "
-                "print(pack_installed('feedcheck', pathlib.Path(sys.argv[1])))", tmp_path],
-               cwd=tmp_path)
+    kept = run(
+        [
+            venv / "bin" / "python",
+            "-c",
+            "import sys, pathlib; from runners.dataflow import pack_installed; "
+            "print(pack_installed('feedcheck', pathlib.Path(sys.argv[1])))",
+            tmp_path,
+        ],
+        cwd=tmp_path,
+    )
     assert kept.returncode == 0, kept.stderr
     wheel = Path(kept.stdout.strip())
     names = zipfile.ZipFile(wheel).namelist()
     assert "beam_pipeline/schemas/dead_letter.avsc" in names
-    assert not [n for n in names if "__pycache__" in n or n.endswith(("INSTALLER", "direct_url.json"))]
+    assert not [
+        n for n in names if "__pycache__" in n or n.endswith(("INSTALLER", "direct_url.json"))
+    ]
     target = tmp_path / "worker"
-    installed = run([venv / "bin" / "pip", "install", "-q", "--no-deps", "--target", target, wheel],
-                    cwd=tmp_path)
+    installed = run(
+        [venv / "bin" / "pip", "install", "-q", "--no-deps", "--target", target, wheel],
+        cwd=tmp_path,
+    )
     assert installed.returncode == 0, installed.stderr
-    check = run([sys.executable, "-I", "-c",
-                 "import sys; sys.path.insert(0, sys.argv[1]); import transforms.sinks as s; "
-                 "print(s.__file__, s.DEAD_LETTER_SCHEMA['name'])", target], cwd=tmp_path)
+    check = run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); import transforms.sinks as s; "
+            "print(s.__file__, s.DEAD_LETTER_SCHEMA['name'])",
+            target,
+        ],
+        cwd=tmp_path,
+    )
     assert check.returncode == 0, check.stderr
     module, schema = check.stdout.split()
     assert module.startswith(str(target)) and schema == "feedcheck.DeadLetter"

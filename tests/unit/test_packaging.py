@@ -1,5 +1,6 @@
 """Dependencies are declared once (pyproject.toml, compatible ranges) and locked once
 (requirements.txt, requirements-dev.txt: exact pins), and the two agree."""
+
 from __future__ import annotations
 
 import re
@@ -30,9 +31,13 @@ def declared(requirements: list[str]) -> dict[str, Requirement]:
     return {canonicalize_name(r.name): r for r in map(Requirement, requirements)}
 
 
-@pytest.mark.parametrize("lock, declared_in", [
-    ("requirements.txt", lambda: PROJECT["dependencies"]),
-    ("requirements-dev.txt", lambda: PROJECT["optional-dependencies"]["dev"])])
+@pytest.mark.parametrize(
+    "lock, declared_in",
+    [
+        ("requirements.txt", lambda: PROJECT["dependencies"]),
+        ("requirements-dev.txt", lambda: PROJECT["optional-dependencies"]["dev"]),
+    ],
+)
 def test_every_declared_dependency_is_pinned_within_its_range(lock, declared_in):
     locked, wanted = pins(lock), declared(declared_in())
     assert set(locked) == set(wanted), f"{lock} and pyproject.toml list different packages"
@@ -40,7 +45,8 @@ def test_every_declared_dependency_is_pinned_within_its_range(lock, declared_in)
         (pin,) = locked[name].specifier
         assert pin.operator == "==", f"{lock}: {name} is not pinned exactly"
         assert requirement.specifier.contains(pin.version), (
-            f"{lock} pins {name}=={pin.version}, outside pyproject.toml's {requirement.specifier}")
+            f"{lock} pins {name}=={pin.version}, outside pyproject.toml's {requirement.specifier}"
+        )
         assert locked[name].extras == requirement.extras, name
 
 
@@ -49,8 +55,9 @@ def test_beam_is_exact_and_the_flink_job_server_is_built_for_it():
     (spec,) = beam.specifier
     assert spec.operator == "==" and "gcp" in beam.extras
     flink = (REPO / "runners" / "flink.py").read_text()
-    assert re.search(rf'BEAM_VERSION\s*=\s*"{re.escape(spec.version)}"', flink), \
+    assert re.search(rf'BEAM_VERSION\s*=\s*"{re.escape(spec.version)}"', flink), (
         "runners/flink.py names another Beam version"
+    )
 
 
 def test_console_scripts_point_at_functions_that_exist():
@@ -65,5 +72,7 @@ def test_console_scripts_point_at_functions_that_exist():
 
 def test_python_3_11_only():
     assert PROJECT["requires-python"] == ">=3.11,<3.12"
-    versions = [c for c in PROJECT["classifiers"] if c.startswith("Programming Language :: Python :: 3.")]
+    versions = [
+        c for c in PROJECT["classifiers"] if c.startswith("Programming Language :: Python :: 3.")
+    ]
     assert versions == ["Programming Language :: Python :: 3.11"]
