@@ -4,14 +4,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_EVENTS ?= 200000
 
-.PHONY: setup demo test test-fast docs-check flink-job-server bench bench-streaming clean
+.PHONY: setup demo test test-fast lint docs docs-check flink-job-server bench bench-streaming clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The package itself, editable (the feedcheck commands in .venv/bin), with its dev extra, at the
+# exact versions of requirements*.txt (the lock; the ranges are in pyproject.toml).
+$(VENV)/.installed: pyproject.toml requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -r requirements.txt -r requirements-dev.txt -e '.[dev]'
 	touch $@
 
 flink-job-server:
@@ -20,7 +22,7 @@ flink-job-server:
 # The main job on a sample the project generates itself (faults injected, expected summary beside it).
 demo: setup
 	$(PY) -m tests.tooling.synthetic --events $(DEMO_EVENTS) --output sample/feed.jsonl.gz --expected sample/expected_summary.json
-	$(PY) -m beam_pipeline --input sample/feed.jsonl.gz --output out/demo --overwrite
+	$(VENV)/bin/feedcheck --input sample/feed.jsonl.gz --output out/demo --overwrite
 	$(PY) -m tests.tooling.synthetic --check out/demo/summary.json --expected sample/expected_summary.json && echo "summary.json = what the generator injected"
 
 # The whole suite (unit, beam, integration: the Pub/Sub emulator, Flink, gcloud). CI runs this.
@@ -31,6 +33,15 @@ test: setup flink-job-server
 # Unit and Beam tests only: no Flink jar, no emulator.
 test-fast: setup
 	$(PY) -m pytest -q -m "unit or beam" tests
+
+# ruff (lint) on every file and mypy on beam_pipeline/core, as configured in pyproject.toml.
+lint: setup
+	$(PY) -m pytest -q tests/unit/test_lint.py
+
+# The generated reference pages (options, output schemas) from the code, then the site (strict).
+docs: setup
+	$(PY) scripts/gen_docs.py
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 # Every command in the docs' sh blocks runs as written: static checks, then the ones that need no service.
 docs-check: setup
@@ -46,4 +57,4 @@ bench-streaming: setup
 	$(PY) -m bench.streaming live --rate 1000 --seconds 600 --records_per_message 100
 
 clean:
-	rm -rf out sample .pytest_cache
+	rm -rf out sample site .pytest_cache

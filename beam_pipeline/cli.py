@@ -33,7 +33,7 @@ from transforms.sinks import OUTPUT_FOLDERS, write_empty_outputs
 from transforms.tags import UNDELIVERED
 from runners.profiles import apply_profile
 
-# Exit codes (README, "Exit codes").
+# Exit codes (docs/running/direct.md, "Exit codes").
 EXIT_OK, EXIT_UNBALANCED, EXIT_USAGE, EXIT_BAD_RECORD_RATE, EXIT_BAD_INPUT = 0, 1, 2, 3, 4
 EXIT_STOP_UNFINISHED = 6      # a streaming stop cut short: --stop_timeout passed, or a second signal
 JOB_FILE = "_job.json"
@@ -87,14 +87,19 @@ def check_command_line(argv: list[str]) -> None:
 
 
 def print_help() -> None:
+    help_parser().print_help()
+
+
+def help_parser() -> argparse.ArgumentParser:
+    """The options `feedcheck --help` lists (and docs/reference/options.md documents)."""
     parser = argparse.ArgumentParser(
-        prog="python -m beam_pipeline",
+        prog="feedcheck",
         description="Check order-book delta feeds: per symbol, where the data is continuous and "
                     "where it is not. Any other standard Beam option (Flink, Dataflow, ...) is "
-                    "accepted too; see the README.")
+                    "accepted too; see docs/running/.")
     StandardOptions._add_argparse_args(parser)
     FeedCheckOptions._add_argparse_args(parser)
-    parser.print_help()
+    return parser
 
 
 def validate(options: PipelineOptions) -> None:
@@ -365,7 +370,7 @@ def describe_unreadable(rows: list, summary: dict, max_bad_file_rate: float, out
     if len(rows) > FILE_TABLE_ROWS:
         lines.append(f"  ... and {len(rows) - FILE_TABLE_ROWS} more (summary.json: files)")
     lines.append(f"try: --input_format {{{','.join(FORMAT_NAMES)}}} if the detected format is wrong "
-                 f"(the README's input formats show a line of each); --skip_files for files that "
+                 f"(docs/inputs/ shows a line of each); --skip_files for files that "
                  f"are not feeds; --max_bad_file_rate 1 to accept a file's dead-letter share. "
                  f"Every record is in {output}, the rejected ones in dead_letter/ with their reason.")
     return "\n".join(lines)
@@ -491,7 +496,7 @@ def _warn_still_being_written(summary: dict, quiet_seconds: float) -> None:
 
 
 def exit_code(summary: dict, ops) -> int:
-    """The batch run's exit code from its summary (README, "Exit codes"); says why on stderr."""
+    """The batch run's exit code from its summary (docs/running/direct.md, "Exit codes"); says why on stderr."""
     if not summary["balanced"]:
         print("error: the summary does not balance: some input records are unaccounted for",
               file=sys.stderr)
@@ -660,7 +665,7 @@ class StreamingStop:
     output folder writes its last file, summary.json its last count); then what was pulled is
     acknowledged. A second signal, or --stop_timeout passing, exits at once (code 6) and says
     what was not written: it was not acknowledged either, so Pub/Sub delivers it again to the
-    restarted job. Other runners are cancelled, as before (see README: Streaming)."""
+    restarted job. Other runners are cancelled, as before (see docs/streaming.md)."""
 
     def __init__(self, result, ops, inbox, line, restart: str, flink_cluster=None):
         """`flink_cluster`: (REST address, job name, savepoint folder) of a job on a standalone

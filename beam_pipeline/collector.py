@@ -915,14 +915,20 @@ class Collector:
         return sinks[0] if len(sinks) == 1 else BothSinks(*sinks)
 
 
-def parse_args(argv):
+def build_parser() -> argparse.ArgumentParser:
+    """`feedcheck-collect`'s options (docs/reference/options.md documents them)."""
     parser = argparse.ArgumentParser(
-        prog="python -m beam_pipeline.collector",
+        prog="feedcheck-collect",
         description="Capture one Binance market's depth streams live (one combined-stream "
                     "connection), with a REST snapshot per symbol after every (re)connect and on "
                     "every recovery request, into Pub/Sub or rolling files. Exit codes: 0 stopped "
                     "(SIGTERM/SIGINT, output drained), 2 usage, 5 gave up after --max_disconnect.")
     add_collector_arguments(parser)
+    return parser
+
+
+def parse_args(argv):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.topic or args.output_dir):
         parser.error("give --topic, --output_dir or both")

@@ -398,7 +398,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    result = _Parser(prog="python -m beam_pipeline compact", allow_abbrev=False,
+    result = _Parser(prog="feedcheck compact", allow_abbrev=False,
                      description="Rewrite the closed date partitions of a streaming job's output "
                                  "folders into few files of about --target_file_mb, each row "
                                  "once (readback's keys), atomically.")

@@ -131,9 +131,10 @@ def _settle(futures: list) -> None:
     futures.clear()
 
 
-def parse_args(argv):
+def build_parser() -> argparse.ArgumentParser:
+    """`feedcheck-publish`'s options (docs/reference/options.md documents them)."""
     parser = argparse.ArgumentParser(
-        prog="python -m beam_pipeline.publish",
+        prog="feedcheck-publish",
         description="Publish capture files (any input format) to a Pub/Sub topic as batched "
                     "messages, for a streaming job to read. Set PUBSUB_EMULATOR_HOST for the "
                     "emulator.")
@@ -152,6 +153,11 @@ def parse_args(argv):
                         help="lines longer than this are cut, as a batch run cuts them. "
                              f"Default: {DEFAULT_MAX_RECORD_BYTES}.")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def parse_args(argv):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.records_per_message < 1:
         parser.error("--records_per_message must be at least 1")

@@ -1,15 +1,20 @@
 """Check that the commands in the docs run as written on a fresh machine (make docs-check).
 
-Every ```sh block of README.md, docs/*.md and templates/README.md is read, continuation lines
-joined. Each command is checked:
+Every ```sh block of README.md, CONTRIBUTING.md, every page under docs/ (subfolders too) and
+templates/README.md is read, continuation lines joined. Each command is checked:
 
-- Python runs as `.venv/bin/python` (what `make setup` creates), never a bare `python` or `pip`;
+- Python runs as `.venv/bin/python` and our commands as `.venv/bin/feedcheck`,
+  `.venv/bin/feedcheck-collect`, `.venv/bin/feedcheck-publish` (what `make setup` creates), never a
+  bare `python`, `pip` or `feedcheck`, and only the console scripts pyproject.toml declares;
 - no absolute path outside the repository (`/shared/out/...`): paths are relative to the root;
 - `make <target>` names a Makefile target; `scripts/...` and `templates/...` files exist;
-- `python -m beam_pipeline ...` passes the command line's own check (no unknown option).
+- `feedcheck ...` (or `python -m beam_pipeline ...`), `feedcheck report|compact ...`,
+  `feedcheck-collect ...` and `feedcheck-publish ...` pass their command line's own check (no
+  unknown option).
 
 With `--run`, the commands that need nothing outside this machine are run from the repository
-root: batch runs on inputs that exist, `--help`, and Dataflow dry runs. Each run's `--output`
+root: batch runs on inputs that exist, reports of runs that exist, every command's `--help`, and
+Dataflow dry runs. Each run's `--output`
 folder under out/ is removed first, so the check can be repeated. Commands that need a service
 (the Pub/Sub emulator, a Flink cluster, gcloud) are listed as not run.
 
@@ -29,7 +34,10 @@ import sys
 from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = ("README.md", "docs/*.md", "templates/README.md")
+DOCS = ("README.md", "CONTRIBUTING.md", "docs/**/*.md", "templates/README.md")
+# The console scripts (pyproject.toml [project.scripts]) and the module each runs.
+SCRIPTS = {".venv/bin/feedcheck": "beam_pipeline", ".venv/bin/feedcheck-collect":
+           "beam_pipeline.collector", ".venv/bin/feedcheck-publish": "beam_pipeline.publish"}
 BLOCK = re.compile(r"```(?:sh|bash)\n(.*?)```", re.S)
 
 
@@ -51,7 +59,7 @@ def commands(root: str = ROOT) -> list[Command]:
     """Every command of every sh block, continuation lines joined, heredoc bodies skipped."""
     found = []
     for pattern in DOCS:
-        for path in sorted(glob.glob(os.path.join(root, pattern))):
+        for path in sorted(glob.glob(os.path.join(root, pattern), recursive=True)):
             text = open(path).read()
             doc = os.path.relpath(path, root)
             for block in BLOCK.finditer(text):
@@ -116,9 +124,13 @@ def problems(command: Command, root: str = ROOT) -> list[str]:
         return [f"{command.where()}: cannot parse: {error}"]
     for argv in programs:
         program = argv[0]
-        if program in ("python", "python3", "pip", "pip3"):
+        if program in ("python", "python3", "pip", "pip3", *(os.path.basename(s) for s in SCRIPTS)):
             found.append(f"{command.where()}: `{program}`: use .venv/bin/{program.rstrip('3')} "
                          "(make setup creates it; a fresh machine has no apache_beam elsewhere)")
+        if program.startswith(".venv/bin/") and program not in (
+                ".venv/bin/python", ".venv/bin/pip", *_declared_scripts(root)):
+            found.append(f"{command.where()}: {program}: no such command in .venv (pyproject.toml "
+                         "declares the console scripts)")
         for arg in argv[1:]:
             value = arg.split("=", 1)[1] if arg.startswith("--") and "=" in arg else arg
             if value.startswith("/") and not value.startswith("/tmp/"):
@@ -132,8 +144,44 @@ def problems(command: Command, root: str = ROOT) -> list[str]:
                 os.path.join(root, program), os.X_OK):
             found.append(f"{command.where()}: {program}: missing or not executable")
         if _is_feedcheck(argv) and "--help" not in argv:
-            found += [f"{command.where()}: {error}" for error in _usage_errors(argv[3:])]
+            found += [f"{command.where()}: {error}" for error in _usage_errors(_args(argv))]
+        elif _module(argv) in ("beam_pipeline.collector", "beam_pipeline.publish") \
+                and "--help" not in argv:
+            found += [f"{command.where()}: {error}"
+                      for error in _tool_usage_errors(_module(argv), _args(argv))]
     return found
+
+
+def _declared_scripts(root: str) -> list[str]:
+    import tomllib
+
+    path = os.path.join(root, "pyproject.toml")
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as handle:
+        scripts = tomllib.load(handle).get("project", {}).get("scripts", {})
+    return [f".venv/bin/{name}" for name in scripts]
+
+
+def _module(argv: list[str]):
+    """The module a command runs: `.venv/bin/python -m M ...` or a console script; else None."""
+    if argv[:2] == [".venv/bin/python", "-m"] and len(argv) > 2:
+        return argv[2]
+    return SCRIPTS.get(argv[0]) if argv else None
+
+
+def _args(argv: list[str]) -> list[str]:
+    """The arguments after the program (and after `-m module`)."""
+    return argv[3:] if argv[:2] == [".venv/bin/python", "-m"] else argv[1:]
+
+
+def _tool_usage_errors(module: str, args: list[str]) -> list[str]:
+    """Unknown options of feedcheck-collect or feedcheck-publish (their own parsers)."""
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    _, unknown = parser.parse_known_args(args)
+    return [f"{parser.prog}: unknown argument {unknown[0]}"] if unknown else []
 
 
 def _usage_errors(args: list[str]) -> list[str]:
@@ -164,11 +212,11 @@ def _usage_errors(args: list[str]) -> list[str]:
 
 
 def _is_report(argv: list[str]) -> bool:
-    return argv[3:4] == ["report"]
+    return _args(argv)[:1] == ["report"]
 
 
 def _is_feedcheck(argv: list[str]) -> bool:
-    return argv[:3] == [".venv/bin/python", "-m", "beam_pipeline"]
+    return _module(argv) == "beam_pipeline"
 
 
 def _option(argv: list[str], name: str):
@@ -183,14 +231,16 @@ def _option(argv: list[str], name: str):
 def why_not_run(command: Command, root: str = ROOT):
     """None when the command can run here as written; else what it needs."""
     programs = _programs(command.argv)
-    if len(programs) != 1 or not _is_feedcheck(programs[0]):
+    if len(programs) != 1 or _module(programs[0]) not in SCRIPTS.values():
         return "not a feedcheck command (make, scripts and services are checked statically)"
     argv = programs[0]
     if "--help" in argv:
         return None
+    if not _is_feedcheck(argv):
+        return "needs a service (an exchange or Pub/Sub)"
     if "--dry_run=True" in argv:
         return None
-    if argv[3:4] == ["compact"]:
+    if _args(argv)[:1] == ["compact"]:
         return "compacts a streaming job's outputs (none here)"
     if _is_report(argv):
         folder = _option(argv, "output")
@@ -212,8 +262,8 @@ def run(command: Command, root: str = ROOT, python: str = None) -> subprocess.Co
     output = _option(argv, "output")
     if output and output.startswith("out/") and not _is_report(argv):   # a report reads it
         shutil.rmtree(os.path.join(root, output), ignore_errors=True)
-    if python:
-        argv = [python, *argv[1:]]
+    if python:          # no .venv here: the same module with this interpreter
+        argv = [python, "-m", _module(argv), *_args(argv)]
     return subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=600)
 
 

@@ -87,7 +87,7 @@ taskmanager:
   # (4096 x 32 KiB of the 128 MiB network memory). Our batch graph had opened 8 when it failed:
   # with the default, one batch job of ours failed at start ("Insufficient number of network
   # buffers: required 512, but only 488 available"), and so did two at once. With 64 two
-  # concurrent jobs finished (docs/flink.md).
+  # concurrent jobs finished (docs/running/flink.md).
   network:
     sort-shuffle:
       min-buffers: 64

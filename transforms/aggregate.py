@@ -11,7 +11,6 @@ from collections import Counter
 
 import apache_beam as beam
 import numpy as np
-import pyarrow.compute as pc
 from apache_beam.coders import VarIntCoder
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec

@@ -97,7 +97,7 @@ def _delta_fields(line: bytes, max_record_bytes: int, whole_line: bool = True):
 def decode_envelope_deltas(lines, sources, max_record_bytes: int) -> list:
     """Envelope lines -> per line the Event the reference path would give, or None: decode that
     line with the reference path (framing.decode_record). `sources`: each line's source."""
-    found = [None] * len(lines)
+    found: list[Optional[Event]] = [None] * len(lines)
     for index, line in enumerate(lines):
         fields = _delta_fields(line, max_record_bytes)
         if fields is not None:

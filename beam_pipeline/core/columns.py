@@ -49,7 +49,8 @@ class EventColumns:
     __slots__ = ("table", "keys", "paths", "_arrays")
 
     def __init__(self, table: pa.Table, keys: list, paths: list):
-        self.table, self.keys, self.paths, self._arrays = table, keys, paths, {}
+        self._arrays: dict = {}
+        self.table, self.keys, self.paths = table, keys, paths
 
     # ---- building ---------------------------------------------------------------------------
 
@@ -69,7 +70,9 @@ class EventColumns:
         """Parts of one key (a run's chunks) -> one; keys and paths re-indexed."""
         if len(parts) == 1:
             return parts[0]
-        keys, paths, tables = {}, {}, []
+        keys: dict = {}
+        paths: dict = {}
+        tables = []
         for part in parts:
             key_map = np.array([keys.setdefault(k, len(keys)) for k in part.keys] or [0], np.int32)
             path_map = np.array([paths.setdefault(p, len(paths)) for p in part.paths] or [0],
@@ -84,8 +87,9 @@ class EventColumns:
     def from_events(cls, events: Sequence[Event]) -> Optional["EventColumns"]:
         """Events as columns, or None when one of them is not a delta columns can hold (a snapshot,
         a marker, a source that is not "path:line", a value out of range: a poison event)."""
-        keys, paths = {}, {}
-        columns = {name: [] for name in _FIELDS}
+        keys: dict = {}
+        paths: dict = {}
+        columns: dict[str, list] = {name: [] for name in _FIELDS}
         for event in events:
             row = _row_of(event, keys, paths)
             if row is None:

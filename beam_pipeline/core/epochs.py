@@ -23,7 +23,7 @@ reading one run at a time. Both are pure, no Beam.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -84,7 +84,8 @@ class _Epoch:
     __slots__ = ("position", "min_time", "pieces", "fed")
 
     def __init__(self, position: int, min_time):
-        self.position, self.min_time, self.pieces, self.fed = position, min_time, [], 0
+        self.pieces: list = []
+        self.position, self.min_time, self.fed = position, min_time, 0
 
     def add(self, piece: tuple, min_time) -> None:
         self.pieces.append(piece)
@@ -116,7 +117,7 @@ def replay_in_epoch_order(runs: Sequence, read: Callable[[object], list], max_ju
         known = min_time_of(runs[index])
         suffix[index] = min(suffix[index + 1], -_INF if known is None else known)
     done: list = []                       # complete epochs not fed yet
-    state = {"open": None, "current": (None, None), "again": (None, None)}
+    state: dict[str, Any] = {"open": None, "current": (None, None), "again": (None, None)}
     last: Optional[Event] = None
     position = 0
 

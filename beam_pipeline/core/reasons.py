@@ -143,8 +143,9 @@ class Rejected(Exception):
     `symbol` (exchange:market:symbol), `first_id` / `last_id` (its update ids) and `event_time`
     (ms: the exchange's time, else the receive time), each None when unknown."""
 
-    def __init__(self, reason: Reason, message: str, *, symbol: str = None, first_id: int = None,
-                 last_id: int = None, event_time: int = None):
+    def __init__(self, reason: Reason, message: str, *, symbol: str | None = None,
+                 first_id: int | None = None, last_id: int | None = None,
+                 event_time: int | None = None):
         super().__init__(message)
         self.reason = Reason(reason)
         self.message = message

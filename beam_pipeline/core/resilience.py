@@ -64,7 +64,8 @@ class RetriesExhaustedError(ExternalCallError):
     ``last_error`` (also ``__cause__``) is the last attempt's error.
     """
 
-    def __init__(self, *, target: str, attempts: int, elapsed_s: float, last_error: BaseException):
+    def __init__(self, *, target: str, attempts: int, elapsed_s: float,
+                 last_error: BaseException | None):
         super().__init__(
             f"{target}: gave up after {attempts} attempt(s) in {elapsed_s:.1f}s; "
             f"last error: {last_error!r}",

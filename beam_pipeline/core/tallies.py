@@ -52,7 +52,7 @@ def counts_by_file(name: str, sources: list) -> Counter:
     prefixes = Counter(map(str.rstrip, sources, repeat(_DIGITS)))
     if len(prefixes) > _FEW_PREFIXES:
         return Counter(key(name, file_of_source(source)) for source in sources)
-    counts = Counter()
+    counts: Counter = Counter()
     for prefix, n in prefixes.items():
         bare = sources.count(prefix)          # sources that had no digits to strip
         if n > bare:

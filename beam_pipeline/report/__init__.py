@@ -87,7 +87,7 @@ def _write(path: str, data: bytes) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m beam_pipeline report",
+        prog="feedcheck report",
         description="Write the data-quality report of a run's output folder: one HTML page "
                     "(no script, nothing loaded from the network) with its PNG charts beside it.")
     add_report_arguments(parser)

@@ -117,7 +117,7 @@ def _td(value, key: str | None = None, attr: str = "data-summary") -> str:
 def summary_section(report: Report, kinds_png: bytes) -> str:
     summary = report.summary
     law = conservation(summary)
-    rows = [[f"<td>input records</td>", _td(law["input"], "input_records")]]
+    rows = [["<td>input records</td>", _td(law["input"], "input_records")]]
     for name, label in RECORD_KINDS:
         rows.append([f"<td>{text(label)}</td>", _td(law["terms"][name], name)])
     for reason, count in sorted(summary.get("dead_letters", {}).items()):

@@ -34,6 +34,6 @@ def test_the_demo_covers_every_fault_and_its_summary_diffs_cleanly(tmp_path):
 def test_make_demo_runs_the_same_commands_and_diffs_the_summaries():
     recipe = re.search(r"^demo:.*?\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M).group(1)
     assert "-m tests.tooling.synthetic" in recipe and "--expected sample/expected_summary.json" in recipe
-    assert "-m beam_pipeline --input sample/feed.jsonl.gz --output out/demo --overwrite" in recipe
+    assert "/bin/feedcheck --input sample/feed.jsonl.gz --output out/demo --overwrite" in recipe
     assert "-m tests.tooling.synthetic --check out/demo/summary.json --expected " \
            "sample/expected_summary.json" in recipe

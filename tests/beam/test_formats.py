@@ -9,7 +9,6 @@ import json
 import os
 from collections import Counter
 
-import pytest
 
 from beam_pipeline.cli import main
 from tests.conftest import REPO, Outputs

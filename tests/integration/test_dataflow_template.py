@@ -266,7 +266,7 @@ def dockerfile_env_and_copies():
 def test_dockerfile_env_vars_point_to_repository_files():
     env, copies = dockerfile_env_and_copies()
     assert env["FLEX_TEMPLATE_PYTHON_PY_FILE"] == "/template/templates/main.py"
-    assert env["FLEX_TEMPLATE_PYTHON_SETUP_FILE"] == "/template/setup.py"
+    assert env["FLEX_TEMPLATE_PYTHON_SETUP_FILE"] == "/template/pyproject.toml"
     for key, path in env.items():
         if not key.startswith("FLEX_TEMPLATE_PYTHON_") or not key.endswith("_FILE"):
             continue
@@ -291,7 +291,8 @@ def test_launcher_arguments():
 # The package Dataflow workers install --------------------------------------------------------
 
 def test_sdist_installs_with_the_dead_letter_schema(tmp_path):
-    built = run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path / "dist")])
+    built = run([sys.executable, "-m", "build", "--no-isolation", "--sdist", "--outdir",
+                 str(tmp_path / "dist"), str(REPO)])
     assert built.returncode == 0, built.stderr
     (sdist,) = (tmp_path / "dist").glob("feedcheck-*.tar.gz")
     installed = run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",

@@ -53,7 +53,7 @@ class Framing(Protocol):
     """A recorder's file format. A module satisfies it by its module-level names.
 
     NAME: the --input_format value. PRIORITY: detection breaks ties by it (lower first: the more
-    specific shapes). DESCRIPTION: one line for --help. EXAMPLE: one line of such a file (README,
+    specific shapes). DESCRIPTION: one line for --help. EXAMPLE: one line of such a file (docs/inputs/,
     tests). BLANK_IS_DISCONNECT: an empty line marks a disconnect (Tardis.dev), not nothing.
     """
 
