@@ -17,16 +17,21 @@ CONTROL = "control"        # a collector's in-stream control record (a disconnec
 HEADER = "header"          # a capture header: context, not data
 CONNECT = "connect"        # a (re)connection: after the first one a gap may follow
 DISCONNECT = "disconnect"  # a disconnection marker: a gap may follow
+SENT = "sent"              # what the recorder sent (a subscription request): neither a record
+                           # nor a dead letter
 
 
 class FileContext(msgspec.Struct):
     """What a file's framing knows beyond one line: the exchange and market a connect line named,
-    the one symbol of a single-symbol file (hftbacktest)."""
+    the one symbol of a single-symbol file (hftbacktest), and the run's --max_record_bytes (set by
+    the decode stage; None: no bound)."""
 
     fmt: str
     exchange: Optional[str] = None
     market: Optional[str] = None
     symbol: Optional[str] = None
+    max_record_bytes: Optional[int] = None   # the bound a framing applies to what it decodes
+                                             # (a compressed frame's inflated size)
 
 
 class Record(NamedTuple):
@@ -44,7 +49,7 @@ class Record(NamedTuple):
 class Control(NamedTuple):
     """A line that is not a record: a header, a connect or disconnect marker, and the context after it."""
 
-    kind: str                      # HEADER | CONNECT | DISCONNECT
+    kind: str                      # HEADER | CONNECT | DISCONNECT | SENT
     context: FileContext
 
 
@@ -74,4 +79,6 @@ class Framing(Protocol):
         it; None for a record."""
 
     def split(self, line: bytes, ctx: FileContext) -> Record:
-        """One record -> Record, or raises reasons.Rejected (bad_framing, ...)."""
+        """One record -> Record, or raises reasons.Rejected (bad_framing, ...). A frame the
+        recorder wrote in another form than text (a compressed binary frame) is decoded here, to at
+        most ctx.max_record_bytes."""
