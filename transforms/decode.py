@@ -94,7 +94,7 @@ class DecodeBatch(beam.DoFn):
         self.progress = _Progress()
 
     def process(self, batch: RawBatch):
-        ctx = FileContext(batch.fmt, batch.exchange, batch.market, batch.symbol,
+        ctx = FileContext(batch.fmt, batch.exchange, batch.market, batch.symbol, batch.channels,
                           self.max_record_bytes)
         file = None if batch.fmt == "message" else batch.source
         events, ignored, ingest = [], Counter(), batch.ingest_time or now_ms()

@@ -305,6 +305,8 @@ class RawBatch(msgspec.Struct):
     publish_time: int = 0          # ms: the Pub/Sub message's publish time (0: from a file)
     sources: Optional[list] = None # per record, when records of several messages share a batch
     symbol: Optional[str] = None   # the one symbol of a single-symbol file (hftbacktest)
+    channels: Optional[dict[int, str]] = None  # channel id -> what the venue's subscribe reply
+                                   # said it carries (FileContext.channels: Bitfinex)
     recv_slack_ms: int = 0         # a followed file (transforms/follow.py): the batch's records
                                    # count as published at their latest receive time plus this
                                    # (--quiet_seconds), publish_time (the read) when they have none

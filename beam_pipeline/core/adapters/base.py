@@ -36,11 +36,14 @@ class ExchangeAdapter(Protocol):
 
     def decode_message(self, raw: bytes, recv_time: Optional[int], source: str,
                        market: Optional[str] = None, exchange: Optional[str] = None, *,
-                       file_symbol: Optional[str] = None) -> Decoded:
+                       file_symbol: Optional[str] = None,
+                       channels: Optional[Mapping[int, str]] = None) -> Decoded:
         """A raw websocket frame (text; a framing has already decoded a binary one), bare or
         wrapped as the exchange wraps it. `market`: what the stream URL said, None when it does not
         say (the adapter then takes it from the message). `file_symbol`: the one symbol of a file
-        that carries REST snapshot bodies in its stream (hftbacktest)."""
+        that carries REST snapshot bodies in its stream (hftbacktest). `channels`: the
+        connection's channel ids, for a venue whose messages name only those (Bitfinex:
+        framings' FileContext.channels)."""
 
     def decode_delta(self, payload: bytes, market: Optional[str], recv_time: Optional[int],
                      source: str, symbol: Optional[str] = None,

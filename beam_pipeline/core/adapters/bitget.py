@@ -29,7 +29,8 @@ BOOK_CHANNELS = frozenset(("books", "books1", "books5", "books15"))
 
 def decode_message(raw: bytes, recv_time: Optional[int], source: str,
                    market: Optional[str] = None, exchange: Optional[str] = None, *,
-                   file_symbol: Optional[str] = None):
+                   file_symbol: Optional[str] = None,
+                   channels=None):
     exchange = c.exchange_of(exchange, EXCHANGES)
     if raw.strip() == b"pong":
         return Ignored(HEARTBEAT)

@@ -39,7 +39,8 @@ def _iso_ms(value) -> Optional[int]:
 
 def decode_message(raw: bytes, recv_time: Optional[int], source: str,
                    market: Optional[str] = None, exchange: Optional[str] = None, *,
-                   file_symbol: Optional[str] = None):
+                   file_symbol: Optional[str] = None,
+                   channels=None):
     exchange = c.exchange_of(exchange, EXCHANGES)
     msg = c.loads(raw)
     if not isinstance(msg, dict):

@@ -33,7 +33,8 @@ RULES = {"spot": PREVIOUS_LINK, "futures": PREVIOUS_LINK, "swap": PREVIOUS_LINK,
 
 def decode_message(raw: bytes, recv_time: Optional[int], source: str,
                    market: Optional[str] = None, exchange: Optional[str] = None, *,
-                   file_symbol: Optional[str] = None):
+                   file_symbol: Optional[str] = None,
+                   channels=None):
     exchange = c.exchange_of(exchange, EXCHANGES)
     msg = c.loads(raw)
     if not isinstance(msg, dict):

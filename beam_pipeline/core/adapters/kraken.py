@@ -29,7 +29,8 @@ _EVENTS = {"heartbeat": HEARTBEAT, "subscriptionStatus": SUBSCRIPTION, "pong": H
 
 def decode_message(raw: bytes, recv_time: Optional[int], source: str,
                    market: Optional[str] = None, exchange: Optional[str] = None, *,
-                   file_symbol: Optional[str] = None):
+                   file_symbol: Optional[str] = None,
+                   channels=None):
     exchange = c.exchange_of(exchange, EXCHANGES)
     msg = c.loads(raw)
     if isinstance(msg, dict):

@@ -56,7 +56,8 @@ def market_of(kind: str, channel: str) -> str:
 
 def decode_message(raw: bytes, recv_time: Optional[int], source: str,
                    market: Optional[str] = None, exchange: Optional[str] = None, *,
-                   file_symbol: Optional[str] = None):
+                   file_symbol: Optional[str] = None,
+                   channels=None):
     exchange = c.exchange_of(exchange, EXCHANGES)
     if raw.strip() == b"pong":
         return Ignored(HEARTBEAT)

@@ -92,7 +92,8 @@ def _decode(record: Record, source: str) -> Union[Event, Ignored, None]:
                            "line naming the stream URL before it)")
         return adapter.decode_message(
             record.payload, record.recv_time, source, record.market, record.exchange,
-            file_symbol=(record.symbol or "") if record.file_snapshots else None)
+            file_symbol=(record.symbol or "") if record.file_snapshots else None,
+            channels=record.channels)
     if record.kind == OTHER:
         return None
     if adapter is None:

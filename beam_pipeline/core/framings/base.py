@@ -30,6 +30,9 @@ class FileContext(msgspec.Struct):
     exchange: Optional[str] = None
     market: Optional[str] = None
     symbol: Optional[str] = None
+    channels: Optional[dict[int, str]] = None  # channel id -> "<channel>|<symbol>|<detail>": what
+                                             # a venue numbering its channels (Bitfinex) said in
+                                             # its subscribe replies on this connection
     max_record_bytes: Optional[int] = None   # the bound a framing applies to what it decodes
                                              # (a compressed frame's inflated size)
 
@@ -44,6 +47,7 @@ class Record(NamedTuple):
     market: Optional[str]          # None: the adapter infers it
     symbol: Optional[str] = None   # SNAPSHOT/DELTA: the symbol the framing names; MESSAGE: the file's
     file_snapshots: bool = False   # MESSAGE: REST snapshot bodies occur in the stream (of `symbol`)
+    channels: Optional[dict] = None  # MESSAGE: the connection's channel ids (FileContext.channels)
 
 
 class Control(NamedTuple):
@@ -60,6 +64,9 @@ class Framing(Protocol):
     NAME: the --input_format value. PRIORITY: detection breaks ties by it (lower first: the more
     specific shapes). DESCRIPTION: one line for --help. EXAMPLE: one line of such a file (README,
     tests). BLANK_IS_DISCONNECT: an empty line marks a disconnect (Tardis.dev), not nothing.
+    A framing may also define `observe(line, ctx) -> FileContext`: called on every record line in
+    file order before it is batched, it returns the context after it (the same object when the line
+    changes nothing). cryptofeed's learns Bitfinex's channel ids from its subscribe replies.
     """
 
     NAME: str

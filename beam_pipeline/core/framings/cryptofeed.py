@@ -20,9 +20,12 @@ depth-snapshot endpoint an adapter knows: Binance's, KuCoin's, Gate.io's).
 from __future__ import annotations
 
 import ast
+import json
 import re
 import zlib
 from typing import Optional, Sequence
+
+import msgspec
 
 from beam_pipeline.core import adapters
 from beam_pipeline.core.framings._stamps import seconds_ms
@@ -72,6 +75,25 @@ def control(line: bytes, ctx: FileContext) -> Optional[Control]:
     return None
 
 
+_SUBSCRIBED = re.compile(rb'"event":\s*"subscribed"')
+
+
+def observe(line: bytes, ctx: FileContext) -> FileContext:
+    """A Bitfinex subscribe reply names the channel id its messages carry: remember it for the
+    records after it on this connection (a connect line starts a new context)."""
+    if ctx.exchange != "bitfinex" or b'"chanId"' not in line or not _SUBSCRIBED.search(line):
+        return ctx
+    try:
+        reply = json.loads(line.partition(b": ")[2])
+        chan_id = int(reply["chanId"])
+        what = "|".join(str(reply.get(key, "")) for key in ("channel", "symbol", "prec"))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return ctx                                 # the record itself will say what is wrong
+    channels = dict(ctx.channels or {})
+    channels[chan_id] = what
+    return msgspec.structs.replace(ctx, channels=channels)
+
+
 def split(line: bytes, ctx: FileContext) -> Record:
     if _WS_LINE.match(line):
         stamp, _, raw = line.partition(b": ")
@@ -79,7 +101,8 @@ def split(line: bytes, ctx: FileContext) -> Record:
             raise Rejected(Reason.BAD_FRAMING, "websocket line before a header naming the stream URL")
         if raw[:2] in (b"b'", b'b"'):
             raw = binary_frame(raw, ctx.max_record_bytes)
-        return Record(MESSAGE, raw, seconds_ms(stamp), ctx.exchange, ctx.market)
+        return Record(MESSAGE, raw, seconds_ms(stamp), ctx.exchange, ctx.market,
+                      channels=ctx.channels)
     if _REST_LINE.match(line):
         head, _, raw = line.partition(b": ")
         url_bytes, _, stamp = head.partition(b" -> ")
