@@ -90,8 +90,8 @@ def an_id(value, what: str, *, allow_negative: bool = False) -> int:
 
 
 def time_ms(value, what: str = "time", scale: int = 1) -> Optional[int]:
-    """An exchange time in ms (`scale`: its unit per ms: 1000 for seconds, 1/1000 as 0 is not used),
-    None when absent; Rejected when mistyped or outside 1970..9999."""
+    """An exchange time -> ms (`scale`: ms per unit of `value`, 1000 for seconds), None when
+    absent; Rejected when mistyped or outside 1970..9999."""
     if value is None:
         return None
     if isinstance(value, str) and value.isdigit():

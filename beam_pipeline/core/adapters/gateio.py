@@ -13,6 +13,7 @@ superseded. Futures levels are objects {"p": price, "s": size} (size an integer 
 """
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Optional
 from urllib.parse import urlparse
 
@@ -90,8 +91,8 @@ def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_tim
             raise Rejected(Reason.MISSING_FIELD, "a Gate.io order book without id (request it "
                            "with with_id=true)")
         book_id = c.an_id(body["id"], "id")
-        current = body.get("current")
-        event_time = c.time_ms(current, "current", 1000) if current is not None else None
+        current = body.get("current")      # spot: ms (an int); futures: seconds with a fraction
+        event_time = c.time_ms(current, "current", 1000 if isinstance(current, Decimal) else 1)
         return Event(exchange, mkt, symbol, SNAPSHOT, book_id, book_id, None, event_time,
                      recv_time, _levels(body.get("bids", [])), _levels(body.get("asks", [])),
                      RANGE_PLUS_ONE, source)

@@ -1,0 +1,485 @@
+"""Every venue's adapter and rule, Beam-free: feeds written in each venue's own wire format (the
+shapes of its documentation), decoded by its adapter and sequenced by the state machine in
+canonical order, as the batch job does. Per venue: a clean feed is one anchored segment, a dropped
+message is exactly one gap carrying the venue's ids, a duplicate is a duplicate, reordering is no
+gap, an id reset follows the venue's rule, and a bad record is rejected with its reason. Venues
+without per-key ids (Kraken spot, Coinbase level2, Bitfinex) order and deduplicate by their ids
+but declare no gap: their events are unverified.
+"""
+import json
+
+import pytest
+
+from beam_pipeline.core import adapters
+from beam_pipeline.core.epochs import canonical_order
+from beam_pipeline.core.framing import FileContext, decode_record
+from beam_pipeline.core.framings import cryptofeed
+from beam_pipeline.core.model import Event, Ignored, arrival_ordinal
+from beam_pipeline.core.reasons import Rejected
+from beam_pipeline.core.sequencer import CLEAN, DUPLICATE, GAP, StreamSequencer
+from beam_pipeline.options import default_policy
+
+T0 = 1_700_000_000_000
+STEP = 100
+
+
+def js(value) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+# ---- each venue's messages: snapshot(id) and delta(id, previous id), its key ------------------
+# ids: the venue's own (OKX, Deribit, HTX: arbitrary steps; the others +1).
+
+class Venue:
+    exchange = market = symbol = None
+    step = 1                     # how the venue's ids advance
+    checked = True               # a dropped message is a gap (False: no per-key ids)
+    rest_snapshot = False        # the snapshot is a REST body (decode_snapshot)
+
+    def snapshot(self, n, at):
+        raise NotImplementedError
+
+    def delta(self, n, prev, at):
+        raise NotImplementedError
+
+    def bad_price(self, n, prev, at):
+        """A delta whose price is not a number."""
+        return self.delta(n, prev, at).replace(b'"100.5"', b'"1o0.5"')
+
+    def decode(self, raw, at, line, snapshot=False):
+        adapter = adapters.adapter_for(self.exchange)
+        if snapshot and self.rest_snapshot:
+            return adapter.decode_snapshot(raw, self.market, self.symbol, at, f"f:{line}",
+                                           self.exchange)
+        return adapter.decode_message(raw, at, f"f:{line}", self.url_market, self.exchange,
+                                      channels=getattr(self, "channels", None))
+
+    url_market = None
+
+
+class Okx(Venue):
+    exchange, market, symbol, step = "okx", "spot", "BTC-USDT", 7
+
+    def _book(self, action, seq, prev, at, level):
+        return js({"arg": {"channel": "books", "instId": self.symbol}, "action": action,
+                   "data": [{"asks": [[level, "1", "0", "1"]], "bids": [["99.5", "2", "0", "1"]],
+                             "ts": str(at), "checksum": 0, "seqId": seq, "prevSeqId": prev}]})
+
+    def snapshot(self, n, at):
+        return self._book("snapshot", n, -1, at, "101")
+
+    def delta(self, n, prev, at):
+        return self._book("update", n, prev, at, "100.5")
+
+
+class Bybit(Venue):
+    exchange, market, symbol, url_market = "bybit", "linear", "BTCUSDT", "linear"
+
+    def _msg(self, kind, u, at, level):
+        return js({"topic": f"orderbook.50.{self.symbol}", "type": kind, "ts": at,
+                   "data": {"s": self.symbol, "b": [["99.5", "2"]], "a": [[level, "1"]], "u": u,
+                            "seq": u * 10}, "cts": at})
+
+    def snapshot(self, n, at):
+        return self._msg("snapshot", n, at, "101")
+
+    def delta(self, n, prev, at):
+        return self._msg("delta", n, at, "100.5")
+
+
+class Deribit(Venue):
+    exchange, market, symbol, step = "deribit", "future", "BTC-PERPETUAL", 13
+
+    def _msg(self, kind, change, prev, at, price):
+        data = {"type": kind, "timestamp": at, "instrument_name": self.symbol, "change_id": change,
+                "bids": [["new", 99.5, 20.0]], "asks": [["change", price, 10.0]]}
+        if prev is not None:
+            data["prev_change_id"] = prev
+        return js({"jsonrpc": "2.0", "method": "subscription",
+                   "params": {"channel": f"book.{self.symbol}.raw", "data": data}})
+
+    def snapshot(self, n, at):
+        return self._msg("snapshot", n, None, at, 101)
+
+    def delta(self, n, prev, at):
+        return self._msg("change", n, prev, at, 100.5)
+
+    def bad_price(self, n, prev, at):
+        return self.delta(n, prev, at).replace(b"100.5", b'"x"')
+
+
+class GateIo(Venue):
+    exchange, market, symbol, url_market, rest_snapshot = "gateio", "spot", "BTC_USDT", "spot", True
+
+    def snapshot(self, n, at):
+        return js({"id": n, "current": at, "update": at, "asks": [["101", "1"]], "bids": [["99.5", "2"]]})
+
+    def delta(self, n, prev, at):
+        return js({"time": at // 1000, "channel": "spot.order_book_update", "event": "update",
+                   "result": {"t": at, "e": "depthUpdate", "E": at // 1000, "s": self.symbol,
+                              "U": n, "u": n, "b": [], "a": [["100.5", "1"]]}})
+
+
+class KuCoin(Venue):
+    exchange, market, symbol, url_market, rest_snapshot = "kucoin", "spot", "BTC-USDT", "spot", True
+
+    def snapshot(self, n, at):
+        return js({"code": "200000", "data": {"time": at, "sequence": str(n),
+                                              "bids": [["99.5", "2"]], "asks": [["101", "1"]]}})
+
+    def delta(self, n, prev, at):
+        return js({"type": "message", "topic": f"/market/level2:{self.symbol}",
+                   "subject": "trade.l2update",
+                   "data": {"sequenceStart": n, "sequenceEnd": n, "symbol": self.symbol,
+                            "changes": {"asks": [["100.5", "1", str(n)]], "bids": [["0", "0", str(n)]]}}})
+
+
+class KrakenFutures(Venue):
+    exchange, market, symbol = "kraken_futures", "futures_inverse", "PI_XBTUSD"
+
+    def snapshot(self, n, at):
+        return js({"feed": "book_snapshot", "product_id": self.symbol, "timestamp": at, "seq": n,
+                   "bids": [{"price": 99.5, "qty": 20.0}], "asks": [{"price": 101, "qty": 10.0}]})
+
+    def delta(self, n, prev, at):
+        return js({"feed": "book", "product_id": self.symbol, "side": "sell", "seq": n,
+                   "price": "100.5", "qty": 1.0, "timestamp": at})
+
+
+class Htx(Venue):
+    exchange, market, symbol, url_market, step = "htx", "spot", "btcusdt", "spot", 5
+
+    def snapshot(self, n, at):
+        return js({"id": "1", "rep": f"market.{self.symbol}.mbp.150", "status": "ok",
+                   "data": {"seqNum": n, "bids": [[99.5, 2]], "asks": [[101, 1]]}})
+
+    def delta(self, n, prev, at):
+        return js({"ch": f"market.{self.symbol}.mbp.150", "ts": at,
+                   "tick": {"seqNum": n, "prevSeqNum": prev, "bids": [], "asks": [["100.5", 1]]}})
+
+
+class Bitget(Venue):
+    exchange, market, symbol, step = "bitget", "spot", "BTCUSDT", 1
+
+    def _msg(self, action, seq, pseq, at, level):
+        return js({"action": action, "arg": {"instType": "SPOT", "channel": "books", "instId": self.symbol},
+                   "data": [{"asks": [[level, "1"]], "bids": [["99.5", "2"]], "ts": str(at),
+                             "checksum": 0, "seq": seq, "pseq": pseq}]})
+
+    def snapshot(self, n, at):
+        return self._msg("snapshot", n, 0, at, "101")
+
+    def delta(self, n, prev, at):
+        return self._msg("update", n, prev, at, "100.5")
+
+
+class Kraken(Venue):
+    exchange, market, symbol, checked = "kraken", "spot", "XBT/USD", False
+
+    def snapshot(self, n, at):
+        return js([42, {"as": [["101.0", "1.0", "1.0"]], "bs": [["99.5", "2.0", "1.0"]]}, "book-10", self.symbol])
+
+    def delta(self, n, prev, at):
+        return js([42, {"a": [["100.5", "1.0", "1.0"]], "c": "1"}, "book-10", self.symbol])
+
+
+class Coinbase(Venue):
+    exchange, market, symbol, checked = "coinbase", "spot", "BTC-USD", False
+
+    def snapshot(self, n, at):
+        return js({"type": "snapshot", "product_id": self.symbol, "bids": [["99.5", "2"]], "asks": [["101", "1"]]})
+
+    def delta(self, n, prev, at):
+        return js({"type": "l2update", "product_id": self.symbol, "changes": [["sell", "100.5", "1"]],
+                   "time": "2023-11-14T22:13:20.000000Z"})
+
+
+class Bitfinex(Venue):
+    exchange, market, symbol, checked = "bitfinex", "spot", "tBTCUSD", False
+    channels = {7: "book|tBTCUSD|P0"}
+
+    def snapshot(self, n, at):
+        return js([7, [[99.5, 1, 2.0], [101, 1, -1.0]], n])
+
+    def delta(self, n, prev, at):
+        return js([7, ["100.5", 1, -1.0], n])
+
+
+VENUES = [Okx(), Bybit(), Deribit(), GateIo(), KuCoin(), KrakenFutures(), Htx(), Bitget(), Kraken(),
+          Coinbase(), Bitfinex()]
+IDS = [venue.exchange for venue in VENUES]
+FIRST = 5_000_000
+
+
+def feed(venue, count=12, first=FIRST):
+    """(snapshot, deltas): the venue's messages as (raw, receive time, line, is_snapshot), ids from
+    `first` in the venue's steps."""
+    ids = [first + venue.step * i for i in range(count + 1)]
+    items = [(venue.snapshot(ids[0], T0), T0, 1, True)]
+    for i in range(1, count + 1):
+        at = T0 + STEP * i
+        items.append((venue.delta(ids[i], ids[i - 1], at), at, i + 1, False))
+    return items, ids
+
+
+def sequence(venue, items):
+    events = []
+    for raw, at, line, snap in items:
+        result = venue.decode(raw, at, line, snap)
+        assert isinstance(result, Event), (venue.exchange, raw, result)
+        events.append(result)
+    keys = {event.key for event in events}
+    assert keys == {(venue.exchange, venue.market, venue.symbol)}, keys
+    policy = default_policy()
+    machine = StreamSequencer(keys.pop(), policy)
+    machine.feed_all(canonical_order(events, policy.reset_min_jump_ids))
+    machine.finish()
+    return machine.out
+
+
+def of(out, tag):
+    return [value for t, value in out if t == tag]
+
+
+@pytest.mark.parametrize("venue", VENUES, ids=IDS)
+def test_a_clean_feed_is_one_anchored_segment(venue):
+    items, ids = feed(venue)
+    out = sequence(venue, items)
+    clean = of(out, CLEAN)
+    assert len(clean) == len(items) and not of(out, GAP) and not of(out, DUPLICATE)
+    assert all(anchored for _, _, anchored in clean) and len({seg for _, seg, _ in clean}) == 1
+    assert all(event.unverified is (not venue.checked) for event, _, _ in clean)
+    if venue.checked:
+        assert [event.last_id for event, _, _ in clean] == ids
+
+
+@pytest.mark.parametrize("venue", VENUES, ids=IDS)
+def test_a_dropped_message_is_one_gap_with_the_venues_ids(venue):
+    items, ids = feed(venue)
+    del items[6]                                   # the delta with ids[6]
+    out = sequence(venue, items)
+    gaps = of(out, GAP)
+    if not venue.checked:
+        assert gaps == [] and len(of(out, CLEAN)) == len(items)   # unverified: nothing to tell
+        return
+    assert [(gap.last_good_id, gap.next_first_id) for gap in gaps] == [(ids[5], ids[7])]
+    assert (gaps[0].exchange, gaps[0].market, gaps[0].symbol) == (venue.exchange, venue.market,
+                                                                  venue.symbol)
+
+
+@pytest.mark.parametrize("venue", VENUES, ids=IDS)
+def test_a_duplicate_is_a_duplicate_and_reordering_is_no_gap(venue):
+    items, ids = feed(venue)
+    items = items[:4] + [items[5], items[4]] + items[6:] + [items[7]]    # swapped, and one twice
+    out = sequence(venue, items)
+    assert of(out, GAP) == []
+    assert len(of(out, DUPLICATE)) == 1
+    assert len(of(out, CLEAN)) == len(items) - 1
+
+
+@pytest.mark.parametrize("venue", [v for v in VENUES if v.checked], ids=[v.exchange for v in VENUES if v.checked])
+def test_an_id_reset_follows_the_venues_rule(venue):
+    """Ids restart far lower later on (an engine restart) with a new snapshot: one gap of class
+    reset, resynced at the snapshot; the new epoch is clean. Bybit's restart is its `u == 1`
+    snapshot; OKX's maintenance update (seqId < prevSeqId) is its own case below."""
+    before, old = feed(venue, count=6)
+    after, new = feed(venue, count=6, first=1)
+    shift = STEP * 100
+    after = [(raw.replace(str(T0).encode(), str(T0 + shift).encode()), at + shift, line + 100, snap)
+             for raw, at, line, snap in after]
+    after = [(venue.snapshot(new[0], T0 + shift) if snap else raw, at, line, snap)
+             for raw, at, line, snap in after]
+    out = sequence(venue, before + after)
+    gaps = of(out, GAP)
+    assert [(gap.gap_class, gap.resolution, gap.last_good_id, gap.next_first_id) for gap in gaps] == [
+        ("reset", "resynced", old[-1], new[0])]
+    assert [event.last_id for event, _, _ in of(out, CLEAN)][-len(new):] == new
+
+
+def test_okx_maintenance_update_below_its_previous_id_is_an_id_reset():
+    venue = Okx()
+    items, ids = feed(venue, count=4)
+    at = T0 + STEP * 10
+    items.append((venue.delta(1000, ids[-1], at), at, 20, False))      # seqId < prevSeqId
+    out = sequence(venue, items)
+    assert [(gap.gap_class, gap.last_good_id, gap.next_first_id) for gap in of(out, GAP)] == [
+        ("reset", ids[-1], 1000)]
+
+
+def test_okx_idle_heartbeat_is_ignored_and_the_link_holds():
+    venue = Okx()
+    items, ids = feed(venue, count=3)
+    idle = js({"arg": {"channel": "books", "instId": venue.symbol}, "action": "update",
+               "data": [{"asks": [], "bids": [], "ts": str(T0), "checksum": 0,
+                         "seqId": ids[-1], "prevSeqId": ids[-1]}]})
+    assert venue.decode(idle, T0, 9) == Ignored("heartbeat")
+    items.append((venue.delta(ids[-1] + 3, ids[-1], T0 + 900), T0 + 900, 10, False))
+    out = sequence(venue, items)
+    assert of(out, GAP) == [] and len(of(out, CLEAN)) == len(items)
+
+
+def test_okx_channels_are_separate_sequences_in_the_key():
+    venue = Okx()
+    tbt = venue.delta(77, 70, T0).replace(b'"channel":"books"', b'"channel":"books-l2-tbt"')
+    books = venue.delta(80, 73, T0)
+    assert venue.decode(tbt, T0, 1).market == "spot@books-l2-tbt"
+    assert venue.decode(books, T0, 2).market == "spot"
+    swap = books.replace(b"BTC-USDT", b"BTC-USDT-SWAP")
+    assert venue.decode(swap, T0, 3).key == ("okx", "swap", "BTC-USDT-SWAP")
+
+
+def test_okx_captures_before_seqid_are_ordered_by_arrival_and_unverified():
+    venue = Okx()
+    raw = venue.delta(1, 0, T0).replace(b',"seqId":1,"prevSeqId":0', b"")
+    event = venue.decode(raw, T0, 7)
+    assert event.rule == "none" and event.unverified
+    assert event.first_id == event.last_id == arrival_ordinal(T0, "f:7") == T0 * 1_000_000 + 7
+
+
+@pytest.mark.parametrize("venue", VENUES, ids=IDS)
+def test_a_bad_record_is_rejected_with_its_reason(venue):
+    with pytest.raises(Rejected) as caught:
+        venue.decode(venue.bad_price(FIRST + 1, FIRST, T0), T0, 3)
+    assert caught.value.reason == "bad_price_level"
+    assert caught.value.symbol == f"{venue.exchange}:{venue.market}:{venue.symbol}"
+    with pytest.raises(Rejected) as caught:
+        venue.decode(b'{"arg": [1, 2', T0, 4)
+    assert caught.value.reason == "bad_json"
+
+
+def test_bybit_restart_snapshot_u_1_resyncs():
+    venue = Bybit()
+    items, ids = feed(venue, count=4)
+    later = T0 + 10_000
+    items += [(venue.snapshot(1, later), later, 30, True), (venue.delta(2, 1, later + 1), later + 1, 31, False)]
+    out = sequence(venue, items)
+    assert [(gap.gap_class, gap.resolution, gap.next_first_id) for gap in of(out, GAP)] == [
+        ("reset", "resynced", 1)]
+
+
+def test_kucoin_placeholder_rows_only_advance_the_sequence():
+    event = KuCoin().decode(KuCoin().delta(9, 8, T0), T0, 1)
+    assert (event.first_id, event.last_id, event.bids, event.asks) == (9, 9, b"[]", b'[["100.5","1"]]')
+
+
+def test_rest_snapshots_bridge_by_the_venues_rule():
+    """Gate.io / KuCoin: updates at or below the REST id are superseded, the first applied one has
+    first <= id+1 <= last."""
+    for venue in (GateIo(), KuCoin()):
+        items, ids = feed(venue, count=5)
+        early = [(venue.delta(FIRST - 1, FIRST - 2, T0 - 50), T0 - 50, 0, False)]
+        out = sequence(venue, early + items)
+        assert [event.last_id for event in of(out, "superseded")] == [FIRST - 1]
+        assert [event.last_id for event, _, _ in of(out, CLEAN)] == ids
+
+
+# ---- the framing: exchanges from connect lines, sent lines, binary frames ---------------------
+
+def test_connect_lines_name_every_venue_former_hosts_included():
+    found = {url: adapters.stream_of_url(url)[1:] for url in (
+        "wss://ws.okx.com:8443/ws/v5/public", "wss://real.okex.com:8443/ws/v3",
+        "wss://ws.okex.com:8443/ws/v5/public", "wss://stream.bybit.com/v5/public/spot",
+        "wss://stream.bybit.com/realtime_public", "wss://www.deribit.com/ws/api/v2",
+        "wss://ws-feed.pro.coinbase.com", "wss://advanced-trade-ws.coinbase.com",
+        "wss://ws.kraken.com", "wss://futures.kraken.com/ws/v1", "wss://api.bitfinex.com/ws/2",
+        "wss://push-private.kucoin.com/endpoint?token=T", "wss://api.gateio.ws/ws/v4/",
+        "wss://fx-ws.gateio.ws/v4/ws/usdt", "wss://api.huobi.pro/ws", "wss://api.htx.com/ws",
+        "wss://ws.bitget.com/spot/v1/stream")}
+    assert found == {
+        "wss://ws.okx.com:8443/ws/v5/public": ("okx", None),
+        "wss://real.okex.com:8443/ws/v3": ("okx", None),
+        "wss://ws.okex.com:8443/ws/v5/public": ("okx", None),
+        "wss://stream.bybit.com/v5/public/spot": ("bybit", "spot"),
+        "wss://stream.bybit.com/realtime_public": ("bybit", "linear"),
+        "wss://www.deribit.com/ws/api/v2": ("deribit", None),
+        "wss://ws-feed.pro.coinbase.com": ("coinbase", "spot"),
+        "wss://advanced-trade-ws.coinbase.com": ("coinbase", "spot"),
+        "wss://ws.kraken.com": ("kraken", "spot"),
+        "wss://futures.kraken.com/ws/v1": ("kraken_futures", None),
+        "wss://api.bitfinex.com/ws/2": ("bitfinex", None),
+        "wss://push-private.kucoin.com/endpoint?token=T": ("kucoin", "spot"),
+        "wss://api.gateio.ws/ws/v4/": ("gateio", "spot"),
+        "wss://fx-ws.gateio.ws/v4/ws/usdt": ("gateio", "futures"),
+        "wss://api.huobi.pro/ws": ("htx", "spot"),
+        "wss://api.htx.com/ws": ("htx", "spot"),
+        "wss://ws.bitget.com/spot/v1/stream": ("bitget", None)}
+    assert sorted(adapters.exchange_names()) == sorted(
+        ["binance", "binance_us", "okx", "bybit", "deribit", "coinbase", "kraken", "kraken_futures",
+         "bitfinex", "kucoin", "gateio", "htx", "bitget"])
+
+
+def test_sent_lines_are_not_records():
+    ctx = FileContext("cryptofeed", "okx")
+    line = b'wss://ws.okx.com:8443/ws/v5/public <- 1652459225.29: {"op":"subscribe","args":[]}'
+    assert cryptofeed.control(line, ctx).kind == "sent"
+    assert cryptofeed.looks_like(line)
+
+
+def _literal(data: bytes) -> bytes:
+    return b"1618678070.9: " + repr(data).encode()
+
+
+def test_binary_frames_are_inflated_without_evaluating_code_and_bounded():
+    import gzip
+    import zlib
+    frame = js({"ch": "market.btcusdt.mbp.150", "ts": T0,
+                "tick": {"seqNum": 9, "prevSeqNum": 4, "bids": [], "asks": [["100.5", 1]]}})
+    ctx = FileContext("cryptofeed", "htx", "spot", max_record_bytes=4096)
+    event = decode_record(_literal(gzip.compress(frame)), ctx, "f:2")
+    assert (event.exchange, event.symbol, event.first_id, event.prev_id) == ("htx", "btcusdt", 9, 4)
+    deflate = zlib.compressobj(wbits=-15)
+    okx = Okx().delta(8, 1, T0)
+    raw = deflate.compress(okx) + deflate.flush()
+    assert decode_record(_literal(raw), FileContext("cryptofeed", "okx", max_record_bytes=4096),
+                         "f:3").last_id == 8
+    bomb = gzip.compress(b" " * 100_000)                   # inflates past --max_record_bytes
+    with pytest.raises(Rejected) as caught:
+        decode_record(_literal(bomb), ctx, "f:4")
+    assert caught.value.reason == "record_too_large"
+    for hostile in (b"1618678070.9: b'\\x1f' + __import__('os').system('true')",
+                    b"1618678070.9: b'\\x1f\\x8b' if 1 else b''", b"1618678070.9: b'\\x1f\\x8b'"):
+        with pytest.raises(Rejected) as caught:
+            decode_record(hostile, ctx, "f:5")
+        assert caught.value.reason == "bad_framing"
+
+
+def test_a_book_frame_the_adapter_cannot_read_is_a_dead_letter_not_ignored():
+    ctx = FileContext("cryptofeed", "okx")
+    line = b'1652459225.5: {"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update"}'
+    with pytest.raises(Rejected) as caught:
+        decode_record(line, ctx, "f:1")
+    assert caught.value.reason == "missing_field"
+    trades = b'1652459225.5: {"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[]}'
+    assert decode_record(trades, ctx, "f:2") == Ignored("trades")
+
+
+def test_bitfinex_channel_ids_come_from_the_subscribed_reply():
+    ctx = FileContext("cryptofeed", "bitfinex")
+    reply = (b'1618677554.85: {"event":"subscribed","channel":"book","chanId":5,'
+             b'"symbol":"tBTCUSD","prec":"P0"}')
+    after = cryptofeed.observe(reply, ctx)
+    assert after.channels == {5: "book|tBTCUSD|P0"}
+    assert decode_record(reply, after, "f:1") == Ignored("subscription")
+    event = decode_record(b"1618677554.9: [5,[101,0,-1],17]", after, "f:2")
+    assert (event.symbol, event.first_id, event.asks, event.rule) == (
+        "tBTCUSD", 17, b'[["101","0"]]', "connection_sequence")
+    with pytest.raises(Rejected) as caught:
+        decode_record(b"1618677554.9: [6,[101,1,1],18]", after, "f:3")
+    assert caught.value.reason == "bad_framing"
+    assert decode_record(b'1618677554.9: [6,"hb",19]', after, "f:4") == Ignored("heartbeat")
+
+
+def test_envelopes_take_every_venue():
+    from beam_pipeline.core.framing import decode_envelope
+    for venue in VENUES:
+        if venue.exchange == "bitfinex":
+            continue                         # its messages need the connection's channel ids
+        raw, at, _, _ = feed(venue, count=1)[0][1]
+        line = js({"exchange": venue.exchange, "market": venue.market, "symbol": venue.symbol,
+                   "recv_ts_ms": at, "type": "delta", "payload": json.loads(raw)})
+        event = decode_envelope(line, "f:9")
+        assert event.key == (venue.exchange, venue.market, venue.symbol), venue.exchange
+        wrong = line.replace(f'"symbol":"{venue.symbol}"'.encode(), b'"symbol":"OTHER"', 1)
+        with pytest.raises(Rejected) as caught:
+            decode_envelope(wrong, "f:9")
+        assert caught.value.reason == "symbol_mismatch"
