@@ -5,6 +5,7 @@ MessagePack for the sorted runs the batch sequencer writes to its work folder.
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple, Optional
 
 import msgspec
@@ -55,18 +56,19 @@ NO_IDS = "none"                    # no ids at all (Kraken spot, Coinbase Pro le
 # unverified_records), never clean and green, until the book checks (checksums) exist.
 UNVERIFIED_RULES = frozenset((CONNECTION_SEQUENCE, NO_IDS))
 ORDINAL_LINES = 1_000_000          # arrival_ordinal: line numbers per receive millisecond
+_TRAILING_DIGITS = re.compile(r"[0-9]+\Z")
 
 
 def arrival_ordinal(recv_time: Optional[int], source: str) -> int:
     """The id of a message of a venue (or capture) without ids: the recorder's receive order.
 
-    recv_time (ms) * ORDINAL_LINES + the record's line number (the number after the last ":" of
-    its source, file:line; a Pub/Sub message id's digits) modulo ORDINAL_LINES: increasing in a file
+    recv_time (ms) * ORDINAL_LINES + the record's line number (the digits that end its source,
+    file:line; a Pub/Sub message id's) modulo ORDINAL_LINES: increasing in a file
     (its lines are in receive order), comparable across files of one recording by receive time, and
     the same for the same record read twice (a duplicate is a duplicate). Fits int64 until the year
     2262 (recv_time < 9.2e12 ms)."""
-    tail = source.rpartition(":")[2]
-    number = int(tail) % ORDINAL_LINES if tail.isdigit() else 0
+    digits = _TRAILING_DIGITS.search(source)
+    number = int(digits.group()[-6:]) if digits else 0          # modulo ORDINAL_LINES (10**6)
     return (recv_time or 0) * ORDINAL_LINES + number
 
 

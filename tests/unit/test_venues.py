@@ -483,3 +483,20 @@ def test_envelopes_take_every_venue():
         with pytest.raises(Rejected) as caught:
             decode_envelope(wrong, "f:9")
         assert caught.value.reason == "symbol_mismatch"
+
+
+def test_pubsub_raw_messages_take_every_venue():
+    from beam_pipeline.core.framing import decode_message
+    raw = Okx().delta(9, 2, T0)
+    event = decode_message(raw, {"exchange": "okx", "recv_ts_ms": str(T0)}, "pubsub:s/77")
+    assert (event.key, event.first_id, event.prev_id, event.recv_time) == (
+        ("okx", "spot", "BTC-USDT"), 9, 2, T0)
+    trades = b'{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[]}'
+    assert decode_message(trades, {"exchange": "okx", "symbol": "BTC-USDT"}, "pubsub:s/78") == \
+        Ignored("trades")
+    with pytest.raises(Rejected) as caught:
+        decode_message(raw, {"exchange": "okx", "symbol": "ETH-USDT"}, "pubsub:s/79")
+    assert caught.value.reason == "symbol_mismatch"
+    unverified = decode_message(Kraken().delta(0, 0, T0), {"exchange": "kraken", "recv_ts_ms": str(T0)},
+                                "pubsub:s/80")
+    assert unverified.first_id == T0 * 1_000_000 + 80 and unverified.unverified
