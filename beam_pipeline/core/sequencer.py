@@ -20,6 +20,12 @@ Rules (exchange-agnostic, named once in core/model.py, picked per event by its a
                   the data is reported unverified (model.UNVERIFIED_RULES)
 A delta with u <= c is a duplicate, or superseded when a snapshot covered it.
 
+Book checks (the next issue, core/books/): the place a per-message book update goes is the CLEAN
+output, per key and in this order (a CLEAN value is (event, segment_id, anchored), or a
+CleanStretch of plain continuing deltas); a segment starts at each anchoring snapshot. Keys whose
+rule is unverified (model.UNVERIFIED_RULES) need it most: their continuity rests on the venue's
+checksum, which the adapters read but do not yet carry on the Event.
+
 Id resets (exchange engine restarts, beam_pipeline/core/epochs.py): an event whose ids are lower than
 the cursor by more than reset_min_jump_ids while its time is not older than the last accepted delta's
 (or a previous_link delta with pu == -1, what Binance USD-M sends after a restart) begins a new
