@@ -85,9 +85,15 @@ STATUS = "status"                  # a connection or system status / info event
 OTHER_STREAM = "other_stream"      # another stream's message, the venue's channel not named
 
 
+_REASON = re.compile(r"[A-Za-z0-9_.@:/-]{1,40}\Z")
+
+
 def ignored_reason(result) -> str:
-    """The reason of a decoder's ignored result (None or an Ignored)."""
-    return OTHER_STREAM if result is None else result.reason
+    """The reason of a decoder's ignored result (None or an Ignored); a channel name a message
+    made up (not 1-40 plain characters) counts as OTHER_STREAM."""
+    if result is None or not _REASON.match(result.reason):
+        return OTHER_STREAM
+    return result.reason
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):

@@ -24,7 +24,8 @@ Book checks (the next issue, core/books/): the place a per-message book update g
 output, per key and in this order (a CLEAN value is (event, segment_id, anchored), or a
 CleanStretch of plain continuing deltas); a segment starts at each anchoring snapshot. Keys whose
 rule is unverified (model.UNVERIFIED_RULES) need it most: their continuity rests on the venue's
-checksum, which the adapters read but do not yet carry on the Event.
+checksum, which the Event does not carry yet (OKX and Bitget `checksum`, Kraken `c`; Bitfinex's
+`cs` messages are ignored as `checksum`).
 
 Id resets (exchange engine restarts, beam_pipeline/core/epochs.py): an event whose ids are lower than
 the cursor by more than reset_min_jump_ids while its time is not older than the last accepted delta's

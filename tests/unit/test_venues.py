@@ -500,3 +500,47 @@ def test_pubsub_raw_messages_take_every_venue():
     unverified = decode_message(Kraken().delta(0, 0, T0), {"exchange": "kraken", "recv_ts_ms": str(T0)},
                                 "pubsub:s/80")
     assert unverified.first_id == T0 * 1_000_000 + 80 and unverified.unverified
+
+
+# ---- hostile input: every venue's decoder returns an Event, an Ignored or None, or rejects ----
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                     | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.sampled_from(
+                         ["arg", "channel", "instId", "action", "data", "seqId", "prevSeqId", "asks",
+                          "bids", "topic", "type", "u", "s", "b", "a", "method", "params", "result",
+                          "event", "feed", "product_id", "seq", "side", "price", "qty", "ch", "tick",
+                          "seqNum", "prevSeqNum", "changes", "product_id", "U", "sequenceStart",
+                          "sequenceEnd", "symbol", "instType", "events", "sequence_num", "updates"]),
+                         inner, max_size=5), max_leaves=12)
+
+
+def _only_decoded_or_rejected(venue, raw):
+    """Through the guard every entry point has (invalid UTF-8, nesting too deep: rejected)."""
+    from beam_pipeline.core.decoding import rejecting_the_unparseable
+    try:
+        result = rejecting_the_unparseable(venue.decode)(raw, T0, 1)
+    except Rejected as rejected:
+        assert rejected.message and rejected.reason
+        return
+    assert result is None or isinstance(result, (Event, Ignored)), (venue.exchange, raw, result)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=_JSON, index=st.integers(0, len(VENUES) - 1))
+def test_arbitrary_json_is_decoded_or_rejected_cleanly(value, index):
+    _only_decoded_or_rejected(VENUES[index], json.dumps(value).encode())
+
+
+@settings(max_examples=150, deadline=None)
+@given(index=st.integers(0, len(VENUES) - 1), cut=st.integers(0, 400), byte=st.integers(0, 255),
+       snap=st.booleans())
+def test_mutated_venue_messages_are_decoded_or_rejected_cleanly(index, cut, byte, snap):
+    venue = VENUES[index]
+    raw = venue.snapshot(FIRST, T0) if snap else venue.delta(FIRST + 1, FIRST, T0)
+    cut = min(cut, len(raw) - 1)
+    for mutated in (raw[:cut], raw[:cut] + bytes([byte]) + raw[cut + 1:]):
+        _only_decoded_or_rejected(venue, mutated)

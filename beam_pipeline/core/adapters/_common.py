@@ -29,6 +29,11 @@ def loads(raw: bytes) -> Any:
         raise Rejected(Reason.BAD_JSON, str(error)) from None
 
 
+def text(value) -> Optional[str]:
+    """`value` when it is a string, else None (a safe key for a lookup: JSON lists are unhashable)."""
+    return value if isinstance(value, str) else None
+
+
 def stream_of(exchange: str, market: Optional[str], symbol) -> Optional[str]:
     """exchange:market:symbol of a rejected record, as far as it is known."""
     if not isinstance(symbol, str):

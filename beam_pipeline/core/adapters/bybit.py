@@ -63,7 +63,7 @@ def _v5(msg, rest, market, recv_time, source, exchange):
     mkt = market or "linear"
     symbol = rest.partition(".")[2] or None
     try:
-        kind = {"snapshot": SNAPSHOT, "delta": DELTA}.get(msg.get("type"))
+        kind = {"snapshot": SNAPSHOT, "delta": DELTA}.get(c.text(msg.get("type")))
         if kind is None:
             raise Rejected(Reason.MISTYPED_FIELD, f"Bybit type {msg.get('type')!r} is neither snapshot "
                            "nor delta")
@@ -84,7 +84,7 @@ def _v5(msg, rest, market, recv_time, source, exchange):
 def _legacy(msg, symbol, market, recv_time, source, exchange):
     mkt = market or "linear"
     try:
-        kind = {"snapshot": SNAPSHOT, "delta": DELTA}.get(msg.get("type"))
+        kind = {"snapshot": SNAPSHOT, "delta": DELTA}.get(c.text(msg.get("type")))
         if kind is None:
             raise Rejected(Reason.MISTYPED_FIELD, f"Bybit type {msg.get('type')!r} is neither snapshot "
                            "nor delta")

@@ -75,7 +75,7 @@ def _changes(rows):
         raise Rejected(Reason.MISSING_FIELD, "a Coinbase l2update without changes")
     sides = ([], [])
     for row in rows:
-        if not isinstance(row, list) or len(row) != 3 or row[0] not in _SIDES:
+        if not isinstance(row, list) or len(row) != 3 or c.text(row[0]) not in _SIDES:
             raise Rejected(Reason.BAD_PRICE_LEVEL, f"Coinbase change {row!r} is not [side, price, size]")
         sides[_SIDES[row[0]]].append((c.decimal_text(row[1], "price"), c.decimal_text(row[2], "size")))
     return encode_levels(sides[0]), encode_levels(sides[1])
@@ -100,7 +100,7 @@ def _advanced(msg, recv_time, source, exchange):
             raise Rejected(Reason.MISTYPED_FIELD, "a Coinbase l2_data message with several events")
         seq = c.an_id(msg.get("sequence_num"), "sequence_num")
         event = events[0]
-        kind = {"snapshot": SNAPSHOT, "update": DELTA}.get(event.get("type"))
+        kind = {"snapshot": SNAPSHOT, "update": DELTA}.get(c.text(event.get("type")))
         if kind is None:
             raise Rejected(Reason.MISTYPED_FIELD, f"Coinbase l2_data event type {event.get('type')!r}")
         updates = event.get("updates")
@@ -108,7 +108,7 @@ def _advanced(msg, recv_time, source, exchange):
             raise Rejected(Reason.MISSING_FIELD, "a Coinbase l2_data event without updates")
         sides = ([], [])
         for row in updates:
-            if not isinstance(row, dict) or row.get("side") not in _SIDES:
+            if not isinstance(row, dict) or c.text(row.get("side")) not in _SIDES:
                 raise Rejected(Reason.BAD_PRICE_LEVEL, f"Coinbase update {row!r} has no side bid/offer")
             sides[_SIDES[row["side"]]].append((c.decimal_text(row.get("price_level"), "price_level"),
                                                c.decimal_text(row.get("new_quantity"), "new_quantity")))

@@ -35,7 +35,7 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
     msg = c.loads(raw)
     if isinstance(msg, dict):
         if "event" in msg:
-            return Ignored(_EVENTS.get(msg["event"], STATUS))
+            return Ignored(_EVENTS.get(msg["event"], STATUS) if isinstance(msg["event"], str) else STATUS)
         if "method" in msg:
             return Ignored(SUBSCRIPTION)
         channel = msg.get("channel")
@@ -91,7 +91,7 @@ def _v2(msg, recv_time, source, exchange):
             raise Rejected(Reason.MISSING_FIELD, "a Kraken v2 book message without data[0].symbol")
         if len(data) != 1:
             raise Rejected(Reason.MISTYPED_FIELD, "a Kraken v2 book message with several books")
-        kind = {"snapshot": SNAPSHOT, "update": DELTA}.get(msg.get("type"))
+        kind = {"snapshot": SNAPSHOT, "update": DELTA}.get(c.text(msg.get("type")))
         if kind is None:
             raise Rejected(Reason.MISTYPED_FIELD, f"Kraken v2 book type {msg.get('type')!r}")
         book = data[0]
