@@ -10,7 +10,7 @@ import gzip
 import json
 import os
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -127,10 +127,9 @@ class Scan:
         venue = self.name.split(".")[0]
         for symbol, messages in self.ids.items():
             cursor = rest.get(symbol)
-            bridged = cursor is None
             for kind, first, last, prev in messages:
                 if kind == "snapshot":
-                    cursor, bridged = last, True
+                    cursor = last
                     continue
                 if cursor is None:
                     continue
@@ -141,7 +140,7 @@ class Scan:
                     continue
                 elif not first <= cursor + 1 <= last:
                     breaks += 1
-                cursor, bridged = last, True
+                cursor = last
         return breaks, superseded
 
 
