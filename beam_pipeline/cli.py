@@ -309,6 +309,8 @@ def format_summary_table(summary: dict, per_file: bool = True) -> str:
     rows += [("corrupt periods", summary["corrupt_periods"]), ("symbols", summary["symbols"])]
     if summary.get("reconnects"):
         rows.append(("reconnects (a gap may follow)", summary["reconnects"]))
+    if summary.get("unverified_records"):   # venues without per-key ids: no gap could be told
+        rows.append(("unverified (no per-key ids)", summary["unverified_records"]))
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {value:>12,}" for label, value in rows]
     lines.append("balanced: " + ("yes" if summary["balanced"] else "NO"))

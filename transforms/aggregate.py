@@ -103,7 +103,9 @@ def format_summary(counts: Counter, examples: dict = None, streaming: bool = Fal
             unfinished.add(file)
             continue
         row = by_file.setdefault(file, Counter())
-        if name.startswith(tallies.FORMAT):
+        if name.startswith(tallies.IGNORED_BY) or name == tallies.UNVERIFIED:
+            row[name] += n
+        elif name.startswith(tallies.FORMAT):
             formats[file] = name[len(tallies.FORMAT):]
         elif name.startswith(tallies.DEAD_LETTERS):
             row["dead"] += n
@@ -128,13 +130,30 @@ def format_summary(counts: Counter, examples: dict = None, streaming: bool = Fal
         if in_flight:
             summary["note"] = IN_FLIGHT_NOTE
     summary["files"] = [dict({"file": file, "format": formats.get(file)},
-                             **{column: by_file[file].get(column, 0) for column in FILE_COLUMNS})
+                             **{column: by_file[file].get(column, 0) for column in FILE_COLUMNS},
+                             **_ignored_and_unverified(by_file[file]))
                         for file in sorted(by_file)]
+    summary.update(_ignored_and_unverified(totals))
     summary["file_dead_letters"] = _file_reasons(by_file, examples or {})
     summary["skipped_files"] = sorted(skipped)
     if unfinished:   # only when there are: a young file's torn tail was left out (--quiet_seconds)
         summary["still_being_written"] = sorted(unfinished)
     return summary
+
+
+def _ignored_and_unverified(counts) -> dict:
+    """Present only where there are any (venues other than Binance): `ignored_reasons`, what was
+    ignored by reason (subscription, heartbeat, status, a channel's name, other_stream), and
+    `unverified_records`, the decoded events whose continuity no rule could check (venues and
+    captures without per-key ids: never clean and green until the book checks exist)."""
+    out = {}
+    reasons = {name[len(tallies.IGNORED_BY):]: n for name, n in sorted(counts.items())
+               if name.startswith(tallies.IGNORED_BY) and n}
+    if reasons and set(reasons) != {"other_stream"}:
+        out["ignored_reasons"] = reasons
+    if counts.get(tallies.UNVERIFIED):
+        out["unverified_records"] = counts[tallies.UNVERIFIED]
+    return out
 
 
 def _file_reasons(by_file: dict, examples: dict) -> dict:

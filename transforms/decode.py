@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections import Counter
 
 import apache_beam as beam
 
@@ -11,7 +12,8 @@ from beam_pipeline.core import progress, tallies
 from beam_pipeline.core.batch_decode import decode_envelope_columns, fast_decoder_for
 from beam_pipeline.core.framing import FileContext, decode_message, decode_record
 import transforms.coders  # noqa: F401  (registers the batch coders)
-from beam_pipeline.core.model import EventBatch, RawBatch, dead_letter, rejected_dead_letter
+from beam_pipeline.core.model import (UNVERIFIED_RULES, EventBatch, Ignored, RawBatch, dead_letter,
+                                      ignored_reason, rejected_dead_letter)
 from beam_pipeline.core.reasons import Reason, Rejected
 from beam_pipeline.core.runtime import now_ms, tune_gc_for_bulk_work
 from transforms.tags import DEAD_LETTER, TALLY
@@ -92,9 +94,11 @@ class DecodeBatch(beam.DoFn):
         self.progress = _Progress()
 
     def process(self, batch: RawBatch):
-        ctx = FileContext(batch.fmt, batch.exchange, batch.market, batch.symbol)
+        ctx = FileContext(batch.fmt, batch.exchange, batch.market, batch.symbol, batch.channels,
+                          self.max_record_bytes)
         file = None if batch.fmt == "message" else batch.source
-        events, ignored, ingest = [], 0, batch.ingest_time or now_ms()
+        events, ignored, ingest = [], Counter(), batch.ingest_time or now_ms()
+        unverified = 0
         columns, fast = self._columns(batch) if self._columnar(batch) else (None, self._fast(batch))
         for index, (number, raw) in enumerate(batch.records):
             if fast is not None and fast[index] is not None:
@@ -112,16 +116,22 @@ class DecodeBatch(beam.DoFn):
                     Reason.PROCESSING_ERROR, f"{type(error).__name__}: {error}\n{traceback.format_exc()}",
                     "decode", raw, record_source(batch, number, index), ingest))
                 continue
-            if event is None:
-                ignored += 1
+            if event is None or type(event) is Ignored:
+                ignored[ignored_reason(event)] += 1
             else:
+                unverified += event.rule in UNVERIFIED_RULES
                 events.append(event)
         self.progress.add(len(batch.records))
         progress.add(progress.READ, len(batch.records))
         yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.INPUT_RECORDS, file),
                                                len(batch.records)))
         if ignored:
-            yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.IGNORED, file), ignored))
+            yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.IGNORED, file),
+                                                   sum(ignored.values())))
+            for reason, n in ignored.items():
+                yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.IGNORED_BY + reason, file), n))
+        if unverified:
+            yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.UNVERIFIED, file), unverified))
         if events or columns:
             yield EventBatch(events, published(batch, events), columns)
 

@@ -114,6 +114,7 @@ class Framer:
         self.path, self.ctx, self.batch_size = path, ctx, batch_size
         self.fmt = framing.NAME if framing else UNKNOWN
         self.control = framing.control if framing else (lambda line, ctx: None)
+        self.observe = getattr(framing, "observe", None)   # optional: framings/base.py
         self.blank_is_disconnect = bool(framing and framing.BLANK_IS_DISCONNECT)
         self.connected, self.started = connected, started
         self.records, self.reconnects, self.last_line = [], 0, 0
@@ -141,6 +142,11 @@ class Framer:
                 self.ctx = marker.context
             return
         self.started = True
+        if self.observe is not None:
+            ctx = self.observe(line, self.ctx)
+            if ctx is not self.ctx:                # a new channel: later records need it
+                yield from self.flush()
+                self.ctx = ctx
         self.records.append((number, line))
         if len(self.records) >= self.batch_size:
             yield from self.flush()
@@ -149,7 +155,7 @@ class Framer:
         """The records gathered so far as one RawBatch."""
         if self.records:
             yield RawBatch(self.path, self.fmt, self.ctx.exchange, self.ctx.market, self.records,
-                           symbol=self.ctx.symbol, **self.batch_fields)
+                           symbol=self.ctx.symbol, channels=self.ctx.channels, **self.batch_fields)
             self.records = []
 
     def reconnect_tally(self):

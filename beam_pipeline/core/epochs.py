@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from beam_pipeline.core.columns import EventColumns
-from beam_pipeline.core.model import Event, sort_canonically
+from beam_pipeline.core.model import UNVERIFIED_RULES, Event, sort_canonically
 
 _INF = float("inf")
 _time = Event.time.fget
@@ -44,7 +44,7 @@ def cut_points(events: Sequence[Event], max_jump: int, before: Optional[Event] =
     prev = before
     for index, event in enumerate(events):
         if (prev is not None and event.first_id - prev.last_id > max_jump
-                and _time(event) < _time(prev)):
+                and _time(event) < _time(prev) and event.rule not in UNVERIFIED_RULES):
             cuts.append(index)
         prev = event
     return cuts

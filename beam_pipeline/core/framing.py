@@ -13,7 +13,7 @@ from beam_pipeline.core.adapters import adapter_for
 from beam_pipeline.core.decoding import LAST_MS, rejecting_the_unparseable
 from beam_pipeline.core.framings import UNKNOWN, FileContext, envelope
 from beam_pipeline.core.framings._stamps import seconds_ms as parse_seconds_ms  # noqa: F401
-from beam_pipeline.core.model import Event
+from beam_pipeline.core.model import Event, Ignored
 from beam_pipeline.core.reasons import Reason, Rejected
 
 __all__ = ["FileContext", "UNKNOWN", "context_from_header", "decode_envelope", "decode_message",
@@ -41,19 +41,20 @@ def context_from_header(fmt: str, header: bytes) -> FileContext:
 
 
 @rejecting_the_unparseable
-def decode_record(line: bytes, ctx: FileContext, source: str) -> Optional[Event]:
+def decode_record(line: bytes, ctx: FileContext, source: str) -> Optional[Union[Event, Ignored]]:
     """One record of a file in the format ctx.fmt -> Event, None (ignored), or raises Rejected."""
     framing = framings.framing_for(ctx.fmt)
     return framings.decode(framing.split(line, ctx), source)
 
 
-def decode_envelope(line: bytes, source: str) -> Optional[Event]:
+def decode_envelope(line: bytes, source: str) -> Optional[Union[Event, Ignored]]:
     return framings.decode(envelope.split(line, FileContext(envelope.NAME)), source)
 
 
 @rejecting_the_unparseable
-def decode_message(data: bytes, attributes: dict, source: str) -> Optional[Event]:
-    """A Pub/Sub message: one envelope, or one raw exchange message described by its attributes."""
+def decode_message(data: bytes, attributes: dict, source: str) -> Union[Event, Ignored, None]:
+    """A Pub/Sub message: one envelope, or one raw exchange message described by its attributes
+    (any exchange: `exchange` names its adapter, binance when absent)."""
     if envelope.looks_like(data):
         return decode_envelope(data, source)
     recv = attributes.get("recv_ts_ms")
@@ -66,7 +67,7 @@ def decode_message(data: bytes, attributes: dict, source: str) -> Optional[Event
     exchange = attributes.get("exchange", "binance")
     event = adapter_for(exchange).decode_message(data, recv_time, source, attributes.get("market"),
                                                  exchange)
-    if event is not None and attributes.get("symbol") not in (None, event.symbol):
+    if isinstance(event, Event) and attributes.get("symbol") not in (None, event.symbol):
         raise Rejected(Reason.SYMBOL_MISMATCH,
                        f"attribute symbol {attributes['symbol']!r} but payload symbol {event.symbol!r}")
     return event

@@ -5,7 +5,8 @@ MessagePack for the sorted runs the batch sequencer writes to its work folder.
 """
 from __future__ import annotations
 
-from typing import Optional
+import re
+from typing import NamedTuple, Optional
 
 import msgspec
 
@@ -36,9 +37,63 @@ DELTA = "delta"
 SNAPSHOT = "snapshot"
 DISCONNECT = "disconnect"          # a collector's disconnect marker (core/markers.py): ids, no levels
 
-# Continuity rules the sequencer knows (see ../shared/docs/exchange-sequencing.md). Adapters pick one.
+# Continuity rules the sequencer knows (see ../shared/docs/exchange-sequencing.md), each named once.
+# An adapter picks one per event (a venue's captures may differ: OKX before seqId has none).
 RANGE_PLUS_ONE = "range_plus_one"  # a delta (first, last) continues cursor c when first <= c+1 <= last
-PREVIOUS_LINK = "previous_link"    # a delta continues cursor c when its prev_id == c
+                                   # (Binance spot, Gate.io, KuCoin; one id, first == last: Bybit v5
+                                   # `u`, Kraken Futures `seq`)
+PREVIOUS_LINK = "previous_link"    # a delta continues cursor c when its prev_id == c (Binance
+                                   # usdm/coinm `pu`, OKX `prevSeqId`, Deribit `prev_change_id`, HTX
+                                   # `prevSeqNum`)
+CONNECTION_SEQUENCE = "connection_sequence"  # the venue numbers every message of a connection
+                                   # (Bitfinex SEQ_ALL, Coinbase Advanced Trade `sequence_num`): the
+                                   # ids order and deduplicate one key's events, but a key's ids are
+                                   # not contiguous, so its continuity is not checked per key
+NO_IDS = "none"                    # no ids at all (Kraken spot, Coinbase Pro level2, OKX before
+                                   # seqId): ids are arrival ordinals (arrival_ordinal), nothing
+                                   # is checked but order and duplicates
+# Rules whose continuity the sequencer cannot check per key: such data is "unverified" (summary's
+# unverified_records), never clean and green, until the book checks (checksums) exist.
+UNVERIFIED_RULES = frozenset((CONNECTION_SEQUENCE, NO_IDS))
+ORDINAL_LINES = 1_000_000          # arrival_ordinal: line numbers per receive millisecond
+_TRAILING_DIGITS = re.compile(r"[0-9]+\Z")
+
+
+def arrival_ordinal(recv_time: Optional[int], source: str) -> int:
+    """The id of a message of a venue (or capture) without ids: the recorder's receive order.
+
+    recv_time (ms) * ORDINAL_LINES + the record's line number (the digits that end its source,
+    file:line; a Pub/Sub message id's) modulo ORDINAL_LINES: increasing in a file
+    (its lines are in receive order), comparable across files of one recording by receive time, and
+    the same for the same record read twice (a duplicate is a duplicate). Fits int64 until the year
+    2262 (recv_time < 9.2e12 ms)."""
+    digits = _TRAILING_DIGITS.search(source)
+    number = int(digits.group()[-6:]) if digits else 0          # modulo ORDINAL_LINES (10**6)
+    return (recv_time or 0) * ORDINAL_LINES + number
+
+
+class Ignored(NamedTuple):
+    """What a decoder returns for a record that is not order-book data, and why (the summary counts
+    ignored records by reason per file). None means Ignored(OTHER_STREAM)."""
+
+    reason: str                    # SUBSCRIPTION, HEARTBEAT, STATUS, OTHER_STREAM or a channel name
+
+
+SUBSCRIPTION = "subscription"      # a subscription confirmation or error reply
+HEARTBEAT = "heartbeat"            # a keep-alive (Bitfinex "hb", Kraken heartbeat, OKX idle update)
+STATUS = "status"                  # a connection or system status / info event
+OTHER_STREAM = "other_stream"      # another stream's message, the venue's channel not named
+
+
+_REASON = re.compile(r"[A-Za-z0-9_.@:/-]{1,40}\Z")
+
+
+def ignored_reason(result) -> str:
+    """The reason of a decoder's ignored result (None or an Ignored); a channel name a message
+    made up (not 1-40 plain characters) counts as OTHER_STREAM."""
+    if result is None or not _REASON.match(result.reason):
+        return OTHER_STREAM
+    return result.reason
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
@@ -48,15 +103,21 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     market: str
     symbol: str
     kind: str                      # DELTA, SNAPSHOT or DISCONNECT (a marker: counted as control)
-    first_id: int                  # deltas: first update id; snapshots: lastUpdateId
-    last_id: int                   # deltas: last update id; snapshots: lastUpdateId
+    first_id: int                  # deltas: first update id; snapshots: the id the book is at
+    last_id: int                   # deltas: last update id; snapshots: the id the book is at
+                                   # (one-id venues: first == last; NO_IDS: the arrival ordinal)
     prev_id: Optional[int]         # previous message's last id, where the exchange sends it
     event_time: Optional[int]      # exchange time, ms since epoch
     recv_time: Optional[int]       # collector receive time, ms since epoch
     bids: bytes                    # canonical levels text (encode_levels / decode_levels)
     asks: bytes
-    rule: str                      # RANGE_PLUS_ONE or PREVIOUS_LINK
+    rule: str                      # RANGE_PLUS_ONE, PREVIOUS_LINK, CONNECTION_SEQUENCE or NO_IDS
     source: str = ""               # where it came from (file:line or Pub/Sub message id)
+
+    @property
+    def unverified(self) -> bool:
+        """Continuity not checkable per key (UNVERIFIED_RULES): never reported clean and green."""
+        return self.rule in UNVERIFIED_RULES
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -71,7 +132,8 @@ class Event(msgspec.Struct, frozen=True, gc=False):
         """The canonical order the sequencer processes a key's events in.
 
         By last id, a snapshot after the deltas it covers (u <= lastUpdateId) and before those it
-        does not: exactly Binance's bridge. Ties are broken by the content so that identical input
+        does not: exactly Binance's bridge. For venues without ids the ids are arrival ordinals
+        (arrival_ordinal), so this is the recorder's receive order. Ties are broken by the content so that identical input
         in any order gives identical output.
         """
         return (self.last_id, 1 if self.kind == SNAPSHOT else 0, self.first_id,
@@ -251,6 +313,8 @@ class RawBatch(msgspec.Struct):
     publish_time: int = 0          # ms: the Pub/Sub message's publish time (0: from a file)
     sources: Optional[list] = None # per record, when records of several messages share a batch
     symbol: Optional[str] = None   # the one symbol of a single-symbol file (hftbacktest)
+    channels: Optional[dict[int, str]] = None  # channel id -> what the venue's subscribe reply
+                                   # said it carries (FileContext.channels: Bitfinex)
     recv_slack_ms: int = 0         # a followed file (transforms/follow.py): the batch's records
                                    # count as published at their latest receive time plus this
                                    # (--quiet_seconds), publish_time (the read) when they have none

@@ -9,11 +9,23 @@ its per-key processor from the user's handler. Unlike that extension, a wait her
 by a resolving snapshot, by event time passing the recovery deadline, or by the bound on held
 events.
 
-Rules (exchange-agnostic, picked per event by its adapter):
+Rules (exchange-agnostic, named once in core/model.py, picked per event by its adapter):
   range_plus_one  a delta (U, u) continues cursor c when U <= c+1 <= u; gap size U - c - 1
+                  (one-id venues: U == u, so u == c+1)
   previous_link   a delta continues when pu == c (right after a snapshot L also U <= L <= u);
                   the gap size is unknowable, so such gaps are medium
+  connection_sequence, none
+                  the ids (a connection's message numbers, or arrival ordinals) order the key's
+                  events and tell duplicates; every later delta continues: no gap is declared, and
+                  the data is reported unverified (model.UNVERIFIED_RULES)
 A delta with u <= c is a duplicate, or superseded when a snapshot covered it.
+
+Book checks (the next issue, core/books/): the place a per-message book update goes is the CLEAN
+output, per key and in this order (a CLEAN value is (event, segment_id, anchored), or a
+CleanStretch of plain continuing deltas); a segment starts at each anchoring snapshot. Keys whose
+rule is unverified (model.UNVERIFIED_RULES) need it most: their continuity rests on the venue's
+checksum, which the Event does not carry yet (OKX and Bitget `checksum`, Kraken `c`; Bitfinex's
+`cs` messages are ignored as `checksum`).
 
 Id resets (exchange engine restarts, beam_pipeline/core/epochs.py): an event whose ids are lower than
 the cursor by more than reset_min_jump_ids while its time is not older than the last accepted delta's
@@ -47,6 +59,7 @@ from beam_pipeline.core.columns import (PREVIOUS_LINK_CODE, RANGE_PLUS_ONE_CODE,
                                         CleanStretch, EventColumns)
 from beam_pipeline.core.epochs import canonical_order
 from beam_pipeline.core.model import (DELTA, DISCONNECT, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT,
+                                      UNVERIFIED_RULES,
                                       CorruptPeriod, ErrorEvent, Event, Gap, RecoveryRequest,
                                       stream_name)
 from beam_pipeline.core.reasons import (CorruptReason, ErrorType, GapAction, GapCause, GapClass,
@@ -375,7 +388,7 @@ class StreamSequencer:
     def _report_skipped_by_snapshot(self, snapshot: Event) -> None:
         """After a disconnection the snapshot jumps over ids no delta brought: a gap, resynced."""
         st = self.state
-        size = None if snapshot.rule == PREVIOUS_LINK else snapshot.last_id - st.cursor
+        size = snapshot.last_id - st.cursor if snapshot.rule == RANGE_PLUS_ONE else None
         gap_class = self.policy.classify(size)
         self._error(ErrorType.of_gap(gap_class), snapshot.time)
         self._remember_gap(st.cursor + 1, snapshot.last_id)
@@ -427,10 +440,12 @@ class StreamSequencer:
             return event.prev_id == c or bridged
         if event.rule == RANGE_PLUS_ONE:
             return event.first_id <= c + 1 <= event.last_id
+        if event.rule in UNVERIFIED_RULES:
+            return True                      # ordered and deduplicated, continuity unknown
         raise ValueError(f"the sequencer has no continuity rule {event.rule!r}")
 
     def _gap_size(self, event: Event) -> Optional[int]:
-        if event.rule == PREVIOUS_LINK:
+        if event.rule != RANGE_PLUS_ONE:
             return None
         return event.first_id - self.state.cursor - 1
 

@@ -13,6 +13,8 @@ from typing import Optional
 INPUT_RECORDS = "input_records"
 CLEAN_RECORDS = "clean_records"
 IGNORED = "ignored"
+IGNORED_BY = "ignored."            # + the reason (model.Ignored): ignored records by reason, per file
+UNVERIFIED = "unverified_records"  # decoded events whose continuity no rule checks (model.UNVERIFIED_RULES)
 DUPLICATES = "duplicates"
 SUPERSEDED = "superseded"
 CONTROL = "control"                # control records (a collector's disconnect markers)

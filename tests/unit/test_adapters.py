@@ -162,7 +162,7 @@ def test_header_detection():
     assert not framing.is_header(b"wss://x <-> soon")
     assert framing.context_from_header("cryptofeed", b"wss://dstream.binance.com/ws <-> 1") == \
         framing.FileContext("cryptofeed", "binance", "coinm")
-    assert framing.context_from_header("cryptofeed", b"wss://ws.kraken.com <-> 1") == \
+    assert framing.context_from_header("cryptofeed", b"wss://ws.bitmex.com/realtime <-> 1") == \
         framing.FileContext("cryptofeed", None, None)
 
 
@@ -227,11 +227,11 @@ REJECTIONS = [
     ("symbol_mismatch", lambda: framing.decode_envelope(envelope(SPOT_DEPTH, symbol="ETHUSDT"),
                                                         "s")),
     ("symbol_mismatch", lambda: framing.decode_message(js(SPOT_DEPTH), {"symbol": "ETHUSDT"}, "s")),
-    ("unsupported_exchange", lambda: framing.decode_envelope(envelope(SPOT_DEPTH, exchange="kraken"),
+    ("unsupported_exchange", lambda: framing.decode_envelope(envelope(SPOT_DEPTH, exchange="bitmex"),
                                                              "s")),
     ("unsupported_exchange", lambda: framing.decode_record(
-        b"https://api.kraken.com/0/public/Depth?pair=XBTUSD -> 1.5: {}", NO_HEADER_CTX, "s")),
-    ("unsupported_exchange", lambda: adapter_for("kraken")),
+        b"https://www.bitmex.com/api/v1/orderBook/L2?symbol=XBTUSD -> 1.5: {}", NO_HEADER_CTX, "s")),
+    ("unsupported_exchange", lambda: adapter_for("bitmex")),
     ("unknown_market", lambda: framing.decode_envelope(envelope(SPOT_DEPTH, market="options"), "s")),
     ("unknown_market", lambda: binance.decode_snapshot(
         js({"lastUpdateId": 1, "bids": [], "asks": []}), "margin", "X", 1, "s")),

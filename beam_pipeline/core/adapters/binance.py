@@ -259,7 +259,8 @@ def _decode_snapshot(payload, market, symbol, recv_time, source, exchange):
 
 def decode_message(raw: bytes, recv_time: Optional[int], source: str,
                    market: Optional[str] = None, exchange: Optional[str] = None, *,
-                   file_symbol: Optional[str] = None) -> Optional[Event]:
+                   file_symbol: Optional[str] = None,
+                   channels=None) -> Optional[Event]:
     """A raw websocket message, bare or combined-stream. None for other streams.
 
     `file_symbol`: the file carries REST snapshot bodies in its stream (hftbacktest): such a body is

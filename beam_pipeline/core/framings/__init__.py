@@ -6,21 +6,22 @@ first records (HEAD_RECORDS non-blank lines): each line votes for the most speci
 PRIORITY) that recognises it, the most votes win, ties going to the lower PRIORITY.
 --input_format forces one.
 
-decode() turns one record into an Event via the exchange adapter the record names, None for another
-stream's message (counted as ignored), or raises Rejected with a reason code.
+decode() turns one record into an Event via the exchange adapter the record names, an Ignored
+(model.Ignored: not book data, with its reason) or None (another stream's message), both counted as
+ignored, or raises Rejected with a reason code.
 """
 from __future__ import annotations
 
 import sys
 from types import ModuleType
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from beam_pipeline.core.adapters import adapter_for
 from beam_pipeline.core.contracts import plugin_modules
 from beam_pipeline.core.framings.base import (CONTROL, DELTA, MESSAGE, OTHER, SNAPSHOT, Control,
                                               FileContext, Framing, Record)
 from beam_pipeline.core.markers import decode_marker
-from beam_pipeline.core.model import Event
+from beam_pipeline.core.model import Event, Ignored
 from beam_pipeline.core.reasons import Reason, Rejected
 
 __all__ = ["Control", "FileContext", "Framing", "Record", "HEAD_RECORDS", "UNKNOWN", "decode",
@@ -72,7 +73,7 @@ def detect(head: Sequence[bytes]) -> Optional[ModuleType]:
     return min(votes, key=lambda framing: (-votes[framing], framing.PRIORITY))
 
 
-def decode(record: Record, source: str) -> Optional[Event]:
+def decode(record: Record, source: str) -> Union[Event, Ignored, None]:
     """A split record -> Event via the adapter of its exchange, None for another stream's message.
     A rejection carries what the line said (its stream, its receive time) where the payload did not."""
     try:
@@ -83,7 +84,7 @@ def decode(record: Record, source: str) -> Optional[Event]:
         raise rejected.known(symbol=stream, event_time=record.recv_time) from None
 
 
-def _decode(record: Record, source: str) -> Optional[Event]:
+def _decode(record: Record, source: str) -> Union[Event, Ignored, None]:
     adapter = adapter_for(record.exchange) if record.exchange else None
     if record.kind == MESSAGE:
         if adapter is None:
@@ -91,7 +92,8 @@ def _decode(record: Record, source: str) -> Optional[Event]:
                            "line naming the stream URL before it)")
         return adapter.decode_message(
             record.payload, record.recv_time, source, record.market, record.exchange,
-            file_symbol=(record.symbol or "") if record.file_snapshots else None)
+            file_symbol=(record.symbol or "") if record.file_snapshots else None,
+            channels=record.channels)
     if record.kind == OTHER:
         return None
     if adapter is None:

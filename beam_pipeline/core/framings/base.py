@@ -17,16 +17,24 @@ CONTROL = "control"        # a collector's in-stream control record (a disconnec
 HEADER = "header"          # a capture header: context, not data
 CONNECT = "connect"        # a (re)connection: after the first one a gap may follow
 DISCONNECT = "disconnect"  # a disconnection marker: a gap may follow
+SENT = "sent"              # what the recorder sent (a subscription request): neither a record
+                           # nor a dead letter
 
 
 class FileContext(msgspec.Struct):
     """What a file's framing knows beyond one line: the exchange and market a connect line named,
-    the one symbol of a single-symbol file (hftbacktest)."""
+    the one symbol of a single-symbol file (hftbacktest), and the run's --max_record_bytes (set by
+    the decode stage; None: no bound)."""
 
     fmt: str
     exchange: Optional[str] = None
     market: Optional[str] = None
     symbol: Optional[str] = None
+    channels: Optional[dict[int, str]] = None  # channel id -> "<channel>|<symbol>|<detail>": what
+                                             # a venue numbering its channels (Bitfinex) said in
+                                             # its subscribe replies on this connection
+    max_record_bytes: Optional[int] = None   # the bound a framing applies to what it decodes
+                                             # (a compressed frame's inflated size)
 
 
 class Record(NamedTuple):
@@ -39,12 +47,13 @@ class Record(NamedTuple):
     market: Optional[str]          # None: the adapter infers it
     symbol: Optional[str] = None   # SNAPSHOT/DELTA: the symbol the framing names; MESSAGE: the file's
     file_snapshots: bool = False   # MESSAGE: REST snapshot bodies occur in the stream (of `symbol`)
+    channels: Optional[dict] = None  # MESSAGE: the connection's channel ids (FileContext.channels)
 
 
 class Control(NamedTuple):
     """A line that is not a record: a header, a connect or disconnect marker, and the context after it."""
 
-    kind: str                      # HEADER | CONNECT | DISCONNECT
+    kind: str                      # HEADER | CONNECT | DISCONNECT | SENT
     context: FileContext
 
 
@@ -55,6 +64,9 @@ class Framing(Protocol):
     NAME: the --input_format value. PRIORITY: detection breaks ties by it (lower first: the more
     specific shapes). DESCRIPTION: one line for --help. EXAMPLE: one line of such a file (docs/inputs/,
     tests). BLANK_IS_DISCONNECT: an empty line marks a disconnect (Tardis.dev), not nothing.
+    A framing may also define `observe(line, ctx) -> FileContext`: called on every record line in
+    file order before it is batched, it returns the context after it (the same object when the line
+    changes nothing). cryptofeed's learns Bitfinex's channel ids from its subscribe replies.
     """
 
     NAME: str
@@ -74,4 +86,6 @@ class Framing(Protocol):
         it; None for a record."""
 
     def split(self, line: bytes, ctx: FileContext) -> Record:
-        """One record -> Record, or raises reasons.Rejected (bad_framing, ...)."""
+        """One record -> Record, or raises reasons.Rejected (bad_framing, ...). A frame the
+        recorder wrote in another form than text (a compressed binary frame) is decoded here, to at
+        most ctx.max_record_bytes."""

@@ -1,0 +1,124 @@
+"""Bitfinex (ws v2): `book` channels P0-P4 (price-aggregated) and R0 (raw), as arrays.
+
+Exchange `bitfinex`. A channel message names only its channel id, `[chanId, payload, (seq)]`; the
+symbol comes from the connection's `subscribed` reply, which the framing hands over as `channels`
+(core/framings/cryptofeed.py: FileContext.channels). Market: the instrument type of the symbol:
+`spot` (`tBTCUSD`), `derivatives` (`tBTCF0:USTF0`), `funding` (`fUSD`). Symbol: as the venue
+writes it in the reply (`tBTCUSD`). Other channels are ignored by name (`ticker`, `trades`, ...);
+`info`/`conf` events as `status`, `subscribed`/`error` as `subscription`, `hb` as `heartbeat`, the
+`cs` checksum messages as `checksum` (checked by the next issue).
+
+Levels: `[price, count, amount]` (R0: `[orderId, price, amount]`); amount > 0 bids, < 0 asks (the
+magnitude is kept); count 0 (R0: price 0) deletes the level: size 0. A snapshot is an array of
+levels and anchors a segment.
+
+Rule: with the SEQ_ALL flag (65536) every message of the connection ends in a sequence number,
+across all channels and heartbeats: `+1` per connection, not per symbol. The rule is
+connection_sequence: the number orders and deduplicates a book's messages; a book's numbers are
+not contiguous, so its continuity is not checked per symbol (unverified; see the README's venues
+table). Without the flag: rule none (arrival ordinals).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from beam_pipeline.core.adapters import _common as c
+from beam_pipeline.core.model import (CONNECTION_SEQUENCE, DELTA, HEARTBEAT, NO_IDS, SNAPSHOT,
+                                      STATUS, SUBSCRIPTION, Event, Ignored, arrival_ordinal,
+                                      encode_levels)
+from beam_pipeline.core.reasons import Reason, Rejected
+
+NAME = "bitfinex"
+EXCHANGES = (NAME,)
+RULES = {"spot": CONNECTION_SEQUENCE, "derivatives": CONNECTION_SEQUENCE,
+         "funding": CONNECTION_SEQUENCE}
+CHECKSUM = "checksum"
+
+
+def market_of(symbol: str) -> str:
+    if symbol.startswith("f"):
+        return "funding"
+    return "derivatives" if "F0:" in symbol else "spot"
+
+
+def decode_message(raw: bytes, recv_time: Optional[int], source: str,
+                   market: Optional[str] = None, exchange: Optional[str] = None, *,
+                   file_symbol: Optional[str] = None,
+                   channels=None):
+    exchange = c.exchange_of(exchange, EXCHANGES)
+    msg = c.loads(raw)
+    if isinstance(msg, dict):
+        event = msg.get("event")
+        return Ignored(SUBSCRIPTION if event in ("subscribed", "unsubscribed", "error") else STATUS)
+    if not isinstance(msg, list) or len(msg) < 2 or not isinstance(msg[0], int):
+        raise Rejected(Reason.BAD_FRAMING, "a Bitfinex message that is neither an event object nor "
+                       "a [chanId, ...] array")
+    if msg[1] == "hb":                  # a heartbeat, whichever channel (the shared capture has
+        return Ignored(HEARTBEAT)       # some before their channel's subscribed reply)
+    what = (channels or {}).get(msg[0])
+    if what is None:
+        raise Rejected(Reason.BAD_FRAMING, f"a Bitfinex message of channel {msg[0]} before its "
+                       "subscribed reply on this connection")
+    channel, symbol, prec = (what.split("|") + ["", ""])[:3]
+    if channel != "book":
+        return Ignored(channel or STATUS)
+    payload = msg[1]
+    if payload == "cs":
+        return Ignored(CHECKSUM)
+    mkt = market_of(symbol)
+    try:
+        if not isinstance(payload, list) or not payload:
+            raise Rejected(Reason.BAD_PRICE_LEVEL, "a Bitfinex book message without levels")
+        snapshot = isinstance(payload[0], list)
+        bids: list = []
+        asks: list = []
+        for row in payload if snapshot else [payload]:
+            _level(row, prec == "R0", bids, asks)
+        tail = msg[2:]
+        if tail:
+            seq = c.an_id(tail[0], "seq")
+            rule = CONNECTION_SEQUENCE
+        else:
+            seq, rule = arrival_ordinal(recv_time, source), NO_IDS
+        event_time = c.time_ms(tail[1], "timestamp") if len(tail) > 1 else None
+        return Event(exchange, mkt, symbol, SNAPSHOT if snapshot else DELTA, seq, seq, None,
+                     event_time, recv_time, encode_levels(bids), encode_levels(asks), rule, source)
+    except Rejected as rejected:
+        raise rejected.known(symbol=c.stream_of(exchange, mkt, symbol), event_time=recv_time) from None
+
+
+def _level(row, raw_book: bool, bids: list, asks: list) -> None:
+    if not isinstance(row, list) or len(row) != 3:
+        raise Rejected(Reason.BAD_PRICE_LEVEL, f"Bitfinex level {row!r} is not [price, count, amount]")
+    amount = c.decimal_text(row[2], "amount")
+    if raw_book:
+        price, deleted = c.decimal_text(row[1], "price"), row[1] == 0
+    else:
+        price, deleted = c.decimal_text(row[0], "price"), row[1] == 0
+    size = "0" if deleted else amount.lstrip("-")
+    (asks if amount.startswith("-") else bids).append((price, size))
+
+
+def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
+                 symbol: Optional[str] = None, exchange: Optional[str] = None):
+    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
+
+
+def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
+                    source: str, exchange: Optional[str] = None) -> Event:
+    return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source, exchange)
+
+
+def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
+    if c.on_domain(c.host_of(url), "bitfinex.com"):
+        return NAME, None
+    return None
+
+
+def is_depth_snapshot_url(url: str) -> bool:
+    return "/book/" in url
+
+
+def symbol_from_url(url: str) -> Optional[str]:
+    parts = url.split("/book/", 1)
+    return parts[1].split("/", 1)[0] if len(parts) == 2 else None
