@@ -16,7 +16,7 @@ from typing import Optional
 
 import msgspec
 
-from beam_pipeline.core.books import checksums
+from beam_pipeline.core.books.checksums import matches, of_book
 from beam_pipeline.core.books.book import Book
 from beam_pipeline.core.reasons import CorruptReason
 
@@ -58,9 +58,9 @@ def check(book: Book, profile: Profile, snapshot: bool, bids, asks,
         problems.append((CorruptReason.CROSSED_BOOK, f"best bid {bid[0]} >= best ask {ask[0]}"))
     ok = None
     if profile.checksum is not None:
-        ok = checksums.matches(profile.checksum, book, checksum)
+        ok = matches(profile.checksum, book, checksum)
         if ok is False:
             problems.append((CorruptReason.CHECKSUM_MISMATCH,
                              f"sent {checksum}, book gives "
-                             f"{checksums.of_book(profile.checksum, book)}"))
+                             f"{of_book(profile.checksum, book)}"))
     return problems, ok is True
