@@ -268,6 +268,14 @@ class FeedCheckOptions(PipelineOptions):
             help="Per symbol, the most deltas held while waiting (for a snapshot or for reordered "
                  "messages); past it the wait ends early with reason buffer_overflow. Default: 10000.")
         seq.add_argument(
+            "--book_checks", type=_flag, nargs="?", const=True, default=False,
+            help="Rebuild each symbol's order book from its snapshots and deltas in the sequencer's "
+                 "order and check it: crossed or locked books, bad levels, the venue's checksums, "
+                 "and (Binance) a snapshot inside a continuous stretch against the rebuilt book. "
+                 "A failed check is a corrupt period (crossed_book, bad_level, unknown_level, "
+                 "checksum_mismatch, snapshot_mismatch) until the next snapshot. Batch only for "
+                 "now. Default: false.")
+        seq.add_argument(
             "--run_span_ids", type=int, default=100_000,
             help="Batch: update ids per sorted run. Each run is sorted in memory, so this bounds the "
                  "sequencer's memory per symbol: about 3.5 KB per event in a run, at most two runs "

@@ -49,7 +49,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=No
         ops.policy(), streaming, work_dir=None if streaming else ops.resolved_work_dir(),
         run_span_ids=ops.run_span_ids, reorder_timeout_s=ops.reorder_timeout,
         stall_timeout_s=ops.stall_timeout, resume=resume,
-        cursor_folder=cursor_folder(ops.output) if ops.input_subscription else None)
+        cursor_folder=cursor_folder(ops.output) if ops.input_subscription else None,
+        book_checks=ops.book_checks)
 
     # Aggregate
     dead_letters = (read_failures + [decoded.dead_letter, sequenced.dead_letter]

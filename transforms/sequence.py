@@ -50,9 +50,11 @@ class SequenceFeeds(beam.PTransform):
     def __init__(self, policy: Policy, streaming: bool, work_dir: str = None,
                  run_span_ids: int = None, reorder_timeout_s: float = None,
                  stall_timeout_s: float = None, clock=Timestamp.now, resume=None,
-                 cursor_folder: str = None):
-        """Streaming: `resume` and `cursor_folder` as LiveSequencerDoFn takes them."""
+                 cursor_folder: str = None, book_checks: bool = False):
+        """Streaming: `resume` and `cursor_folder` as LiveSequencerDoFn takes them. `book_checks`:
+        batch rebuilds and checks each key's book (core/books/watch.py)."""
         super().__init__()
+        self.book_checks = book_checks
         self.resume, self.cursor_folder = resume, cursor_folder
         self.clock = clock
         self.policy = policy
@@ -72,7 +74,7 @@ class SequenceFeeds(beam.PTransform):
         else:
             keyed = event_lists | "SpillRuns" >> beam.ParDo(
                 SpillRuns(self.work_dir, self.run_span_ids))
-            sequencer = BatchSequencerDoFn(self.policy, self.work_dir)
+            sequencer = BatchSequencerDoFn(self.policy, self.work_dir, self.book_checks)
         keyed = keyed | "TypedKeys" >> beam.Map(lambda kv: kv).with_output_types(_KEYED)
         return keyed | "Sequence" >> beam.ParDo(sequencer).with_outputs(
             CLEAN, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS, DEAD_LETTER, TALLY)

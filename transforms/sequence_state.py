@@ -89,14 +89,17 @@ def save(state_cell, stored: StoredState) -> None:
     state_cell.write(encode(stored))
 
 
-def tagged_outputs(machine, first_seen: bool, clean_output):
+def tagged_outputs(machine, first_seen: bool, clean_output, books=None):
     """Machine outputs -> tagged outputs; the clean rows of one call go to `clean_output(machine,
     rows)`, which returns the one element that carries them (a table, or a written part), or None
-    when they are buffered for a later element."""
+    when they are buffered for a later element. `books`: the key's core.books.BookWatch, or None
+    (book checks off); it sees every clean output, in the machine's order."""
     clean, counts = [], Counter()
     for outcome, value in machine.take_output():
         if outcome == Outcome.CLEAN:
             clean.append(value)
+            if books is not None:
+                yield from book_outputs(books.observe(value))
         elif outcome in (Outcome.DUPLICATE, Outcome.SUPERSEDED):
             name = tallies.DUPLICATES if outcome == Outcome.DUPLICATE else tallies.SUPERSEDED
             counts[tallies.key(name, tallies.file_of_source(value.source))] += 1
@@ -117,6 +120,13 @@ def tagged_outputs(machine, first_seen: bool, clean_output):
         counts["symbols"] += 1
     for name, count in counts.items():
         yield beam.pvalue.TaggedOutput(TALLY, (name, count))
+
+
+def book_outputs(rows):
+    """The book checks' rows (core/books/watch.py) -> tagged outputs."""
+    for row in rows:
+        yield beam.pvalue.TaggedOutput(ERRORS if isinstance(row, ErrorEvent) else CORRUPT_PERIODS,
+                                       row)
 
 
 def _clean_counts(clean: list) -> Counter:

@@ -38,7 +38,7 @@ GAP_SCHEMA = pa.schema(_KEY_FIELDS + [
     ("event_time", _TIME), ("cause", pa.string())])
 CORRUPT_SCHEMA = pa.schema(_KEY_FIELDS + [
     ("start_id", pa.int64()), ("end_id", pa.int64()), ("start_time", _TIME), ("end_time", _TIME),
-    ("reason", pa.string())])
+    ("reason", pa.string()), ("detail", pa.string())])
 
 _CLEAN_COLUMNS = ("exchange", "market", "symbol", "kind", "first_id", "last_id", "prev_id",
                   "event_time", "recv_time")
