@@ -142,11 +142,14 @@ class BatchSequencerDoFn(beam.DoFn):
     RUNS = BagStateSpec("runs", BytesCoder())
     END_OF_INPUT = TimerSpec("end_of_input", TimeDomain.WATERMARK)
 
-    def __init__(self, policy: Policy, work_dir: str, book_checks: bool = False):
+    def __init__(self, policy: Policy, work_dir: str, book_checks: bool = False,
+                 book_snapshots=None):
         """`work_dir`: where the clean parts are written (the sink moves them into clean/);
-        `book_checks`: rebuild and check each key's book during its replay (core/books/watch.py)."""
+        `book_checks`: rebuild and check each key's book during its replay (core/books/watch.py);
+        `book_snapshots`: (levels, interval ms) of the books/ rows, or None."""
         self.policy = policy
-        self.book_checks = book_checks
+        self.book_checks = book_checks or book_snapshots is not None
+        self.book_snapshots = book_snapshots
         self.work_dir = work_dir.rstrip("/")
         self._parts = None
 
@@ -191,7 +194,8 @@ class BatchSequencerDoFn(beam.DoFn):
         stored, machine, outputs = keyed.load(key, self.policy, state_cell, held_bag)
         yield from outputs
         first_seen = not stored.machine.seen
-        books = BookWatch(key) if self.book_checks else None    # in memory for the replay
+        books = (BookWatch(key, snapshots=self.book_snapshots) if self.book_checks
+                 else None)                                  # in memory for the replay
         for events in replay_in_epoch_order(runs_in_order(refs), read_run,
                                             self.policy.reset_min_jump_ids, chunks_min_time):
             machine.feed_all(events)

@@ -21,7 +21,7 @@ from beam_pipeline.core.model import (CorruptPeriod, ErrorEvent, Event, dead_let
 from beam_pipeline.core.reasons import CorruptReason, ErrorType, Outcome, Reason
 from beam_pipeline.core.runtime import now_ms
 from beam_pipeline.core.sequencer import STATE_VERSION, Policy, SequencerState, StreamSequencer
-from transforms.tags import CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERRORS, TALLY
+from transforms.tags import BOOKS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERRORS, TALLY
 
 event_codec = msgspec.msgpack.Decoder(Event)
 encode = msgspec.msgpack.Encoder().encode
@@ -125,8 +125,9 @@ def tagged_outputs(machine, first_seen: bool, clean_output, books=None):
 def book_outputs(rows):
     """The book checks' rows (core/books/watch.py) -> tagged outputs."""
     for row in rows:
-        yield beam.pvalue.TaggedOutput(ERRORS if isinstance(row, ErrorEvent) else CORRUPT_PERIODS,
-                                       row)
+        tag = (ERRORS if isinstance(row, ErrorEvent) else CORRUPT_PERIODS
+               if isinstance(row, CorruptPeriod) else BOOKS)
+        yield beam.pvalue.TaggedOutput(tag, row)
 
 
 def _clean_counts(clean: list) -> Counter:

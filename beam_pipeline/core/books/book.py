@@ -1,9 +1,15 @@
 """An L2 order book of one key, with exact decimals, and the sanity checks it can make. Free of Beam.
 
-Each side maps a price (a Decimal: "100.0" and "100.00" are one level) to the level exactly as
-the venue last sent it, (price text, size text), so checksums over the venue's own strings can be
-computed (core/books/checksums.py). A size of zero removes the level. A venue that sends only the
-top `depth` levels (Kraken) has its book truncated to `depth` after every message.
+Each side maps a price to the level exactly as the venue last sent it, (price text, size text), so
+checksums over the venue's own strings can be computed (core/books/checksums.py). A size of zero
+removes the level. A venue that sends only the top `depth` levels (Kraken) has its book truncated
+to `depth` after every message.
+
+Prices are ordered exactly, and "100.0" and "100.00" are one level: price_key() is the float of a
+price text of at most 16 characters (at most 15 significant digits: distinct such decimals are
+distinct floats, in the same order, and a float compares with a Decimal exactly), and the Decimal
+of a longer one. Sizes are classified (zero, negative, not a number) by their float, which is
+exact for those three questions; the text is what is kept.
 
 apply() reports what is wrong with a message, as (reason, detail) pairs, reason a CorruptReason:
   bad_level      a negative or non-numeric price or size (the level is not applied)
@@ -17,22 +23,44 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Iterable, Optional
 
-from sortedcontainers import SortedDict
+from sortedcontainers import SortedList
 
 from beam_pipeline.core.reasons import CorruptReason
 
 Level = tuple  # (price text, size text), as the venue sent them
 
-_ZERO = Decimal(0)
+_INF = float("inf")
+_SHORT = 16     # price texts up to this long are keyed by their float (see the module's doc)
 
 
-def _parse(text) -> Optional[Decimal]:
-    """A level's price or size as a Decimal; None when it is not a finite number."""
+def price_key(text):
+    """The exact ordering key of a price text; raises ValueError when it is not a number."""
+    if len(text) <= _SHORT:
+        return float(text)
     try:
         value = Decimal(text)
-    except (InvalidOperation, TypeError, ValueError):
-        return None
-    return value if value.is_finite() else None
+    except InvalidOperation:
+        raise ValueError(text) from None
+    if not value.is_finite():
+        raise ValueError(text)
+    return value
+
+
+class _Side:
+    """One side: levels by price key, and the keys in order (a SortedList, ascending)."""
+
+    __slots__ = ("levels", "keys")
+
+    def __init__(self):
+        self.levels: dict = {}
+        self.keys = SortedList()
+
+    def clear(self):
+        self.levels.clear()
+        self.keys.clear()
+
+    def __len__(self):
+        return len(self.levels)
 
 
 class Book:
@@ -41,8 +69,8 @@ class Book:
     __slots__ = ("bids", "asks", "depth", "strict_deletes")
 
     def __init__(self, depth: Optional[int] = None, strict_deletes: bool = False):
-        self.bids: SortedDict = SortedDict()   # price -> (price text, size text); best is last
-        self.asks: SortedDict = SortedDict()   # best is first
+        self.bids = _Side()          # best is the highest key
+        self.asks = _Side()          # best is the lowest key
         self.depth = depth
         self.strict_deletes = strict_deletes
 
@@ -54,43 +82,27 @@ class Book:
         self.bids.clear()
         self.asks.clear()
         problems: list = []
-        self._apply_side(self.bids, bids, "bid", problems, False)
-        self._apply_side(self.asks, asks, "ask", problems, False)
+        _apply_side(self.bids, bids, "bid", problems, False)
+        _apply_side(self.asks, asks, "ask", problems, False)
         self._truncate()
         return problems
 
     def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> list:
         """Applies a delta's levels in order; returns its problems."""
         problems: list = []
-        self._apply_side(self.bids, bids, "bid", problems, self.strict_deletes)
-        self._apply_side(self.asks, asks, "ask", problems, self.strict_deletes)
-        self._truncate()
+        _apply_side(self.bids, bids, "bid", problems, self.strict_deletes)
+        _apply_side(self.asks, asks, "ask", problems, self.strict_deletes)
+        if self.depth is not None:
+            self._truncate()
         return problems
-
-    @staticmethod
-    def _apply_side(side: SortedDict, levels, name: str, problems: list, strict: bool) -> None:
-        for level in levels:
-            price_text, size_text = level[0], level[1]
-            price, size = _parse(price_text), _parse(size_text)
-            if price is None or size is None or price < _ZERO or size < _ZERO:
-                problems.append((CorruptReason.BAD_LEVEL, f"{name} {price_text!r} {size_text!r}"))
-                continue
-            if size == _ZERO:
-                if side.pop(price, None) is None and strict:
-                    problems.append((CorruptReason.UNKNOWN_LEVEL, f"{name} {price_text!r} deleted "
-                                                                  "but not in the book"))
-            else:
-                side[price] = (price_text, size_text)
 
     def _truncate(self) -> None:
         depth = self.depth
         if depth is None:
             return
-        bids, asks = self.bids, self.asks
-        while len(bids) > depth:
-            bids.popitem(0)           # the lowest bid
-        while len(asks) > depth:
-            asks.popitem(-1)          # the highest ask
+        for side, worst in ((self.bids, 0), (self.asks, -1)):   # lowest bid, highest ask
+            while len(side.levels) > depth:
+                del side.levels[side.keys.pop(worst)]
 
     def clear(self) -> None:
         self.bids.clear()
@@ -99,31 +111,55 @@ class Book:
     # ---- reading it -------------------------------------------------------------------------
 
     def best_bid(self) -> Optional[Level]:
-        return self.bids.peekitem(-1)[1] if self.bids else None
+        return self.bids.levels[self.bids.keys[-1]] if self.bids.levels else None
 
     def best_ask(self) -> Optional[Level]:
-        return self.asks.peekitem(0)[1] if self.asks else None
+        return self.asks.levels[self.asks.keys[0]] if self.asks.levels else None
 
     def crossed(self) -> bool:
         """Is the book crossed or locked (best bid >= best ask)?"""
-        bids, asks = self.bids, self.asks
-        return bool(bids) and bool(asks) and bids.peekitem(-1)[0] >= asks.peekitem(0)[0]
+        bids, asks = self.bids.keys, self.asks.keys
+        return bool(bids) and bool(asks) and bids[-1] >= asks[0]
 
     def top_bids(self, n: Optional[int] = None) -> list:
         """The best n bids, best (highest) first, as (price text, size text)."""
-        bids = self.bids
-        keys = bids.islice(max(0, len(bids) - n) if n is not None else 0, None, reverse=True)
-        return [bids[k] for k in keys]
+        keys, levels = self.bids.keys, self.bids.levels
+        start = max(0, len(keys) - n) if n is not None else 0
+        return [levels[k] for k in keys.islice(start, None, reverse=True)]
 
     def top_asks(self, n: Optional[int] = None) -> list:
         """The best n asks, best (lowest) first."""
-        asks = self.asks
-        return [asks[k] for k in asks.islice(0, n)]
+        levels = self.asks.levels
+        return [levels[k] for k in self.asks.keys.islice(0, n)]
 
     def levels(self) -> tuple:
-        """(bids {price: size}, asks {price: size}) as Decimals, for comparing books."""
-        return ({p: Decimal(v[1]) for p, v in self.bids.items()},
-                {p: Decimal(v[1]) for p, v in self.asks.items()})
+        """(bids {price key: size}, asks {price key: size}), sizes as Decimals, for comparing
+        books."""
+        return ({k: Decimal(v[1]) for k, v in self.bids.levels.items()},
+                {k: Decimal(v[1]) for k, v in self.asks.levels.items()})
 
     def __len__(self) -> int:
         return len(self.bids) + len(self.asks)
+
+
+def _apply_side(side: _Side, levels, name: str, problems: list, strict: bool) -> None:
+    book, keys = side.levels, side.keys
+    for level in levels:
+        price_text, size_text = level[0], level[1]
+        try:
+            price, size = price_key(price_text), float(size_text)
+        except (ValueError, TypeError):
+            price = size = None
+        if price is None or not (0 <= price < _INF and 0 <= size < _INF):    # NaN: False
+            problems.append((CorruptReason.BAD_LEVEL, f"{name} {price_text!r} {size_text!r}"))
+            continue
+        if size == 0:
+            if book.pop(price, None) is not None:
+                keys.remove(price)
+            elif strict:
+                problems.append((CorruptReason.UNKNOWN_LEVEL,
+                                 f"{name} {price_text!r} deleted but not in the book"))
+        else:
+            if price not in book:
+                keys.add(price)
+            book[price] = (price_text, size_text)

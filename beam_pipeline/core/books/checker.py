@@ -25,6 +25,7 @@ class Profile(msgspec.Struct, frozen=True):
     depth: Optional[int] = None          # levels kept per side (None: all)
     strict_deletes: bool = False         # a delete of an absent level is unknown_level
     checksum: Optional[str] = None       # a checksums.ALGORITHMS name, or None
+    drift_check: bool = False            # REST snapshots inside the stream are compared (Binance)
 
     def new_book(self) -> Book:
         return Book(self.depth, self.strict_deletes)
@@ -35,7 +36,7 @@ class Profile(msgspec.Struct, frozen=True):
 # Binance documents such deletes as normal. Kraken's depth is the subscription's (book-N): its
 # adapter passes it (Profile(depth=N, ...)); 1000 is the deepest Kraken offers.
 PROFILES: dict[str, Profile] = {
-    "binance": Profile(),
+    "binance": Profile(drift_check=True),
     "okx": Profile(checksum="okx"),
     "bitget": Profile(checksum="bitget"),
     "kraken": Profile(depth=1000, checksum="kraken"),

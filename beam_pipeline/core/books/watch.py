@@ -17,18 +17,39 @@ checks find, as CorruptPeriod rows with their ErrorEvents, like the machine's ow
     asks), so deep levels never seen give no false alarm. A difference is a snapshot_mismatch
     period from just after the last snapshot that agreed up to this one, detail the number of
     differing levels; the snapshot then resyncs the book.
+  - Book snapshots (--book_snapshots N:INTERVAL): at the end of every INTERVAL of event time in
+    which the book changed, its best N levels a side, stamped with that time, its segment and the
+    last id applied, taken only while the book is anchored and its checks pass. On a venue whose
+    only proof is the drift check (Binance) they are held until a snapshot inside the stream agrees
+    (or the segment or the data ends); a disagreement drops them, as they lie in its period.
 """
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Optional
 
+import msgspec
+
+from beam_pipeline.core.books.book import price_key
 from beam_pipeline.core.books.checker import Profile, profile_of
 from beam_pipeline.core.books.tracker import BookProblem, KeyBook
 from beam_pipeline.core.columns import RULES, CleanStretch
 from beam_pipeline.core.model import (PREVIOUS_LINK, SNAPSHOT, CorruptPeriod, ErrorEvent,
                                       decode_levels, stream_name)
 from beam_pipeline.core.reasons import CorruptReason, ErrorType
+
+
+class BookSnapshot(msgspec.Struct, frozen=True):
+    """One row of books/: the best levels of a checked book at `time` (ms, an interval's end)."""
+
+    exchange: str
+    market: str
+    symbol: str
+    time: int
+    segment_id: Optional[int]
+    last_id: int
+    bids: list                     # [(price, qty)], best first, as the venue sent them
+    asks: list
 
 
 class _Pending:
@@ -43,10 +64,16 @@ class _Pending:
 class BookWatch:
     """The book checks of one key (`key`: (exchange, market, symbol))."""
 
-    def __init__(self, key: tuple, profile: Optional[Profile] = None):
+    def __init__(self, key: tuple, profile: Optional[Profile] = None,
+                 snapshots: Optional[tuple] = None):
+        """`snapshots`: (levels a side, interval ms) for book snapshots, or None."""
         self.key = key
+        self.snapshots = snapshots
+        self.changed_at: Optional[int] = None    # first change since the last book snapshot
+        self.unconfirmed: list = []              # book snapshots awaiting the drift check
         self.symbol = stream_name(key)
         self.book = KeyBook(profile or profile_of(key[0]))
+        self.drift_check = self.book.profile.drift_check
         self.segment: Optional[int] = None
         self.cursor: Optional[int] = None        # last id applied to the book
         self.rule: Optional[str] = None
@@ -63,18 +90,21 @@ class BookWatch:
             self._stretch(value)
         else:
             event, segment, anchored = value
+            self._sample(event.time)
             if event.kind == SNAPSHOT:
                 self._snapshot(event.bids, event.asks, event.last_id, event.time, segment)
             else:
                 self._delta(decode_levels(event.bids), decode_levels(event.asks), event.first_id,
                             event.last_id, event.prev_id, event.rule, event.time, segment,
                             anchored)
+            self._changed(event.time)
         out, self.out = self.out, []
         return out
 
     def finish(self) -> list:
         """The end of the data: an open period ends at the last message."""
         self.pending = None
+        self._confirm()
         self._report(self.book.close())
         out, self.out = self.out, []
         return out
@@ -93,18 +123,24 @@ class BookWatch:
         columns = stretch.columns
         first, last = columns.array("first_id"), columns.array("last_id")
         prev, times = columns.filled("prev_id", -2), columns.times()
-        bids, asks = columns.table.column("bids"), columns.table.column("asks")
+        bids, asks = columns.table.column("bids").to_pylist(), columns.table.column("asks").to_pylist()
         rule = RULES.get(int(columns.array("rule")[0])) if len(columns) else None
+        sampling = self.snapshots is not None
         for i in range(len(columns)):
-            p = int(prev[i])
-            self._delta(decode_levels(bids[i].as_py()), decode_levels(asks[i].as_py()),
+            p, time = int(prev[i]), int(times[i])
+            if sampling:
+                self._sample(time)
+            self._delta(decode_levels(bids[i]), decode_levels(asks[i]),
                         int(first[i]), int(last[i]), None if p == -2 else p, rule,
-                        int(times[i]), stretch.segment_id, stretch.anchored)
+                        time, stretch.segment_id, stretch.anchored)
+            if sampling:
+                self._changed(time)
 
     def _snapshot(self, bids_text, asks_text, last_id, time, segment) -> None:
         kb, bids, asks = self.book, decode_levels(bids_text), decode_levels(asks_text)
         self._settle_pending()
-        inside = kb.ok and self.cursor is not None and last_id >= self.cursor
+        inside = (self.drift_check and kb.ok and self.cursor is not None
+                  and last_id >= self.cursor)
         if inside and last_id == self.cursor:
             self._compare(bids, asks, last_id, time, touched=None)
         elif inside:
@@ -122,11 +158,12 @@ class BookWatch:
             continues = (prev_id == pending.cursor if rule == PREVIOUS_LINK
                          else first_id <= pending.cursor + 1)
             if anchored and continues:
-                touched = {Decimal(p) for p, _ in bids} | {Decimal(p) for p, _ in asks}
+                touched = {price_key(p) for p, _ in bids} | {price_key(p) for p, _ in asks}
                 self._compare(pending.bids, pending.asks, pending.last_id, pending.time, touched)
             self._load(pending.bids, pending.asks, pending.last_id, pending.time, segment)
         if not anchored:
             if kb.anchored:
+                self._confirm()              # no snapshot inside this segment can check them now
                 kb.unanchor()
                 self.anchor_range = self.agreed = None
         self.segment, self.cursor, self.rule = segment, last_id, rule
@@ -139,6 +176,7 @@ class BookWatch:
             self._load(pending.bids, pending.asks, pending.last_id, pending.time, self.segment)
 
     def _load(self, bids, asks, last_id, time, segment) -> None:
+        self._confirm()                      # agreed, or a resync the drift check cannot judge
         self._report(self.book.snapshot(bids, asks, last_id, last_id, time))
         self.segment, self.cursor = segment, last_id
         self.anchor_range = _range(bids, asks)
@@ -161,11 +199,39 @@ class BookWatch:
             high = min(high_a, high_s)
             differing += _differences(book_asks, _as_map(asks), touched, lambda p: p <= high)
         if differing:
+            self.unconfirmed = []            # they lie in the period: dropped
             start_id, start_time = self.agreed if self.agreed is not None else (last_id, time)
             kb.fail(CorruptReason.SNAPSHOT_MISMATCH,
                     f"{differing} levels differ from the book rebuilt since snapshot {start_id}",
                     start_id + 1, start_time)
         # the snapshot is loaded next (_load), which ends the period there
+
+    # ---- book snapshots ---------------------------------------------------------------------
+
+    def _changed(self, time: int) -> None:
+        if self.changed_at is None and self.snapshots is not None and self.ok():
+            self.changed_at = time
+
+    def _sample(self, time: int) -> None:
+        """Before a message at `time`: the book as it is ends every interval it leaves."""
+        if self.changed_at is None or self.snapshots is None:
+            return
+        levels, interval = self.snapshots
+        due = (self.changed_at // interval + 1) * interval
+        if time < due:
+            return
+        self.changed_at = None
+        if not self.ok():
+            return
+        book = self.book.book
+        row = BookSnapshot(*self.key, time=due, segment_id=self.segment, last_id=self.cursor,
+                           bids=book.top_bids(levels), asks=book.top_asks(levels))
+        (self.unconfirmed if self.drift_check else self.out).append(row)
+
+    def _confirm(self) -> None:
+        if self.unconfirmed:
+            self.out.extend(self.unconfirmed)
+            self.unconfirmed = []
 
     # ---- outputs ----------------------------------------------------------------------------
 
@@ -186,14 +252,14 @@ def _as_map(levels) -> dict:
     for price, size in levels:
         size = Decimal(size)
         if size:
-            out[Decimal(price)] = size
+            out[price_key(price)] = size
     return out
 
 
 def _range(bids, asks) -> tuple:
     """(lowest bid, highest ask) a snapshot covers (None for an empty side)."""
-    low = min((Decimal(p) for p, _ in bids), default=None)
-    high = max((Decimal(p) for p, _ in asks), default=None)
+    low = min((price_key(p) for p, _ in bids), default=None)
+    high = max((price_key(p) for p, _ in asks), default=None)
     return low, high
 
 
