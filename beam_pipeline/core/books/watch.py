@@ -19,7 +19,9 @@ checks find, as CorruptPeriod rows with their ErrorEvents, like the machine's ow
     differing levels; the snapshot then resyncs the book.
   - Book snapshots (--book_snapshots N:INTERVAL): at the end of every INTERVAL of event time in
     which the book changed, its best N levels a side, stamped with that time, its segment and the
-    last id applied, taken only while the book is anchored and its checks pass. On a venue whose
+    last id applied; taken when the first message at or after that time arrives, only while the
+    book is anchored and its checks pass, and only if that message continues the segment (one that
+    starts a new segment may follow lost messages). On a venue whose
     only proof is the drift check (Binance) they are held until a snapshot inside the stream agrees
     (or the segment or the data ends); a disagreement drops them, as they lie in its period.
 """
@@ -90,14 +92,12 @@ class BookWatch:
             self._stretch(value)
         else:
             event, segment, anchored = value
-            self._sample(event.time)
             if event.kind == SNAPSHOT:
                 self._snapshot(event.bids, event.asks, event.last_id, event.time, segment)
             else:
                 self._delta(decode_levels(event.bids), decode_levels(event.asks), event.first_id,
                             event.last_id, event.prev_id, event.rule, event.time, segment,
                             anchored)
-            self._changed(event.time)
         out, self.out = self.out, []
         return out
 
@@ -125,20 +125,18 @@ class BookWatch:
         prev, times = columns.filled("prev_id", -2), columns.times()
         bids, asks = columns.table.column("bids").to_pylist(), columns.table.column("asks").to_pylist()
         rule = RULES.get(int(columns.array("rule")[0])) if len(columns) else None
-        sampling = self.snapshots is not None
         for i in range(len(columns)):
-            p, time = int(prev[i]), int(times[i])
-            if sampling:
-                self._sample(time)
+            p = int(prev[i])
             self._delta(decode_levels(bids[i]), decode_levels(asks[i]),
                         int(first[i]), int(last[i]), None if p == -2 else p, rule,
-                        time, stretch.segment_id, stretch.anchored)
-            if sampling:
-                self._changed(time)
+                        int(times[i]), stretch.segment_id, stretch.anchored)
 
     def _snapshot(self, bids_text, asks_text, last_id, time, segment) -> None:
         kb, bids, asks = self.book, decode_levels(bids_text), decode_levels(asks_text)
         self._settle_pending()
+        boundary = kb.ok and last_id == self.cursor and segment == self.segment
+        if self.snapshots is not None:
+            self._sample(time, boundary)
         inside = (self.drift_check and kb.ok and self.cursor is not None
                   and last_id >= self.cursor)
         if inside and last_id == self.cursor:
@@ -161,6 +159,9 @@ class BookWatch:
                 touched = {price_key(p) for p, _ in bids} | {price_key(p) for p, _ in asks}
                 self._compare(pending.bids, pending.asks, pending.last_id, pending.time, touched)
             self._load(pending.bids, pending.asks, pending.last_id, pending.time, segment)
+        sampling = self.snapshots is not None
+        if sampling:
+            self._sample(time, anchored and segment == self.segment)
         if not anchored:
             if kb.anchored:
                 self._confirm()              # no snapshot inside this segment can check them now
@@ -168,6 +169,8 @@ class BookWatch:
                 self.anchor_range = self.agreed = None
         self.segment, self.cursor, self.rule = segment, last_id, rule
         kb.delta(bids, asks, first_id, last_id, time)     # a period is reported when it ends
+        if sampling:
+            self._changed(time)
 
     def _settle_pending(self) -> None:
         """A pending snapshot with no straddling delta after it: it only resyncs."""
@@ -179,6 +182,8 @@ class BookWatch:
         self._confirm()                      # agreed, or a resync the drift check cannot judge
         self._report(self.book.snapshot(bids, asks, last_id, last_id, time))
         self.segment, self.cursor = segment, last_id
+        self.changed_at = None               # no book snapshot reaches back across a snapshot
+        self._changed(time)
         self.anchor_range = _range(bids, asks)
         if self.agreed is None or self.book.open is None:
             self.agreed = (last_id, time)
@@ -212,16 +217,18 @@ class BookWatch:
         if self.changed_at is None and self.snapshots is not None and self.ok():
             self.changed_at = time
 
-    def _sample(self, time: int) -> None:
-        """Before a message at `time`: the book as it is ends every interval it leaves."""
-        if self.changed_at is None or self.snapshots is None:
+    def _sample(self, time: int, continuing: bool) -> None:
+        """Before a message at `time`: the book as it is ends the interval it changed in, when that
+        interval has ended, the book is checked, and the message continues its segment (one that
+        starts a new segment may follow lost messages: the book at the interval's end is unknown)."""
+        if self.changed_at is None:
             return
         levels, interval = self.snapshots
         due = (self.changed_at // interval + 1) * interval
         if time < due:
             return
         self.changed_at = None
-        if not self.ok():
+        if not (continuing and self.ok()):
             return
         book = self.book.book
         row = BookSnapshot(*self.key, time=due, segment_id=self.segment, last_id=self.cursor,
