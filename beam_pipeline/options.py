@@ -295,8 +295,7 @@ class FeedCheckOptions(PipelineOptions):
                  "order and check it: crossed or locked books, bad levels, the venue's checksums, "
                  "and (Binance) a snapshot inside a continuous stretch against the rebuilt book. "
                  "A failed check is a corrupt period (crossed_book, bad_level, unknown_level, "
-                 "checksum_mismatch, snapshot_mismatch) until the next snapshot. Batch only for "
-                 "now. Default: false.")
+                 "checksum_mismatch, snapshot_mismatch) until the next snapshot. Default: false.")
         seq.add_argument(
             "--book_snapshots", type=book_snapshot_spec, default=None,
             help="LEVELS:INTERVAL, e.g. 25:1s (units ms, s, m, h): write books/ (Parquet), the "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections import Counter
+from typing import Optional
 
 import apache_beam as beam
 import msgspec
@@ -34,6 +35,8 @@ class StreamState(msgspec.Struct):
     stalled: bool = False
     recovery_timer: int = -1       # deadline the recovery timer is set for
     processing_floor: int = 0      # µs: processing time is at least when our last such timer fired
+    book_version: Optional[list] = None  # --book_checks: the version of the key's book in this
+                                         # process's cache (transforms/book_cache.py)
 
 
 class StoredState(msgspec.Struct):
