@@ -79,11 +79,9 @@ class Book:
     def load(self, bids: Iterable[Level], asks: Iterable[Level]) -> list:
         """Replaces the book by a snapshot; returns its problems (a zero size in a snapshot is no
         level, not an unknown delete)."""
-        self.bids.clear()
-        self.asks.clear()
         problems: list = []
-        _apply_side(self.bids, bids, "bid", problems, False)
-        _apply_side(self.asks, asks, "ask", problems, False)
+        _load_side(self.bids, bids, "bid", problems)
+        _load_side(self.asks, asks, "ask", problems)
         self._truncate()
         return problems
 
@@ -140,6 +138,25 @@ class Book:
 
     def __len__(self) -> int:
         return len(self.bids) + len(self.asks)
+
+
+def _load_side(side: _Side, levels, name: str, problems: list) -> None:
+    """A snapshot's side: the levels as a dict, then their keys sorted at once."""
+    book = {}
+    for level in levels:
+        price_text, size_text = level[0], level[1]
+        try:
+            price, size = price_key(price_text), float(size_text)
+        except (ValueError, TypeError):
+            price = None
+        if price is None or not (0 <= price < _INF and 0 <= size < _INF):    # NaN: False
+            problems.append((CorruptReason.BAD_LEVEL, f"{name} {price_text!r} {size_text!r}"))
+        elif size == 0:
+            book.pop(price, None)
+        else:
+            book[price] = (price_text, size_text)
+    side.levels = book
+    side.keys = SortedList(book)
 
 
 def _apply_side(side: _Side, levels, name: str, problems: list, strict: bool) -> None:
