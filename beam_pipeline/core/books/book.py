@@ -161,12 +161,12 @@ def _load_side(side: _Side, levels, name: str, problems: list) -> None:
 
 def _apply_side(side: _Side, levels, name: str, problems: list, strict: bool) -> None:
     book, keys = side.levels, side.keys
-    for level in levels:
-        price_text, size_text = level[0], level[1]
-        try:
-            price, size = price_key(price_text), float(size_text)
+    for price_text, size_text in levels:
+        try:                                                    # price_key, inlined (hot)
+            price = float(price_text) if len(price_text) <= _SHORT else price_key(price_text)
+            size = float(size_text)
         except (ValueError, TypeError):
-            price = size = None
+            price = None
         if price is None or not (0 <= price < _INF and 0 <= size < _INF):    # NaN: False
             problems.append((CorruptReason.BAD_LEVEL, f"{name} {price_text!r} {size_text!r}"))
             continue

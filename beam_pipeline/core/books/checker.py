@@ -50,13 +50,17 @@ def profile_of(exchange: str) -> Profile:
     return PROFILES.get(exchange.lower().split("_")[0], Profile())
 
 
+def crossed_problem(book: Book) -> tuple:
+    bid, ask = book.best_bid(), book.best_ask()
+    return CorruptReason.CROSSED_BOOK, f"best bid {bid[0]} >= best ask {ask[0]}"
+
+
 def check(book: Book, profile: Profile, snapshot: bool, bids, asks,
           checksum: Optional[int] = None) -> tuple:
     """Applies one complete message (a snapshot replaces the book): (problems, checksum verified)."""
     problems = book.load(bids, asks) if snapshot else book.apply(bids, asks)
     if book.crossed():
-        bid, ask = book.best_bid(), book.best_ask()
-        problems.append((CorruptReason.CROSSED_BOOK, f"best bid {bid[0]} >= best ask {ask[0]}"))
+        problems.append(crossed_problem(book))
     ok = None
     if profile.checksum is not None:
         ok = matches(profile.checksum, book, checksum)
