@@ -178,7 +178,7 @@ class _Stream:
     def corrupt(self, start_id, end_id, start_time, end_time, reason):
         self.expected.corrupt_periods.append(dict(self._key(), start_id=start_id, end_id=end_id,
                                                   start_time=start_time, end_time=end_time,
-                                                  reason=reason))
+                                                  reason=reason, detail=None))
 
     def inject(self, fault: str):
         last_good, last_time = self.last_u, self.last_time
