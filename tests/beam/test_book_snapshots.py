@@ -46,7 +46,7 @@ def reference_snapshots(clean):
     for key, rows in by_key.items():
         rows.sort(key=lambda r: (r["last_id"], r["kind"] == "snapshot"))
         out, bids, asks = [], {}, {}
-        good = changed_at = segment = None
+        good = changed_at = segment = last_id = None
         for row in rows:
             time = _ms(row["event_time"]) if row["event_time"] is not None else _ms(row["recv_time"])
             continuing = row["anchored"] and row["segment_id"] == segment and (
