@@ -110,6 +110,8 @@ def validate(options: PipelineOptions) -> None:
         raise UsageError(problem)
     if not ops.output:
         raise UsageError("--output is required")
+    if streaming and ops.book_snapshots:
+        raise UsageError("--book_snapshots runs in batch only for now")
     if ops.input_subscription:
         if not streaming:
             raise UsageError("--input_subscription needs --streaming")

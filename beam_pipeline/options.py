@@ -77,6 +77,28 @@ def _flag(value) -> bool:
 
 _flag.__name__ = "true/false"   # argparse names the type in its error message
 
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def book_snapshot_spec(value) -> tuple:
+    """--book_snapshots N:INTERVAL, e.g. 25:1s -> (25, 1000): levels a side, interval in ms."""
+    text = str(value).strip().lower()
+    levels, _, interval = text.partition(":")
+    unit = next((u for u in ("ms", "s", "m", "h") if interval.endswith(u)), None)
+    try:
+        n, amount = int(levels), float(interval[:-len(unit)]) if unit else None
+    except ValueError:
+        n = amount = None
+    if unit is None or n is None or amount is None or n < 1 or amount <= 0:
+        raise ValueError(f"expected LEVELS:INTERVAL such as 25:1s (units ms, s, m, h), not {value!r}")
+    interval_ms = int(round(amount * _UNIT_MS[unit]))
+    if interval_ms < 1:
+        raise ValueError(f"the interval of {value!r} is under 1 ms")
+    return n, interval_ms
+
+
+book_snapshot_spec.__name__ = "LEVELS:INTERVAL"
+
 
 def _add_flag(group, name, help):
     group.add_argument(name, type=_flag, nargs="?", const=True, default=False, help=help)
@@ -267,6 +289,20 @@ class FeedCheckOptions(PipelineOptions):
             "--max_buffered_events", type=int, default=10000,
             help="Per symbol, the most deltas held while waiting (for a snapshot or for reordered "
                  "messages); past it the wait ends early with reason buffer_overflow. Default: 10000.")
+        seq.add_argument(
+            "--book_checks", type=_flag, nargs="?", const=True, default=False,
+            help="Rebuild each symbol's order book from its snapshots and deltas in the sequencer's "
+                 "order and check it: crossed or locked books, bad levels, the venue's checksums, "
+                 "and (Binance) a snapshot inside a continuous stretch against the rebuilt book. "
+                 "A failed check is a corrupt period (crossed_book, bad_level, unknown_level, "
+                 "checksum_mismatch, snapshot_mismatch) until the next snapshot. Default: false.")
+        seq.add_argument(
+            "--book_snapshots", type=book_snapshot_spec, default=None,
+            help="LEVELS:INTERVAL, e.g. 25:1s (units ms, s, m, h): write books/ (Parquet), the "
+                 "best LEVELS levels a side of each checked book at the end of every INTERVAL of "
+                 "event time in which it changed, with its segment, only where the book is "
+                 "anchored on a snapshot and its checks pass. Implies --book_checks. Batch only "
+                 "for now. Default: none.")
         seq.add_argument(
             "--run_span_ids", type=int, default=100_000,
             help="Batch: update ids per sorted run. Each run is sorted in memory, so this bounds the "

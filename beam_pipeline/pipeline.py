@@ -17,8 +17,8 @@ from transforms.read import ReadFeedFiles, ReadFeedMessages
 from transforms.sequence import SequenceFeeds
 from transforms.sinks import WriteOutputs
 from transforms.tables import part_row_times, table_row_times
-from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS, GAPS,
-                            RECOVERY_REQUESTS)
+from transforms.tags import (ALERTS, BOOKS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS,
+                            GAPS, RECOVERY_REQUESTS)
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=None) -> None:
@@ -49,7 +49,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=No
         ops.policy(), streaming, work_dir=None if streaming else ops.resolved_work_dir(),
         run_span_ids=ops.run_span_ids, reorder_timeout_s=ops.reorder_timeout,
         stall_timeout_s=ops.stall_timeout, resume=resume,
-        cursor_folder=cursor_folder(ops.output) if ops.input_subscription else None)
+        cursor_folder=cursor_folder(ops.output) if ops.input_subscription else None,
+        book_checks=ops.book_checks, book_snapshots=ops.book_snapshots)
 
     # Aggregate
     dead_letters = (read_failures + [decoded.dead_letter, sequenced.dead_letter]
@@ -73,4 +74,6 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=No
          CORRUPT_PERIODS: sequenced.corrupt_periods,
          RECOVERY_REQUESTS: sequenced.recovery_requests,
          ERROR_COUNTS: counted[ERROR_COUNTS], ALERTS: alerts,
-         "summary": summary} | "Write" >> WriteOutputs(ops, streaming)
+         "summary": summary,
+         **({BOOKS: sequenced[BOOKS]} if ops.book_snapshots else {})} | "Write" >> WriteOutputs(
+             ops, streaming)

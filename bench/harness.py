@@ -41,7 +41,8 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNNERS = ("direct", "flink")
+RUNNERS = ("direct", "flink", "direct-books")   # direct-books: direct with --book_checks
+DEFAULT_RUNNERS = ("direct", "flink")
 ANCHORS = ("duckdb", "polars")      # bench/anchors.py: the same check as one query (bench/requirements.txt)
 ANCHOR_THREADS = 2                  # the machine's cores: what a user's DuckDB / Polars would use
 MB = 1_000_000                      # MB/s and sizes in the report are decimal megabytes
@@ -261,6 +262,8 @@ def run_size(data: dict, runners, tmp: Path, poll_s: float, quiet_wait_s: float 
         cmd = [sys.executable, "-m", "beam_pipeline", "--input", data["path"], "--output", str(out)]
         if runner == "flink":
             cmd += ["--runner", "FlinkRunner"]
+        if runner == "direct-books":
+            cmd += ["--book_checks"]
         print(f"-- {label} ...", flush=True)
         waited = wait_for_quiet(quiet_wait_s) if quiet_wait_s else 0.0
         r = measure(label, cmd, logs / f"{label}.log", poll_s, stall_s)
@@ -514,9 +517,9 @@ def parse_args(argv):
     parser.add_argument("--events", type=int, default=1_000_000,
                         help="Delta events to generate (default 1000000); the file also holds one "
                              "snapshot per symbol.")
-    parser.add_argument("--runners", default=",".join(RUNNERS),
-                        help="Comma-separated subset of direct,flink (default both). The baseline "
-                             "always runs.")
+    parser.add_argument("--runners", default=",".join(DEFAULT_RUNNERS),
+                        help="Comma-separated subset of direct,flink,direct-books (default direct,flink; "
+                             "direct-books: direct with --book_checks). The baseline always runs.")
     parser.add_argument("--anchors", default=",".join(ANCHORS),
                         help="Comma-separated subset of duckdb,polars: the same check as one DuckDB "
                              "query / Polars plan on the same file (bench/anchors.py, "

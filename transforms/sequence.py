@@ -18,8 +18,8 @@ from beam_pipeline.core.model import EventBatch
 from beam_pipeline.core.sequencer import Policy
 from transforms.sequence_batch import BatchSequencerDoFn, SpillRuns
 from transforms.sequence_live import LiveSequencerDoFn
-from transforms.tags import (CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERRORS, GAPS, RECOVERY_REQUESTS,
-                             TALLY)
+from transforms.tags import (BOOKS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERRORS, GAPS,
+                             RECOVERY_REQUESTS, TALLY)
 
 _KEYED = typing.Tuple[typing.Tuple[str, str, str], typing.Any]
 
@@ -40,7 +40,7 @@ def _per_key(batch):
 
 class SequenceFeeds(beam.PTransform):
     """EventBatches -> outputs clean, gaps, corrupt_periods, recovery_requests, errors,
-    dead_letter, tally (transforms/tags.py).
+    dead_letter, tally, books (transforms/tags.py; books: --book_snapshots only).
 
     `clean` has one type per mode, fixed when the graph is built: batch, CleanParts (the rows
     written to the work folder, moved into clean/ by sinks.CommitCleanParts); streaming, Arrow
@@ -50,9 +50,13 @@ class SequenceFeeds(beam.PTransform):
     def __init__(self, policy: Policy, streaming: bool, work_dir: str = None,
                  run_span_ids: int = None, reorder_timeout_s: float = None,
                  stall_timeout_s: float = None, clock=Timestamp.now, resume=None,
-                 cursor_folder: str = None):
-        """Streaming: `resume` and `cursor_folder` as LiveSequencerDoFn takes them."""
+                 cursor_folder: str = None, book_checks: bool = False, book_snapshots=None):
+        """Streaming: `resume` and `cursor_folder` as LiveSequencerDoFn takes them. `book_checks`:
+        rebuild and check each key's book (core/books/watch.py; streaming keeps it in
+        transforms/book_cache.py); `book_snapshots`: (levels, interval ms) of the `books` output,
+        batch only, or None."""
         super().__init__()
+        self.book_checks, self.book_snapshots = book_checks, book_snapshots
         self.resume, self.cursor_folder = resume, cursor_folder
         self.clock = clock
         self.policy = policy
@@ -68,11 +72,12 @@ class SequenceFeeds(beam.PTransform):
             keyed = event_lists | "KeyBySymbol" >> beam.FlatMap(_per_key)
             sequencer = LiveSequencerDoFn(self.policy, self.reorder_timeout_s,
                                           self.stall_timeout_s, self.clock, self.resume,
-                                          self.cursor_folder)
+                                          self.cursor_folder, self.book_checks)
         else:
             keyed = event_lists | "SpillRuns" >> beam.ParDo(
                 SpillRuns(self.work_dir, self.run_span_ids))
-            sequencer = BatchSequencerDoFn(self.policy, self.work_dir)
+            sequencer = BatchSequencerDoFn(self.policy, self.work_dir, self.book_checks,
+                                           self.book_snapshots)
         keyed = keyed | "TypedKeys" >> beam.Map(lambda kv: kv).with_output_types(_KEYED)
         return keyed | "Sequence" >> beam.ParDo(sequencer).with_outputs(
-            CLEAN, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS, DEAD_LETTER, TALLY)
+            CLEAN, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS, DEAD_LETTER, TALLY, BOOKS)

@@ -23,6 +23,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
                                               on_timer)
 
+from beam_pipeline.core.books.watch import BookWatch
 from beam_pipeline.core.columns import EventColumns, columns_of, sort_order
 from beam_pipeline.core.epochs import chunks_min_time, replay_in_epoch_order
 from beam_pipeline.core.model import Event, RunRef, sort_canonically, stream_name
@@ -141,9 +142,14 @@ class BatchSequencerDoFn(beam.DoFn):
     RUNS = BagStateSpec("runs", BytesCoder())
     END_OF_INPUT = TimerSpec("end_of_input", TimeDomain.WATERMARK)
 
-    def __init__(self, policy: Policy, work_dir: str):
-        """`work_dir`: where the clean parts are written (the sink moves them into clean/)."""
+    def __init__(self, policy: Policy, work_dir: str, book_checks: bool = False,
+                 book_snapshots=None):
+        """`work_dir`: where the clean parts are written (the sink moves them into clean/);
+        `book_checks`: rebuild and check each key's book during its replay (core/books/watch.py);
+        `book_snapshots`: (levels, interval ms) of the books/ rows, or None."""
         self.policy = policy
+        self.book_checks = book_checks or book_snapshots is not None
+        self.book_snapshots = book_snapshots
         self.work_dir = work_dir.rstrip("/")
         self._parts = None
 
@@ -188,13 +194,17 @@ class BatchSequencerDoFn(beam.DoFn):
         stored, machine, outputs = keyed.load(key, self.policy, state_cell, held_bag)
         yield from outputs
         first_seen = not stored.machine.seen
+        books = (BookWatch(key, snapshots=self.book_snapshots) if self.book_checks
+                 else None)                                  # in memory for the replay
         for events in replay_in_epoch_order(runs_in_order(refs), read_run,
                                             self.policy.reset_min_jump_ids, chunks_min_time):
             machine.feed_all(events)
-            yield from keyed.tagged_outputs(machine, first_seen, self._clean_part)
+            yield from keyed.tagged_outputs(machine, first_seen, self._clean_part, books)
             first_seen = False
         machine.finish()
-        yield from keyed.tagged_outputs(machine, False, self._clean_part)
+        yield from keyed.tagged_outputs(machine, False, self._clean_part, books)
+        if books is not None:
+            yield from keyed.book_outputs(books.finish())
         last = self._parts.finish() if self._parts is not None else None
         if last is not None:
             yield beam.pvalue.TaggedOutput(CLEAN_ROWS, last)

@@ -39,6 +39,7 @@ from beam_pipeline.core.model import ErrorEvent, Event, stream_name
 from beam_pipeline.core.runtime import now_ms
 from beam_pipeline.core.reasons import ErrorType, Outcome
 from beam_pipeline.core.sequencer import Policy, resumed
+from transforms import book_cache
 from transforms import sequence_state as keyed
 from transforms.cursors import save_cursor
 from transforms.tables import clean_table
@@ -82,12 +83,16 @@ class LiveSequencerDoFn(beam.DoFn):
     END_OF_STREAM = TimerSpec("end_of_stream", TimeDomain.WATERMARK)
 
     def __init__(self, policy: Policy, reorder_timeout_s: float, stall_timeout_s: float,
-                 clock=Timestamp.now, resume=None, cursor_folder: str = None):
+                 clock=Timestamp.now, resume=None, cursor_folder: str = None,
+                 book_checks: bool = False):
         """`clock` gives the processing time timers are set from. Beam's Python SDK does not hand
         it to process(); the wall clock is right on real runners, and tests with TestStream (whose
         processing time starts at 0) pass a clock of their own. `resume`: {key: SequencerState}
         saved by this job's last stop, each key's start when it has no state yet (a restart);
-        `cursor_folder`: where the end of the input saves every key's cursor (transforms/cursors.py)."""
+        `cursor_folder`: where the end of the input saves every key's cursor (transforms/cursors.py);
+        `book_checks`: rebuild and check each key's book (core/books/watch.py), kept in this
+        process's memory under a version the key's state carries (transforms/book_cache.py)."""
+        self.book_checks = book_checks
         self.resume = {key: resumed(state) for key, state in (resume or {}).items()}
         self.cursor_folder = cursor_folder
         self.policy = policy
@@ -152,15 +157,30 @@ class LiveSequencerDoFn(beam.DoFn):
             self._wait(machine, stream, events[ready:], published, waiting_bag, timer, now)
         self._arm_recovery(machine, stream, recovery_timer, published)
         stall_timer.set(now + self.stall_wait)
+        books = self._checkout(key, stored)
         keyed.save(state_cell, stored)
         _report_hold(key, stored, published)
-        yield from self._outputs(machine, first_seen)
+        yield from self._outputs(machine, first_seen, books)
+        self._checkin(key, stored, books)
 
     @staticmethod
-    def _outputs(machine, first_seen):
+    def _outputs(machine, first_seen, books=None):
         """Clean rows travel as one Arrow table per call."""
         return keyed.tagged_outputs(machine, first_seen,
-                                    lambda machine, rows: clean_table(rows, machine.key))
+                                    lambda machine, rows: clean_table(rows, machine.key), books)
+
+    def _checkout(self, key, stored):
+        """--book_checks: the key's book at the version its state has; the next version is stored
+        (before the state is saved), and the book checked in at it once its outputs are seen."""
+        if not self.book_checks:
+            return None
+        watch, stored.stream.book_version = book_cache.checkout(key, stored.stream.book_version)
+        return watch
+
+    @staticmethod
+    def _checkin(key, stored, books):
+        if books is not None:
+            book_cache.checkin(key, stored.stream.book_version, books)
 
     def _now(self, stream) -> Timestamp:
         return max(self.clock(), Timestamp(micros=stream.processing_floor))
@@ -249,7 +269,8 @@ class LiveSequencerDoFn(beam.DoFn):
 
     # -- timers --
 
-    def _run_timer(self, stage: str, key, state_cell, held_bag, body, waiting_bag=None):
+    def _run_timer(self, stage: str, key, state_cell, held_bag, body, waiting_bag=None,
+                   final: bool = False):
         """A timer's work on the key's state: load it, run `body(stored, machine)` (which may
         return extra outputs), save, then emit. On an exception the stored state stays as it was
         and the bundle goes on (a bad key must not fail it again and again): the events the timer
@@ -261,10 +282,14 @@ class LiveSequencerDoFn(beam.DoFn):
             yield from outputs
             first_seen = not stored.machine.seen      # a key's first events may wait for a timer
             extra = body(stored, machine) or ()
+            books = self._checkout(key, stored)
             keyed.save(state_cell, stored)
             _report_hold(key, stored, 0)
             yield from extra
-            yield from self._outputs(machine, first_seen)
+            yield from self._outputs(machine, first_seen, books)
+            if books is not None and final:        # the end of the input: open periods end
+                yield from keyed.book_outputs(books.finish())
+            self._checkin(key, stored, books)
         except Exception:
             yield from self._timer_failed(f"sequence.{stage}", key, state_cell, held_bag,
                                           waiting_bag)
@@ -388,4 +413,5 @@ class LiveSequencerDoFn(beam.DoFn):
                 timer.clear()
             if self.cursor_folder:
                 save_cursor(self.cursor_folder, key, machine.state)
-        yield from self._run_timer("end_of_stream", key, state_cell, held_bag, body, waiting_bag)
+        yield from self._run_timer("end_of_stream", key, state_cell, held_bag, body, waiting_bag,
+                                   final=True)

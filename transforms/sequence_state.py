@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections import Counter
+from typing import Optional
 
 import apache_beam as beam
 import msgspec
@@ -21,7 +22,7 @@ from beam_pipeline.core.model import (CorruptPeriod, ErrorEvent, Event, dead_let
 from beam_pipeline.core.reasons import CorruptReason, ErrorType, Outcome, Reason
 from beam_pipeline.core.runtime import now_ms
 from beam_pipeline.core.sequencer import STATE_VERSION, Policy, SequencerState, StreamSequencer
-from transforms.tags import CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERRORS, TALLY
+from transforms.tags import BOOKS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERRORS, TALLY
 
 event_codec = msgspec.msgpack.Decoder(Event)
 encode = msgspec.msgpack.Encoder().encode
@@ -34,6 +35,8 @@ class StreamState(msgspec.Struct):
     stalled: bool = False
     recovery_timer: int = -1       # deadline the recovery timer is set for
     processing_floor: int = 0      # µs: processing time is at least when our last such timer fired
+    book_version: Optional[list] = None  # --book_checks: the version of the key's book in this
+                                         # process's cache (transforms/book_cache.py)
 
 
 class StoredState(msgspec.Struct):
@@ -89,14 +92,17 @@ def save(state_cell, stored: StoredState) -> None:
     state_cell.write(encode(stored))
 
 
-def tagged_outputs(machine, first_seen: bool, clean_output):
+def tagged_outputs(machine, first_seen: bool, clean_output, books=None):
     """Machine outputs -> tagged outputs; the clean rows of one call go to `clean_output(machine,
     rows)`, which returns the one element that carries them (a table, or a written part), or None
-    when they are buffered for a later element."""
+    when they are buffered for a later element. `books`: the key's core.books.BookWatch, or None
+    (book checks off); it sees every clean output, in the machine's order."""
     clean, counts = [], Counter()
     for outcome, value in machine.take_output():
         if outcome == Outcome.CLEAN:
             clean.append(value)
+            if books is not None:
+                yield from book_outputs(books.observe(value))
         elif outcome in (Outcome.DUPLICATE, Outcome.SUPERSEDED):
             name = tallies.DUPLICATES if outcome == Outcome.DUPLICATE else tallies.SUPERSEDED
             counts[tallies.key(name, tallies.file_of_source(value.source))] += 1
@@ -117,6 +123,14 @@ def tagged_outputs(machine, first_seen: bool, clean_output):
         counts["symbols"] += 1
     for name, count in counts.items():
         yield beam.pvalue.TaggedOutput(TALLY, (name, count))
+
+
+def book_outputs(rows):
+    """The book checks' rows (core/books/watch.py) -> tagged outputs."""
+    for row in rows:
+        tag = (ERRORS if isinstance(row, ErrorEvent) else CORRUPT_PERIODS
+               if isinstance(row, CorruptPeriod) else BOOKS)
+        yield beam.pvalue.TaggedOutput(tag, row)
 
 
 def _clean_counts(clean: list) -> Counter:

@@ -40,10 +40,10 @@ from beam_pipeline.core import durability, progress
 from beam_pipeline.core.runtime import iso_ms
 from transforms import layout
 from transforms.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
-from transforms.tables import (CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA,  # noqa: F401 (re-exported)
-                               CleanPart, struct_table)
-from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS,
-                            FOLDER_SUFFIX, GAPS, RECOVERY_REQUESTS, UNDELIVERED,
+from transforms.tables import (BOOKS_SCHEMA, CLEAN_SCHEMA, CORRUPT_SCHEMA,  # noqa: F401 (re-exported)
+                               GAP_SCHEMA, CleanPart, books_table, struct_table)
+from transforms.tags import (ALERTS, BOOKS, BOOKS_SUFFIX, CLEAN, CORRUPT_PERIODS, DEAD_LETTER,
+                            ERROR_COUNTS, FOLDER_SUFFIX, GAPS, RECOVERY_REQUESTS, UNDELIVERED,
                             UNDELIVERED_SUFFIX)
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -190,6 +190,10 @@ def gap_sink(memory_limit_gb=None):
 def corrupt_sink(memory_limit_gb=None):
     return RowParquetSink(CORRUPT_SCHEMA, lambda rows: struct_table(rows, CORRUPT_SCHEMA),
                           memory_limit_gb=memory_limit_gb)
+
+
+def books_sink(memory_limit_gb=None):
+    return RowParquetSink(BOOKS_SCHEMA, books_table, memory_limit_gb=memory_limit_gb)
 
 
 def dead_letter_sink(memory_limit_gb=None):
@@ -444,6 +448,10 @@ class WriteOutputs(beam.PTransform):
                 continue
             rows | f"Write_{name}" >> WriteFolder(
                 f"{self.output}/{name}", lambda _, make=make_sink: make(limit), suffix,
+                self.streaming, self.options.output_flush_seconds, self.clock)
+        if BOOKS in outputs:                 # --book_snapshots: its own folder, the same writers
+            outputs[BOOKS] | f"Write_{BOOKS}" >> WriteFolder(
+                f"{self.output}/{BOOKS}", lambda _: books_sink(limit), BOOKS_SUFFIX,
                 self.streaming, self.options.output_flush_seconds, self.clock)
         topics = {RECOVERY_REQUESTS: self.options.recovery_topic,
                   ALERTS: self.options.alerts_topic} if self.streaming else {}

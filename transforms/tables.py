@@ -38,7 +38,21 @@ GAP_SCHEMA = pa.schema(_KEY_FIELDS + [
     ("event_time", _TIME), ("cause", pa.string())])
 CORRUPT_SCHEMA = pa.schema(_KEY_FIELDS + [
     ("start_id", pa.int64()), ("end_id", pa.int64()), ("start_time", _TIME), ("end_time", _TIME),
-    ("reason", pa.string())])
+    ("reason", pa.string()), ("detail", pa.string())])
+
+BOOKS_SCHEMA = pa.schema(_KEY_FIELDS + [
+    ("time", _TIME), ("segment_id", pa.int64()), ("last_id", pa.int64()), ("bids", _LEVELS),
+    ("asks", _LEVELS)])
+
+
+def books_table(rows) -> pa.Table:
+    """BookSnapshot rows (core/books/watch.py) -> a table in BOOKS_SCHEMA."""
+    return pa.Table.from_pylist([
+        {"exchange": r.exchange, "market": r.market, "symbol": r.symbol, "time": r.time,
+         "segment_id": r.segment_id, "last_id": r.last_id,
+         "bids": [{"price": p, "qty": q} for p, q in r.bids],
+         "asks": [{"price": p, "qty": q} for p, q in r.asks]} for r in rows], schema=BOOKS_SCHEMA)
+
 
 _CLEAN_COLUMNS = ("exchange", "market", "symbol", "kind", "first_id", "last_id", "prev_id",
                   "event_time", "recv_time")

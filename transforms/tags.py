@@ -16,6 +16,8 @@ RECOVERY_REQUESTS = Outcome.RECOVERY_REQUESTS.value  # RecoveryRequest
 ERRORS = Outcome.ERRORS.value      # ErrorEvent: counted per window and alerted on
 ERROR_COUNTS = "error_counts"      # dict rows: errors per window, type and symbol
 ALERTS = "alerts"                  # dict rows: alerts raised by the counts
+BOOKS = "books"                    # core.books.watch.BookSnapshot: --book_snapshots only
+BOOKS_SUFFIX = ".parquet"
 
 # Output folders under --output and their files' suffix (transforms/sinks.py writes them,
 # beam_pipeline/readback.py reads them).

@@ -268,6 +268,8 @@ class CorruptPeriod(msgspec.Struct, frozen=True):
     start_time: Optional[int]
     end_time: int
     reason: str                    # a CorruptReason (core/reasons.py)
+    detail: Optional[str] = None   # what the book checks found (core/books), e.g. the number of
+                                   # differing levels of a snapshot_mismatch; None for the others
 
 
 class RecoveryRequest(msgspec.Struct, frozen=True):

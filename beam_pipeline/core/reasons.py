@@ -76,6 +76,15 @@ class CorruptReason(StrEnum):
     STATE_RESET = "state_reset"                # the key's stored state could not be read
     DISCONNECT = "disconnect"                  # the collector lost its connection and no snapshot
                                                # after it resynced the stream in time
+    # book integrity (core/books/): the rebuilt book is wrong from the failing message until the
+    # next snapshot that resyncs it, or the end of the data
+    CHECKSUM_MISMATCH = "checksum_mismatch"    # the venue's checksum disagrees with the rebuilt book
+    CROSSED_BOOK = "crossed_book"              # best bid >= best ask after a complete message
+    BAD_LEVEL = "bad_level"                    # a negative or non-numeric price or size
+    UNKNOWN_LEVEL = "unknown_level"            # a delete of an absent level, where the venue says
+                                               # it cannot happen
+    SNAPSHOT_MISMATCH = "snapshot_mismatch"    # a snapshot inside a continuous segment disagrees
+                                               # with the book rebuilt up to it (Binance drift)
 
 
 class RecoveryReason(StrEnum):

@@ -37,7 +37,7 @@ EXPECTED_SCHEMAS = {
         ("event_time", TIME), ("cause", pa.string())]),
     "corrupt_periods": pa.schema(KEY + [
         ("start_id", pa.int64()), ("end_id", pa.int64()), ("start_time", TIME), ("end_time", TIME),
-        ("reason", pa.string())]),
+        ("reason", pa.string()), ("detail", pa.string())]),
 }
 
 
@@ -141,7 +141,7 @@ def test_write_outputs_batch(tmp_path):
     assert schema.equals(EXPECTED_SCHEMAS["corrupt_periods"])
     assert rows == [{"exchange": "binance", "market": "spot", "symbol": "BTCUSDT",
                      "start_id": 106, "end_id": 5000, "start_time": None,
-                     "end_time": ms(T + 400), "reason": "large_gap"}]
+                     "end_time": ms(T + 400), "reason": "large_gap", "detail": None}]
 
     with open(os.path.join(SCHEMA_DIR, "dead_letter.avsc")) as handle:  # the shipped schema file
         avsc = fastavro.parse_schema(json.load(handle))

@@ -99,9 +99,11 @@ def totals(summary: dict) -> dict:
             if name not in PER_FILE_KEYS + IN_FLIGHT_KEYS}
 
 
-def _levels(rng, mid: float, count: int):
-    return [[f"{mid + rng.randint(-500, 500) / 100:.2f}", f"{rng.randint(0, 50000) / 1000:.3f}"]
-            for _ in range(count)]
+def _levels(rng, mid: float, count: int, side: int):
+    """`count` levels within 5.00 of `mid`, below it (bids: side -1) or above it (asks: +1), so
+    the rebuilt book is never crossed (core/books checks it)."""
+    return [[f"{mid + side * (rng.randint(-500, 500) + 500) / 200:.2f}",
+             f"{rng.randint(0, 50000) / 1000:.3f}"] for _ in range(count)]
 
 
 def _envelope(market, symbol, recv_ms, kind, payload) -> bytes:
@@ -135,8 +137,8 @@ class _Stream:
         self.expected.count(self.key, name, n)
 
     def snapshot(self, last_update_id: int, time_ms: int):
-        payload = {"lastUpdateId": last_update_id, "bids": _levels(self.rng, 100, 20),
-                   "asks": _levels(self.rng, 101, 20)}
+        payload = {"lastUpdateId": last_update_id, "bids": _levels(self.rng, 100, 20, -1),
+                   "asks": _levels(self.rng, 101, 20, 1)}
         if self.market == "usdm":
             payload.update(E=time_ms, T=time_ms)
         self.out.append((time_ms, _envelope(self.market, self.symbol, time_ms + 5, "snapshot", payload)))
@@ -152,8 +154,8 @@ class _Stream:
         first = self.next_id + jump
         last = first + self.rng.randint(0, 4)
         payload = {"e": "depthUpdate", "E": self.time, "s": self.symbol, "U": first, "u": last,
-                   "b": _levels(self.rng, 100, self.rng.randint(1, self.max_levels)),
-                   "a": _levels(self.rng, 101, self.rng.randint(1, self.max_levels))}
+                   "b": _levels(self.rng, 100, self.rng.randint(1, self.max_levels), -1),
+                   "a": _levels(self.rng, 101, self.rng.randint(1, self.max_levels), 1)}
         if self.market == "usdm":
             payload.update(pu=self.last_u + jump if prev is None else prev, T=self.time - 3)
         line = _envelope(self.market, self.symbol, self.time + 7, "delta", payload)
@@ -176,7 +178,7 @@ class _Stream:
     def corrupt(self, start_id, end_id, start_time, end_time, reason):
         self.expected.corrupt_periods.append(dict(self._key(), start_id=start_id, end_id=end_id,
                                                   start_time=start_time, end_time=end_time,
-                                                  reason=reason))
+                                                  reason=reason, detail=None))
 
     def inject(self, fault: str):
         last_good, last_time = self.last_u, self.last_time

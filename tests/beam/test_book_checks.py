@@ -1,0 +1,54 @@
+"""--book_checks through the whole batch job (beam_pipeline.cli.main, in process): the real
+Binance captures as they are report no book problem; with a crossed book and a stale REST snapshot
+injected into copies of them, each is one corrupt period with its reason, ids and detail."""
+import json
+import os
+import re
+
+from beam_pipeline.cli import main
+from tests.conftest import CAPTURE_FILES, REPO
+
+SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
+UNCHANGED = CAPTURE_FILES + [os.path.join(SHARED, "hftbacktest", "ethusdt_20240808.gz"),
+                             os.path.join(SHARED, "cryptofeed-current", "BINANCE-b38f7c.0")]
+
+
+def _run(inputs, output):
+    return main(["--input", ",".join(inputs), "--output", str(output), "--book_checks"])
+
+
+def test_unchanged_captures_report_no_book_problem(tmp_path, outputs):
+    assert _run(UNCHANGED, tmp_path / "out") == 0
+    out = outputs(tmp_path / "out")
+    assert out.parquet_rows("corrupt_periods") == []
+    assert out.summary()["balanced"]
+
+
+def test_injected_crossed_book_and_drift_are_each_reported_once(tmp_path, outputs):
+    ws, http = CAPTURE_FILES[0], CAPTURE_FILES[1]
+    with open(ws) as handle:
+        lines = handle.read().split("\n")
+    nkn = [i for i, line in enumerate(lines) if '"s":"NKNUSDT"' in line]
+    # a bid far above the best ask in the 100th NKNUSDT delta: crossed from there to the end
+    crossed_at = nkn[100]
+    frame = json.loads(lines[crossed_at].partition(": ")[2])
+    lines[crossed_at] = lines[crossed_at].replace('"b":[', '"b":[["0.40000000","1.00000000"],', 1)
+    last_u = json.loads(lines[nkn[-1]].partition(": ")[2])["data"]["u"]
+    # the first REST snapshot again, stamped as taken at the end of the 60th delta: stale
+    stale_u = json.loads(lines[nkn[60]].partition(": ")[2])["data"]["u"]
+    with open(http) as handle:
+        rest = handle.read().rstrip("\n").split("\n")
+    stale = re.sub(r'"lastUpdateId":\d+', f'"lastUpdateId":{stale_u}', rest[0])
+    stale = stale.replace(" -> 1633998512.320639:", " -> 1633998522.2:")
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "BINANCE.ws.1.0").write_text("\n".join(lines))
+    (tmp_path / "ws" / "BINANCE.http.0.0").write_text("\n".join(rest + [stale]) + "\n")
+    assert _run([str(tmp_path / "ws" / "*")], tmp_path / "out") == 0
+    rows = sorted(outputs(tmp_path / "out").parquet_rows("corrupt_periods"),
+                  key=lambda r: r["start_id"])
+    assert [(r["symbol"], r["reason"], r["start_id"], r["end_id"]) for r in rows] == [
+        ("NKNUSDT", "snapshot_mismatch", 499869752 + 1, stale_u),
+        ("NKNUSDT", "crossed_book", frame["data"]["U"], last_u)]
+    assert re.fullmatch(r"[1-9]\d* levels differ from the book rebuilt since snapshot 499869752",
+                        rows[0]["detail"])
+    assert rows[1]["detail"].startswith("best bid 0.40000000 >= best ask")
