@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runners.flink import cached_jar
+from runners.flink import KAFKA_READ_EXPERIMENT, cached_jar
 
 #: Beam Java version of the expansion service: the job server's (runners/flink.BEAM_JAVA_VERSION).
 EXPANSION_BEAM_VERSION = "2.70.0"
@@ -18,8 +18,9 @@ _ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = _ROOT / "scripts" / "build_kafka_expansion_service.sh"
 POM = _ROOT / "runners" / "kafka_expansion_service" / "pom.xml"
 #: Arguments the expansion service is started with after its port: Java transforms run embedded
-#: in the job server (no Docker here).
-EXPANSION_ARGS = ("--defaultEnvironmentType=EMBEDDED",)
+#: in the job server (no Docker here), and KafkaIO expands to its UnboundedSource reader
+#: (runners/flink.KAFKA_READ_EXPERIMENT).
+EXPANSION_ARGS = ("--defaultEnvironmentType=EMBEDDED", f"--experiments={KAFKA_READ_EXPERIMENT}")
 
 
 def expansion_service_jar(build: bool = True) -> str:
