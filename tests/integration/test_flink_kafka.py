@@ -8,6 +8,7 @@ The outputs equal a batch run's on the whole feed (gap rows, corrupt periods, su
 no late_event: the event time is the records' CreateTime and the watermark follows it. After the
 stop (SIGTERM) no job-server JVM is left running.
 """
+import gzip
 import json
 import os
 import signal
@@ -110,6 +111,10 @@ def test_kafka_backlog_and_live_feed_on_flink_equal_batch(kafka_broker, tmp_path
                   and _gap_rows(outputs(out)) == _gap_rows(batch)
                   and _corrupt_periods(outputs(out)) == _corrupt_periods(batch), 120,
                   "the whole feed in the outputs", job)
+        # Offsets are committed when a checkpoint completes (no auto-commit): up to the end.
+        end = kafka_broker.end_offsets(topic)
+        _wait_for(lambda: kafka_broker.committed("feedcheck", topic) == end, 60,
+                  f"the consumer group's offsets to reach {end}", job)
     finally:
         if job.poll() is None:
             job.send_signal(signal.SIGTERM)
@@ -127,3 +132,22 @@ def test_kafka_backlog_and_live_feed_on_flink_equal_batch(kafka_broker, tmp_path
     assert sorted(reasons) == sorted(row["reason"] for row in batch.dead_letters())
     assert all(row["source"].startswith(f"kafka:{topic}/") for row in stream.dead_letters())
     assert not _jvms_under(str(job_tmp)), "a JVM of the job is still running"
+
+
+def test_publish_to_kafka_sets_headers_key_and_create_time(kafka_broker, tmp_path):
+    topic = kafka_broker.unique_topic("publish")
+    lines, _ = generate(60, seed=1, start_ms=int(time.time() * 1000))
+    write_lines(str(tmp_path / "feed.jsonl.gz"), lines)
+    before = int(time.time() * 1000)
+    assert publish.main(["--kafka_bootstrap_servers", kafka_broker.bootstrap, "--kafka_topic",
+                         topic, "--records_per_message", "25", "--quiet",
+                         str(tmp_path / "feed.jsonl.gz")]) == 0
+    after = int(time.time() * 1000)
+    records = kafka_broker.consume_all(topic, expected=3)
+    assert len(records) == 3                            # 60 records, 25 a message
+    for record in records:
+        headers = dict(record.headers)
+        assert headers["content_encoding"] == b"gzip" and headers["format"] == b"envelope"
+        assert record.key == b"feed.jsonl.gz"
+        assert record.timestamp_type == 0 and before <= record.timestamp <= after   # CreateTime
+    assert b"".join(gzip.decompress(r.value) for r in records).splitlines() == lines

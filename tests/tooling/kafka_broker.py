@@ -32,6 +32,29 @@ class KafkaBroker:
     def unique_topic(prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
+    def end_offsets(self, topic: str) -> dict:
+        """{partition: end offset} of `topic`."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        try:
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+        finally:
+            consumer.close()
+
+    def committed(self, group: str, topic: str) -> dict:
+        """{partition: offset committed by `group`} of `topic` (0 where it committed none)."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group,
+                                 enable_auto_commit=False)
+        try:
+            return {p: consumer.committed(TopicPartition(topic, p)) or 0
+                    for p in consumer.partitions_for_topic(topic)}
+        finally:
+            consumer.close()
+
     def consume_all(self, topic: str, expected: int, timeout_s: float = 30.0) -> list:
         """Every record of `topic` from the start (kafka-python ConsumerRecords), once `expected`
         have arrived or the timeout passed."""
