@@ -484,6 +484,14 @@ def add_collector_arguments(parser) -> None:
              "envelope JSON Lines a batch run reads as they are; each flush is a complete gzip "
              "member, so a crash loses at most the last --flush_seconds.")
     out.add_argument(
+        "--kafka_bootstrap_servers", default=None,
+        help="Kafka brokers HOST:PORT[,HOST:PORT] (with --kafka_topic): the same batched messages "
+             "on a Kafka topic, key = symbol, the attributes as headers, CreateTime = the publish "
+             "time, as the streaming job on Flink reads them.")
+    out.add_argument(
+        "--kafka_topic", default=None,
+        help="The Kafka topic (with --kafka_bootstrap_servers).")
+    out.add_argument(
         "--records_per_message", type=_positive(int), default=500,
         help="Pub/Sub: records per message at most (a message also goes out --message_seconds after "
              "its first record). Default: 500.")
