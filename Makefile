@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_EVENTS ?= 200000
 
-.PHONY: setup demo test test-fast lint docs docs-check flink-job-server bench bench-streaming clean
+.PHONY: setup demo test test-fast lint docs docs-check flink-job-server kafka bench bench-streaming clean
 
 setup: $(VENV)/.installed
 
@@ -19,14 +19,19 @@ $(VENV)/.installed: pyproject.toml requirements.txt requirements-dev.txt
 flink-job-server:
 	bash scripts/build_flink_job_server.sh
 
+# Kafka on Flink: the expansion service jar and the broker's jars (the tests start their broker).
+kafka:
+	bash scripts/build_kafka_expansion_service.sh
+	bash scripts/kafka.sh fetch
+
 # The main job on a sample the project generates itself (faults injected, expected summary beside it).
 demo: setup
 	$(PY) -m tests.tooling.synthetic --events $(DEMO_EVENTS) --output sample/feed.jsonl.gz --expected sample/expected_summary.json
 	$(VENV)/bin/feedcheck --input sample/feed.jsonl.gz --output out/demo --overwrite
 	$(PY) -m tests.tooling.synthetic --check out/demo/summary.json --expected sample/expected_summary.json && echo "summary.json = what the generator injected"
 
-# The whole suite (unit, beam, integration: the Pub/Sub emulator, Flink, gcloud). CI runs this.
-test: setup flink-job-server
+# The whole suite (unit, beam, integration: the Pub/Sub emulator, Kafka, Flink, gcloud). CI runs this.
+test: setup flink-job-server kafka
 	bash scripts/ensure_chromium.sh >/dev/null
 	$(PY) -m pytest -q tests
 

@@ -102,6 +102,24 @@ def help_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_kafka(options: PipelineOptions, ops, streaming: bool) -> None:
+    if not (ops.kafka_bootstrap_servers and ops.kafka_topic):
+        raise UsageError("Kafka needs both --kafka_bootstrap_servers HOST:PORT and --kafka_topic T")
+    if not streaming:
+        raise UsageError("--kafka_bootstrap_servers needs --streaming")
+    if ops.input_subscription or ops.input_globs():
+        raise UsageError("read one source: --kafka_topic, --input_subscription or --input")
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    if runner_kind([f"--runner={runner}"]) != "flink":
+        raise UsageError(f"--kafka_bootstrap_servers: Kafka is read on Flink only (--runner "
+                         f"FlinkRunner), not on {runner}; DirectRunner reads --input_subscription "
+                         "or --input files")
+    for server in ops.kafka_bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"--kafka_bootstrap_servers: {server!r} is not HOST:PORT")
+
+
 def validate(options: PipelineOptions) -> None:
     ops = options.view_as(FeedCheckOptions)
     streaming = options.view_as(StandardOptions).streaming
@@ -111,8 +129,10 @@ def validate(options: PipelineOptions) -> None:
     if not ops.output:
         raise UsageError("--output is required")
     if streaming and ops.book_snapshots:
-        raise UsageError("--book_snapshots runs in batch only for now")
-    if ops.input_subscription:
+        raise UsageError("--book_snapshots runs in batch only")
+    if ops.kafka_bootstrap_servers or ops.kafka_topic:
+        _check_kafka(options, ops, streaming)
+    elif ops.input_subscription:
         if not streaming:
             raise UsageError("--input_subscription needs --streaming")
         from apache_beam.io.gcp.pubsub import parse_subscription
@@ -465,7 +485,8 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
                                  _flink_cluster(options, ops))
             stopped = stop.run()
             if stop.savepoint or stop.cancelled or (
-                    not stopped and (ops.input_subscription or ops.watch_seconds)):
+                    not stopped and (ops.input_subscription or ops.kafka_bootstrap_servers
+                                    or ops.watch_seconds)):
                 _print_where(ops.output, log_path)
                 return EXIT_OK      # cancelled: the running summary.json is the report
         else:
@@ -477,7 +498,8 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
     if streaming and job and job.get("restarts"):
         summary = with_earlier_runs(summary, ops.output, job)
         _write_summary(ops.output, summary)
-    print(format_summary_table(summary, per_file=not ops.input_subscription))
+    print(format_summary_table(summary, per_file=not (ops.input_subscription
+                                                          or ops.kafka_bootstrap_servers)))
     _warn_still_being_written(summary, ops.quiet_seconds)
     if ops.report:
         _write_report(ops.output)

@@ -335,6 +335,51 @@ class PubSubSink:
         self.client.stop()
 
 
+class KafkaTopicSink(PubSubSink):
+    """The same batched envelope messages per symbol on a Kafka topic (--kafka_bootstrap_servers,
+    --kafka_topic): key = symbol (a partition keeps a symbol in order), attributes as headers,
+    CreateTime = the publish time (the streaming job's event time)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, market: str, records_per_message: int,
+                 message_seconds: float, metrics: Metrics):
+        from beam_pipeline.publish import KafkaSink
+
+        self.topic, self.market, self.metrics = topic, market, metrics
+        self.records_per_message, self.message_seconds = records_per_message, message_seconds
+        self.kafka = KafkaSink(bootstrap_servers, topic)
+        self.buffers: dict = {}
+        self.futures: set = set()
+        self._lock = threading.Lock()
+
+    def _send(self, symbol: str) -> None:
+        from beam_pipeline.publish import message_of
+
+        _, first_recv, lines = self.buffers.pop(symbol)
+        data, attributes = message_of(RawBatch(f"collector:{symbol}", "envelope", EXCHANGE,
+                                               self.market, [(0, line) for line in lines]), True)
+        future = self.kafka.publish(data, attributes, symbol)
+        self.metrics.counts["published_messages"] += 1
+        with self._lock:
+            self.futures.add(future)
+        future.add_both(lambda result: self._sent(future, result, symbol, first_recv, len(lines)))
+
+    def _sent(self, future, result, symbol: str, first_recv: int, records: int) -> None:
+        with self._lock:
+            self.futures.discard(future)
+        if not isinstance(result, BaseException):
+            self.metrics.lag(now_ms() - first_recv)
+            return
+        self.metrics.counts["publish_failures"] += 1
+        self.metrics.counts["records_lost"] += records
+        _LOG.error("%s: a message of %d records could not be sent to Kafka (%r)", symbol, records,
+                   result)
+
+    def close(self) -> None:
+        for symbol in list(self.buffers):
+            self._send(symbol)
+        self.kafka.close()          # flushes: every record sent or failed
+
+
 class FileSink:
     """Rolling files <exchange>-<market>-<YYYYMMDD>T<HH>.jsonl.gz, one per UTC hour of receive time.
     Each flush appends one complete gzip member in one write: a crash loses what was not flushed,
@@ -890,7 +935,8 @@ class Collector:
         helpers = [asyncio.create_task(self.snapshots.run()), asyncio.create_task(self._ticks())]
         listener = self._listen_for_recovery(loop)
         _LOG.info("capturing %s %s from %s into %s", self.market, ",".join(self.symbols), self.url,
-                  " and ".join(filter(None, (self.args.topic, self.args.output_dir))))
+                  " and ".join(filter(None, (self.args.topic, self.args.kafka_topic,
+                                             self.args.output_dir))))
         try:
             code = await self.capture()
         finally:
@@ -910,6 +956,10 @@ class Collector:
             sinks.append(PubSubSink(args.topic, self.market, args.records_per_message,
                                     args.message_seconds, args.max_outstanding_messages,
                                     args.max_outstanding_bytes, self.metrics))
+        if args.kafka_bootstrap_servers:
+            sinks.append(KafkaTopicSink(args.kafka_bootstrap_servers, args.kafka_topic, self.market,
+                                        args.records_per_message, args.message_seconds,
+                                        self.metrics))
         if args.output_dir:
             sinks.append(FileSink(args.output_dir, self.market, args.flush_seconds, self.metrics))
         return sinks[0] if len(sinks) == 1 else BothSinks(*sinks)
@@ -930,8 +980,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not (args.topic or args.output_dir):
-        parser.error("give --topic, --output_dir or both")
+    if bool(args.kafka_bootstrap_servers) != bool(args.kafka_topic):
+        parser.error("Kafka needs both --kafka_bootstrap_servers and --kafka_topic")
+    if not (args.topic or args.output_dir or args.kafka_topic):
+        parser.error("give --topic, --kafka_topic, --output_dir, or several")
     if args.topic and (not args.topic.startswith("projects/") or "/topics/" not in args.topic):
         parser.error(f"--topic must be projects/<project>/topics/<topic>, not {args.topic!r}")
     if args.recovery_subscription and "/subscriptions/" not in args.recovery_subscription:

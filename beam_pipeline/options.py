@@ -157,6 +157,26 @@ class FeedCheckOptions(PipelineOptions):
         io.add_argument(
             "--input_subscription", default=None,
             help="Streaming only: Pub/Sub subscription to read, projects/<p>/subscriptions/<s>.")
+        # Kafka (streaming on Flink); one block, kept together.
+        io.add_argument(
+            "--kafka_bootstrap_servers", default=None,
+            help="Streaming on Flink (--runner FlinkRunner): read the feed from Kafka, brokers "
+                 "HOST:PORT[,HOST:PORT]; needs --kafka_topic. Messages as on Pub/Sub (one record or "
+                 "JSON Lines, gzip by header content_encoding=gzip or by magic bytes, headers "
+                 "format/exchange/market); event time = the record's CreateTime. Offsets are "
+                 "committed to the consumer group at Flink checkpoints only.")
+        io.add_argument(
+            "--kafka_topic", default=None,
+            help="Streaming on Flink: the Kafka topic to read (with --kafka_bootstrap_servers).")
+        io.add_argument(
+            "--kafka_group_id", default="feedcheck",
+            help="Streaming on Flink: the Kafka consumer group; a new group starts at the earliest "
+                 "offset, a known one at its committed offsets. Default: feedcheck.")
+        io.add_argument(
+            "--kafka_expansion_service", default=None,
+            help="Streaming on Flink: the Beam Java expansion service that expands Kafka IO: "
+                 "HOST:PORT of a running one, or a jar. Default: the jar "
+                 "scripts/build_kafka_expansion_service.sh builds (built on first use).")
         io.add_argument(
             "--watch_seconds", type=float, default=None,
             help="Streaming from files (--streaming --input ...): list the globs again every this "
@@ -499,6 +519,14 @@ def add_collector_arguments(parser) -> None:
         help="Folder of rolling files <exchange>-<market>-<YYYYMMDD>T<HH>.jsonl.gz (one per UTC hour), "
              "envelope JSON Lines a batch run reads as they are; each flush is a complete gzip "
              "member, so a crash loses at most the last --flush_seconds.")
+    out.add_argument(
+        "--kafka_bootstrap_servers", default=None,
+        help="Kafka brokers HOST:PORT[,HOST:PORT] (with --kafka_topic): the same batched messages "
+             "on a Kafka topic, key = symbol, the attributes as headers, CreateTime = the publish "
+             "time, as the streaming job on Flink reads them.")
+    out.add_argument(
+        "--kafka_topic", default=None,
+        help="The Kafka topic (with --kafka_bootstrap_servers).")
     out.add_argument(
         "--records_per_message", type=_positive(int), default=500,
         help="Pub/Sub: records per message at most (a message also goes out --message_seconds after "

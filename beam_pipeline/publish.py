@@ -1,5 +1,6 @@
-"""Publish capture files to a Pub/Sub topic as batched messages: how a capture is replayed into a
-live job (python -m beam_pipeline.publish --topic projects/P/topics/T FILES...).
+"""Publish capture files to a Pub/Sub or Kafka topic as batched messages: how a capture is replayed
+into a live job (python -m beam_pipeline.publish --topic projects/P/topics/T FILES..., or
+--kafka_bootstrap_servers HOST:PORT --kafka_topic T FILES...).
 
 Files are read exactly as a batch run reads them (same formats, detection, headers, line limits);
 each message carries up to --records_per_message consecutive records of one file as JSON Lines,
@@ -77,6 +78,44 @@ def _publisher(max_outstanding_messages: int, max_outstanding_bytes: int):
         publisher_options=types.PublisherOptions(flow_control=flow))
 
 
+class _PubSubSink:
+    """publish(data, attributes, key) -> a future, on a Pub/Sub topic."""
+
+    def __init__(self, topic: str, max_outstanding_messages: int, max_outstanding_bytes: int):
+        self.topic = topic
+        self.client = _publisher(max_outstanding_messages, max_outstanding_bytes)
+
+    def publish(self, data: bytes, attributes: dict, key: str):
+        return self.client.publish(self.topic, data, **attributes)
+
+    def close(self):
+        pass
+
+
+class KafkaSink:
+    """publish(data, attributes, key) -> a future, on a Kafka topic: the attributes as headers,
+    `key` as the record key (records of one key stay in order in one partition), CreateTime = the
+    publish time (the streaming job's event time, as Pub/Sub's publish time is). Memory is bounded
+    as for Pub/Sub: publish() waits for every 1000 sends (_settle)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str):
+        from kafka import KafkaProducer
+
+        self.topic = topic
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks="all",
+                                      linger_ms=20,
+                                      max_request_size=16 << 20, max_block_ms=300_000)
+
+    def publish(self, data: bytes, attributes: dict, key: str):
+        headers = [(name, str(value).encode()) for name, value in attributes.items()]
+        return self.producer.send(self.topic, value=data, key=key.encode() if key else None,
+                                  headers=headers, timestamp_ms=int(time.time() * 1000))
+
+    def close(self):
+        self.producer.flush()
+        self.producer.close()
+
+
 class Pacer:
     """Holds publishing to `per_second` records a second (None: as fast as the broker takes)."""
 
@@ -94,11 +133,15 @@ class Pacer:
 def publish(topic: str, paths, input_format="auto", records_per_message=DEFAULT_RECORDS_PER_MESSAGE,
             compress=True, max_record_bytes=DEFAULT_MAX_RECORD_BYTES, per_second=None,
             progress=True, max_outstanding_messages=1000,
-            max_outstanding_bytes=64 * 1024 * 1024) -> dict:
-    """Publish every record of `paths`; returns counts (records, messages, bytes, read_errors)."""
+            max_outstanding_bytes=64 * 1024 * 1024, kafka_bootstrap_servers=None) -> dict:
+    """Publish every record of `paths` to the Pub/Sub `topic`, or with `kafka_bootstrap_servers`
+    to that Kafka topic (key: the file's name, so a file's records stay in order in one
+    partition); returns counts (records, messages, bytes, read_errors)."""
     from tqdm import tqdm
 
-    client = _publisher(max_outstanding_messages, max_outstanding_bytes)
+    client = (KafkaSink(kafka_bootstrap_servers, topic)
+              if kafka_bootstrap_servers else
+              _PubSubSink(topic, max_outstanding_messages, max_outstanding_bytes))
     counts = {"files": len(paths), "records": 0, "messages": 0, "bytes": 0, "read_errors": []}
     futures, pacer, begin = [], Pacer(per_second), time.monotonic()
     bar = tqdm(total=sum(os.path.getsize(p) for p in paths if os.path.exists(p)) or None,
@@ -111,7 +154,7 @@ def publish(topic: str, paths, input_format="auto", records_per_message=DEFAULT_
                     continue
                 data, attributes = message_of(batch, compress)
                 pacer.wait(len(batch.records))
-                futures.append(client.publish(topic, data, **attributes))
+                futures.append(client.publish(data, attributes, os.path.basename(path)))
                 counts["records"] += len(batch.records)
                 counts["messages"] += 1
                 counts["bytes"] += len(data)
@@ -121,13 +164,17 @@ def publish(topic: str, paths, input_format="auto", records_per_message=DEFAULT_
         _settle(futures)
     finally:
         bar.close()
+        client.close()
     counts["seconds"] = round(time.monotonic() - begin, 3)
     return counts
 
 
 def _settle(futures: list) -> None:
     for future in futures:
-        future.result(timeout=300)
+        if hasattr(future, "get"):             # kafka-python's FutureRecordMetadata
+            future.get(timeout=300)
+        else:
+            future.result(timeout=300)
     futures.clear()
 
 
@@ -139,7 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "messages, for a streaming job to read. Set PUBSUB_EMULATOR_HOST for the "
                     "emulator.")
     parser.add_argument("files", nargs="+", help="capture files or globs (plain or .gz)")
-    parser.add_argument("--topic", required=True, help="projects/<project>/topics/<topic>")
+    parser.add_argument("--topic", default=None,
+                        help="the Pub/Sub topic, projects/<project>/topics/<topic>")
+    parser.add_argument("--kafka_bootstrap_servers", default=None,
+                        help="publish to Kafka instead: brokers HOST:PORT[,HOST:PORT] (with "
+                             "--kafka_topic). Headers carry the attributes, the key is the file's "
+                             "name, CreateTime is the publish time.")
+    parser.add_argument("--kafka_topic", default=None, help="the Kafka topic")
     parser.add_argument("--input_format", default="auto", choices=INPUT_FORMATS,
                         help="the files' format, as for a batch run. Default: auto.")
     parser.add_argument("--records_per_message", type=int, default=DEFAULT_RECORDS_PER_MESSAGE,
@@ -163,19 +216,25 @@ def parse_args(argv):
         parser.error("--records_per_message must be at least 1")
     if args.records_per_second is not None and args.records_per_second <= 0:
         parser.error("--records_per_second must be positive")
-    if not args.topic.startswith("projects/") or "/topics/" not in args.topic:
+    if args.kafka_bootstrap_servers or args.kafka_topic:
+        if not (args.kafka_bootstrap_servers and args.kafka_topic) or args.topic:
+            parser.error("Kafka needs --kafka_bootstrap_servers and --kafka_topic (and no --topic)")
+    elif not args.topic:
+        parser.error("give --topic (Pub/Sub) or --kafka_bootstrap_servers and --kafka_topic")
+    elif not args.topic.startswith("projects/") or "/topics/" not in args.topic:
         parser.error(f"--topic must be projects/<project>/topics/<topic>, not {args.topic!r}")
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    counts = publish(args.topic, _files(args.files), args.input_format, args.records_per_message,
+    topic = args.kafka_topic or args.topic
+    counts = publish(topic, _files(args.files), args.input_format, args.records_per_message,
                      not args.no_gzip, args.max_record_bytes, args.records_per_second,
-                     progress=not args.quiet)
+                     progress=not args.quiet, kafka_bootstrap_servers=args.kafka_bootstrap_servers)
     rate = counts["records"] / max(counts["seconds"], 1e-9)
     print(f"published {counts['records']:,} records from {counts['files']} file(s) in "
-          f"{counts['messages']:,} messages ({counts['bytes']:,} bytes) to {args.topic} in "
+          f"{counts['messages']:,} messages ({counts['bytes']:,} bytes) to {topic} in "
           f"{counts['seconds']:.1f} s ({rate:,.0f} records/s)")
     for error in counts["read_errors"]:
         print(f"warning: not published, the file could not be read: {error}", file=sys.stderr)

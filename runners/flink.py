@@ -16,7 +16,8 @@ Usage::
 ``apply_profile`` fills in ``--flink_job_server_jar``, ``--flink_version``, ``--flink_master=[local]``
 (an embedded Flink MiniCluster inside the job server), ``--environment_type=LOOPBACK`` (Python
 workers run in the submitting process), ``--parallelism=2`` and ``--finish_bundle_before_checkpointing``
-(see below); a flag the user gave always wins. For a standalone cluster
+(see below), and for a Kafka source ``--checkpointing_interval`` (KAFKA_CHECKPOINTING_INTERVAL_MS);
+a flag the user gave always wins. For a standalone cluster
 (``scripts/flink_cluster.sh start``) pass ``--flink_master=localhost:8081``.
 
 Why ``--finish_bundle_before_checkpointing``: without it, a streaming job with checkpointing
@@ -44,8 +45,18 @@ BEAM_VERSION = "2.75.0"
 #: Beam Java version inside the job-server jar (newest Flink runner Maven Central serves here).
 BEAM_JAVA_VERSION = "2.70.0"
 
+#: Checkpoint interval (ms) of a job that reads Kafka, unless --checkpointing_interval is given.
+KAFKA_CHECKPOINTING_INTERVAL_MS = 10000
+#: The pipeline experiment that makes KafkaIO read through its UnboundedSource (offsets committed
+#: when a Flink checkpoint completes, in the checkpoint mark's finalize). Its splittable-DoFn
+#: reader with commit_offset_in_finalize failed on the Flink runner 2.70 (job restarts:
+#: "State backend must be locked when retrieving the current key", in the stable-input buffering
+#: of the commit step) and then read nothing new (seen 2026-12-07).
+KAFKA_READ_EXPERIMENT = "use_deprecated_read"
+
 _ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = _ROOT / "scripts" / "build_flink_job_server.sh"
+POM = _ROOT / "runners" / "flink_job_server" / "pom.xml"
 
 
 # Options of Beam Java's FlinkPipelineOptions that Beam Python does not declare. The job server
@@ -86,14 +97,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FEEDCHECK_CACHE") or Path.home() / ".cache" / "feedcheck")
 
 
-def job_server_jar(build: bool = True) -> str:
-    """Path of the cached job-server jar; builds it first (needs mvn, takes minutes) if missing."""
-    jar = cache_dir() / "flink" / f"beam-flink-job-server-{BEAM_VERSION}.jar"
+def cached_jar(subdir: str, stem: str, pom: Path, script: Path, build: bool = True) -> str:
+    """Path of a jar that `script` (scripts/build_shaded_jar.sh) builds from `pom` into the cache,
+    named <stem>-<first 8 hex of sha256(pom)>.jar (an edited pom is a new jar); builds it first
+    (needs mvn, takes minutes) if missing."""
+    import hashlib
+
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:8]
+    jar = cache_dir() / subdir / f"{stem}-{digest}.jar"
     if not jar.is_file() and build:
-        subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["bash", str(script)], check=True, stdout=subprocess.DEVNULL)
     if not jar.is_file():
-        raise FileNotFoundError(f"Flink job-server jar missing: {jar} (run {BUILD_SCRIPT})")
+        raise FileNotFoundError(f"jar missing: {jar} (run {script})")
     return str(jar)
+
+
+def job_server_jar(build: bool = True) -> str:
+    """Path of the cached job-server jar (scripts/build_flink_job_server.sh)."""
+    return cached_jar("flink", f"beam-flink-job-server-{BEAM_VERSION}", POM, BUILD_SCRIPT, build)
 
 
 def is_flink(argv: list[str]) -> bool:
@@ -105,15 +126,43 @@ def is_flink(argv: list[str]) -> bool:
     return name in ("flink", "flinkrunner")
 
 
+def stop_job_server_jvm_first() -> None:
+    """Makes Beam stop the job-server JVM before it deletes its temp dir.
+
+    Beam's SubprocessJobServer.stop deletes the artifact folder first and stops the JVM after; the
+    JVM deletes files in that folder as a job ends, so the deletion can fail (FileNotFoundError,
+    seen at exit after a cancelled streaming job), and then the JVM (with its embedded Flink) was
+    left running after the Python process ended. Idempotent."""
+    import shutil
+
+    from apache_beam.runners.portability import job_server
+
+    if getattr(job_server.SubprocessJobServer.stop, "_feedcheck", False):
+        return
+
+    def stop(self):
+        try:
+            return self._server.stop() if self._server is not None else None
+        finally:
+            if self._local_temp_root:
+                shutil.rmtree(self._local_temp_root, ignore_errors=True)
+                self._local_temp_root = None
+
+    stop._feedcheck = True
+    job_server.SubprocessJobServer.stop = stop
+
+
 def apply_profile(argv: list[str]) -> list[str]:
     """Return argv plus the Flink defaults the user did not give (argv is left unchanged).
 
     Does nothing unless the runner is FlinkRunner. Building the jar happens here only when
-    ``--flink_job_server_jar`` is not given and the cached jar is missing.
+    ``--flink_job_server_jar`` is not given and the cached jar is missing. Also makes Beam stop
+    the job-server JVM reliably (stop_job_server_jvm_first).
     """
     argv = list(argv)
     if not is_flink(argv):
         return argv
+    stop_job_server_jvm_first()
     defaults = {
         "flink_version": FLINK_VERSION,
         "flink_master": "[local]",
@@ -123,6 +172,11 @@ def apply_profile(argv: list[str]) -> list[str]:
     for name, value in defaults.items():
         if flag_value(argv, name) is None:
             argv.append(f"--{name}={value}")
+    if flag_value(argv, "kafka_bootstrap_servers") and flag_value(argv, "checkpointing_interval") is None:
+        # Kafka offsets are committed at checkpoints only.
+        argv.append(f"--checkpointing_interval={KAFKA_CHECKPOINTING_INTERVAL_MS}")
+    if flag_value(argv, "kafka_bootstrap_servers"):
+        argv.append(f"--experiments={KAFKA_READ_EXPERIMENT}")
     if flag_value(argv, "finish_bundle_before_checkpointing") is None:
         argv.append("--finish_bundle_before_checkpointing")
     if flag_value(argv, "flink_job_server_jar") is None:

@@ -7,7 +7,7 @@ import pytest
 
 from transforms.layout import data_files
 
-pytest_plugins = ["tests.tooling.pubsub_emulator"]
+pytest_plugins = ["tests.tooling.pubsub_emulator", "tests.tooling.kafka_broker"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTURES = os.path.join(os.path.dirname(REPO), "shared", "data", "cryptofeed")

@@ -250,9 +250,11 @@ class ParseMessages(beam.DoFn):
     (each record keeps its own source): every element costs the whole graph a little, so a
     thousand one-record messages cost about what one thousand-record message does."""
 
-    def __init__(self, max_record_bytes: int, max_message_bytes: int):
+    def __init__(self, max_record_bytes: int, max_message_bytes: int, scheme: str = "pubsub"):
+        """`scheme`: the bus, first part of each source (pubsub:<message id>, kafka:<t/p/offset>)."""
         self.max_record_bytes = max_record_bytes
         self.max_message_bytes = max_message_bytes
+        self.scheme = scheme
 
     def start_bundle(self):
         self.singles = {}
@@ -263,7 +265,7 @@ class ParseMessages(beam.DoFn):
         yield beam.pvalue.TaggedOutput(INPUT_LAG, (publish, ingest))
         parsed = message_batch(message.data, dict(message.attributes or {}),
                                message.message_id or "", publish, ingest,
-                               self.max_record_bytes, self.max_message_bytes)
+                               self.max_record_bytes, self.max_message_bytes, self.scheme)
         if isinstance(parsed, DeadLetter):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, parsed)
             yield beam.pvalue.TaggedOutput(TALLY, ("input_records", 1))
@@ -275,7 +277,7 @@ class ParseMessages(beam.DoFn):
     def finish_bundle(self):
         for singles in self.singles.values():
             first = singles[0]
-            merged = RawBatch("pubsub", first.fmt, first.exchange, first.market,
+            merged = RawBatch(self.scheme, first.fmt, first.exchange, first.market,
                               [(0, batch.records[0][1]) for batch in singles], first.attributes,
                               first.ingest_time, max(batch.publish_time for batch in singles),
                               [batch.source for batch in singles])
@@ -293,10 +295,10 @@ def _publish_ms(message) -> int:
 
 
 def message_batch(data: bytes, attributes: dict, message_id: str, publish_ms: int, ingest_ms: int,
-                  max_record_bytes: int, max_message_bytes: int):
+                  max_record_bytes: int, max_message_bytes: int, scheme: str = "pubsub"):
     """One message's records as a RawBatch (record numbers are lines of the message; 0 for a
-    single-record message, whose source stays pubsub:<message id>), or a read_error DeadLetter."""
-    source = f"pubsub:{message_id}"
+    single-record message, whose source stays <scheme>:<message id>), or a read_error DeadLetter."""
+    source = f"{scheme}:{message_id}"
     encoding = attributes.get("content_encoding", "")
     if encoding == "gzip":
         try:

@@ -293,3 +293,46 @@ def test_end_to_end_collector_pubsub_pipeline_and_the_recovery_loop(pubsub_emula
     # every symbol's disconnection reported and resynced (by a recovery or a snapshot jump)
     after_disconnect = {g["symbol"] for g in gaps if g["gap_size"] != 100}
     assert after_disconnect == set(exchange.symbols)
+
+
+def test_the_collector_writes_to_kafka_keyed_by_symbol_and_a_batch_run_reads_it(kafka_broker,
+                                                                                tmp_path):
+    """fake exchange -> collector -> Kafka: one record per message of a symbol (key = symbol,
+    headers format/exchange/market/content_encoding, CreateTime = publish time), and the records'
+    lines are a feed a batch run checks clean."""
+    topic = kafka_broker.unique_topic("collector")
+    exchange = FakeExchange("usdm").start()
+    metrics_file = str(tmp_path / "metrics.json")
+    begin = int(time.time() * 1000)
+    proc = _collector(exchange, "--kafka_bootstrap_servers", kafka_broker.bootstrap,
+                      "--kafka_topic", topic, "--metrics_file", metrics_file)
+    try:
+        _wait_for(_settled(metrics_file, len(exchange.symbols)), 30, "a snapshot per symbol", proc)
+        _wait_for(lambda: read_metrics(metrics_file).get("published_messages", 0) >= 20, 30,
+                  "20 messages", proc)
+        code, log = _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        exchange.stop()
+    end = int(time.time() * 1000)
+    assert code == 0, log[-3000:]
+    status = read_metrics(metrics_file)
+    assert status["publish_failures"] == 0
+    records = kafka_broker.consume_all(topic, expected=status["published_messages"])
+    assert len(records) == status["published_messages"]
+    lines = []
+    for record in records:
+        headers = dict(record.headers)
+        assert headers["format"] == b"envelope" and headers["content_encoding"] == b"gzip"
+        assert record.key.decode() in exchange.symbols and begin <= record.timestamp <= end
+        for line in gzip.decompress(record.value).splitlines():
+            assert json.loads(line)["symbol"] == record.key.decode()
+            lines.append(line)
+    (tmp_path / "feed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    assert pipeline_main(["--input", str(tmp_path / "feed.jsonl"), "--output",
+                          str(tmp_path / "batch")]) == 0
+    with open(tmp_path / "batch" / "summary.json") as handle:
+        summary = json.load(handle)
+    assert summary["balanced"] and summary["dead_letters"] == {}
+    assert summary["input_records"] == len(lines) and sum(summary["gaps"].values()) == 0

@@ -68,7 +68,7 @@ def test_the_weight_budget_waits_for_the_oldest_spend_to_age_out():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--market", "spot", "--symbols", "BTCUSDT"], "give --topic, --output_dir or both"),
+    (["--market", "spot", "--symbols", "BTCUSDT"], "give --topic, --kafka_topic, --output_dir, or several"),
     (["--market", "spot", "--symbols", "BTC-USDT", "--output_dir", "x"], "--symbols"),
     (["--market", "moon", "--symbols", "BTCUSDT", "--output_dir", "x"], "invalid choice"),
     (["--market", "spot", "--symbols", "BTCUSDT", "--topic", "t"], "--topic must be"),
