@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
                                                   StandardOptions, _BeamArgumentParser)
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 
-from beam_pipeline import progress
+from beam_pipeline import early_signals, progress
 from beam_pipeline.core import durability
 from beam_pipeline.core.runtime import iso_ms, now_ms
 from beam_pipeline.options import FORMAT_NAMES, FeedCheckOptions, range_error
@@ -428,25 +428,12 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if options.view_as(StandardOptions).streaming:
-        _hold_stop_signals()
+        early_signals.hold()
         cloud = options.view_as(GoogleCloudOptions)
         if job and not cloud.job_name and _flink_cluster(options, options.view_as(FeedCheckOptions)):
             cloud.job_name = f"feedcheck-{job['job_id']}"   # how the stop finds it on the cluster
     with _logging(options.view_as(FeedCheckOptions), job) as log_path:
         return _run(options, submits_only, job, log_path, argv)
-
-
-_early_signals = []
-
-
-def _hold_stop_signals() -> None:
-    """A streaming job's SIGINT/SIGTERM before it runs (while Beam starts) is kept and acted on as
-    soon as the job can stop gracefully (StreamingStop), rather than killing it half set up."""
-    def keep(signum, _frame):
-        _early_signals.append(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, keep)
 
 
 def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
@@ -713,8 +700,8 @@ class StreamingStop:
         for sig in before:
             signal.signal(sig, self._on_signal)
         try:
-            while _early_signals:
-                self._on_signal(_early_signals.pop(0), None)
+            while early_signals.received:
+                self._on_signal(early_signals.received.pop(0), None)
             self.line.say(f"streaming: writing under {self.ops.output}; stop with Ctrl-C or SIGTERM")
             self.result.wait_until_finish()
         except KeyboardInterrupt:         # a cancelled job's wait raises; the stop is known

@@ -1,6 +1,7 @@
 """Stopping, killing and restarting a streaming job on the real Pub/Sub emulator, the way users do
 it (SIGTERM, Ctrl-C, SIGKILL, the same command again), with the defaults they get (no flush or
 timeout flags): what is on disk afterwards equals the batch run on the same records."""
+import gzip
 import os
 import shlex
 import signal
@@ -263,3 +264,26 @@ def test_sigkill_mid_backlog_then_restart_loses_nothing(pubsub_emulator, tmp_pat
     assert len(read(str(out), "dead_letter")) == len(BAD)
     assert summary_of(str(out))["balanced"]
     assert emu.pull_all(subscription, max_wait_s=3, settle_s=1) == []
+
+
+def test_sigterm_while_starting_stops_gracefully(pubsub_emulator, tmp_path):
+    """A stop signal while Python is still importing Beam (a deploy replaced at once) is kept and
+    acted on when the job runs: exit 0; what the job pulled before it could act is written, the
+    rest is still on the subscription for the next run."""
+    emu = pubsub_emulator
+    path, lines, _ = _feed(tmp_path, 4_000, seed=5)
+    topic, subscription = _subscription(emu, "early")
+    publish(topic, [path], progress=False, records_per_message=100)
+    out = tmp_path / "stream"
+    job = _start(emu, subscription, out)
+    time.sleep(0.3)                    # inside the imports: nothing of Beam is loaded yet
+    code, _ = _stop(job, signal.SIGTERM)
+    log = _log(out)
+    assert code == 0, log[-3000:]
+    assert "stopping on SIGTERM" in log
+    left = emu.pull_all(subscription, max_wait_s=3, settle_s=1)
+    summary = summary_of(str(out))
+    assert summary["balanced"]
+    assert summary["input_records"] + sum(len(gzip.decompress(data).splitlines())
+                                          for data, _ in left) == len(lines)
+    assert len(read(str(out), "clean")) == summary["clean_records"]
