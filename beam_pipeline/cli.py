@@ -443,8 +443,12 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
         write_empty_outputs(ops.output, streaming=True)   # every folder readable from the start
     runner = options.view_as(StandardOptions).runner or ""
     inbox = None
+    watches_files_here = False
     if streaming and runner_kind([f"--runner={runner}"]) == "direct":
         direct.hold_watermark_for_end_of_window_timers()     # end of input: nothing dropped
+        watches_files_here = bool(ops.watch_seconds) and not ops.input_subscription
+        if watches_files_here:
+            direct.prepare_graceful_stop()
     if ops.input_subscription and runner_kind([f"--runner={runner}"]) == "direct":
         inbox = direct.tune_streaming_pubsub_reads(ops.pull_max_messages, ops.pull_wait_seconds,
                                                    ops.ack_lease_seconds)
@@ -469,7 +473,7 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
             return EXIT_OK
         if streaming:
             stop = StreamingStop(result, ops, inbox, line, restart_command(argv, job),
-                                 _flink_cluster(options, ops))
+                                 _flink_cluster(options, ops), watches_files_here)
             stopped = stop.run()
             if stop.savepoint or stop.cancelled or (
                     not stopped and (ops.input_subscription or ops.kafka_bootstrap_servers
@@ -680,19 +684,22 @@ class StreamingStop:
     what was not written: it was not acknowledged either, so Pub/Sub delivers it again to the
     restarted job. Other runners are cancelled, as before (see docs/streaming.md)."""
 
-    def __init__(self, result, ops, inbox, line, restart: str, flink_cluster=None):
+    def __init__(self, result, ops, inbox, line, restart: str, flink_cluster=None,
+                 watches_files_here: bool = False):
         """`flink_cluster`: (REST address, job name, savepoint folder) of a job on a standalone
-        Flink cluster, stopped with a savepoint."""
+        Flink cluster, stopped with a savepoint. `watches_files_here`: a DirectRunner job following
+        files, whose ticks end on a stop (transforms/follow.py) so that it drains."""
         self.result, self.ops, self.inbox, self.line = result, ops, inbox, line
         self.restart = restart
         self.flink_cluster = flink_cluster
         self.signal_name = None
         self.cancelled = False
         self.savepoint = None
+        self.watches_files_here = watches_files_here
 
     @property
     def graceful(self) -> bool:
-        return self.inbox is not None
+        return self.inbox is not None or self.watches_files_here
 
     def run(self) -> bool:
         """Wait for the job; True when a signal stopped it."""
@@ -778,7 +785,11 @@ class StreamingStop:
             return EXIT_UNBALANCED
         if summary["input_records"] == 0:
             print("warning: the job read no records", file=sys.stderr)
-        if self.signal_name:
+        if self.signal_name and not self.inbox:
+            print(f"stopped on {self.signal_name}: every record read is written. The same command "
+                  "with the same --job_id reads the files again from their start (readback "
+                  f"deduplicates the rows):\n  {self.restart}", flush=True)
+        elif self.signal_name:
             acknowledged = self.inbox.acknowledged_messages if self.inbox else 0
             returned = self.inbox.returned_messages if self.inbox else 0
             also = (f"; {returned:,} messages pulled while the last run's were still coming "

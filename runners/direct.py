@@ -54,10 +54,7 @@ def tune_streaming_pubsub_reads(max_messages: int, wait_seconds: float,
     from apache_beam.runners.direct import transform_evaluator
 
     durability.reset()
-    STOP.clear()
-    runtime.end_drain()
-    _stopped_at[0] = None
-    _fast_forward_after_stop()
+    prepare_graceful_stop()
     inbox = Inbox(lease_seconds)
     INBOX[0] = inbox
     evaluator = transform_evaluator._PubSubReadEvaluator
@@ -66,6 +63,15 @@ def tune_streaming_pubsub_reads(max_messages: int, wait_seconds: float,
     _cache_dofn_specs()
     _reuse_dofns()
     return inbox
+
+
+def prepare_graceful_stop() -> None:
+    """A streaming DirectRunner job of this process can be stopped with request_stop(): its
+    sources (the Pub/Sub read above, the watched files' ticks in transforms/follow.py) end on it."""
+    STOP.clear()
+    runtime.end_drain()
+    _stopped_at[0] = None
+    _fast_forward_after_stop()
 
 
 INBOX = [None]       # this process's Inbox (the read evaluator's watermark asks it)

@@ -61,9 +61,9 @@ from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindows
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 
-from beam_pipeline.core import framings, tallies
+from beam_pipeline.core import framings, runtime, tallies
 from beam_pipeline.core.framings import HEAD_RECORDS, FileContext
 from beam_pipeline.core.model import RawBatch
 from beam_pipeline.core.runtime import now_ms
@@ -466,7 +466,9 @@ IDLE_SLEEP_S = 0.05     # DirectRunner: a root bundle whose tick is not due yet 
 def _register_direct_ticks() -> None:
     """Teach Beam's bundle-based DirectRunner to evaluate _DirectTicks: each root bundle emits one
     tick if one is due (else waits a little, as its Pub/Sub read polls), and holds the watermark at
-    the last tick's time; the bundle is scheduled again, so the source never ends."""
+    the last tick's time; the bundle is scheduled again, so the source never ends until a graceful
+    stop (runners/direct.py: request_stop): then the ticks end and the watermark jumps to the end
+    of time, and the job drains what it has read as a bounded input ends."""
     from apache_beam.runners.direct import transform_evaluator
     from apache_beam.runners.direct.util import TransformResult
 
@@ -484,6 +486,8 @@ def _register_direct_ticks() -> None:
             pass
 
         def finish_bundle(self):
+            if runtime.draining():        # a graceful stop: no more listings, the input ends
+                return TransformResult(self, [], [], None, {None: MAX_TIMESTAMP})
             label = (id(self._evaluation_context), self._applied_ptransform.full_label)
             interval = self._applied_ptransform.transform.interval_s
             due = self.last_tick.get(label, 0.0) + interval

@@ -29,13 +29,14 @@ def start_job(emulator_host: str, subscription: str, out: str, *extra: str,
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def start_watching(folder: str, out: str, *extra: str) -> subprocess.Popen:
+def start_watching(folder: str, out: str, *extra: str, flush_seconds="1") -> subprocess.Popen:
     """`python -m beam_pipeline --streaming --input <folder> --watch_seconds 0.5 ...` (DirectRunner
-    unless `extra` names another runner), in its own process group; its log in <out>.log."""
+    unless `extra` names another runner), in its own process group; its log in <out>.log.
+    `flush_seconds` None: the default --output_flush_seconds."""
     log = open(out + ".log", "w")
+    flush = [] if flush_seconds is None else ["--output_flush_seconds", flush_seconds]
     return subprocess.Popen([sys.executable, "-m", "beam_pipeline", "--streaming", "--input", folder,
-                             "--watch_seconds", "0.5", "--output", out,
-                             "--output_flush_seconds", "1", *extra],
+                             "--watch_seconds", "0.5", "--output", out, *flush, *extra],
                             cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
