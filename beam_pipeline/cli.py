@@ -25,6 +25,7 @@ from beam_pipeline.core import durability
 from beam_pipeline.core.runtime import iso_ms, now_ms
 from beam_pipeline.options import FORMAT_NAMES, FeedCheckOptions, range_error
 from beam_pipeline.pipeline import build_pipeline
+from beam_pipeline.settings import effective_settings
 from transforms.aggregate import bad_record_rate
 from runners import direct
 from runners.flags import flag_value, runner_kind
@@ -227,9 +228,10 @@ def claim_output(options) -> dict:
         FileSystems.delete(earlier + [p for p in (f"{output}/_work", f"{output}/_logs")
                                       if FileSystems.exists(p)])
     now = iso_ms(now_ms())
-    job = {"job_id": job_id, "mode": mode, "started": now}
+    job = {"job_id": job_id, "mode": mode, "started": now, "settings": effective_settings(options)}
     if continuing:
-        job = {**owner, "restarted": now, "restarts": owner.get("restarts", 0) + 1}
+        job = {**owner, "restarted": now, "restarts": owner.get("restarts", 0) + 1,
+               "settings": job["settings"]}
         savepoint = options.get_all_options().get("savepoint_path")
         if savepoint:      # Flink restores the state its counts come from: one summary goes on
             job["resumed_from"] = savepoint

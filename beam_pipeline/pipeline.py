@@ -8,6 +8,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_pipeline.options import FeedCheckOptions
+from beam_pipeline.settings import effective_settings
 from transforms.aggregate import (AlertRules, CountErrorsAndAlert, EnforceBadRecordRate, Summarize,
                                   dead_letter_error)
 from transforms.backpressure import MonitorInputLag
@@ -73,4 +74,5 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=No
          CORRUPT_PERIODS: sequenced.corrupt_periods,
          RECOVERY_REQUESTS: sequenced.recovery_requests,
          ERROR_COUNTS: counted[ERROR_COUNTS], ALERTS: alerts,
-         "summary": summary} | "Write" >> WriteOutputs(ops, streaming)
+         "summary": summary} | "Write" >> WriteOutputs(
+             ops, streaming, settings=effective_settings(options))

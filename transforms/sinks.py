@@ -364,14 +364,18 @@ class CommitCleanParts(beam.DoFn):
 
 
 class WriteSummary(beam.DoFn):
-    """Writes summary.json, replacing the previous one (streaming fires it repeatedly)."""
+    """Writes summary.json, replacing the previous one (streaming fires it repeatedly), with the
+    run's effective settings under "settings" (beam_pipeline/settings.py) when given."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, settings: dict = None):
         self.path = path
+        self.settings = settings
 
     def process(self, summary: dict):
         from apache_beam.io.filesystems import FileSystems
 
+        if self.settings is not None:
+            summary = {**summary, "settings": self.settings}
         with FileSystems.create(self.path) as handle:
             handle.write(json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
         yield self.path
@@ -417,15 +421,17 @@ class WriteOutputs(beam.PTransform):
 
     `clean` is the sequencer's clean output: CleanParts in batch (moved into clean/), Arrow tables in
     streaming (written by clean_sink). `clock`: the processing time streaming's flushes are timed
-    by (FlushFolder; tests with TestStream pass their own)."""
+    by (FlushFolder; tests with TestStream pass their own). `settings`: the run's settings record,
+    written into summary.json."""
 
     FOLDERS = {name: (sink, FOLDER_SUFFIX[name]) for name, sink in (
         (CLEAN, clean_sink), (DEAD_LETTER, dead_letter_sink), (GAPS, gap_sink),
         (CORRUPT_PERIODS, corrupt_sink), (RECOVERY_REQUESTS, json_lines_sink),
         (ERROR_COUNTS, json_lines_sink), (ALERTS, json_lines_sink))}
 
-    def __init__(self, options, streaming: bool, clock=Timestamp.now):
+    def __init__(self, options, streaming: bool, clock=Timestamp.now, settings: dict = None):
         super().__init__()
+        self.settings = settings
         self.output = options.output.rstrip("/")
         self.options = options
         self.streaming = streaming
@@ -458,7 +464,7 @@ class WriteOutputs(beam.PTransform):
                                                  UNDELIVERED_SUFFIX, True,
                                                  self.options.output_flush_seconds, self.clock))
         return outputs["summary"] | "WriteSummary" >> beam.ParDo(
-            WriteSummary(f"{self.output}/summary.json"))
+            WriteSummary(f"{self.output}/summary.json", self.settings))
 
 
 OUTPUT_FOLDERS = tuple(WriteOutputs.FOLDERS)

@@ -286,12 +286,7 @@ def _error_counts(ax, stream: StreamReport, thresholds: Thresholds) -> None:
 
 
 def _gap_rate(ax, stream: StreamReport, thresholds: Thresholds) -> None:
-    gaps: dict = {}
-    for row in stream.error_counts:
-        if row["error_type"].startswith("gap_"):
-            start = iso_ms(row["window_start"])
-            gaps[start] = gaps.get(start, 0) + row["count"]
-    rates = {start: n / max(stream.events_per_window.get(start, 0), 1) for start, n in gaps.items()}
+    rates = stream.gap_rates()
     window_ms = int(thresholds.error_window_s * 1000)
     x, y = _per_bucket_max(stream.bucket_ms, window_ms, rates, stream)
     dates = _dates(x)

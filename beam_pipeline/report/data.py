@@ -73,20 +73,27 @@ def _json_file(path: str):
 
 
 def load_thresholds(output: str, summary: dict) -> Thresholds:
-    """The run's alert thresholds: from a settings record when the run wrote one (summary.json
-    "settings" or "options", or settings.json beside it), else options.py's defaults."""
-    record = summary.get("settings") or summary.get("options")
-    source = "the run's settings (summary.json)"
-    if not isinstance(record, dict):
-        record = _json_file(_join(output, "settings.json"))
-        source = "the run's settings.json"
-    if not isinstance(record, dict):
+    """The run's alert thresholds: from the settings the run recorded (summary.json "settings",
+    beam_pipeline/settings.py, else the "settings" of its _job.json), else options.py's defaults,
+    and the page says which."""
+    record, source = _settings_options(summary.get("settings")), "the run's settings (summary.json)"
+    if record is None:
+        record = _settings_options((_json_file(_join(output, "_job.json")) or {}).get("settings"))
+        source = "the run's settings (_job.json)"
+    if record is None:
         record, source = {}, "the defaults of beam_pipeline/options.py (the run recorded none)"
     defaults = FeedCheckOptions.defaults()
     value = {name: record.get(name, getattr(defaults, name)) for name in THRESHOLD_OPTIONS}
     return Thresholds(float(value["error_window"]), int(value["alert_warning_count"]),
                       int(value["alert_critical_count"]), float(value["alert_gap_rate"]),
                       float(value["stall_timeout"]), source)
+
+
+def _settings_options(record):
+    """The feedcheck options of a settings record ({"options": {...}, "runner": ..., ...})."""
+    if isinstance(record, dict) and isinstance(record.get("options"), dict):
+        return record["options"]
+    return None
 
 
 def _join(output: str, name: str) -> str:
@@ -297,6 +304,16 @@ class StreamReport:
     def stalls(self) -> int:
         return sum(row["count"] for row in self.error_counts if row["error_type"] == "stall")
 
+    def gap_rates(self) -> dict:
+        """{error window start ms: gaps / clean rows in that window} (the gap-rate rule's figure;
+        the windows are the run's --error_window, as error_counts/ and events_per_window are)."""
+        gaps: dict = {}
+        for row in self.error_counts:
+            if row["error_type"].startswith("gap_"):
+                start = iso_ms(row["window_start"])
+                gaps[start] = gaps.get(start, 0) + row["count"]
+        return {start: n / max(self.events_per_window.get(start, 0), 1) for start, n in gaps.items()}
+
     def corrupt_ms(self) -> int:
         return sum(max(end - (start if start is not None else end), 0)
                    for start, end, *_ in self.corrupt)
@@ -355,6 +372,7 @@ class Report:
     unattributed_counts: list         # error_counts rows without a symbol (ingest time)
     clean_rows_read: int
     files: list | None                # summary.json "files", or None when the run recorded none
+    settings: dict | None = None      # summary.json "settings" (beam_pipeline/settings.py)
 
 
 def _by_stream(reports: dict, name: str) -> StreamReport:
@@ -448,7 +466,8 @@ def build(output: str, max_buckets: int = 720) -> Report:
     files = summary.get("files")
     return Report(output, summary, thresholds, sorted(streams.values(), key=StreamReport.severity),
                   dead_letters, unattributed, len(clean),
-                  files if isinstance(files, list) else None)
+                  files if isinstance(files, list) else None,
+                  summary.get("settings") if isinstance(summary.get("settings"), dict) else None)
 
 
 def conservation(summary: dict) -> dict:

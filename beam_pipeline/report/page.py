@@ -305,6 +305,17 @@ def _more(items) -> str:
     return f'<p class="muted">... and {rest:,} more.</p>' if rest > 0 else ""
 
 
+def run_line(report: Report) -> str:
+    """The runner, mode and versions of the run (its settings record), when it has one."""
+    settings = report.settings or {}
+    runner, versions = settings.get("runner") or {}, settings.get("versions") or {}
+    if not runner and not versions:
+        return ""
+    parts = [f"{runner.get('name', '?')}, {runner.get('mode', '?')}"]
+    parts += [f"{name} {value}" for name, value in versions.items() if value]
+    return f'<span data-run="settings">Run: {text("; ".join(parts))}.</span> '
+
+
 def page(report: Report, charts: dict, overview_rows: int, generated_ms: int) -> str:
     thresholds = report.thresholds
     settings = (f"error window {thresholds.error_window_s:g} s; warning above "
@@ -329,7 +340,7 @@ def page(report: Report, charts: dict, overview_rows: int, generated_ms: int) ->
 <body>
 <h1>Data-quality report</h1>
 <p class="muted">Outputs of <code>{text(report.output)}</code>, read {when(generated_ms)}.
-Alert thresholds: {text(settings)} Disconnects are not a record of their own: a feed that drops
+{run_line(report)}Alert thresholds: {text(settings)} Disconnects are not a record of their own: a feed that drops
 shows as a gap (batch) or a stall (streaming).</p>
 <nav><a href="#summary">summary</a><a href="#files">files</a><a href="#dead-letters">dead letters</a>
 <a href="#worst">worst periods</a><a href="#symbols">symbols</a><a href="#details">details</a></nav>

@@ -154,12 +154,62 @@ def test_thresholds_from_settings_or_defaults(tmp_path):
         defaults.alert_warning_count, defaults.alert_critical_count, defaults.alert_gap_rate,
         defaults.error_window)
     assert "defaults" in none.source
-    given = report_data.load_thresholds(str(tmp_path), {"settings": {
-        "alert_warning_count": 3, "alert_critical_count": 7, "error_window": 10}})
+    given = report_data.load_thresholds(str(tmp_path), {"settings": {"options": {
+        "alert_warning_count": 3, "alert_critical_count": 7, "error_window": 10}}})
     assert (given.warning_count, given.critical_count, given.error_window_s) == (3, 7, 10.0)
-    assert given.gap_rate == defaults.alert_gap_rate
-    (tmp_path / "settings.json").write_text(json.dumps({"alert_gap_rate": 0.5}))
-    assert report_data.load_thresholds(str(tmp_path), {}).gap_rate == 0.5
+    assert given.gap_rate == defaults.alert_gap_rate and "summary.json" in given.source
+    (tmp_path / "_job.json").write_text(json.dumps({"settings": {"options": {"alert_gap_rate": 0.5}}}))
+    from_job = report_data.load_thresholds(str(tmp_path), {})
+    assert from_job.gap_rate == 0.5 and "_job.json" in from_job.source
+
+
+def test_a_runs_own_settings_are_recorded_and_the_report_uses_them(tmp_path):
+    """--error_window 10 --alert_warning_count 3: summary.json and _job.json record every option
+    (secrets redacted), and the report's thresholds, windows and gap rates are the run's."""
+    lines, _ = generate(12_000, seed=11, faults=default_faults(), bad_records=BAD_RECORDS)
+    write_lines(str(tmp_path / "feed.jsonl.gz"), lines)
+    out = tmp_path / "out"
+    assert main(["--input", str(tmp_path / "feed.jsonl.gz"), "--output", str(out), "--report",
+                 "--error_window", "10", "--alert_warning_count", "3",
+                 "--dataflow_endpoint", "https://me:hunter2@example.com/df?token=abc&x=1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    job = json.loads((out / "_job.json").read_text())
+    for settings in (summary["settings"], job["settings"]):
+        options = settings["options"]
+        assert set(options) == set(PipelineOptions([]).view_as(FeedCheckOptions)
+                                   .get_all_options()) & set(options)
+        assert options["error_window"] == 10 and options["alert_warning_count"] == 3
+        assert options["alert_critical_count"] == FeedCheckOptions.defaults().alert_critical_count
+        assert options["report"] is True and options["output"] == str(out)
+        assert settings["runner"]["name"] == "DirectRunner" and settings["runner"]["mode"] == "batch"
+        assert settings["runner"]["options"]["dataflow_endpoint"] == \
+            "https://me:<redacted>@example.com/df?token=<redacted>&x=1"
+        assert settings["versions"]["apache_beam"] and settings["versions"]["python"]
+    assert "hunter2" not in (out / "summary.json").read_text() + (out / "_job.json").read_text()
+    report = report_data.build(str(out))
+    assert (report.thresholds.error_window_s, report.thresholds.warning_count) == (10.0, 3)
+    dom = _page(out / "report.html")
+    assert "error window 10 s; warning above 3 and critical above 100" in dom.text
+    assert "from the run's settings (summary.json)" in dom.text and "defaults" not in dom.text
+    assert "DirectRunner, batch" in dom.text
+    # the gap-rate chart's figures: gaps per clean row of the same 10 s window, not per nothing
+    rates = [rate for stream in report.streams for rate in stream.gap_rates().values()]
+    assert rates and all(0 < rate < 0.5 for rate in rates)
+    starts = {report_data.iso_ms(row["window_start"]) for row in report_data.read_error_counts(str(out))}
+    assert starts and all(start % 10_000 == 0 for start in starts)
+    assert any(start % 60_000 for start in starts)
+
+
+def test_secrets_are_redacted_from_a_settings_record():
+    from beam_pipeline.settings import REDACTED, effective_settings, redact
+
+    assert redact("input", ["gs://b/x", "https://u:pw@h/f.gz"]) == ["gs://b/x", f"https://u:{REDACTED}@h/f.gz"]
+    assert redact("service_account_token", "abc") == REDACTED
+    assert redact("dataflow_kms_key", None) is None
+    assert redact("flink_master", "http://h:8081/?api_key=s3cr3t") == f"http://h:8081/?api_key={REDACTED}"
+    settings = effective_settings(PipelineOptions(["--input", "https://u:pw@h/f.gz", "--output", "o"]))
+    assert settings["options"]["input"] == [f"https://u:{REDACTED}@h/f.gz"]
+    assert settings["options"]["error_window"] == FeedCheckOptions.defaults().error_window
 
 
 def test_streaming_panes_and_alert_levels(tmp_path):
