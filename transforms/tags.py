@@ -24,13 +24,13 @@ FOLDER_SUFFIX = {
     DEAD_LETTER: ".avro",
     GAPS: ".parquet",
     CORRUPT_PERIODS: ".parquet",
-    RECOVERY_REQUESTS: ".jsonl",
-    ERROR_COUNTS: ".jsonl",
-    ALERTS: ".jsonl",
+    RECOVERY_REQUESTS: ".parquet",
+    ERROR_COUNTS: ".parquet",
+    ALERTS: ".parquet",
 }
 # Streaming only: rows that could not be published to --alerts_topic / --recovery_topic.
 UNDELIVERED = "undelivered"
-UNDELIVERED_SUFFIX = ".jsonl"
+UNDELIVERED_SUFFIX = ".parquet"
 # Every folder a run may write, with its suffix (readers, compaction).
 ALL_FOLDER_SUFFIX = {**FOLDER_SUFFIX, UNDELIVERED: UNDELIVERED_SUFFIX}
 INPUT_LAG = "input_lag"            # (publish ms, ingest ms) per Pub/Sub message: backpressure

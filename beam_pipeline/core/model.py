@@ -229,6 +229,23 @@ def stream_name(key: tuple[str, str, str]) -> str:
     return ":".join(key)
 
 
+UNKNOWN_PART = ("", "-", "?")        # how a stream name (or an adapter's) marks a part it lacks
+
+
+def stream_key(name: Optional[str]) -> tuple[Optional[str], Optional[str], Optional[str]]:
+    """A stream name (exchange:market:symbol, as dead letters and error events carry it inside the
+    pipeline) -> the (exchange, market, symbol) columns every output writes, spelled as in clean/;
+    a part the record did not yield is None (so is all of it for None or "-")."""
+    if not name or name in UNKNOWN_PART:
+        return None, None, None
+    parts = name.split(":", 2)
+    parts += [None] * (3 - len(parts))
+    if len(parts) == 3 and parts[1] is None:
+        parts = [None, None, parts[0]]       # a bare symbol
+    exchange, market, symbol = (None if part in UNKNOWN_PART else part for part in parts)
+    return exchange, market, symbol
+
+
 class EventBatch(msgspec.Struct):
     """The events decoded from one RawBatch: one element per batch keeps Beam's per-element costs
     off the hot path (its coder: transforms/coders.py)."""

@@ -211,7 +211,7 @@ def _timeline(ax, stream: StreamReport, thresholds: Thresholds) -> None:
     stalls = [(window_point(stream, iso_ms(r["window_start"]), window_ms), "stall")
               for r in stream.error_counts if r["error_type"] == "stall"]
     _markers(ax, stream, lane["stalls"], stalls, ("stall",), "v")
-    alerts = [(window_point(stream, iso_ms(a["window"]["start"]), window_ms), a["level"])
+    alerts = [(window_point(stream, iso_ms(a["window_start"]), window_ms), a["level"])
               for a in stream.alerts]
     _markers(ax, stream, lane["alerts"], alerts, ("critical", "warning", "info"), "D")
     ax.set_yticks(range(len(_LANES)), _LANES)

@@ -41,7 +41,7 @@ _CLEAN_COLUMNS = ("exchange", "market", "symbol", "kind", "first_id", "last_id",
                   "recv_time", "segment_id", "anchored")
 # readback.KEYS["clean"], the id of a clean row, as read_clean_rows turns it into numbers.
 CLEAN_KEY = ("exchange", "market", "symbol", "kind", "first_id", "last_id")
-UNATTRIBUTED = "-"          # error counts of records whose symbol is unknown (most dead letters)
+UNATTRIBUTED = "-"          # the stream of rows without a symbol (most dead letters)
 
 
 class NoOutputs(Exception):
@@ -196,21 +196,38 @@ def read_clean_rows(output: str) -> CleanRows:
                      column["segment"][keep], column["anchored"][keep])
 
 
-def _jsonl(output: str, folder: str) -> list[dict]:
-    rows = []
-    for path in _files(output, folder):
-        with FileSystems.open(path) as handle:
-            rows.extend(json.loads(line) for line in handle.read().splitlines() if line.strip())
+def _rows(output: str, folder: str) -> list[dict]:
+    """Every row of a Parquet output folder as dicts, times as ISO-8601 text (as the topics
+    carry them)."""
+    table = readback.read_raw(output, folder)
+    times = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+    rows = table.to_pylist()
+    for row in rows:
+        for name in times:
+            if row[name] is not None:
+                row[name] = to_iso(row[name])
     return rows
 
 
+def to_iso(value) -> str:
+    """A datetime (UTC) -> ISO-8601 with milliseconds and Z."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def stream_of(row: dict) -> str:
+    """exchange:market:symbol of an output row; UNATTRIBUTED when it has no symbol."""
+    if not row.get("symbol"):
+        return UNATTRIBUTED
+    return f"{row.get('exchange') or '?'}:{row.get('market') or '?'}:{row['symbol']}"
+
+
 def read_error_counts(output: str) -> list[dict]:
-    """error_counts/, one row per (window, error type, symbol): the highest pane (the newest
+    """error_counts/, one row per (window, error type, key): the highest pane (the newest
     count of a window that streaming fired more than once)."""
     newest = {}
-    for row in _jsonl(output, ERROR_COUNTS):
-        key = (row["window_start"], row["error_type"], row["symbol"])
-        if key not in newest or row.get("pane", 0) > newest[key].get("pane", 0):
+    for row in _rows(output, ERROR_COUNTS):
+        key = (row["window_start"], row["error_type"], stream_of(row))
+        if key not in newest or (row.get("pane") or 0) > (newest[key].get("pane") or 0):
             newest[key] = row
     return list(newest.values())
 
@@ -219,19 +236,14 @@ _LEVEL_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
 def read_alerts(output: str) -> list[dict]:
-    """alerts/, one per (rule, key, window): the highest level."""
+    """alerts/, one per (rule, error type, key, window): the highest level."""
     strongest = {}
-    for row in _jsonl(output, ALERTS):
-        key = (row["rule"], row["key"], row["window"]["start"])
+    for row in _rows(output, ALERTS):
+        key = (row["rule"], row["error_type"], stream_of(row), row["window_start"])
         if key not in strongest or (_LEVEL_RANK.get(row["level"], 0)
                                     > _LEVEL_RANK.get(strongest[key]["level"], 0)):
             strongest[key] = row
     return list(strongest.values())
-
-
-def alert_stream(alert: dict) -> str:
-    """An alert's key is <error type>/<exchange:market:symbol>; a type holds no slash."""
-    return alert["key"].split("/", 1)[1] if "/" in alert["key"] else alert["key"]
 
 
 def iso_ms(text: str) -> int:
@@ -446,12 +458,12 @@ def build(output: str, max_buckets: int = 720) -> Report:
         stream._extend_span(start, end)
     unattributed = []
     for row in read_error_counts(output):
-        if row["symbol"] == UNATTRIBUTED:
+        if stream_of(row) == UNATTRIBUTED:
             unattributed.append(row)
         else:
-            _by_stream(streams, row["symbol"]).error_counts.append(row)
+            _by_stream(streams, stream_of(row)).error_counts.append(row)
     for alert in read_alerts(output):
-        name = alert_stream(alert)
+        name = stream_of(alert)
         if name != UNATTRIBUTED:
             _by_stream(streams, name).alerts.append(alert)
     dead_letters, letters_by_stream = read_dead_letters(output)
@@ -460,7 +472,7 @@ def build(output: str, max_buckets: int = 720) -> Report:
     for stream in streams.values():
         if stream.first_ms is None:      # only error counts or alerts: their windows give the span
             times = [iso_ms(r["window_start"]) for r in stream.error_counts]
-            times += [iso_ms(a["window"]["start"]) for a in stream.alerts]
+            times += [iso_ms(a["window_start"]) for a in stream.alerts]
             stream._extend_span(*times)
         _bucket_rows(stream, max_buckets)
     files = summary.get("files")
@@ -502,7 +514,8 @@ def read_dead_letters(output: str) -> tuple[list[dict], dict]:
                 reason = letter["reason"]
                 counts[reason] = counts.get(reason, 0) + 1
                 if letter.get("symbol"):
-                    by_stream[letter["symbol"]] = by_stream.get(letter["symbol"], 0) + 1
+                    name = stream_of(letter)
+                    by_stream[name] = by_stream.get(name, 0) + 1
                 if reason not in examples:
                     examples[reason] = {
                         "reason": reason, "stage": letter["stage"], "source": letter["source"],

@@ -209,9 +209,9 @@ def worst_section(report: Report) -> str:
     level = {"critical": 0, "warning": 1, "info": 2}
     alerts = [(stream, alert) for stream in report.streams for alert in stream.alerts]
     alerts.sort(key=lambda p: (level.get(p[1]["level"], 3), -p[1]["count"], p[0].name,
-                               p[1]["window"]["start"]))
+                               p[1]["window_start"]))
     alert_rows = [[f"<td class='sym'>{_symbol_link(rank[s.name], s)}</td>",
-                   f"<td>{text(a['window']['start'])} .. {text(a['window']['end'])}</td>",
+                   f"<td>{text(a['window_start'])} .. {text(a['window_end'])}</td>",
                    f'<td class="{"bad" if a["level"] == "critical" else "warn"}">{text(a["level"])}</td>',
                    f"<td>{text(a['rule'])}</td>", _td(a["count"]), f"<td>{text(a['message'])}</td>"]
                   for s, a in alerts[:WORST_LIMIT]]
@@ -283,10 +283,10 @@ def detail_section(index: int, stream: StreamReport, chart: bytes | None) -> str
         parts.append("<p>Gaps, worst class and largest first:</p>"
                      + _table(["at", "class", "missing ids", "resolution"], rows) + _more(gaps))
     level = {"critical": 0, "warning": 1, "info": 2}
-    alerts = sorted(stream.alerts, key=lambda a: (level.get(a["level"], 3), a["window"]["start"]))
+    alerts = sorted(stream.alerts, key=lambda a: (level.get(a["level"], 3), a["window_start"]))
     stalls = [r for r in stream.error_counts if r["error_type"] in ("stall", "stall_resolved")]
     if alerts:
-        rows = [[f"<td>{text(a['window']['start'])}</td>", f"<td>{text(a['level'])}</td>",
+        rows = [[f"<td>{text(a['window_start'])}</td>", f"<td>{text(a['level'])}</td>",
                  f"<td>{text(a['rule'])}</td>", f"<td>{text(a['message'])}</td>",
                  f"<td>{text(a['suggested_action'])}</td>"] for a in alerts[:LIST_LIMIT]]
         parts.append("<p>Alerts:</p>" + _table(["window", "level", "rule", "message", "action"], rows)

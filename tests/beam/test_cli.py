@@ -24,7 +24,7 @@ from beam_pipeline.cli import UsageError, check_command_line, claim_output, main
 from beam_pipeline.core import progress as counters
 from runners import flink
 from tests.tooling.synthetic import BAD_RECORDS, generate, write_lines
-from transforms.sinks import CLEAN_SCHEMA, GAP_SCHEMA, OUTPUT_FOLDERS
+from transforms.sinks import CLEAN_SCHEMA, GAP_SCHEMA, OUTPUT_FOLDERS, PARQUET_SCHEMAS
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -256,7 +256,9 @@ def test_every_output_folder_exists_and_reads_as_a_table_after_a_run(feed, tmp_p
     with open(next((out / "dead_letter").glob("*.avro")), "rb") as handle:
         reader = fastavro.reader(handle)
         assert list(reader) == [] and reader.writer_schema["name"]
-    assert [p.read_bytes() for p in (out / "recovery_requests").glob("*.jsonl")] == [b""]
+    for name in ("recovery_requests", "error_counts", "alerts", "undelivered"):
+        table = pq.read_table(out / name)             # Parquet with its schema, no rows
+        assert table.num_rows == 0 and table.schema.equals(PARQUET_SCHEMAS[name]), name
 
 
 def test_an_empty_input_fails_with_exit_4_unless_allowed(tmp_path, capsys):

@@ -215,21 +215,25 @@ def test_secrets_are_redacted_from_a_settings_record():
 def test_streaming_panes_and_alert_levels(tmp_path):
     """A streaming window fired more than once: the highest pane is its count; an alert passed at
     two levels shows its highest."""
+    import pyarrow.parquet as pq
+
+    from transforms.tables import ALERT_SCHEMA, ERROR_COUNT_SCHEMA, dict_table
+
     (tmp_path / "error_counts").mkdir()
     (tmp_path / "alerts").mkdir()
-    window = {"window_start": "2024-01-01T00:00:00Z", "window_end": "2024-01-01T00:01:00Z",
-              "error_type": "gap_small", "symbol": "binance:spot:X"}
-    (tmp_path / "error_counts" / "a.jsonl").write_text(
-        "\n".join(json.dumps(dict(window, count=n, pane=n - 1)) for n in (1, 3, 2)))
-    alert = {"rule": "error_count", "key": "gap_small/binance:spot:X", "count": 11, "message": "m",
-             "window": {"start": "2024-01-01T00:00:00Z", "end": "2024-01-01T00:01:00Z"},
-             "suggested_action": "s"}
-    (tmp_path / "alerts" / "a.jsonl").write_text(
-        json.dumps(dict(alert, level="warning")) + "\n" + json.dumps(dict(alert, level="critical")))
+    window = {"window_start": "2024-01-01T00:00:00.000Z", "window_end": "2024-01-01T00:01:00.000Z",
+              "error_type": "gap_small", "exchange": "binance", "market": "spot", "symbol": "X"}
+    pq.write_table(dict_table([dict(window, count=n, pane=n - 1) for n in (1, 3, 2)],
+                              ERROR_COUNT_SCHEMA), tmp_path / "error_counts" / "a.parquet")
+    alert = dict(window, rule="error_count", count=11, message="m", suggested_action="s")
+    pq.write_table(dict_table([dict(alert, level="warning"), dict(alert, level="critical")],
+                              ALERT_SCHEMA), tmp_path / "alerts" / "a.parquet")
     counts = report_data.read_error_counts(str(tmp_path))
-    assert [(r["count"], r["pane"]) for r in counts] == [(3, 2)]
-    assert [a["level"] for a in report_data.read_alerts(str(tmp_path))] == ["critical"]
-    assert report_data.alert_stream(alert) == "binance:spot:X"
+    assert [(r["count"], r["pane"], r["window_start"]) for r in counts] == [
+        (3, 2, "2024-01-01T00:00:00.000Z")]
+    alerts = report_data.read_alerts(str(tmp_path))
+    assert [a["level"] for a in alerts] == ["critical"]
+    assert report_data.stream_of(alerts[0]) == "binance:spot:X"
 
 
 def test_missing_output_is_a_usage_error(tmp_path, capsys):
