@@ -311,15 +311,17 @@ def format_summary_table(summary: dict, per_file: bool = True) -> str:
     lines.append("balanced: " + ("yes" if summary["balanced"] else "NO"))
     files = summary.get("files") or []
     if files and per_file:
-        lines += ["", *format_file_table(files)]
+        lines += ["", *format_file_table(files, summary.get("read_error_files"))]
     return "\n".join(lines)
 
 
 FILE_TABLE_ROWS = 20        # more files than this: the ones with the most dead letters
 
 
-def format_file_table(files: list) -> list:
-    """The per-file table: every file, or the FILE_TABLE_ROWS with the most dead letters."""
+def format_file_table(files: list, damaged: dict = None) -> list:
+    """The per-file table: every file, or the FILE_TABLE_ROWS with the most dead letters. A file
+    with a read_error (`damaged`: file -> read errors) or without a record is marked."""
+    damaged = damaged or {}
     shown = files
     title = "per file:"
     if len(files) > FILE_TABLE_ROWS:
@@ -329,16 +331,24 @@ def format_file_table(files: list) -> list:
     header = f"{'format':<12} " + " ".join(f"{name:>10}" for name in columns) + "  file"
     lines = [title, header]
     for row in shown:
+        mark = ""
+        if damaged.get(row["file"]):
+            mark = f"  [damaged: {damaged[row['file']]:,} read_error]"
+        elif not row["records"]:
+            mark = "  [empty]"
         lines.append(f"{row['format'] or '-':<12} "
-                     + " ".join(f"{row[name]:>10,}" for name in columns) + f"  {row['file']}")
+                     + " ".join(f"{row[name]:>10,}" for name in columns) + f"  {row['file']}{mark}")
     return lines
 
 
 def unreadable_files(summary: dict, max_bad_file_rate: float) -> list:
     """Files from which no depth record could be read, or whose dead-letter share is above the
-    limit (the run fails with exit 4 on any)."""
+    limit (the run fails with exit 4 on any). An empty file is not one: it is a warning
+    (empty_files), and an input of empty files only is exit_code's no-records error."""
     bad = []
     for row in summary.get("files") or []:
+        if not row["records"]:
+            continue
         depth_records = row["clean"] + row["duplicates"] + row["superseded"]
         if depth_records == 0 or row["dead"] > max_bad_file_rate * row["records"]:
             bad.append(row)
@@ -360,15 +370,14 @@ def describe_unreadable(rows: list, summary: dict, max_bad_file_rate: float, out
             example = reason.get("example") or {}
             lines.append(f"    {reason['reason']} x{reason['count']:,}, e.g. "
                          f"{example.get('source', '?')}: {_one_line(example.get('message', ''))}")
-        if not row["records"]:
-            lines.append("    the file holds no record at all")
-        elif not row["dead"]:
+        if not row["dead"]:
             lines.append("    no record was a depth update or snapshot (another stream only?)")
     if len(rows) > FILE_TABLE_ROWS:
         lines.append(f"  ... and {len(rows) - FILE_TABLE_ROWS} more (summary.json: files)")
     lines.append(f"try: --input_format {{{','.join(FORMAT_NAMES)}}} if the detected format is wrong "
                  f"(the README's input formats show a line of each); --skip_files for files that "
-                 f"are not feeds; --max_bad_file_rate 1 to accept a file's dead-letter share. "
+                 f"are not feeds (a file with no depth record fails whatever the rate); "
+                 f"--max_bad_file_rate 1 to accept a file's dead-letter share. "
                  f"Every record is in {output}, the rejected ones in dead_letter/ with their reason.")
     return "\n".join(lines)
 
@@ -472,6 +481,8 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
         _write_summary(ops.output, summary)
     print(format_summary_table(summary, per_file=not ops.input_subscription))
     _warn_still_being_written(summary, ops.quiet_seconds)
+    if not streaming:
+        _warn_damaged_and_empty(summary, ops)
     if ops.report:
         _write_report(ops.output)
     if streaming:
@@ -490,6 +501,35 @@ def _warn_still_being_written(summary: dict, quiet_seconds: float) -> None:
               "ago end in a torn gzip member or an unterminated line: still being written, so "
               "that tail was not read (run again once they are quiet): " + ", ".join(files),
               file=sys.stderr)
+
+
+def damaged_files(summary: dict) -> list[str]:
+    """One line per input file with a read_error: its name, its damage and what was kept."""
+    rows = {row["file"]: row for row in summary.get("files") or []}
+    lines = []
+    for file, errors in (summary.get("read_error_files") or {}).items():
+        row = rows.get(file, {})
+        kept = row.get("records", errors) - errors
+        lines.append(f"{file}: damaged ({errors:,} read_error: cut short or unreadable); the "
+                     f"{kept:,} records before the damage were read and kept ({row.get('clean', 0):,} "
+                     "clean), what follows it is lost")
+    return lines
+
+
+def empty_files(summary: dict) -> list[str]:
+    """Input files that hold no record at all (a batch run with other, non-empty files)."""
+    return [row["file"] for row in summary.get("files") or [] if not row["records"]]
+
+
+def _warn_damaged_and_empty(summary: dict, ops) -> None:
+    """Damaged input is never only a count: each file with a read_error gets a line; so does an
+    empty file among others (the whole input empty is exit_code's error)."""
+    for line in damaged_files(summary):
+        print(("error: " if ops.fail_on_read_error else "warning: ") + line, file=sys.stderr)
+    empty = empty_files(summary)
+    if empty and summary["input_records"]:
+        print(f"warning: {len(empty)} input file(s) hold no record (empty) and were skipped: "
+              + ", ".join(empty), file=sys.stderr)
 
 
 def exit_code(summary: dict, ops) -> int:
@@ -511,6 +551,11 @@ def exit_code(summary: dict, ops) -> int:
         print(f"error: bad-record rate {bad_record_rate(summary):.2%} exceeds "
               f"--max_bad_record_rate={limit:.2%}", file=sys.stderr)
         return EXIT_BAD_RECORD_RATE
+    if ops.fail_on_read_error and summary.get("read_error_files"):
+        print(f"error: {len(summary['read_error_files'])} input file(s) are damaged "
+              "(--fail_on_read_error); their records before the damage are in the outputs",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     unreadable = unreadable_files(summary, ops.max_bad_file_rate)
     if unreadable:
         print(describe_unreadable(unreadable, summary, ops.max_bad_file_rate, ops.output),

@@ -172,7 +172,13 @@ class FeedCheckOptions(PipelineOptions):
         _add_flag(
             io, "--allow_empty",
             "Accept an input with no records: warn and exit 0 (with empty outputs). Default: "
-            "false, an empty input fails with exit code 4.")
+            "false, an input whose every file is empty fails with exit code 4 (an empty file "
+            "among others is a warning naming it).")
+        _add_flag(
+            io, "--fail_on_read_error",
+            "Batch: exit 4 when any input file is damaged (a read_error: a truncated .gz, an "
+            "unreadable block); its records before the damage are still written. Default: false, "
+            "the run exits 0 and names each damaged file and what was kept.")
         _add_flag(
             io, "--verbose",
             "Show Beam's and Flink's logs on the terminal. Default: false, they go to "

@@ -82,6 +82,7 @@ FILE_COLUMNS = ("records", "clean", "ignored", "duplicates", "superseded", "dead
 _FILE_COLUMN_OF = {tallies.INPUT_RECORDS: "records", tallies.CLEAN_RECORDS: "clean",
                    tallies.IGNORED: "ignored", tallies.DUPLICATES: "duplicates",
                    tallies.SUPERSEDED: "superseded"}
+READ_ERROR = tallies.DEAD_LETTERS + "read_error"    # a file's read errors (its damage)
 EXAMPLE_REASONS = 3          # per failing file: its top reasons, one example each
 EXAMPLE_FILES = 100          # examples are kept for this many files, most dead letters first
 
@@ -135,6 +136,9 @@ def format_summary(counts: Counter, examples: dict = None, streaming: bool = Fal
     summary["skipped_files"] = sorted(skipped)
     if unfinished:   # only when there are: a young file's torn tail was left out (--quiet_seconds)
         summary["still_being_written"] = sorted(unfinished)
+    damaged = {file: row[READ_ERROR] for file, row in sorted(by_file.items()) if row.get(READ_ERROR)}
+    if damaged:      # only when there are: files cut short (a torn gzip member, an unreadable block)
+        summary["read_error_files"] = damaged
     return summary
 
 

@@ -66,7 +66,7 @@ def test_summarize_balanced_unbalanced_and_empty():
                        "duplicates": 0, "superseded": 0, "dead": 1}],
             "file_dead_letters": {"f": [
                 {"reason": "read_error", "count": 1, "example": {"source": "f:1", "message": "m"}}]},
-            "skipped_files": []}]), label="CheckMissing")
+            "skipped_files": [], "read_error_files": {"f": 1}}]), label="CheckMissing")
 
         # counted twice: more accounted for than read
         twice = summarize(p, "Twice", [("input_records", 5), ("clean_records", 5), ("ignored", 1)],
@@ -113,9 +113,9 @@ def test_summary_has_the_fields_of_the_synthetic_expectation():
 
     summary = format_summary(Counter({"input_records": 2, "clean_records": 1,
                                       "dead_letters.bad_json": 1}))
-    # still_being_written is there only when a young file's torn tail was left out
+    # still_being_written and read_error_files are there only when there are such files
     assert set(summary) == (set(Expected().summary()) | {"balanced"}
-                            | set(PER_FILE_KEYS) - {"still_being_written"})
+                            | set(PER_FILE_KEYS) - {"still_being_written", "read_error_files"})
     assert summary["dead_letters"] == {"bad_json": 1} and summary["balanced"] is True
     assert not is_balanced(dict(summary, ignored=1))
 

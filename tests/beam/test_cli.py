@@ -271,6 +271,49 @@ def test_an_empty_input_fails_with_exit_4_unless_allowed(tmp_path, capsys):
     assert pq.read_table(tmp_path / "b" / "clean").num_rows == 0
 
 
+def test_a_damaged_file_is_named_with_what_was_kept_and_fails_only_when_asked(feed, tmp_path,
+                                                                               capsys):
+    """A .gz cut mid-stream: exit 0 by default (the records before the cut are good), a line on
+    the terminal names it and what was kept, the per-file table marks it;
+    --fail_on_read_error exits 4."""
+    import gzip
+
+    data = gzip.compress(feed.read_bytes())
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    os.utime(cut, (time.time() - 3600, time.time() - 3600))   # finished long ago: not being written
+    assert main(["--input", str(feed), str(cut), "--output", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr()
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["read_error_files"] == {str(cut): 1}
+    row = next(r for r in summary["files"] if r["file"] == str(cut))
+    kept = row["records"] - 1
+    assert 0 < kept < records_in(feed)
+    assert f"warning: {cut}: damaged (1 read_error" in printed.err
+    assert f"the {kept:,} records before the damage were read and kept" in printed.err
+    [table_line] = [line for line in printed.out.splitlines() if line.endswith("read_error]")]
+    assert str(cut) in table_line and "[damaged: 1 read_error]" in table_line
+    assert main(["--input", str(feed), str(cut), "--output", str(tmp_path / "b"),
+                 "--fail_on_read_error"]) == 4
+    assert "--fail_on_read_error" in capsys.readouterr().err
+
+
+def test_an_empty_file_among_good_ones_is_a_warning_naming_it(feed, tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    assert main(["--input", str(feed), str(empty), "--output", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr()
+    assert f"warning: 1 input file(s) hold no record (empty) and were skipped: {empty}" in printed.err
+    assert "error" not in printed.err
+    assert any(line.endswith(f"{empty}  [empty]") for line in printed.out.splitlines())
+    # every file empty: exit 4, unless --allow_empty
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(b"")
+    assert main(["--input", str(empty), str(other), "--output", str(tmp_path / "b")]) == 4
+    assert main(["--input", str(empty), str(other), "--output", str(tmp_path / "c"),
+                 "--allow_empty"]) == 0
+
+
 def test_quiet_by_default_logs_in_a_file_and_the_summary_ends_with_the_folder(feed, tmp_path):
     out = tmp_path / "out"
     result = run_cli("--input", feed, "--output", out)

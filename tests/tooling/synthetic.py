@@ -86,7 +86,8 @@ class Expected:
                     + c["control"] + sum(self.dead_letters.values()))}
 
 
-PER_FILE_KEYS = ("files", "file_dead_letters", "skipped_files", "still_being_written")
+PER_FILE_KEYS = ("files", "file_dead_letters", "skipped_files", "still_being_written",
+                 "read_error_files")
 
 
 IN_FLIGHT_KEYS = ("in_flight", "in_flight_records", "note")   # a streaming summary's running state
