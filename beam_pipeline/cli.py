@@ -87,15 +87,56 @@ def check_command_line(argv: list[str]) -> None:
                          "(several inputs: --input a b, or quote a glob)")
 
 
-def print_help() -> None:
+class _HelpFormatter(argparse.HelpFormatter):
+    """A boolean option reads as a flag (--overwrite, not --overwrite [OVERWRITE]); it still
+    takes =true/=false (Flex Templates pass every parameter with a value)."""
+
+    def _format_action_invocation(self, action):
+        if getattr(action, "is_flag", False):
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)
+
+    def _format_args(self, action, default_metavar):
+        if getattr(action, "is_flag", False):
+            return ""
+        return super()._format_args(action, default_metavar)
+
+
+BEAM_OPTIONS_NOTE = (
+    "Any other standard Beam option (Flink: --flink_master, --parallelism, ...; Dataflow: "
+    "--project, --region, --temp_location, ...) is accepted too and passed to the runner; see "
+    "the README.")
+
+
+def help_parser() -> argparse.ArgumentParser:
+    """The parser --help prints: feedcheck's own options first, in their groups (options.py:
+    input, output, gap policy, streaming, alerts, runner; --runner and --streaming join the
+    runner group), Beam's other standard options last."""
     parser = argparse.ArgumentParser(
-        prog="python -m beam_pipeline",
+        prog="python -m beam_pipeline", formatter_class=_HelpFormatter,
+        usage="python -m beam_pipeline --input GLOB [GLOB ...] --output FOLDER [options]\n"
+              "       python -m beam_pipeline report --output FOLDER [--html PAGE]\n"
+              "       python -m beam_pipeline compact FOLDER [--before DAY]",
         description="Check order-book delta feeds: per symbol, where the data is continuous and "
-                    "where it is not. Any other standard Beam option (Flink, Dataflow, ...) is "
-                    "accepted too; see the README.")
-    StandardOptions._add_argparse_args(parser)
+                    "where it is not.",
+        epilog=BEAM_OPTIONS_NOTE)
     FeedCheckOptions._add_argparse_args(parser)
-    parser.print_help()
+    runner = next(group for group in parser._action_groups if group.title == "runner")
+    beam_group = parser.add_argument_group("Beam options", BEAM_OPTIONS_NOTE)
+    ours = {s for action in parser._actions for s in action.option_strings}
+    standard = argparse.ArgumentParser(add_help=False)
+    StandardOptions._add_argparse_args(standard)
+    for action in standard._actions:
+        if set(action.option_strings) & ours:
+            continue
+        parser._add_action(action)                   # lands in the untitled group: move it
+        parser._optionals._group_actions.remove(action)
+        (runner if action.dest in ("runner", "streaming") else beam_group)._group_actions.append(action)
+    return parser
+
+
+def print_help() -> None:
+    help_parser().print_help()
 
 
 def validate(options: PipelineOptions) -> None:

@@ -399,3 +399,31 @@ def test_exit_codes_are_documented_in_the_readme():
     for code in (cli.EXIT_OK, cli.EXIT_UNBALANCED, cli.EXIT_USAGE, cli.EXIT_BAD_RECORD_RATE,
                  cli.EXIT_BAD_INPUT, cli.EXIT_STOP_UNFINISHED):
         assert f"| {code} |" in section, code
+
+
+def test_help_shows_our_options_first_in_groups_and_flags_as_flags(capsys):
+    """--help: feedcheck's options in their groups (input, output, gap policy, streaming, alerts,
+    runner; --runner and --streaming in the runner group), Beam's other options last; a boolean
+    option reads as a bare flag."""
+    from beam_pipeline.settings import feedcheck_option_names
+
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    headings = [line[:-1] for line in text.splitlines() if line and not line[0].isspace()
+                and line.endswith(":")]
+    assert headings == ["options", "input", "output", "gap policy", "streaming", "alerts",
+                        "runner", "Beam options"]
+    sections, current = {}, None
+    for line in text.splitlines():
+        if line[:-1] in headings and line.endswith(":"):
+            current = line[:-1]
+        elif line.startswith("  --") and current:
+            sections.setdefault(current, []).append(line.split()[0].rstrip(","))
+    ours = [f"--{name}" for name in feedcheck_option_names()]
+    shown = [option for heading in headings[1:7] for option in sections.get(heading, [])]
+    assert sorted(set(shown) - {"--runner", "--streaming"}) == sorted(ours)
+    assert {"--runner", "--streaming"} <= set(sections["runner"])
+    assert sections["Beam options"] and not set(sections["Beam options"]) & set(ours)
+    for flag in ("--overwrite", "--allow_empty", "--verbose", "--fail_on_read_error", "--report"):
+        assert f"  {flag}  " in text or f"  {flag}\n" in text, flag
+    assert "[OVERWRITE]" not in text and "[VERBOSE]" not in text
