@@ -330,13 +330,19 @@ class StreamReport:
         return sum(max(end - (start if start is not None else end), 0)
                    for start, end, *_ in self.corrupt)
 
+    def trusted(self) -> float:
+        """The headline: the share of the symbol's time span that is anchored and unbroken
+        (inside segments that began at a snapshot, with no gap breaking them)."""
+        return self.coverage(anchored=True)
+
     def severity(self) -> tuple:
-        """Sort key, worst first: least coverage, least anchored, then most trouble."""
+        """Sort key, worst first: least anchored and unbroken time, least coverage, then most
+        trouble."""
         alerts = self.alert_counts()
         trouble = (len(self.corrupt), alerts["critical"], self.gap_counts()["large"]
                    + self.gap_counts()["reset"], alerts["warning"], len(self.gaps),
                    self.dead_letters, self.stalls())
-        return (round(self.coverage(), 6), round(self.coverage(True), 6),
+        return (round(self.trusted(), 6), round(self.coverage(), 6),
                 tuple(-n for n in trouble), self.name)
 
     def _extend_span(self, *times) -> None:
@@ -385,6 +391,7 @@ class Report:
     clean_rows_read: int
     files: list | None                # summary.json "files", or None when the run recorded none
     settings: dict | None = None      # summary.json "settings" (beam_pipeline/settings.py)
+    grid: "TrustGrid | None" = None   # symbol x hour (or day) trust, streams in report order
 
 
 def _by_stream(reports: dict, name: str) -> StreamReport:
@@ -456,30 +463,31 @@ def build(output: str, max_buckets: int = 720) -> Report:
         start, end = _ms(row["start_time"]), _ms(row["end_time"])
         stream.corrupt.append((start, end, row["reason"], row["start_id"], row["end_id"]))
         stream._extend_span(start, end)
+    # The symbols are the keys that had depth data (clean rows, gaps, corrupt periods). Counts of
+    # records with no such key (a rejected record's unknown market or exchange, no symbol at
+    # all) are errors without a symbol; their dead letters stay in the dead-letter section.
     unattributed = []
     for row in read_error_counts(output):
-        if stream_of(row) == UNATTRIBUTED:
-            unattributed.append(row)
+        if stream_of(row) in streams:
+            streams[stream_of(row)].error_counts.append(row)
         else:
-            _by_stream(streams, stream_of(row)).error_counts.append(row)
+            unattributed.append(row)
     for alert in read_alerts(output):
-        name = stream_of(alert)
-        if name != UNATTRIBUTED:
-            _by_stream(streams, name).alerts.append(alert)
+        if stream_of(alert) in streams:
+            streams[stream_of(alert)].alerts.append(alert)
     dead_letters, letters_by_stream = read_dead_letters(output)
     for name, count in letters_by_stream.items():
-        _by_stream(streams, name).dead_letters += count
+        if name in streams:
+            streams[name].dead_letters += count
     for stream in streams.values():
-        if stream.first_ms is None:      # only error counts or alerts: their windows give the span
-            times = [iso_ms(r["window_start"]) for r in stream.error_counts]
-            times += [iso_ms(a["window_start"]) for a in stream.alerts]
-            stream._extend_span(*times)
         _bucket_rows(stream, max_buckets)
     files = summary.get("files")
-    return Report(output, summary, thresholds, sorted(streams.values(), key=StreamReport.severity),
+    ordered = sorted(streams.values(), key=StreamReport.severity)
+    return Report(output, summary, thresholds, ordered,
                   dead_letters, unattributed, len(clean),
                   files if isinstance(files, list) else None,
-                  summary.get("settings") if isinstance(summary.get("settings"), dict) else None)
+                  summary.get("settings") if isinstance(summary.get("settings"), dict) else None,
+                  trust_grid(ordered))
 
 
 def conservation(summary: dict) -> dict:
@@ -523,3 +531,98 @@ def read_dead_letters(output: str) -> tuple[list[dict], dict]:
                         "payload_bytes": len(payload)}
     ordered = sorted(counts, key=lambda r: (-counts[r], r))
     return [dict(examples[reason], count=counts[reason]) for reason in ordered], by_stream
+
+
+# ---- the trust grid: symbol x hour (or day) -----------------------------------------------------
+
+MINUTE_MS = 60_000
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+GRID_HOURS = 72                  # more active hours than this: a cell per day
+GREY, GREEN, AMBER, RED = 0, 1, 2, 3     # a cell is its worst minute
+TRUST_NAMES = {GREY: "grey", GREEN: "green", AMBER: "amber", RED: "red"}
+# Per minute, what makes it red or amber (the reasons a cell's title lists).
+RED_REASONS = ("corrupt period", "medium, large or reset gap", "no data")
+AMBER_REASONS = ("unanchored", "small gap")
+
+
+@dataclass
+class TrustGrid:
+    """Per symbol (report order) and column (a cell of cell_ms starting at columns[j], ms): its
+    trust level (its worst minute) and its minutes by reason {reason: minutes}. Only the cells in
+    some symbol's span are columns: captures days apart do not share a row of empty cells."""
+
+    cell_ms: int
+    columns: list                # start (ms) of each column's cell, ascending
+    levels: list                 # per stream: np.ndarray of levels, one per column
+    reasons: list                # per stream: per column {reason: minutes}
+
+    @property
+    def cells(self) -> int:
+        return len(self.columns)
+
+
+def minute_trust(stream: StreamReport):
+    """-> (first minute (ms), per minute of the symbol's span: level, and per reason a bool per
+    minute). Green: inside an anchored segment and clean; amber: only unanchored segments, or a
+    small gap; red: a corrupt period, a medium, large or reset gap, or no segment at all."""
+    first = stream.first_ms - stream.first_ms % MINUTE_MS
+    length = (stream.last_ms - first) // MINUTE_MS + 1
+    starts = (stream.segment_starts - first) // MINUTE_MS
+    ends = (stream.segment_ends - first) // MINUTE_MS
+    every = np.ones(len(starts), bool)
+    covered = _spanned(starts, ends, every, length)
+    flags = {"no data": ~covered,
+             "unanchored": covered & ~_spanned(starts, ends, stream.segment_anchored, length)}
+    corrupt = np.zeros(length, bool)
+    for start, end, *_ in stream.corrupt:
+        low = ((start if start is not None else end) - first) // MINUTE_MS
+        corrupt[max(low, 0):min((end - first) // MINUTE_MS, length - 1) + 1] = True
+    flags["corrupt period"] = corrupt
+    small, big = np.zeros(length, bool), np.zeros(length, bool)
+    for time, gap_class, _, _ in stream.gaps:
+        if time is not None:
+            (small if gap_class == "small" else big)[(time - first) // MINUTE_MS] = True
+    flags["small gap"], flags["medium, large or reset gap"] = small, big
+    red = flags["corrupt period"] | flags["medium, large or reset gap"] | flags["no data"]
+    amber = ~red & (flags["unanchored"] | flags["small gap"])
+    level = np.where(red, RED, np.where(amber, AMBER, GREEN))
+    return first, level, flags
+
+
+def _active_cells(timed: list, cell_ms: int) -> list:
+    """Starts of the cells (of cell_ms) that some symbol's span touches, ascending."""
+    found = set()
+    for stream in timed:
+        first = stream.first_ms - stream.first_ms % cell_ms
+        found.update(range(first, stream.last_ms + 1, cell_ms))
+    return sorted(found)
+
+
+def trust_grid(streams: list) -> TrustGrid | None:
+    """The symbol x hour grid; a cell per day when the symbols' spans touch more than
+    GRID_HOURS hours."""
+    timed = [s for s in streams if s.first_ms is not None]
+    if not timed:
+        return None
+    cell_ms = HOUR_MS
+    columns = _active_cells(timed, HOUR_MS)
+    if len(columns) > GRID_HOURS:
+        cell_ms, columns = DAY_MS, _active_cells(timed, DAY_MS)
+    index = {start: j for j, start in enumerate(columns)}
+    levels, reasons = [], []
+    for stream in streams:
+        level = np.full(len(columns), GREY, np.int64)
+        why = [{} for _ in columns]
+        if stream.first_ms is not None:
+            first, minute_level, flags = minute_trust(stream)
+            times = first + np.arange(len(minute_level), dtype=np.int64) * MINUTE_MS
+            starts, inverse = np.unique(times - times % cell_ms, return_inverse=True)
+            cell = np.array([index[start] for start in starts.tolist()], np.int64)[inverse.reshape(-1)]
+            np.maximum.at(level, cell, minute_level)
+            for name, flag in flags.items():
+                counts = np.bincount(cell[flag], minlength=len(columns))
+                for j in np.flatnonzero(counts):
+                    why[j][name] = int(counts[j])
+        levels.append(level)
+        reasons.append(why)
+    return TrustGrid(cell_ms, columns, levels, reasons)
