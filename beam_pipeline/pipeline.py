@@ -19,7 +19,7 @@ from transforms.sequence import SequenceFeeds
 from transforms.sinks import WriteOutputs
 from transforms.tables import part_row_times, table_row_times
 from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS, GAPS,
-                            RECOVERY_REQUESTS)
+                            RECOVERY_REQUESTS, STATUS)
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=None) -> None:
@@ -73,6 +73,6 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=No
     _ = {CLEAN: sequenced.clean, DEAD_LETTER: dead_letters, GAPS: sequenced.gaps,
          CORRUPT_PERIODS: sequenced.corrupt_periods,
          RECOVERY_REQUESTS: sequenced.recovery_requests,
-         ERROR_COUNTS: counted[ERROR_COUNTS], ALERTS: alerts,
+         ERROR_COUNTS: counted[ERROR_COUNTS], ALERTS: alerts, STATUS: sequenced[STATUS],
          "summary": summary} | "Write" >> WriteOutputs(
              ops, streaming, settings=effective_settings(options))

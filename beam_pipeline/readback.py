@@ -13,6 +13,7 @@ deduplicate by each output's id, which is unique in a run without a restore:
   error_counts/       exchange, market, symbol, error_type, window_start, pane
   alerts/             exchange, market, symbol, error_type, rule, window_start, level
   undelivered/        topic, payload
+  status/             exchange, market, symbol, as_of    (read_status: the latest row per key)
 
 Of rows with the same id the first written is kept (files in write order, transforms/layout.py:
 flat files, then the date partitions by date, each by name; streaming names start with the write
@@ -64,6 +65,7 @@ KEYS = {
     "error_counts": ("exchange", "market", "symbol", "error_type", "window_start", "pane"),
     "alerts": ("exchange", "market", "symbol", "error_type", "rule", "window_start", "level"),
     "undelivered": ("topic", "payload"),
+    "status": ("exchange", "market", "symbol", "as_of"),
 }
 _SUFFIX = ALL_FOLDER_SUFFIX
 
@@ -161,6 +163,17 @@ def _groupable(column: pa.ChunkedArray) -> pa.ChunkedArray:
 def read(output_dir: str, name: str) -> pa.Table:
     """One output folder (a KEYS name), each id once."""
     return dedupe(read_raw(output_dir, name), KEYS[name])
+
+
+def read_status(output_dir: str) -> pa.Table:
+    """status/: the latest row (largest as_of) of each (exchange, market, symbol), sorted by key:
+    where every key stands now ("what is broken right now" is a filter on it)."""
+    table = read_raw(output_dir, "status")
+    if table.num_rows == 0:
+        return table
+    newest_first = table.take(pc.sort_indices(table, [("as_of", "descending")]))
+    latest = newest_first.take(first_of_each(newest_first, ["exchange", "market", "symbol"]))
+    return latest.sort_by([(k, "ascending") for k in ("exchange", "market", "symbol")])
 
 
 def read_clean(output_dir: str) -> pa.Table:

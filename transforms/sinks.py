@@ -8,6 +8,7 @@
   error_counts/      Parquet
   alerts/            Parquet
   undelivered/       Parquet (streaming: what could not be published to a topic)
+  status/            Parquet, where each key stands (batch: one row per key at the end)
 
 Every output with a symbol has the columns exchange, market, symbol, spelled as in clean/ and null
 where the record yielded none. The schemas are transforms/tables.py's; a folder with no rows still
@@ -47,9 +48,10 @@ from transforms.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
 from beam_pipeline.core.model import stream_key
 from transforms.tables import (ALERT_SCHEMA, CLEAN_SCHEMA,  # noqa: F401 (re-exported)
                                CORRUPT_SCHEMA, ERROR_COUNT_SCHEMA, GAP_SCHEMA, RECOVERY_SCHEMA,
-                               UNDELIVERED_SCHEMA, CleanPart, dict_table, struct_table)
+                               STATUS_SCHEMA, UNDELIVERED_SCHEMA, CleanPart, dict_table,
+                               struct_table)
 from transforms.tags import (ALERTS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS,
-                            FOLDER_SUFFIX, GAPS, RECOVERY_REQUESTS, UNDELIVERED,
+                            FOLDER_SUFFIX, GAPS, RECOVERY_REQUESTS, STATUS, UNDELIVERED,
                             UNDELIVERED_SUFFIX)
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -196,6 +198,11 @@ def dead_letter_sink(memory_limit_gb=None):
     return AvroSink(DEAD_LETTER_SCHEMA, dead_letter_record, counter=progress.DEAD)
 
 
+def status_sink(memory_limit_gb=None):
+    return RowParquetSink(STATUS_SCHEMA, lambda rows: struct_table(rows, STATUS_SCHEMA),
+                          memory_limit_gb=memory_limit_gb)
+
+
 def _dict_sink(schema: pa.Schema):
     def make(memory_limit_gb=None):
         return RowParquetSink(schema, lambda rows: dict_table(rows, schema),
@@ -210,7 +217,7 @@ undelivered_sink = _dict_sink(UNDELIVERED_SCHEMA)
 # The Arrow schema of each Parquet output folder (readers, compaction, empty folders).
 PARQUET_SCHEMAS = {CLEAN: CLEAN_SCHEMA, GAPS: GAP_SCHEMA, CORRUPT_PERIODS: CORRUPT_SCHEMA,
                    RECOVERY_REQUESTS: RECOVERY_SCHEMA, ERROR_COUNTS: ERROR_COUNT_SCHEMA,
-                   ALERTS: ALERT_SCHEMA, UNDELIVERED: UNDELIVERED_SCHEMA}
+                   ALERTS: ALERT_SCHEMA, UNDELIVERED: UNDELIVERED_SCHEMA, STATUS: STATUS_SCHEMA}
 
 
 def firing_file_naming(suffix: str):
@@ -441,7 +448,7 @@ class WriteOutputs(beam.PTransform):
     FOLDERS = {name: (sink, FOLDER_SUFFIX[name]) for name, sink in (
         (CLEAN, clean_sink), (DEAD_LETTER, dead_letter_sink), (GAPS, gap_sink),
         (CORRUPT_PERIODS, corrupt_sink), (RECOVERY_REQUESTS, recovery_sink),
-        (ERROR_COUNTS, error_count_sink), (ALERTS, alert_sink))}
+        (ERROR_COUNTS, error_count_sink), (ALERTS, alert_sink), (STATUS, status_sink))}
 
     def __init__(self, options, streaming: bool, clock=Timestamp.now, settings: dict = None):
         super().__init__()

@@ -55,6 +55,13 @@ UNDELIVERED_SCHEMA = pa.schema(_KEY_FIELDS + [
     ("topic", pa.string()), ("reason", pa.string()), ("message", pa.string()),
     ("payload", pa.string())])
 
+STATUS_SCHEMA = pa.schema(_KEY_FIELDS + [
+    ("as_of", _TIME), ("last_id", pa.int64()), ("last_event_time", _TIME),
+    ("segment_id", pa.int64()), ("anchored", pa.bool_()), ("held_events", pa.int64()),
+    ("hold_reason", pa.string()), ("open_gap_last_good_id", pa.int64()),
+    ("open_gap_next_first_id", pa.int64()), ("open_gap_size", pa.int64()),
+    ("disconnected", pa.bool_())])
+
 # dead_letter/ is Avro (beam_pipeline/schemas/dead_letter.avsc); its records as Arrow (readback).
 DEAD_LETTER_ARROW_SCHEMA = pa.schema([
     ("reason", pa.string()), ("message", pa.string()), ("stage", pa.string()),

@@ -16,6 +16,7 @@ RECOVERY_REQUESTS = Outcome.RECOVERY_REQUESTS.value  # RecoveryRequest
 ERRORS = Outcome.ERRORS.value      # ErrorEvent: counted per window and alerted on
 ERROR_COUNTS = "error_counts"      # dict rows: errors per window, type and symbol
 ALERTS = "alerts"                  # dict rows: alerts raised by the counts
+STATUS = "status"                  # KeyStatus: where each key stands (batch: at the end)
 
 # Output folders under --output and their files' suffix (transforms/sinks.py writes them,
 # beam_pipeline/readback.py reads them).
@@ -27,6 +28,7 @@ FOLDER_SUFFIX = {
     RECOVERY_REQUESTS: ".parquet",
     ERROR_COUNTS: ".parquet",
     ALERTS: ".parquet",
+    STATUS: ".parquet",
 }
 # Streaming only: rows that could not be published to --alerts_topic / --recovery_topic.
 UNDELIVERED = "undelivered"

@@ -217,6 +217,27 @@ class RecoveryRequest(msgspec.Struct, frozen=True):
     event_time: int
 
 
+class KeyStatus(msgspec.Struct, frozen=True):
+    """Where one (exchange, market, symbol) stands (status/): its last accepted id and time, its
+    current segment and whether it is anchored, the events it holds and why, and the gap it
+    waits on (a hold: the ids it misses), as of a moment."""
+
+    exchange: str
+    market: str
+    symbol: str
+    as_of: int                     # ms: when this status was taken
+    last_id: Optional[int]         # the cursor: the book is complete up to this update id
+    last_event_time: Optional[int] # time of the last accepted event
+    segment_id: Optional[int]      # the current continuous segment (its first id)
+    anchored: bool                 # did it begin at a snapshot?
+    held_events: int               # deltas held back, waiting
+    hold_reason: Optional[str]     # why: start (no snapshot yet), gap, reset, disconnect
+    open_gap_last_good_id: Optional[int]
+    open_gap_next_first_id: Optional[int]
+    open_gap_size: Optional[int]
+    disconnected: bool             # a disconnect marker came and nothing has continued since
+
+
 class ErrorEvent(msgspec.Struct, frozen=True):
     """One error occurrence, counted per window by type and symbol."""
 

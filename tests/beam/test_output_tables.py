@@ -7,6 +7,7 @@ import collections
 
 import duckdb
 import polars
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -123,3 +124,38 @@ def test_dead_letters_gaps_and_alerts_join_on_the_key(runs):
                       if n["gaps"] and n["alerts"])
     assert joined == expected and joined
     assert any(dead for *_, dead in joined)      # a key with gaps, alerts and dead letters
+
+
+def test_status_holds_where_each_key_stands_and_readback_gives_the_latest(runs, tmp_path):
+    """A batch run writes one status row per key at the end: its last accepted id and time, its
+    current segment and whether it is anchored, nothing held (the end closed every wait);
+    readback.read_status gives the latest row of each key."""
+    import shutil
+
+    _, out = runs
+    status = readback.read_status(str(out))
+    clean = pq.read_table(out / "clean").to_pylist()
+    keys = {(r["exchange"], r["market"], r["symbol"]) for r in clean}
+    assert {(r["exchange"], r["market"], r["symbol"]) for r in status.to_pylist()} == keys
+    for row in status.to_pylist():
+        rows = [r for r in clean if (r["exchange"], r["market"], r["symbol"]) ==
+                (row["exchange"], row["market"], row["symbol"])]
+        assert row["last_id"] == max(r["last_id"] for r in rows)
+        newest = max(rows, key=lambda r: (r["last_id"], r["kind"] == "delta"))
+        assert (row["segment_id"], row["anchored"]) == (newest["segment_id"], newest["anchored"])
+        assert row["held_events"] == 0 and row["hold_reason"] is None
+    # a later snapshot of one key (as a streaming job appends per flush): readback takes it
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    later = pq.read_table(copy / "status").slice(0, 1).to_pylist()
+    later[0].update(as_of=later[0]["as_of"].replace(year=2100), held_events=7, hold_reason="gap")
+    pq.write_table(pa.Table.from_pylist(later, schema=PARQUET_SCHEMAS["status"]),
+                   copy / "status" / "part-zz-later.parquet")
+    latest = {(r["exchange"], r["market"], r["symbol"]): r
+              for r in readback.read_status(str(copy)).to_pylist()}
+    key = (later[0]["exchange"], later[0]["market"], later[0]["symbol"])
+    assert latest[key]["held_events"] == 7 and len(latest) == len(keys)
+    broken = duckdb.sql(f"SELECT symbol FROM read_parquet('{_glob(copy, 'status')}') "
+                        "QUALIFY row_number() OVER (PARTITION BY exchange, market, symbol "
+                        "ORDER BY as_of DESC) = 1 AND held_events > 0").fetchall()
+    assert broken == [(key[2],)]

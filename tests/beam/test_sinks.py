@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from beam_pipeline.core.model import (DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
-                                 DeadLetter, Event, Gap, RecoveryRequest, decode_levels,
+                                 DeadLetter, Event, Gap, KeyStatus, RecoveryRequest, decode_levels,
                                  encode_levels)
 from beam_pipeline.options import FeedCheckOptions
 from transforms.sinks import CLEAN_SCHEMA, SCHEMA_DIR, ParquetSink, WriteFolder, WriteOutputs
@@ -46,6 +46,12 @@ EXPECTED_SCHEMAS = {
         ("error_type", pa.string()), ("level", pa.string()), ("rule", pa.string()),
         ("window_start", TIME), ("window_end", TIME), ("count", pa.int64()),
         ("message", pa.string()), ("suggested_action", pa.string())]),
+    "status": pa.schema(KEY + [
+        ("as_of", TIME), ("last_id", pa.int64()), ("last_event_time", TIME),
+        ("segment_id", pa.int64()), ("anchored", pa.bool_()), ("held_events", pa.int64()),
+        ("hold_reason", pa.string()), ("open_gap_last_good_id", pa.int64()),
+        ("open_gap_next_first_id", pa.int64()), ("open_gap_size", pa.int64()),
+        ("disconnected", pa.bool_())]),
 }
 
 
@@ -80,6 +86,8 @@ COUNTS = [{"exchange": "binance", "market": "spot", "symbol": "BTCUSDT", "error_
 ALERTS = [{"exchange": "binance", "market": "spot", "symbol": "BTCUSDT", "error_type": "stall",
            "level": "critical", "rule": "stall", "window_start": W_START, "window_end": W_END,
            "count": 1, "message": "silent", "suggested_action": "Check the collector."}]
+STATUS = [KeyStatus("binance", "usdm", "SOLUSDT", T + 500, 204, T + 100, 201, False, 2, "gap",
+                    204, 207, 2, False)]
 SUMMARY = {"input_records": 9, "clean_records": 3, "ignored": 1, "duplicates": 0,
            "superseded": 0, "dead_letters": {"bad_json": 1, "late": 1},
            "gaps": {"small": 1, "medium": 1, "large": 0}, "corrupt_periods": 1, "symbols": 2,
@@ -118,11 +126,13 @@ def test_write_outputs_batch(tmp_path):
         parts = {name: p | f"Create_{name}" >> beam.Create(values) for name, values in (
             ("clean", clean_parts), ("dead_letter", LETTERS), ("gaps", GAPS),
             ("corrupt_periods", CORRUPT), ("recovery_requests", RECOVERY),
-            ("error_counts", COUNTS), ("alerts", ALERTS), ("summary", [SUMMARY]))}
+            ("error_counts", COUNTS), ("alerts", ALERTS), ("status", STATUS),
+            ("summary", [SUMMARY]))}
         parts | WriteOutputs(options, streaming=False)
 
     assert sorted(os.listdir(out)) == ["alerts", "clean", "corrupt_periods", "dead_letter",
-                                       "error_counts", "gaps", "recovery_requests", "summary.json"]
+                                       "error_counts", "gaps", "recovery_requests", "status",
+                                       "summary.json"]
 
     schema, rows = parquet(os.path.join(out, "clean"))
     assert schema.equals(EXPECTED_SCHEMAS["clean"])
@@ -178,6 +188,13 @@ def test_write_outputs_batch(tmp_path):
     schema, rows = parquet(os.path.join(out, "alerts"))
     assert schema.equals(EXPECTED_SCHEMAS["alerts"])
     assert rows == [dict(row, **timed) for row in ALERTS]
+    schema, rows = parquet(os.path.join(out, "status"))
+    assert schema.equals(EXPECTED_SCHEMAS["status"])
+    assert rows == [{"exchange": "binance", "market": "usdm", "symbol": "SOLUSDT",
+                     "as_of": ms(T + 500), "last_id": 204, "last_event_time": ms(T + 100),
+                     "segment_id": 201, "anchored": False, "held_events": 2, "hold_reason": "gap",
+                     "open_gap_last_good_id": 204, "open_gap_next_first_id": 207,
+                     "open_gap_size": 2, "disconnected": False}]
     with open(os.path.join(out, "summary.json")) as handle:
         assert json.load(handle) == SUMMARY
 

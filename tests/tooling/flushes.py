@@ -18,7 +18,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipeline.core.model import (DELTA, RANGE_PLUS_ONE, CorruptPeriod, DeadLetter, Event, Gap,
-                                      RecoveryRequest, encode_levels)
+                                      KeyStatus, RecoveryRequest, encode_levels)
 from beam_pipeline.core.runtime import iso_ms
 from beam_pipeline.options import FeedCheckOptions
 from transforms.sinks import OUTPUT_FOLDERS, WriteOutputs
@@ -51,6 +51,8 @@ def rows_of_key(i: int, firing: int, corrupt: bool = True) -> dict:
                     "window_start": iso_ms(T + 60_000 * firing),
                     "window_end": iso_ms(T + 60_000 * (firing + 1)),
                     "count": firing + 1, "message": "m", "suggested_action": "a"}],
+        "status": [KeyStatus("binance", "spot", symbol, T + 60_000 * firing, base + 2, T + base,
+                             base, True, 0, None, None, None, None, False)],
         "summary": [{"input_records": firing, "balanced": False}],
     }
     if corrupt:
