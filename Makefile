@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_EVENTS ?= 200000
 
-.PHONY: setup demo test test-fast lint docs docs-check flink-job-server kafka bench bench-streaming clean
+.PHONY: setup demo test test-fast lint docs docs-check report-png flink-job-server kafka bench bench-streaming clean
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,12 @@ docs: setup
 # Every command in the docs' sh blocks runs as written: static checks, then the ones that need no service.
 docs-check: setup
 	$(PY) scripts/docs_check.py --run
+
+# The README's screenshot of the data-quality report (the shared captures, a few faults injected),
+# rendered by headless Chromium. Tests never rewrite it.
+report-png: setup
+	bash scripts/ensure_chromium.sh >/dev/null
+	$(PY) -m tests.tooling.report_screenshot docs/report.png
 
 bench: setup flink-job-server
 	$(PY) -m bench

@@ -25,6 +25,7 @@ from beam_pipeline.core import durability
 from beam_pipeline.core.runtime import iso_ms, now_ms
 from beam_pipeline.options import FORMAT_NAMES, FeedCheckOptions, range_error
 from beam_pipeline.pipeline import build_pipeline
+from beam_pipeline.settings import effective_settings
 from transforms.aggregate import bad_record_rate
 from runners import direct
 from runners.flags import flag_value, runner_kind
@@ -86,20 +87,56 @@ def check_command_line(argv: list[str]) -> None:
                          "(several inputs: --input a b, or quote a glob)")
 
 
-def print_help() -> None:
-    help_parser().print_help()
+class _HelpFormatter(argparse.HelpFormatter):
+    """A boolean option reads as a flag (--overwrite, not --overwrite [OVERWRITE]); it still
+    takes =true/=false (Flex Templates pass every parameter with a value)."""
+
+    def _format_action_invocation(self, action):
+        if getattr(action, "is_flag", False):
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)
+
+    def _format_args(self, action, default_metavar):
+        if getattr(action, "is_flag", False):
+            return ""
+        return super()._format_args(action, default_metavar)
+
+
+BEAM_OPTIONS_NOTE = (
+    "Any other standard Beam option (Flink: --flink_master, --parallelism, ...; Dataflow: "
+    "--project, --region, --temp_location, ...) is accepted too and passed to the runner; see "
+    "docs/running/.")
 
 
 def help_parser() -> argparse.ArgumentParser:
-    """The options `feedcheck --help` lists (and docs/reference/options.md documents)."""
+    """The parser --help prints: feedcheck's own options first, in their groups (options.py:
+    input, output, gap policy, streaming, alerts, runner; --runner and --streaming join the
+    runner group), Beam's other standard options last."""
     parser = argparse.ArgumentParser(
-        prog="feedcheck",
+        prog="feedcheck", formatter_class=_HelpFormatter,
+        usage="feedcheck --input GLOB [GLOB ...] --output FOLDER [options]\n"
+              "       feedcheck report --output FOLDER [--html PAGE]\n"
+              "       feedcheck compact FOLDER [--before DAY]",
         description="Check order-book delta feeds: per symbol, where the data is continuous and "
-                    "where it is not. Any other standard Beam option (Flink, Dataflow, ...) is "
-                    "accepted too; see docs/running/.")
-    StandardOptions._add_argparse_args(parser)
+                    "where it is not.",
+        epilog=BEAM_OPTIONS_NOTE)
     FeedCheckOptions._add_argparse_args(parser)
+    runner = next(group for group in parser._action_groups if group.title == "runner")
+    beam_group = parser.add_argument_group("Beam options", BEAM_OPTIONS_NOTE)
+    ours = {s for action in parser._actions for s in action.option_strings}
+    standard = argparse.ArgumentParser(add_help=False)
+    StandardOptions._add_argparse_args(standard)
+    for action in standard._actions:
+        if set(action.option_strings) & ours:
+            continue
+        parser._add_action(action)                   # lands in the untitled group: move it
+        parser._optionals._group_actions.remove(action)
+        (runner if action.dest in ("runner", "streaming") else beam_group)._group_actions.append(action)
     return parser
+
+
+def print_help() -> None:
+    help_parser().print_help()
 
 
 def _check_kafka(options: PipelineOptions, ops, streaming: bool) -> None:
@@ -254,9 +291,10 @@ def claim_output(options) -> dict:
         FileSystems.delete(earlier + [p for p in (f"{output}/_work", f"{output}/_logs")
                                       if FileSystems.exists(p)])
     now = iso_ms(now_ms())
-    job = {"job_id": job_id, "mode": mode, "started": now}
+    job = {"job_id": job_id, "mode": mode, "started": now, "settings": effective_settings(options)}
     if continuing:
-        job = {**owner, "restarted": now, "restarts": owner.get("restarts", 0) + 1}
+        job = {**owner, "restarted": now, "restarts": owner.get("restarts", 0) + 1,
+               "settings": job["settings"]}
         savepoint = options.get_all_options().get("savepoint_path")
         if savepoint:      # Flink restores the state its counts come from: one summary goes on
             job["resumed_from"] = savepoint
@@ -338,15 +376,17 @@ def format_summary_table(summary: dict, per_file: bool = True) -> str:
     lines.append("balanced: " + ("yes" if summary["balanced"] else "NO"))
     files = summary.get("files") or []
     if files and per_file:
-        lines += ["", *format_file_table(files)]
+        lines += ["", *format_file_table(files, summary.get("read_error_files"))]
     return "\n".join(lines)
 
 
 FILE_TABLE_ROWS = 20        # more files than this: the ones with the most dead letters
 
 
-def format_file_table(files: list) -> list:
-    """The per-file table: every file, or the FILE_TABLE_ROWS with the most dead letters."""
+def format_file_table(files: list, damaged: dict = None) -> list:
+    """The per-file table: every file, or the FILE_TABLE_ROWS with the most dead letters. A file
+    with a read_error (`damaged`: file -> read errors) or without a record is marked."""
+    damaged = damaged or {}
     shown = files
     title = "per file:"
     if len(files) > FILE_TABLE_ROWS:
@@ -356,16 +396,24 @@ def format_file_table(files: list) -> list:
     header = f"{'format':<12} " + " ".join(f"{name:>10}" for name in columns) + "  file"
     lines = [title, header]
     for row in shown:
+        mark = ""
+        if damaged.get(row["file"]):
+            mark = f"  [damaged: {damaged[row['file']]:,} read_error]"
+        elif not row["records"]:
+            mark = "  [empty]"
         lines.append(f"{row['format'] or '-':<12} "
-                     + " ".join(f"{row[name]:>10,}" for name in columns) + f"  {row['file']}")
+                     + " ".join(f"{row[name]:>10,}" for name in columns) + f"  {row['file']}{mark}")
     return lines
 
 
 def unreadable_files(summary: dict, max_bad_file_rate: float) -> list:
     """Files from which no depth record could be read, or whose dead-letter share is above the
-    limit (the run fails with exit 4 on any)."""
+    limit (the run fails with exit 4 on any). An empty file is not one: it is a warning
+    (empty_files), and an input of empty files only is exit_code's no-records error."""
     bad = []
     for row in summary.get("files") or []:
+        if not row["records"]:
+            continue
         depth_records = row["clean"] + row["duplicates"] + row["superseded"]
         if depth_records == 0 or row["dead"] > max_bad_file_rate * row["records"]:
             bad.append(row)
@@ -387,15 +435,14 @@ def describe_unreadable(rows: list, summary: dict, max_bad_file_rate: float, out
             example = reason.get("example") or {}
             lines.append(f"    {reason['reason']} x{reason['count']:,}, e.g. "
                          f"{example.get('source', '?')}: {_one_line(example.get('message', ''))}")
-        if not row["records"]:
-            lines.append("    the file holds no record at all")
-        elif not row["dead"]:
+        if not row["dead"]:
             lines.append("    no record was a depth update or snapshot (another stream only?)")
     if len(rows) > FILE_TABLE_ROWS:
         lines.append(f"  ... and {len(rows) - FILE_TABLE_ROWS} more (summary.json: files)")
     lines.append(f"try: --input_format {{{','.join(FORMAT_NAMES)}}} if the detected format is wrong "
                  f"(docs/inputs/ shows a line of each); --skip_files for files that "
-                 f"are not feeds; --max_bad_file_rate 1 to accept a file's dead-letter share. "
+                 f"are not feeds (a file with no depth record fails whatever the rate); "
+                 f"--max_bad_file_rate 1 to accept a file's dead-letter share. "
                  f"Every record is in {output}, the rejected ones in dead_letter/ with their reason.")
     return "\n".join(lines)
 
@@ -492,6 +539,8 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
     print(format_summary_table(summary, per_file=not (ops.input_subscription
                                                           or ops.kafka_bootstrap_servers)))
     _warn_still_being_written(summary, ops.quiet_seconds)
+    if not streaming:
+        _warn_damaged_and_empty(summary, ops)
     if ops.report:
         _write_report(ops.output)
     if streaming:
@@ -510,6 +559,35 @@ def _warn_still_being_written(summary: dict, quiet_seconds: float) -> None:
               "ago end in a torn gzip member or an unterminated line: still being written, so "
               "that tail was not read (run again once they are quiet): " + ", ".join(files),
               file=sys.stderr)
+
+
+def damaged_files(summary: dict) -> list[str]:
+    """One line per input file with a read_error: its name, its damage and what was kept."""
+    rows = {row["file"]: row for row in summary.get("files") or []}
+    lines = []
+    for file, errors in (summary.get("read_error_files") or {}).items():
+        row = rows.get(file, {})
+        kept = row.get("records", errors) - errors
+        lines.append(f"{file}: damaged ({errors:,} read_error: cut short or unreadable); the "
+                     f"{kept:,} records before the damage were read and kept ({row.get('clean', 0):,} "
+                     "clean), what follows it is lost")
+    return lines
+
+
+def empty_files(summary: dict) -> list[str]:
+    """Input files that hold no record at all (a batch run with other, non-empty files)."""
+    return [row["file"] for row in summary.get("files") or [] if not row["records"]]
+
+
+def _warn_damaged_and_empty(summary: dict, ops) -> None:
+    """Damaged input is never only a count: each file with a read_error gets a line; so does an
+    empty file among others (the whole input empty is exit_code's error)."""
+    for line in damaged_files(summary):
+        print(("error: " if ops.fail_on_read_error else "warning: ") + line, file=sys.stderr)
+    empty = empty_files(summary)
+    if empty and summary["input_records"]:
+        print(f"warning: {len(empty)} input file(s) hold no record (empty) and were skipped: "
+              + ", ".join(empty), file=sys.stderr)
 
 
 def exit_code(summary: dict, ops) -> int:
@@ -531,6 +609,11 @@ def exit_code(summary: dict, ops) -> int:
         print(f"error: bad-record rate {bad_record_rate(summary):.2%} exceeds "
               f"--max_bad_record_rate={limit:.2%}", file=sys.stderr)
         return EXIT_BAD_RECORD_RATE
+    if ops.fail_on_read_error and summary.get("read_error_files"):
+        print(f"error: {len(summary['read_error_files'])} input file(s) are damaged "
+              "(--fail_on_read_error); their records before the damage are in the outputs",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     unreadable = unreadable_files(summary, ops.max_bad_file_rate)
     if unreadable:
         print(describe_unreadable(unreadable, summary, ops.max_bad_file_rate, ops.output),

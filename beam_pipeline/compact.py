@@ -7,14 +7,13 @@
 A streaming job writes one file per folder per flush (--output_flush_seconds, 60 s: 1,440 files a
 folder a day) into <folder>/date=YYYY-MM-DD/, the UTC date of the flush. This rewrites each
 partition of a day that has ended (before --before, never today's: a running job writes there)
-into files of about --target_file_mb, in every folder: Parquet (clean, gaps, corrupt_periods), Avro
-(dead_letter) and JSON Lines (recovery_requests, error_counts, alerts, undelivered).
+into files of about --target_file_mb, in every folder: Parquet (every folder but dead_letter) and
+Avro (dead_letter).
 
 Rows written more than once (a restored job writes the files since its checkpoint again) are kept
 once: the first written of each id, by readback's keys (beam_pipeline/readback.py KEYS, its
-first_of_each), so readback reads the same rows before and after. Folders readback has no key for
-(error_counts, alerts, undelivered) keep each distinct line once: a rewrite repeats a line exactly
-(an error count's pane, an alert's level are part of it). Rows keep their order of writing; only
+first_of_each; an error count's pane and an alert's level are part of their ids), so readback
+reads the same rows before and after. Rows keep their order of writing; only
 duplicates inside one partition are dropped (readback still drops those across days).
 
 Atomic, per partition, in this order; a crash anywhere loses no row, and readback reads each row
@@ -24,8 +23,7 @@ once at every step:
   3. the new files are renamed to their names (readback sees both copies and reads each id once);
   4. the files replaced are removed, then the journal.
 The next run finds a journal and completes steps 3 and 4 first; hidden files of a compaction that
-crashed before its journal are removed. error_counts/, alerts/ and undelivered/ may show a row twice
-between steps 3 and 4 until then (the report takes the newest pane and the strongest alert level).
+crashed before its journal are removed.
 Two compactions of one output folder must not run at once.
 """
 from __future__ import annotations
@@ -49,11 +47,10 @@ from beam_pipeline import readback
 from beam_pipeline.options import add_compact_arguments
 from transforms import layout
 from transforms.sinks import DEAD_LETTER_SCHEMA, empty_file_bytes
-from transforms.tags import ALL_FOLDER_SUFFIX, DEAD_LETTER
+from transforms.tags import ALL_FOLDER_SUFFIX
 
 JOURNAL = "_compact.json"
 ROW_GROUP_ROWS = 65536          # a Parquet row group holds at most this many rows
-LINE = "line"                   # the key of a JSON Lines folder readback has no key for
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
@@ -147,28 +144,6 @@ class _AvroFiles:
         return self.files
 
 
-class _LineFiles:
-    """JSON lines in (bytes, as written) -> files of about `target` bytes."""
-
-    def __init__(self, target: int):
-        self.target, self.files, self.lines, self.size = target, [], [], 0
-
-    def add(self, line: bytes):
-        self.lines.append(line + b"\n")
-        self.size += len(line) + 1
-        if self.size >= self.target:
-            self._close()
-
-    def _close(self):
-        self.files.append(b"".join(self.lines))
-        self.lines, self.size = [], 0
-
-    def finish(self) -> list[bytes]:
-        if self.lines:
-            self._close()
-        return self.files
-
-
 # ---- one folder's files: their ids, and their kept rows --------------------------------------
 
 def _parquet(path: str, columns=None) -> pa.Table:
@@ -177,18 +152,12 @@ def _parquet(path: str, columns=None) -> pa.Table:
     return pq.ParquetFile(source).read(columns=columns)
 
 
-def _lines(data: bytes) -> list[bytes]:
-    return [line for line in data.splitlines() if line.strip()]
-
-
 def _id_table(name: str, path: str) -> pa.Table:
-    """The ids of one file's rows, in order: readback's key columns, or the whole line."""
-    keys = readback.KEYS.get(name)
+    """The ids of one file's rows, in order: readback's key columns."""
+    keys = readback.KEYS[name]
     if readback.parquet_schema(name) is not None:
         return _parquet(path, list(keys))
     data = readback.read_bytes(path)
-    if keys is None:
-        return pa.table({LINE: pa.array(_lines(data), pa.binary())})
     return readback.records_table(readback.records(name, data)).select(list(keys))
 
 
@@ -201,7 +170,7 @@ def _kept_rows(name: str, paths: list[str]) -> tuple[list, int]:
     total = int(sizes.sum())
     if total == 0:
         return [np.zeros(0, np.int64) for _ in paths], 0
-    keys = list(readback.KEYS.get(name) or (LINE,))
+    keys = list(readback.KEYS[name])
     nonempty = [table for table in ids if table.num_rows]
     first = readback.first_of_each(pa.concat_tables(nonempty, promote_options="default"), keys)
     first = first.to_numpy()                                    # ascending: rows in write order
@@ -218,20 +187,13 @@ def _rewrite(name: str, paths: list[str], kept: list, target: int) -> list[bytes
         for path, rows in zip(paths, kept):
             if len(rows):
                 out.add(_parquet(path).take(pa.array(rows, pa.int64())))
-    elif name == DEAD_LETTER:
+    else:
         out = _AvroFiles(target)
         for path, rows in zip(paths, kept):
             if len(rows):
                 records = readback.records(name, readback.read_bytes(path))
                 for row in rows:
                     out.add(records[row])
-    else:
-        out = _LineFiles(target)
-        for path, rows in zip(paths, kept):
-            if len(rows):
-                lines = _lines(readback.read_bytes(path))
-                for row in rows:
-                    out.add(lines[row])
     return out.finish()
 
 

@@ -101,7 +101,8 @@ book_snapshot_spec.__name__ = "LEVELS:INTERVAL"
 
 
 def _add_flag(group, name, help):
-    group.add_argument(name, type=_flag, nargs="?", const=True, default=False, help=help)
+    action = group.add_argument(name, type=_flag, nargs="?", const=True, default=False, help=help)
+    action.is_flag = True          # --help shows it as a bare flag (cli.print_help)
 
 
 def range_error(options) -> str | None:
@@ -139,53 +140,25 @@ class FeedCheckOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        io = parser.add_argument_group("input and output")
-        io.add_argument(
+        # Groups, in the order --help shows them (cli.print_help puts Beam's options last).
+        inp = parser.add_argument_group(
+            "input",
+            "What is read, and what counts as bad input.")
+        inp.add_argument(
             "--input", action="extend", nargs="+", default=None,
             help="File glob(s) to read in batch: plain or .gz, any Beam filesystem (local, gs://, ...). "
                  "Give several after one flag, repeat the flag or separate globs with commas. A "
                  "folder means every file under it, recursively.")
-        io.add_argument(
+        inp.add_argument(
             "--skip_files", default="README*,LICENSE*,NOTICE*,COPYING*,*.md",
             help="Comma-separated file-name patterns: matched input files with such a name (the "
                  "documentation that sits beside captures) are not read, and are listed in the "
                  "summary's skipped_files. Empty: read every matched file. "
                  "Default: README*,LICENSE*,NOTICE*,COPYING*,*.md.")
-        io.add_argument(
+        inp.add_argument(
             "--input_format", default="auto", choices=INPUT_FORMATS,
             help=_input_format_help())
-        io.add_argument(
-            "--input_subscription", default=None,
-            help="Streaming only: Pub/Sub subscription to read, projects/<p>/subscriptions/<s>.")
-        # Kafka (streaming on Flink); one block, kept together.
-        io.add_argument(
-            "--kafka_bootstrap_servers", default=None,
-            help="Streaming on Flink (--runner FlinkRunner): read the feed from Kafka, brokers "
-                 "HOST:PORT[,HOST:PORT]; needs --kafka_topic. Messages as on Pub/Sub (one record or "
-                 "JSON Lines, gzip by header content_encoding=gzip or by magic bytes, headers "
-                 "format/exchange/market); event time = the record's CreateTime. Offsets are "
-                 "committed to the consumer group at Flink checkpoints only.")
-        io.add_argument(
-            "--kafka_topic", default=None,
-            help="Streaming on Flink: the Kafka topic to read (with --kafka_bootstrap_servers).")
-        io.add_argument(
-            "--kafka_group_id", default="feedcheck",
-            help="Streaming on Flink: the Kafka consumer group; a new group starts at the earliest "
-                 "offset, a known one at its committed offsets. Default: feedcheck.")
-        io.add_argument(
-            "--kafka_expansion_service", default=None,
-            help="Streaming on Flink: the Beam Java expansion service that expands Kafka IO: "
-                 "HOST:PORT of a running one, or a jar. Default: the jar "
-                 "scripts/build_kafka_expansion_service.sh builds (built on first use).")
-        io.add_argument(
-            "--watch_seconds", type=float, default=None,
-            help="Streaming from files (--streaming --input ...): list the globs again every this "
-                 "many seconds and read what is new: new files, and what was appended to the files "
-                 "already read (rolling files: complete gzip members, complete lines), each byte "
-                 "once; how far each file was read is kept in Beam state (restored with a Flink "
-                 "checkpoint). The streaming source for Flink, where Pub/Sub cannot be read. "
-                 "Default: read the files once.")
-        io.add_argument(
+        inp.add_argument(
             "--quiet_seconds", type=float, default=5.0,
             help="A file modified less than this many seconds ago may still be being written: its "
                  "torn last gzip member or unterminated last line is not read yet (batch: left out "
@@ -196,62 +169,172 @@ class FeedCheckOptions(PipelineOptions):
                  "record as readable by its receive time plus this (the reorder wait's event time): "
                  "keep it above the writer's flush interval (the collector's --flush_seconds, 1). "
                  "Default: 5.")
-        io.add_argument(
+        inp.add_argument(
+            "--max_record_bytes", type=int, default=1024 * 1024,
+            help="Records longer than this many bytes are dead-lettered as record_too_large. "
+                 "Default: 1048576 (1 MiB).")
+        _add_flag(
+            inp, "--allow_empty",
+            "Accept an input with no records: warn and exit 0 (with empty outputs). Default: "
+            "false, an input whose every file is empty fails with exit code 4 (an empty file "
+            "among others is a warning naming it).")
+        _add_flag(
+            inp, "--fail_on_read_error",
+            "Batch: exit 4 when any input file is damaged (a read_error: a truncated .gz, an "
+            "unreadable block); its records before the damage are still written. Default: false, "
+            "the run exits 0 and names each damaged file and what was kept.")
+        inp.add_argument(
+            "--max_bad_file_rate", type=float, default=0.5,
+            help="A batch run fails (exit 4, naming the file, its format, its top reasons and what "
+                 "to try) when any input file has more dead letters than this fraction of its "
+                 "records, or yields no depth record at all. Every record is still written to an "
+                 "output with its reason. 1 accepts any share. Default: 0.5.")
+        inp.add_argument(
+            "--max_bad_record_rate", type=float, default=None,
+            help="Fail the job when dead letters exceed this fraction of input records (e.g. 0.5). "
+                 "Default: never fail on bad input.")
+
+        out = parser.add_argument_group(
+            "output", "Where the outputs go and what else a run writes.")
+        out.add_argument(
             "--output", default=None,
             help="Folder (any Beam filesystem) that receives clean/, dead_letter/, gaps/, "
                  "corrupt_periods/, recovery_requests/, error_counts/, alerts/ and summary.json.")
         _add_flag(
-            io, "--overwrite",
+            out, "--overwrite",
             "Replace an output folder that holds an earlier run (its outputs are deleted first). "
             "Without it such a folder is refused, so a run never mixes with an earlier one. A "
             "restarted streaming job with the same --job_id (or --job_name) continues into its "
             "own folder without it. Default: false.")
-        io.add_argument(
+        out.add_argument(
             "--job_id", default=None,
             help="Names the job that owns --output (written to <output>/_job.json). A streaming "
                  "job restarted with the same id (or the same --job_name) continues into its "
                  "folder; a different one is refused. Default: --job_name, else a new id per run.")
-        _add_flag(
-            io, "--allow_empty",
-            "Accept an input with no records: warn and exit 0 (with empty outputs). Default: "
-            "false, an empty input fails with exit code 4.")
-        _add_flag(
-            io, "--verbose",
-            "Show Beam's and Flink's logs on the terminal. Default: false, they go to "
-            "<output>/_logs/feedcheck.log and the terminal shows a progress line and the summary.")
-        io.add_argument(
-            "--work_dir", default=None,
-            help="Folder for the sorted runs the batch sequencer reads back in id order. Must be "
-                 "shared by all workers (e.g. gs:// on Dataflow). Default: <output>/_work.")
-        io.add_argument(
-            "--recovery_topic", default=None,
-            help="Streaming: Pub/Sub topic that receives a recovery request (snapshot wanted) for "
-                 "every gap that needs one. Batch runs write recovery_requests/ instead.")
-        io.add_argument(
-            "--output_flush_seconds", type=float, default=60.0,
-            help="Streaming: seconds of processing time between file writes of each output folder "
-                 "(each write is a new file per folder: fewer, larger files the longer). Default: 60.")
-        io.add_argument(
-            "--alerts_topic", default=None,
-            help="Streaming: Pub/Sub topic that also receives every alert (alerts/ is always written).")
-        io.add_argument(
+        out.add_argument(
             "--report", action="store_true", default=False,
             help="Batch: when the run ends, write the data-quality report (the page of `python -m "
                  "beam_pipeline report`) to <output>/report.html, its PNG charts in "
                  "<output>/report_files/. Default: no report.")
+        _add_flag(
+            out, "--verbose",
+            "Show Beam's and Flink's logs on the terminal. Default: false, they go to "
+            "<output>/_logs/feedcheck.log and the terminal shows a progress line and the summary.")
+        out.add_argument(
+            "--work_dir", default=None,
+            help="Folder for the sorted runs the batch sequencer reads back in id order. Must be "
+                 "shared by all workers (e.g. gs:// on Dataflow). Default: <output>/_work.")
 
-        io.add_argument(
-            "--pull_max_messages", type=int, default=1000,
-            help="Streaming on DirectRunner: the most Pub/Sub messages one pull (one bundle) takes. "
-                 "Beam's own reader takes 10, which caps a backlog's drain. Default: 1000.")
-        io.add_argument(
-            "--pull_wait_seconds", type=float, default=0.2,
-            help="Streaming on DirectRunner: how long one pull waits on an idle subscription. The "
-                 "runner's one worker thread runs nothing else meanwhile: every stage a timer's "
-                 "output crosses (reorder, stall, recovery -> counts -> alerts) may wait this long. "
-                 "Beam's own reader waits 30 s. Default: 0.2.")
+        gap = parser.add_argument_group(
+            "gap policy",
+            "How the sequencer classifies and handles a gap in a symbol's update ids.")
+        gap.add_argument(
+            "--small_gap_max", type=int, default=10,
+            help="A gap of at most this many missing ids is small: continue with a warning. Default: 10.")
+        gap.add_argument(
+            "--medium_gap_max", type=int, default=1000,
+            help="A gap of at most this many missing ids (or of unknown size) is medium: hold later "
+                 "deltas until a snapshot resyncs the stream. Larger gaps are large: a corrupt period "
+                 "is recorded and the stream continues. Default: 1000.")
+        gap.add_argument(
+            "--reset_min_jump_ids", type=int, default=1000,
+            help="An event whose ids lie more than this many below the stream's last good id, and "
+                 "whose time is not older (or a USD-M delta with pu=-1), is an id reset (the "
+                 "exchange's engine restarted): a gap of class reset that waits for a snapshot of "
+                 "the new numbering. Closer or older ones are duplicates or late. Default: 1000.")
+        gap.add_argument(
+            "--recovery_timeout", type=float, default=60.0,
+            help="Seconds of event time a medium gap waits for a resolving snapshot before it becomes "
+                 "a corrupt period and the held deltas are released. Fractions allowed. Default: 60.")
+        gap.add_argument(
+            "--max_buffered_events", type=int, default=10000,
+            help="Per symbol, the most deltas held while waiting (for a snapshot or for reordered "
+                 "messages); past it the wait ends early with reason buffer_overflow. Default: 10000.")
+        _add_flag(
+            gap, "--book_checks",
+            help="Rebuild each symbol's order book from its snapshots and deltas in the sequencer's "
+                 "order and check it: crossed or locked books, bad levels, the venue's checksums, "
+                 "and (Binance) a snapshot inside a continuous stretch against the rebuilt book. "
+                 "A failed check is a corrupt period (crossed_book, bad_level, unknown_level, "
+                 "checksum_mismatch, snapshot_mismatch) until the next snapshot. Default: false.")
+        gap.add_argument(
+            "--book_snapshots", type=book_snapshot_spec, default=None,
+            help="LEVELS:INTERVAL, e.g. 25:1s (units ms, s, m, h): write books/ (Parquet), the "
+                 "best LEVELS levels a side of each checked book at the end of every INTERVAL of "
+                 "event time in which it changed, with its segment, only where the book is "
+                 "anchored on a snapshot and its checks pass. Implies --book_checks. Batch only. "
+                 "Default: none.")
+        gap.add_argument(
+            "--run_span_ids", type=int, default=100_000,
+            help="Batch: update ids per sorted run. Each run is sorted in memory, so this bounds the "
+                 "sequencer's memory per symbol: about 3.5 KB per event in a run, at most two runs "
+                 "at a time. Default: 100000.")
 
-        io.add_argument(
+        live = parser.add_argument_group(
+            "streaming", "With --streaming: the source, timers, topics, flushes and stops.")
+        live.add_argument(
+            "--input_subscription", default=None,
+            help="Streaming only: Pub/Sub subscription to read, projects/<p>/subscriptions/<s>.")
+        # Kafka (streaming on Flink); one block, kept together.
+        live.add_argument(
+            "--kafka_bootstrap_servers", default=None,
+            help="Streaming on Flink (--runner FlinkRunner): read the feed from Kafka, brokers "
+                 "HOST:PORT[,HOST:PORT]; needs --kafka_topic. Messages as on Pub/Sub (one record or "
+                 "JSON Lines, gzip by header content_encoding=gzip or by magic bytes, headers "
+                 "format/exchange/market); event time = the record's CreateTime. Offsets are "
+                 "committed to the consumer group at Flink checkpoints only.")
+        live.add_argument(
+            "--kafka_topic", default=None,
+            help="Streaming on Flink: the Kafka topic to read (with --kafka_bootstrap_servers).")
+        live.add_argument(
+            "--kafka_group_id", default="feedcheck",
+            help="Streaming on Flink: the Kafka consumer group; a new group starts at the earliest "
+                 "offset, a known one at its committed offsets. Default: feedcheck.")
+        live.add_argument(
+            "--kafka_expansion_service", default=None,
+            help="Streaming on Flink: the Beam Java expansion service that expands Kafka IO: "
+                 "HOST:PORT of a running one, or a jar. Default: the jar "
+                 "scripts/build_kafka_expansion_service.sh builds (built on first use).")
+        live.add_argument(
+            "--watch_seconds", type=float, default=None,
+            help="Streaming from files (--streaming --input ...): list the globs again every this "
+                 "many seconds and read what is new: new files, and what was appended to the files "
+                 "already read (rolling files: complete gzip members, complete lines), each byte "
+                 "once; how far each file was read is kept in Beam state (restored with a Flink "
+                 "checkpoint). The streaming source for Flink, where Pub/Sub cannot be read. "
+                 "Default: read the files once.")
+        live.add_argument(
+            "--max_message_bytes", type=int, default=64 * 1024 * 1024,
+            help="Streaming: a gzip-compressed Pub/Sub message that unpacks to more than this many "
+                 "bytes is one read_error dead letter (its compressed bytes kept). "
+                 "Default: 67108864 (64 MiB).")
+        live.add_argument(
+            "--reorder_timeout", type=float, default=2.0,
+            help="Streaming: seconds (processing time) an out-of-order event waits for the missing ids "
+                 "before the gap is declared. Default: 2.")
+        live.add_argument(
+            "--stall_timeout", type=float, default=30.0,
+            help="Streaming: seconds (processing time) a symbol may stay silent before a stall alert. "
+                 "Default: 30.")
+        live.add_argument(
+            "--output_flush_seconds", type=float, default=60.0,
+            help="Streaming: seconds of processing time between file writes of each output folder "
+                 "(each write is a new file per folder: fewer, larger files the longer). Default: 60.")
+        live.add_argument(
+            "--recovery_topic", default=None,
+            help="Streaming: Pub/Sub topic that receives a recovery request (snapshot wanted) for "
+                 "every gap that needs one. Batch runs write recovery_requests/ instead.")
+        live.add_argument(
+            "--alerts_topic", default=None,
+            help="Streaming: Pub/Sub topic that also receives every alert (alerts/ is always written).")
+        live.add_argument(
+            "--allowed_lateness", type=float, default=300.0,
+            help="Streaming: seconds after the watermark passes an error-count window's end that "
+                 "late error records are still counted in it (the window fires again). Records "
+                 "later than that are left out of error_counts/ and its alerts (Beam drops them); "
+                 "they are still in dead_letter/, gaps/, corrupt_periods/ and summary.json, which "
+                 "do not depend on windows. Default: 300.")
+        live.add_argument(
             "--stop_timeout", type=float, default=25.0,
             help="Streaming: seconds a stop (SIGINT/Ctrl-C or SIGTERM) may take. The job stops "
                  "pulling, finishes every message it already pulled (reorder waits and holds end "
@@ -261,13 +344,23 @@ class FeedCheckOptions(PipelineOptions):
                  "a second Ctrl-C, the job exits at once with code 6, and what it had not written "
                  "was not acknowledged: Pub/Sub delivers it again to the restarted job. "
                  "Default: 25 (below Kubernetes' 30 s and systemd's 90 s grace periods).")
-        io.add_argument(
+        live.add_argument(
             "--savepoint_dir", default=None,
             help="Streaming on a standalone Flink cluster (--flink_master host:port): where SIGINT/"
                  "SIGTERM's stop-with-savepoint writes the savepoint (a folder the cluster can "
                  "write; the stop prints it and the command that resumes from it). "
                  "Default: <output>/_state/savepoints.")
-        io.add_argument(
+        live.add_argument(
+            "--pull_max_messages", type=int, default=1000,
+            help="Streaming on DirectRunner: the most Pub/Sub messages one pull (one bundle) takes. "
+                 "Beam's own reader takes 10, which caps a backlog's drain. Default: 1000.")
+        live.add_argument(
+            "--pull_wait_seconds", type=float, default=0.2,
+            help="Streaming on DirectRunner: how long one pull waits on an idle subscription. The "
+                 "runner's one worker thread runs nothing else meanwhile: every stage a timer's "
+                 "output crosses (reorder, stall, recovery -> counts -> alerts) may wait this long. "
+                 "Beam's own reader waits 30 s. Default: 0.2.")
+        live.add_argument(
             "--ack_lease_seconds", type=float, default=60.0,
             help="Streaming on DirectRunner: a pulled Pub/Sub message is acknowledged only once "
                  "every output row it produced is in a finished file; until then its lease is "
@@ -275,111 +368,35 @@ class FeedCheckOptions(PipelineOptions):
                  "messages again once their lease runs out, so a restarted job reads them. "
                  "10 to 600. Default: 60.")
 
-        decode = parser.add_argument_group("decoding")
-        decode.add_argument(
-            "--max_record_bytes", type=int, default=1024 * 1024,
-            help="Records longer than this many bytes are dead-lettered as record_too_large. "
-                 "Default: 1048576 (1 MiB).")
-        decode.add_argument(
-            "--max_message_bytes", type=int, default=64 * 1024 * 1024,
-            help="Streaming: a gzip-compressed Pub/Sub message that unpacks to more than this many "
-                 "bytes is one read_error dead letter (its compressed bytes kept). "
-                 "Default: 67108864 (64 MiB).")
-
-        seq = parser.add_argument_group("sequencing and gap policy")
-        seq.add_argument(
-            "--small_gap_max", type=int, default=10,
-            help="A gap of at most this many missing ids is small: continue with a warning. Default: 10.")
-        seq.add_argument(
-            "--medium_gap_max", type=int, default=1000,
-            help="A gap of at most this many missing ids (or of unknown size) is medium: hold later "
-                 "deltas until a snapshot resyncs the stream. Larger gaps are large: a corrupt period "
-                 "is recorded and the stream continues. Default: 1000.")
-        seq.add_argument(
-            "--reset_min_jump_ids", type=int, default=1000,
-            help="An event whose ids lie more than this many below the stream's last good id, and "
-                 "whose time is not older (or a USD-M delta with pu=-1), is an id reset (the "
-                 "exchange's engine restarted): a gap of class reset that waits for a snapshot of "
-                 "the new numbering. Closer or older ones are duplicates or late. Default: 1000.")
-        seq.add_argument(
-            "--recovery_timeout", type=float, default=60.0,
-            help="Seconds of event time a medium gap waits for a resolving snapshot before it becomes "
-                 "a corrupt period and the held deltas are released. Fractions allowed. Default: 60.")
-        seq.add_argument(
-            "--max_buffered_events", type=int, default=10000,
-            help="Per symbol, the most deltas held while waiting (for a snapshot or for reordered "
-                 "messages); past it the wait ends early with reason buffer_overflow. Default: 10000.")
-        seq.add_argument(
-            "--book_checks", type=_flag, nargs="?", const=True, default=False,
-            help="Rebuild each symbol's order book from its snapshots and deltas in the sequencer's "
-                 "order and check it: crossed or locked books, bad levels, the venue's checksums, "
-                 "and (Binance) a snapshot inside a continuous stretch against the rebuilt book. "
-                 "A failed check is a corrupt period (crossed_book, bad_level, unknown_level, "
-                 "checksum_mismatch, snapshot_mismatch) until the next snapshot. Default: false.")
-        seq.add_argument(
-            "--book_snapshots", type=book_snapshot_spec, default=None,
-            help="LEVELS:INTERVAL, e.g. 25:1s (units ms, s, m, h): write books/ (Parquet), the "
-                 "best LEVELS levels a side of each checked book at the end of every INTERVAL of "
-                 "event time in which it changed, with its segment, only where the book is "
-                 "anchored on a snapshot and its checks pass. Implies --book_checks. Batch only "
-                 "for now. Default: none.")
-        seq.add_argument(
-            "--run_span_ids", type=int, default=100_000,
-            help="Batch: update ids per sorted run. Each run is sorted in memory, so this bounds the "
-                 "sequencer's memory per symbol: about 3.5 KB per event in a run, at most two runs "
-                 "at a time. Default: 100000.")
-        seq.add_argument(
-            "--reorder_timeout", type=float, default=2.0,
-            help="Streaming: seconds (processing time) an out-of-order event waits for the missing ids "
-                 "before the gap is declared. Default: 2.")
-        seq.add_argument(
-            "--stall_timeout", type=float, default=30.0,
-            help="Streaming: seconds (processing time) a symbol may stay silent before a stall alert. "
-                 "Default: 30.")
-
-        agg = parser.add_argument_group("error aggregation and alerts")
-        agg.add_argument(
+        alert = parser.add_argument_group(
+            "alerts",
+            "Error counts per window of event time, and the thresholds that raise alerts.")
+        alert.add_argument(
             "--error_window", type=float, default=60.0,
             help="Seconds of event time per error-count window. Default: 60.")
-        agg.add_argument(
+        alert.add_argument(
             "--alert_warning_count", type=int, default=10,
             help="More errors than this of one type and symbol in a window raise a warning. Default: 10.")
-        agg.add_argument(
+        alert.add_argument(
             "--alert_critical_count", type=int, default=100,
             help="More errors than this of one type and symbol in a window are critical. Default: 100.")
-        agg.add_argument(
+        alert.add_argument(
             "--alert_gap_rate", type=float, default=0.001,
             help="Gaps per event of a symbol in a window above this rate are critical. Default: 0.001.")
-        agg.add_argument(
-            "--allowed_lateness", type=float, default=300.0,
-            help="Streaming: seconds after the watermark passes an error-count window's end that "
-                 "late error records are still counted in it (the window fires again). Records "
-                 "later than that are left out of error_counts/ and its alerts (Beam drops them); "
-                 "they are still in dead_letter/, gaps/, corrupt_periods/ and summary.json, which "
-                 "do not depend on windows. Default: 300.")
-
-        agg.add_argument(
+        alert.add_argument(
             "--lag_warning", type=float, default=30.0,
             help="Streaming: seconds of input lag (now minus the publish time of the messages being "
                  "read) above which a backpressure warning alert is raised; a resolved alert "
                  "follows when the lag falls back below it. Default: 30.")
-        agg.add_argument(
+        alert.add_argument(
             "--lag_critical", type=float, default=300.0,
             help="Streaming: seconds of input lag above which the backpressure alert is critical. "
                  "Default: 300 (5 minutes).")
 
-        guard = parser.add_argument_group("safety limits")
-        guard.add_argument(
-            "--max_bad_record_rate", type=float, default=None,
-            help="Fail the job when dead letters exceed this fraction of input records (e.g. 0.5). "
-                 "Default: never fail on bad input.")
-        guard.add_argument(
-            "--max_bad_file_rate", type=float, default=0.5,
-            help="A batch run fails (exit 4, naming the file, its format, its top reasons and what "
-                 "to try) when any input file has more dead letters than this fraction of its "
-                 "records, or yields no depth record at all. Every record is still written to an "
-                 "output with its reason. 1 accepts any share. Default: 0.5.")
-        guard.add_argument(
+        run = parser.add_argument_group(
+            "runner",
+            "How the job runs on its workers (--runner and Beam's own options: below).")
+        run.add_argument(
             "--memory_limit_gb", type=float, default=None,
             help="Memory budget per worker for buffering stages; guards shrink batches, drop caches "
                  "and flush as usage approaches it. Default: the machine's total memory.")

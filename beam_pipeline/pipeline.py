@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_pipeline.options import FeedCheckOptions
+from beam_pipeline.settings import effective_settings
 from transforms.aggregate import (AlertRules, CountErrorsAndAlert, EnforceBadRecordRate, Summarize,
                                   dead_letter_error)
 from transforms.backpressure import MonitorInputLag
@@ -21,7 +22,7 @@ from transforms.sequence import SequenceFeeds
 from transforms.sinks import WriteOutputs
 from transforms.tables import part_row_times, table_row_times
 from transforms.tags import (ALERTS, BOOKS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERROR_COUNTS,
-                            GAPS, RECOVERY_REQUESTS)
+                            GAPS, RECOVERY_REQUESTS, STATUS)
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=None) -> None:
@@ -88,7 +89,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=No
     _ = {CLEAN: sequenced.clean, DEAD_LETTER: dead_letters, GAPS: sequenced.gaps,
          CORRUPT_PERIODS: sequenced.corrupt_periods,
          RECOVERY_REQUESTS: sequenced.recovery_requests,
-         ERROR_COUNTS: counted[ERROR_COUNTS], ALERTS: alerts,
+         ERROR_COUNTS: counted[ERROR_COUNTS], ALERTS: alerts, STATUS: sequenced[STATUS],
          "summary": summary,
          **({BOOKS: sequenced[BOOKS]} if ops.book_snapshots else {})} | "Write" >> WriteOutputs(
-             ops, streaming)
+             ops, streaming, settings=effective_settings(options))

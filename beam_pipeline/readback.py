@@ -10,14 +10,28 @@ deduplicate by each output's id, which is unique in a run without a restore:
   corrupt_periods/    exchange, market, symbol, start_id, end_id, reason
   dead_letter/        reason, stage, source, payload
   recovery_requests/  exchange, market, symbol, from_id, reason
+  error_counts/       exchange, market, symbol, error_type, window_start, pane
+  alerts/             exchange, market, symbol, error_type, rule, window_start, level
+  undelivered/        topic, payload
+  status/             exchange, market, symbol, as_of    (read_status: the latest row per key)
 
 Of rows with the same id the first written is kept (files in write order, transforms/layout.py:
 flat files, then the date partitions by date, each by name; streaming names start with the write
 time). Both layouts are read: a batch run's flat folders and a streaming job's date partitions
 (<folder>/date=YYYY-MM-DD/), compacted or not (python -m beam_pipeline compact keeps the first
 written of each id, by these keys). summary.json needs no deduplication: it is computed from Beam state, which a
-restore rolls back exactly, and rewritten whole. error_counts/ and alerts/ are not covered here
-(error counts already carry a pane: the highest pane of a window is its count).
+restore rolls back exactly, and rewritten whole. An error count's pane and an alert's level are part
+of their ids: streaming fires a window more than once (the highest pane is its newest count) and an
+alert again when its level rises.
+
+Every folder but dead_letter/ is Parquet with a fixed schema (transforms/tables.py), readable by
+any Parquet reader even when empty. dead_letter/ is Avro; `records_table` turns its records into
+an Arrow table (fastavro to Arrow) for DuckDB or Polars:
+
+    import duckdb, polars
+    letters = read("out", "dead_letter")              # pyarrow.Table
+    duckdb.sql("SELECT reason, count(*) FROM letters GROUP BY reason")
+    polars.from_arrow(letters)
 
     from beam_pipeline.readback import read_clean
     table = read_clean("out/live")                  # pyarrow.Table, one row per id
@@ -48,6 +62,10 @@ KEYS = {
     "corrupt_periods": ("exchange", "market", "symbol", "start_id", "end_id", "reason"),
     "dead_letter": ("reason", "stage", "source", "payload"),
     "recovery_requests": ("exchange", "market", "symbol", "from_id", "reason"),
+    "error_counts": ("exchange", "market", "symbol", "error_type", "window_start", "pane"),
+    "alerts": ("exchange", "market", "symbol", "error_type", "rule", "window_start", "level"),
+    "undelivered": ("topic", "payload"),
+    "status": ("exchange", "market", "symbol", "as_of"),
 }
 _SUFFIX = ALL_FOLDER_SUFFIX
 
@@ -66,11 +84,10 @@ def read_bytes(path: str) -> bytes:
 
 
 def parquet_schema(name: str):
-    """The Arrow schema of a Parquet folder (clean, gaps, corrupt_periods), else None."""
+    """The Arrow schema of a Parquet folder (every folder but dead_letter), else None."""
     from transforms import sinks
 
-    return {"clean": sinks.CLEAN_SCHEMA, "gaps": sinks.GAP_SCHEMA,
-            "corrupt_periods": sinks.CORRUPT_SCHEMA}.get(name)
+    return sinks.PARQUET_SCHEMAS.get(name)
 
 
 def read_raw(output_dir: str, name: str) -> pa.Table:
@@ -91,18 +108,21 @@ def read_files(name: str, paths) -> pa.Table:
 
 
 def records(name: str, data: bytes) -> list:
-    """The rows of one Avro (dead_letter) or JSON Lines file's bytes, as dicts."""
-    if name == "dead_letter":
-        return list(fastavro.reader(io.BytesIO(data)))
-    return [json.loads(line) for line in data.splitlines() if line.strip()]
+    """The records of one Avro file's bytes (dead_letter), as dicts."""
+    if name != "dead_letter":
+        raise ValueError(f"{name}/ is Parquet: read it with read_files")
+    return list(fastavro.reader(io.BytesIO(data)))
 
 
 def records_table(rows: list) -> pa.Table:
-    """Rows (dicts) as an Arrow table readback can key on."""
-    table = pa.Table.from_pylist(rows)
-    # a column that is null in every row has Arrow's null type, which group_by cannot key on
-    return table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
-                                 for f in table.schema]))
+    """Dead-letter records (dicts, as fastavro reads them) as an Arrow table of
+    transforms/tables.py's DEAD_LETTER_ARROW_SCHEMA: the same columns with no record, too.
+    Avro's timestamp-millis arrive as UTC datetimes and stay timestamp[ms, UTC]."""
+    from transforms.tables import DEAD_LETTER_ARROW_SCHEMA
+
+    names = DEAD_LETTER_ARROW_SCHEMA.names
+    return pa.Table.from_pylist([{name: row.get(name) for name in names} for row in rows],
+                                schema=DEAD_LETTER_ARROW_SCHEMA)
 
 
 _ROW = "__row"
@@ -143,6 +163,17 @@ def _groupable(column: pa.ChunkedArray) -> pa.ChunkedArray:
 def read(output_dir: str, name: str) -> pa.Table:
     """One output folder (a KEYS name), each id once."""
     return dedupe(read_raw(output_dir, name), KEYS[name])
+
+
+def read_status(output_dir: str) -> pa.Table:
+    """status/: the latest row (largest as_of) of each (exchange, market, symbol), sorted by key:
+    where every key stands now ("what is broken right now" is a filter on it)."""
+    table = read_raw(output_dir, "status")
+    if table.num_rows == 0:
+        return table
+    newest_first = table.take(pc.sort_indices(table, [("as_of", "descending")]))
+    latest = newest_first.take(first_of_each(newest_first, ["exchange", "market", "symbol"]))
+    return latest.sort_by([(k, "ascending") for k in ("exchange", "market", "symbol")])
 
 
 def read_clean(output_dir: str) -> pa.Table:
@@ -188,10 +219,8 @@ def write_deduplicated(output_dir: str, destination: str) -> dict:
         buffer = io.BytesIO()
         if parquet_schema(name) is not None:
             pq.write_table(table.cast(parquet_schema(name)), buffer, compression="zstd")
-        elif name == "dead_letter":
-            fastavro.writer(buffer, sinks.DEAD_LETTER_SCHEMA, table.to_pylist(), codec="deflate")
         else:
-            buffer.write(b"".join(json.dumps(row).encode() + b"\n" for row in table.to_pylist()))
+            fastavro.writer(buffer, sinks.DEAD_LETTER_SCHEMA, table.to_pylist(), codec="deflate")
         with FileSystems.create(path) as handle:
             handle.write(buffer.getvalue())
     return written
@@ -204,8 +233,7 @@ def main(argv=None) -> int:
                     "at-least-once after a restore on Flink.")
     parser.add_argument("output", help="the run's --output folder")
     parser.add_argument("--write", metavar="DIR",
-                        help="write a deduplicated copy of clean/, gaps/, corrupt_periods/, "
-                             "dead_letter/ and recovery_requests/ under DIR")
+                        help="write a deduplicated copy of every output folder under DIR")
     args = parser.parse_args(argv)
     result = {"folders": report(args.output)}
     if args.write:

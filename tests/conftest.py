@@ -38,13 +38,6 @@ class Outputs:
             rows.extend(pq.ParquetFile(path).read().to_pylist())
         return rows
 
-    def jsonl_rows(self, name):
-        rows = []
-        for path in self.files(name, ".jsonl"):
-            with open(path) as handle:
-                rows.extend(json.loads(line) for line in handle if line.strip())
-        return rows
-
     def dead_letters(self):
         rows = []
         for path in self.files("dead_letter", ".avro"):

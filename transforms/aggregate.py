@@ -17,7 +17,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipeline.core import tallies
-from beam_pipeline.core.model import ErrorEvent
+from beam_pipeline.core.model import ErrorEvent, stream_key
 from beam_pipeline.core.runtime import iso_ms
 from beam_pipeline.core.reasons import GAP_ERROR_TYPES, ErrorType, GapClass
 from transforms.tags import ALERTS, ERROR_COUNTS
@@ -81,6 +81,7 @@ FILE_COLUMNS = ("records", "clean", "ignored", "duplicates", "superseded", "dead
 _FILE_COLUMN_OF = {tallies.INPUT_RECORDS: "records", tallies.CLEAN_RECORDS: "clean",
                    tallies.IGNORED: "ignored", tallies.DUPLICATES: "duplicates",
                    tallies.SUPERSEDED: "superseded"}
+READ_ERROR = tallies.DEAD_LETTERS + "read_error"    # a file's read errors (its damage)
 EXAMPLE_REASONS = 3          # per failing file: its top reasons, one example each
 EXAMPLE_FILES = 100          # examples are kept for this many files, most dead letters first
 
@@ -138,6 +139,9 @@ def format_summary(counts: Counter, examples: dict = None, streaming: bool = Fal
     summary["skipped_files"] = sorted(skipped)
     if unfinished:   # only when there are: a young file's torn tail was left out (--quiet_seconds)
         summary["still_being_written"] = sorted(unfinished)
+    damaged = {file: row[READ_ERROR] for file, row in sorted(by_file.items()) if row.get(READ_ERROR)}
+    if damaged:      # only when there are: files cut short (a torn gzip member, an unreadable block)
+        summary["read_error_files"] = damaged
     return summary
 
 
@@ -270,11 +274,23 @@ def _clean_counts(row_times, window_ms: int):
 
 class _WithWindow(beam.DoFn):
     def process(self, element, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        (error_type, symbol), count = element
+        (error_type, stream), count = element
         # Streaming fires a window early and again later: `pane` tells a reader which is newest.
-        yield {"window_start": _iso(win.start), "window_end": _iso(win.end),
-               "error_type": error_type, "symbol": symbol, "count": count,
-               "pane": pane.index if pane else 0}
+        yield count_row(error_type, stream, win, count, pane.index if pane else 0)
+
+
+def count_row(error_type: str, stream: str, win, count: int, pane: int = 0) -> dict:
+    """An error_counts/ row: the key columns as in clean/ (null where the records had none)."""
+    exchange, market, symbol = stream_key(stream)
+    return {"exchange": exchange, "market": market, "symbol": symbol, "error_type": error_type,
+            "window_start": _iso(win.start), "window_end": _iso(win.end), "count": count,
+            "pane": pane}
+
+
+def stream_of_row(row: dict) -> str:
+    """exchange:market:symbol of an output row, for messages ("-" when it has none)."""
+    parts = [row.get("exchange"), row.get("market"), row.get("symbol")]
+    return ":".join(part or "?" for part in parts) if any(parts) else "-"
 
 
 def _iso(ts: Timestamp) -> str:
@@ -291,10 +307,10 @@ class AlertRules:
         error_type, count = row["error_type"], row["count"]
         if error_type == ErrorType.STALL:
             yield self._alert("critical", "stall", row, count,
-                              f"{row['symbol']} silent past the stall timeout", "stall")
+                              f"{stream_of_row(row)} silent past the stall timeout", "stall")
         elif error_type == ErrorType.STALL_RESOLVED:
             yield self._alert("info", "stall_resolved", row, count,
-                              f"{row['symbol']} is receiving data again", "default")
+                              f"{stream_of_row(row)} is receiving data again", "default")
         elif count > self.critical_count:
             yield self._alert("critical", "error_count", row, count,
                               f"{count} {error_type} in one window (> {self.critical_count})",
@@ -313,9 +329,18 @@ class AlertRules:
 
     @staticmethod
     def _alert(level, rule, row, count, message, action):
-        return {"level": level, "rule": rule, "key": f"{row['error_type']}/{row['symbol']}",
-                "window": {"start": row["window_start"], "end": row["window_end"]},
+        """An alerts/ row (and alerts-topic message): the key columns and error type of the count
+        that raised it."""
+        return {"exchange": row["exchange"], "market": row["market"], "symbol": row["symbol"],
+                "error_type": row["error_type"], "level": level, "rule": rule,
+                "window_start": row["window_start"], "window_end": row["window_end"],
                 "count": count, "message": message, "suggested_action": ACTIONS[action]}
+
+
+def alert_id(alert: dict) -> tuple:
+    """What one alert is about: its rule, error type, key and window (levels may rise)."""
+    return (alert["rule"], alert["error_type"], alert["exchange"], alert["market"],
+            alert["symbol"], alert["window_start"])
 
 
 def _action_of(error_type: str) -> str:
@@ -329,10 +354,9 @@ class _GapRateAlerts(beam.DoFn):
         self.rules = rules
 
     def process(self, element, win=beam.DoFn.WindowParam):
-        symbol, grouped = element
+        stream, grouped = element
         gaps, events = sum(grouped["gaps"]), sum(grouped["events"])
-        row = {"error_type": "gaps", "symbol": symbol,
-               "window_start": _iso(win.start), "window_end": _iso(win.end)}
+        row = count_row("gaps", stream, win, gaps)
         yield from self.rules.for_gap_rate(row, gaps, events)
 
 
@@ -400,7 +424,7 @@ class CountErrorsAndAlert(beam.PTransform):
                        | "GapRate" >> beam.ParDo(_GapRateAlerts(self.rules)))
         alerts = ((count_alerts, rate_alerts)
                   | "AllAlerts" >> beam.Flatten()
-                  | "KeyAlerts" >> beam.Map(lambda a: ((a["rule"], a["key"], a["window"]["start"]), a))
-                  .with_output_types(typing.Tuple[typing.Tuple[str, str, str], dict])
+                  | "KeyAlerts" >> beam.Map(lambda a: (repr(alert_id(a)), a))
+                  .with_output_types(typing.Tuple[str, dict])
                   | "OncePerLevel" >> beam.ParDo(_OncePerLevel()))
         return {ERROR_COUNTS: counts, ALERTS: alerts}

@@ -17,7 +17,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_pipeline.core.runtime import now_ms
+from beam_pipeline.core.runtime import iso_ms, now_ms
 
 OK, WARNING, CRITICAL = 0, 1, 2
 LEVEL_NAMES = {WARNING: "warning", CRITICAL: "critical"}
@@ -50,21 +50,25 @@ class _LargestLagPerBundle(beam.DoFn):
                                 [GlobalWindow()])
 
 
+# A backpressure alert is the job's, not a symbol's: no key, error type input_lag.
+NO_KEY = {"exchange": None, "market": None, "symbol": None, "error_type": "input_lag"}
+
+
 def level_of(lag_ms: int, warning_ms: int, critical_ms: int) -> int:
     return CRITICAL if lag_ms > critical_ms else WARNING if lag_ms > warning_ms else OK
 
 
 def backpressure_alert(level: int, lag_ms: int, at_ms: int, warning_ms: int, critical_ms: int) -> dict:
     """An alert in the shape of the error-count alerts (alerts/ and the alerts topic)."""
-    when = Timestamp.of(at_ms / 1000).to_rfc3339()
+    when = iso_ms(at_ms)
     if level == OK:
-        return {"level": "info", "rule": "backpressure_resolved", "key": "input_lag",
-                "window": {"start": when, "end": when}, "count": lag_ms // 1000,
+        return {**NO_KEY, "level": "info", "rule": "backpressure_resolved",
+                "window_start": when, "window_end": when, "count": lag_ms // 1000,
                 "message": f"input lag back to {lag_ms / 1000:.1f} s (<= {warning_ms / 1000:g} s)",
                 "suggested_action": "None: the job has caught up with its input."}
     threshold = critical_ms if level == CRITICAL else warning_ms
-    return {"level": LEVEL_NAMES[level], "rule": "backpressure", "key": "input_lag",
-            "window": {"start": when, "end": when}, "count": lag_ms // 1000,
+    return {**NO_KEY, "level": LEVEL_NAMES[level], "rule": "backpressure",
+            "window_start": when, "window_end": when, "count": lag_ms // 1000,
             "message": f"input lag {lag_ms / 1000:.1f} s (> {threshold / 1000:g} s): the job reads "
                        f"messages published that long ago", "suggested_action": ACTION}
 

@@ -19,7 +19,7 @@ from beam_pipeline.core.sequencer import Policy
 from transforms.sequence_batch import BatchSequencerDoFn, SpillRuns
 from transforms.sequence_live import LiveSequencerDoFn
 from transforms.tags import (BOOKS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERRORS, GAPS,
-                             RECOVERY_REQUESTS, TALLY)
+                             RECOVERY_REQUESTS, STATUS, TALLY)
 
 _KEYED = typing.Tuple[typing.Tuple[str, str, str], typing.Any]
 
@@ -40,7 +40,8 @@ def _per_key(batch):
 
 class SequenceFeeds(beam.PTransform):
     """EventBatches -> outputs clean, gaps, corrupt_periods, recovery_requests, errors,
-    dead_letter, tally, books (transforms/tags.py; books: --book_snapshots only).
+    dead_letter, tally, books, status (transforms/tags.py; books: --book_snapshots only; status:
+    batch only, one KeyStatus per key when its replay ends).
 
     `clean` has one type per mode, fixed when the graph is built: batch, CleanParts (the rows
     written to the work folder, moved into clean/ by sinks.CommitCleanParts); streaming, Arrow
@@ -80,4 +81,5 @@ class SequenceFeeds(beam.PTransform):
                                            self.book_snapshots)
         keyed = keyed | "TypedKeys" >> beam.Map(lambda kv: kv).with_output_types(_KEYED)
         return keyed | "Sequence" >> beam.ParDo(sequencer).with_outputs(
-            CLEAN, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS, DEAD_LETTER, TALLY, BOOKS)
+            CLEAN, GAPS, CORRUPT_PERIODS, RECOVERY_REQUESTS, ERRORS, DEAD_LETTER, TALLY, BOOKS,
+            STATUS)

@@ -4,10 +4,15 @@
   dead_letter/       Avro (beam_pipeline/schemas/dead_letter.avsc)
   gaps/              Parquet
   corrupt_periods/   Parquet
-  recovery_requests/ JSON Lines
-  error_counts/      JSON Lines
-  alerts/            JSON Lines
-  undelivered/       JSON Lines (streaming: what could not be published to a topic)
+  recovery_requests/ Parquet
+  error_counts/      Parquet
+  alerts/            Parquet
+  undelivered/       Parquet (streaming: what could not be published to a topic)
+  status/            Parquet, where each key stands (batch: one row per key at the end)
+
+Every output with a symbol has the columns exchange, market, symbol, spelled as in clean/ and null
+where the record yielded none. The schemas are transforms/tables.py's; a folder with no rows still
+holds a file with its schema (write_empty_outputs). The Pub/Sub topics carry the same rows as JSON.
 
 Batch writes each folder flat with fileio.WriteToFiles (clean/: the sequencer's parts, moved in).
 Streaming writes at most one file per folder per flush, under a date partition
@@ -40,10 +45,13 @@ from beam_pipeline.core import durability, progress
 from beam_pipeline.core.runtime import iso_ms
 from transforms import layout
 from transforms.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
-from transforms.tables import (BOOKS_SCHEMA, CLEAN_SCHEMA, CORRUPT_SCHEMA,  # noqa: F401 (re-exported)
-                               GAP_SCHEMA, CleanPart, books_table, struct_table)
+from beam_pipeline.core.model import stream_key
+from transforms.tables import (ALERT_SCHEMA, BOOKS_SCHEMA, CLEAN_SCHEMA,  # noqa: F401 (re-exported)
+                               CORRUPT_SCHEMA, ERROR_COUNT_SCHEMA, GAP_SCHEMA, RECOVERY_SCHEMA,
+                               STATUS_SCHEMA, UNDELIVERED_SCHEMA, CleanPart, books_table,
+                               dict_table, struct_table)
 from transforms.tags import (ALERTS, BOOKS, BOOKS_SUFFIX, CLEAN, CORRUPT_PERIODS, DEAD_LETTER,
-                            ERROR_COUNTS, FOLDER_SUFFIX, GAPS, RECOVERY_REQUESTS, UNDELIVERED,
+                            ERROR_COUNTS, FOLDER_SUFFIX, GAPS, RECOVERY_REQUESTS, STATUS, UNDELIVERED,
                             UNDELIVERED_SUFFIX)
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -153,19 +161,13 @@ class AvroSink(fileio.FileSink):
         self._writer.flush()
 
 
-class JsonLinesSink(fileio.FileSink):
-    def open(self, fh):
-        self._fh = fh
-
-    def write(self, record):
-        self._fh.write(msgspec.json.encode(record) + b"\n")
-
-    def flush(self):
-        self._fh.flush()
-
-
 def dead_letter_record(letter) -> dict:
-    return msgspec.structs.asdict(letter)
+    """A DeadLetter as its Avro record: the stream name it carries inside the pipeline
+    (exchange:market:symbol) as the exchange, market and symbol columns of clean/ (null where
+    the record did not yield them)."""
+    record = msgspec.structs.asdict(letter)
+    record["exchange"], record["market"], record["symbol"] = stream_key(letter.symbol)
+    return record
 
 
 def recovery_request_json(request) -> dict:
@@ -200,8 +202,26 @@ def dead_letter_sink(memory_limit_gb=None):
     return AvroSink(DEAD_LETTER_SCHEMA, dead_letter_record, counter=progress.DEAD)
 
 
-def json_lines_sink(memory_limit_gb=None):
-    return JsonLinesSink()
+def status_sink(memory_limit_gb=None):
+    return RowParquetSink(STATUS_SCHEMA, lambda rows: struct_table(rows, STATUS_SCHEMA),
+                          memory_limit_gb=memory_limit_gb)
+
+
+def _dict_sink(schema: pa.Schema):
+    def make(memory_limit_gb=None):
+        return RowParquetSink(schema, lambda rows: dict_table(rows, schema),
+                              memory_limit_gb=memory_limit_gb)
+    return make
+
+
+error_count_sink = _dict_sink(ERROR_COUNT_SCHEMA)
+alert_sink = _dict_sink(ALERT_SCHEMA)
+recovery_sink = _dict_sink(RECOVERY_SCHEMA)
+undelivered_sink = _dict_sink(UNDELIVERED_SCHEMA)
+# The Arrow schema of each Parquet output folder (readers, compaction, empty folders).
+PARQUET_SCHEMAS = {CLEAN: CLEAN_SCHEMA, GAPS: GAP_SCHEMA, CORRUPT_PERIODS: CORRUPT_SCHEMA,
+                   RECOVERY_REQUESTS: RECOVERY_SCHEMA, ERROR_COUNTS: ERROR_COUNT_SCHEMA,
+                   ALERTS: ALERT_SCHEMA, UNDELIVERED: UNDELIVERED_SCHEMA, STATUS: STATUS_SCHEMA}
 
 
 def firing_file_naming(suffix: str):
@@ -368,14 +388,18 @@ class CommitCleanParts(beam.DoFn):
 
 
 class WriteSummary(beam.DoFn):
-    """Writes summary.json, replacing the previous one (streaming fires it repeatedly)."""
+    """Writes summary.json, replacing the previous one (streaming fires it repeatedly), with the
+    run's effective settings under "settings" (beam_pipeline/settings.py) when given."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, settings: dict = None):
         self.path = path
+        self.settings = settings
 
     def process(self, summary: dict):
         from apache_beam.io.filesystems import FileSystems
 
+        if self.settings is not None:
+            summary = {**summary, "settings": self.settings}
         with FileSystems.create(self.path) as handle:
             handle.write(json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
         yield self.path
@@ -409,8 +433,9 @@ class PublishJson(beam.DoFn):
             self.publisher.publish(data)
         except ExternalCallError as error:
             yield beam.pvalue.TaggedOutput(self.UNDELIVERED, {
-                "topic": self.topic, "reason": type(error).__name__, "message": str(error),
-                "payload": data.decode()})
+                "exchange": row.get("exchange"), "market": row.get("market"),
+                "symbol": row.get("symbol"), "topic": self.topic, "reason": type(error).__name__,
+                "message": str(error), "payload": data.decode()})
 
     def teardown(self):
         self.publisher.close()
@@ -421,15 +446,17 @@ class WriteOutputs(beam.PTransform):
 
     `clean` is the sequencer's clean output: CleanParts in batch (moved into clean/), Arrow tables in
     streaming (written by clean_sink). `clock`: the processing time streaming's flushes are timed
-    by (FlushFolder; tests with TestStream pass their own)."""
+    by (FlushFolder; tests with TestStream pass their own). `settings`: the run's settings record,
+    written into summary.json."""
 
     FOLDERS = {name: (sink, FOLDER_SUFFIX[name]) for name, sink in (
         (CLEAN, clean_sink), (DEAD_LETTER, dead_letter_sink), (GAPS, gap_sink),
-        (CORRUPT_PERIODS, corrupt_sink), (RECOVERY_REQUESTS, json_lines_sink),
-        (ERROR_COUNTS, json_lines_sink), (ALERTS, json_lines_sink))}
+        (CORRUPT_PERIODS, corrupt_sink), (RECOVERY_REQUESTS, recovery_sink),
+        (ERROR_COUNTS, error_count_sink), (ALERTS, alert_sink), (STATUS, status_sink))}
 
-    def __init__(self, options, streaming: bool, clock=Timestamp.now):
+    def __init__(self, options, streaming: bool, clock=Timestamp.now, settings: dict = None):
         super().__init__()
+        self.settings = settings
         self.output = options.output.rstrip("/")
         self.options = options
         self.streaming = streaming
@@ -437,8 +464,8 @@ class WriteOutputs(beam.PTransform):
 
     def expand(self, outputs):
         outputs = dict(outputs)
-        outputs["recovery_requests"] = outputs["recovery_requests"] | "RecoveryAsJson" >> beam.Map(
-            recovery_request_json)
+        outputs[RECOVERY_REQUESTS] = outputs[RECOVERY_REQUESTS] | "RecoveryAsJson" >> beam.Map(
+            recovery_request_json)       # the topic's JSON; the Parquet sink reads its ISO time
         limit = self.options.memory_limit_gb
         for name, (make_sink, suffix) in self.FOLDERS.items():
             rows = outputs[name]
@@ -462,21 +489,24 @@ class WriteOutputs(beam.PTransform):
         if undelivered:
             (undelivered | "AllUndelivered" >> beam.Flatten()
              | "Write_undelivered" >> WriteFolder(f"{self.output}/{UNDELIVERED}",
-                                                 lambda _: json_lines_sink(),
+                                                 lambda _: undelivered_sink(),
                                                  UNDELIVERED_SUFFIX, True,
                                                  self.options.output_flush_seconds, self.clock))
         return outputs["summary"] | "WriteSummary" >> beam.ParDo(
-            WriteSummary(f"{self.output}/summary.json"))
+            WriteSummary(f"{self.output}/summary.json", self.settings))
 
 
 OUTPUT_FOLDERS = tuple(WriteOutputs.FOLDERS)
+# Every folder a run leaves (undelivered/ too: a run without topics leaves it empty, with schema).
+EMPTY_FOLDERS = {**{name: suffix for name, (_, suffix) in WriteOutputs.FOLDERS.items()},
+                 UNDELIVERED: UNDELIVERED_SUFFIX}
 EMPTY_FILE = layout.EMPTY_FILE     # + the folder's suffix: the file a folder with no rows holds
 
 
 def empty_file_bytes(name: str) -> bytes:
-    """A file of the folder's format with its schema and no rows (JSON Lines: an empty file)."""
+    """A file of the folder's format with its schema and no rows."""
     buffer = io.BytesIO()
-    schema = {"clean": CLEAN_SCHEMA, "gaps": GAP_SCHEMA, "corrupt_periods": CORRUPT_SCHEMA}.get(name)
+    schema = PARQUET_SCHEMAS.get(name)
     if schema is not None:
         pq.write_table(schema.empty_table(), buffer, compression="zstd")
     elif name == "dead_letter":
@@ -493,7 +523,7 @@ def write_empty_outputs(output: str, streaming: bool = False) -> list[str]:
     from apache_beam.io.filesystems import FileSystems
 
     written = []
-    for name, (_, suffix) in WriteOutputs.FOLDERS.items():
+    for name, suffix in EMPTY_FOLDERS.items():
         folder = f"{output.rstrip('/')}/{name}"
         if layout.data_files(folder, suffix):
             continue

@@ -54,6 +54,34 @@ def books_table(rows) -> pa.Table:
          "asks": [{"price": p, "qty": q} for p, q in r.asks]} for r in rows], schema=BOOKS_SCHEMA)
 
 
+# The JSON-shaped outputs (dict rows, times as ISO-8601 text, as the Pub/Sub topics carry them),
+# written as Parquet with these schemas: every key column null where the record yielded none.
+ERROR_COUNT_SCHEMA = pa.schema(_KEY_FIELDS + [
+    ("error_type", pa.string()), ("window_start", _TIME), ("window_end", _TIME),
+    ("count", pa.int64()), ("pane", pa.int64())])
+ALERT_SCHEMA = pa.schema(_KEY_FIELDS + [
+    ("error_type", pa.string()), ("level", pa.string()), ("rule", pa.string()),
+    ("window_start", _TIME), ("window_end", _TIME), ("count", pa.int64()),
+    ("message", pa.string()), ("suggested_action", pa.string())])
+RECOVERY_SCHEMA = pa.schema(_KEY_FIELDS + [
+    ("from_id", pa.int64()), ("reason", pa.string()), ("event_time", _TIME)])
+UNDELIVERED_SCHEMA = pa.schema(_KEY_FIELDS + [
+    ("topic", pa.string()), ("reason", pa.string()), ("message", pa.string()),
+    ("payload", pa.string())])
+
+STATUS_SCHEMA = pa.schema(_KEY_FIELDS + [
+    ("as_of", _TIME), ("last_id", pa.int64()), ("last_event_time", _TIME),
+    ("segment_id", pa.int64()), ("anchored", pa.bool_()), ("held_events", pa.int64()),
+    ("hold_reason", pa.string()), ("open_gap_last_good_id", pa.int64()),
+    ("open_gap_next_first_id", pa.int64()), ("open_gap_size", pa.int64()),
+    ("disconnected", pa.bool_())])
+
+# dead_letter/ is Avro (beam_pipeline/schemas/dead_letter.avsc); its records as Arrow (readback).
+DEAD_LETTER_ARROW_SCHEMA = pa.schema([
+    ("reason", pa.string()), ("message", pa.string()), ("stage", pa.string()),
+    ("payload", pa.binary()), ("source", pa.string()), ("ingest_time", _TIME)] + _KEY_FIELDS + [
+    ("first_id", pa.int64()), ("last_id", pa.int64()), ("event_time", _TIME)])
+
 _CLEAN_COLUMNS = ("exchange", "market", "symbol", "kind", "first_id", "last_id", "prev_id",
                   "event_time", "recv_time")
 _QUOTE, _POINT = b'".'
@@ -162,6 +190,27 @@ def _levels_of_buffer(chars: np.ndarray, text_ends: np.ndarray) -> pa.Array:
 
 def struct_table(rows, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist([msgspec.structs.asdict(row) for row in rows], schema=schema)
+
+
+def _epoch_ms(value):
+    """A time as an output row holds it (ISO-8601 text, or ms) -> ms since the epoch."""
+    if value is None or isinstance(value, int):
+        return value
+    return int(np.datetime64(value.replace("Z", "").replace("+00:00", ""), "ms").astype(np.int64))
+
+
+def dict_table(rows, schema: pa.Schema) -> pa.Table:
+    """Dict rows (or Structs) -> an Arrow table of `schema`: its columns only, ISO times as
+    timestamps, a missing column null."""
+    times = [f.name for f in schema if pa.types.is_timestamp(f.type)]
+    columns = {name: [] for name in schema.names}
+    for row in rows:
+        if isinstance(row, msgspec.Struct):
+            row = msgspec.structs.asdict(row)
+        for name in schema.names:
+            value = row.get(name)
+            columns[name].append(_epoch_ms(value) if name in times else value)
+    return pa.table(columns, schema=schema)
 
 
 class CleanPart(msgspec.Struct, frozen=True):

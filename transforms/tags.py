@@ -18,6 +18,7 @@ ERROR_COUNTS = "error_counts"      # dict rows: errors per window, type and symb
 ALERTS = "alerts"                  # dict rows: alerts raised by the counts
 BOOKS = "books"                    # core.books.watch.BookSnapshot: --book_snapshots only
 BOOKS_SUFFIX = ".parquet"
+STATUS = "status"                  # KeyStatus: where each key stands (batch: at the end)
 
 # Output folders under --output and their files' suffix (transforms/sinks.py writes them,
 # beam_pipeline/readback.py reads them).
@@ -26,13 +27,14 @@ FOLDER_SUFFIX = {
     DEAD_LETTER: ".avro",
     GAPS: ".parquet",
     CORRUPT_PERIODS: ".parquet",
-    RECOVERY_REQUESTS: ".jsonl",
-    ERROR_COUNTS: ".jsonl",
-    ALERTS: ".jsonl",
+    RECOVERY_REQUESTS: ".parquet",
+    ERROR_COUNTS: ".parquet",
+    ALERTS: ".parquet",
+    STATUS: ".parquet",
 }
 # Streaming only: rows that could not be published to --alerts_topic / --recovery_topic.
 UNDELIVERED = "undelivered"
-UNDELIVERED_SUFFIX = ".jsonl"
+UNDELIVERED_SUFFIX = ".parquet"
 # Every folder a run may write, with its suffix (readers, compaction).
 ALL_FOLDER_SUFFIX = {**FOLDER_SUFFIX, UNDELIVERED: UNDELIVERED_SUFFIX}
 INPUT_LAG = "input_lag"            # (publish ms, ingest ms) per Pub/Sub message: backpressure

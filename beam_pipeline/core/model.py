@@ -281,6 +281,27 @@ class RecoveryRequest(msgspec.Struct, frozen=True):
     event_time: int
 
 
+class KeyStatus(msgspec.Struct, frozen=True):
+    """Where one (exchange, market, symbol) stands (status/): its last accepted id and time, its
+    current segment and whether it is anchored, the events it holds and why, and the gap it
+    waits on (a hold: the ids it misses), as of a moment."""
+
+    exchange: str
+    market: str
+    symbol: str
+    as_of: int                     # ms: when this status was taken
+    last_id: Optional[int]         # the cursor: the book is complete up to this update id
+    last_event_time: Optional[int] # time of the last accepted event
+    segment_id: Optional[int]      # the current continuous segment (its first id)
+    anchored: bool                 # did it begin at a snapshot?
+    held_events: int               # deltas held back, waiting
+    hold_reason: Optional[str]     # why: start (no snapshot yet), gap, reset, disconnect
+    open_gap_last_good_id: Optional[int]
+    open_gap_next_first_id: Optional[int]
+    open_gap_size: Optional[int]
+    disconnected: bool             # a disconnect marker came and nothing has continued since
+
+
 class ErrorEvent(msgspec.Struct, frozen=True):
     """One error occurrence, counted per window by type and symbol."""
 
@@ -291,6 +312,23 @@ class ErrorEvent(msgspec.Struct, frozen=True):
 
 def stream_name(key: tuple[str, str, str]) -> str:
     return ":".join(key)
+
+
+UNKNOWN_PART = ("", "-", "?")        # how a stream name (or an adapter's) marks a part it lacks
+
+
+def stream_key(name: Optional[str]) -> tuple[Optional[str], Optional[str], Optional[str]]:
+    """A stream name (exchange:market:symbol, as dead letters and error events carry it inside the
+    pipeline) -> the (exchange, market, symbol) columns every output writes, spelled as in clean/;
+    a part the record did not yield is None (so is all of it for None or "-")."""
+    if not name or name in UNKNOWN_PART:
+        return None, None, None
+    parts: list[Optional[str]] = list(name.split(":", 2))
+    parts += [None] * (3 - len(parts))
+    if len(parts) == 3 and parts[1] is None:
+        parts = [None, None, parts[0]]       # a bare symbol
+    exchange, market, symbol = (None if part in UNKNOWN_PART else part for part in parts)
+    return exchange, market, symbol
 
 
 class EventBatch(msgspec.Struct):

@@ -59,7 +59,7 @@ from beam_pipeline.core.columns import (PREVIOUS_LINK_CODE, RANGE_PLUS_ONE_CODE,
                                         CleanStretch, EventColumns)
 from beam_pipeline.core.epochs import canonical_order
 from beam_pipeline.core.model import (DELTA, DISCONNECT, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT,
-                                      UNVERIFIED_RULES,
+                                      UNVERIFIED_RULES, KeyStatus,
                                       CorruptPeriod, ErrorEvent, Event, Gap, RecoveryRequest,
                                       stream_name)
 from beam_pipeline.core.reasons import (CorruptReason, ErrorType, GapAction, GapCause, GapClass,
@@ -334,6 +334,16 @@ class StreamSequencer:
 
     def deadline(self) -> Optional[int]:
         return self.state.hold.deadline if self.state.hold is not None else None
+
+    def status(self, as_of: int) -> "KeyStatus":
+        """Where the key stands now (status/), from its state."""
+        st, hold = self.state, self.state.hold
+        exchange, market, symbol = self.key
+        return KeyStatus(exchange, market, symbol, as_of, st.cursor, st.last_time, st.segment_id,
+                         bool(st.anchored and st.segment_id is not None),
+                         hold.held_count if hold else 0, str(hold.reason) if hold else None,
+                         hold.last_good_id if hold else None, hold.next_first_id if hold else None,
+                         hold.gap_size if hold else None, bool(st.disconnected))
 
     def take_output(self) -> list:
         out, self.out = self.out, []

@@ -211,7 +211,7 @@ def _timeline(ax, stream: StreamReport, thresholds: Thresholds) -> None:
     stalls = [(window_point(stream, iso_ms(r["window_start"]), window_ms), "stall")
               for r in stream.error_counts if r["error_type"] == "stall"]
     _markers(ax, stream, lane["stalls"], stalls, ("stall",), "v")
-    alerts = [(window_point(stream, iso_ms(a["window"]["start"]), window_ms), a["level"])
+    alerts = [(window_point(stream, iso_ms(a["window_start"]), window_ms), a["level"])
               for a in stream.alerts]
     _markers(ax, stream, lane["alerts"], alerts, ("critical", "warning", "info"), "D")
     ax.set_yticks(range(len(_LANES)), _LANES)
@@ -286,12 +286,7 @@ def _error_counts(ax, stream: StreamReport, thresholds: Thresholds) -> None:
 
 
 def _gap_rate(ax, stream: StreamReport, thresholds: Thresholds) -> None:
-    gaps: dict = {}
-    for row in stream.error_counts:
-        if row["error_type"].startswith("gap_"):
-            start = iso_ms(row["window_start"])
-            gaps[start] = gaps.get(start, 0) + row["count"]
-    rates = {start: n / max(stream.events_per_window.get(start, 0), 1) for start, n in gaps.items()}
+    rates = stream.gap_rates()
     window_ms = int(thresholds.error_window_s * 1000)
     x, y = _per_bucket_max(stream.bucket_ms, window_ms, rates, stream)
     dates = _dates(x)

@@ -41,7 +41,7 @@ _CLEAN_COLUMNS = ("exchange", "market", "symbol", "kind", "first_id", "last_id",
                   "recv_time", "segment_id", "anchored")
 # readback.KEYS["clean"], the id of a clean row, as read_clean_rows turns it into numbers.
 CLEAN_KEY = ("exchange", "market", "symbol", "kind", "first_id", "last_id")
-UNATTRIBUTED = "-"          # error counts of records whose symbol is unknown (most dead letters)
+UNATTRIBUTED = "-"          # the stream of rows without a symbol (most dead letters)
 
 
 class NoOutputs(Exception):
@@ -73,20 +73,27 @@ def _json_file(path: str):
 
 
 def load_thresholds(output: str, summary: dict) -> Thresholds:
-    """The run's alert thresholds: from a settings record when the run wrote one (summary.json
-    "settings" or "options", or settings.json beside it), else options.py's defaults."""
-    record = summary.get("settings") or summary.get("options")
-    source = "the run's settings (summary.json)"
-    if not isinstance(record, dict):
-        record = _json_file(_join(output, "settings.json"))
-        source = "the run's settings.json"
-    if not isinstance(record, dict):
+    """The run's alert thresholds: from the settings the run recorded (summary.json "settings",
+    beam_pipeline/settings.py, else the "settings" of its _job.json), else options.py's defaults,
+    and the page says which."""
+    record, source = _settings_options(summary.get("settings")), "the run's settings (summary.json)"
+    if record is None:
+        record = _settings_options((_json_file(_join(output, "_job.json")) or {}).get("settings"))
+        source = "the run's settings (_job.json)"
+    if record is None:
         record, source = {}, "the defaults of beam_pipeline/options.py (the run recorded none)"
     defaults = FeedCheckOptions.defaults()
     value = {name: record.get(name, getattr(defaults, name)) for name in THRESHOLD_OPTIONS}
     return Thresholds(float(value["error_window"]), int(value["alert_warning_count"]),
                       int(value["alert_critical_count"]), float(value["alert_gap_rate"]),
                       float(value["stall_timeout"]), source)
+
+
+def _settings_options(record):
+    """The feedcheck options of a settings record ({"options": {...}, "runner": ..., ...})."""
+    if isinstance(record, dict) and isinstance(record.get("options"), dict):
+        return record["options"]
+    return None
 
 
 def _join(output: str, name: str) -> str:
@@ -189,21 +196,38 @@ def read_clean_rows(output: str) -> CleanRows:
                      column["segment"][keep], column["anchored"][keep])
 
 
-def _jsonl(output: str, folder: str) -> list[dict]:
-    rows = []
-    for path in _files(output, folder):
-        with FileSystems.open(path) as handle:
-            rows.extend(json.loads(line) for line in handle.read().splitlines() if line.strip())
+def _rows(output: str, folder: str) -> list[dict]:
+    """Every row of a Parquet output folder as dicts, times as ISO-8601 text (as the topics
+    carry them)."""
+    table = readback.read_raw(output, folder)
+    times = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+    rows = table.to_pylist()
+    for row in rows:
+        for name in times:
+            if row[name] is not None:
+                row[name] = to_iso(row[name])
     return rows
 
 
+def to_iso(value) -> str:
+    """A datetime (UTC) -> ISO-8601 with milliseconds and Z."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def stream_of(row: dict) -> str:
+    """exchange:market:symbol of an output row; UNATTRIBUTED when it has no symbol."""
+    if not row.get("symbol"):
+        return UNATTRIBUTED
+    return f"{row.get('exchange') or '?'}:{row.get('market') or '?'}:{row['symbol']}"
+
+
 def read_error_counts(output: str) -> list[dict]:
-    """error_counts/, one row per (window, error type, symbol): the highest pane (the newest
+    """error_counts/, one row per (window, error type, key): the highest pane (the newest
     count of a window that streaming fired more than once)."""
     newest = {}
-    for row in _jsonl(output, ERROR_COUNTS):
-        key = (row["window_start"], row["error_type"], row["symbol"])
-        if key not in newest or row.get("pane", 0) > newest[key].get("pane", 0):
+    for row in _rows(output, ERROR_COUNTS):
+        key = (row["window_start"], row["error_type"], stream_of(row))
+        if key not in newest or (row.get("pane") or 0) > (newest[key].get("pane") or 0):
             newest[key] = row
     return list(newest.values())
 
@@ -212,19 +236,14 @@ _LEVEL_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
 def read_alerts(output: str) -> list[dict]:
-    """alerts/, one per (rule, key, window): the highest level."""
+    """alerts/, one per (rule, error type, key, window): the highest level."""
     strongest = {}
-    for row in _jsonl(output, ALERTS):
-        key = (row["rule"], row["key"], row["window"]["start"])
+    for row in _rows(output, ALERTS):
+        key = (row["rule"], row["error_type"], stream_of(row), row["window_start"])
         if key not in strongest or (_LEVEL_RANK.get(row["level"], 0)
                                     > _LEVEL_RANK.get(strongest[key]["level"], 0)):
             strongest[key] = row
     return list(strongest.values())
-
-
-def alert_stream(alert: dict) -> str:
-    """An alert's key is <error type>/<exchange:market:symbol>; a type holds no slash."""
-    return alert["key"].split("/", 1)[1] if "/" in alert["key"] else alert["key"]
 
 
 def iso_ms(text: str) -> int:
@@ -297,17 +316,33 @@ class StreamReport:
     def stalls(self) -> int:
         return sum(row["count"] for row in self.error_counts if row["error_type"] == "stall")
 
+    def gap_rates(self) -> dict:
+        """{error window start ms: gaps / clean rows in that window} (the gap-rate rule's figure;
+        the windows are the run's --error_window, as error_counts/ and events_per_window are)."""
+        gaps: dict = {}
+        for row in self.error_counts:
+            if row["error_type"].startswith("gap_"):
+                start = iso_ms(row["window_start"])
+                gaps[start] = gaps.get(start, 0) + row["count"]
+        return {start: n / max(self.events_per_window.get(start, 0), 1) for start, n in gaps.items()}
+
     def corrupt_ms(self) -> int:
         return sum(max(end - (start if start is not None else end), 0)
                    for start, end, *_ in self.corrupt)
 
+    def trusted(self) -> float:
+        """The headline: the share of the symbol's time span that is anchored and unbroken
+        (inside segments that began at a snapshot, with no gap breaking them)."""
+        return self.coverage(anchored=True)
+
     def severity(self) -> tuple:
-        """Sort key, worst first: least coverage, least anchored, then most trouble."""
+        """Sort key, worst first: least anchored and unbroken time, least coverage, then most
+        trouble."""
         alerts = self.alert_counts()
         trouble = (len(self.corrupt), alerts["critical"], self.gap_counts()["large"]
                    + self.gap_counts()["reset"], alerts["warning"], len(self.gaps),
                    self.dead_letters, self.stalls())
-        return (round(self.coverage(), 6), round(self.coverage(True), 6),
+        return (round(self.trusted(), 6), round(self.coverage(), 6),
                 tuple(-n for n in trouble), self.name)
 
     def _extend_span(self, *times) -> None:
@@ -355,6 +390,8 @@ class Report:
     unattributed_counts: list         # error_counts rows without a symbol (ingest time)
     clean_rows_read: int
     files: list | None                # summary.json "files", or None when the run recorded none
+    settings: dict | None = None      # summary.json "settings" (beam_pipeline/settings.py)
+    grid: "TrustGrid | None" = None   # symbol x hour (or day) trust, streams in report order
 
 
 def _by_stream(reports: dict, name: str) -> StreamReport:
@@ -426,29 +463,31 @@ def build(output: str, max_buckets: int = 720) -> Report:
         start, end = _ms(row["start_time"]), _ms(row["end_time"])
         stream.corrupt.append((start, end, row["reason"], row["start_id"], row["end_id"]))
         stream._extend_span(start, end)
+    # The symbols are the keys that had depth data (clean rows, gaps, corrupt periods). Counts of
+    # records with no such key (a rejected record's unknown market or exchange, no symbol at
+    # all) are errors without a symbol; their dead letters stay in the dead-letter section.
     unattributed = []
     for row in read_error_counts(output):
-        if row["symbol"] == UNATTRIBUTED:
-            unattributed.append(row)
+        if stream_of(row) in streams:
+            streams[stream_of(row)].error_counts.append(row)
         else:
-            _by_stream(streams, row["symbol"]).error_counts.append(row)
+            unattributed.append(row)
     for alert in read_alerts(output):
-        name = alert_stream(alert)
-        if name != UNATTRIBUTED:
-            _by_stream(streams, name).alerts.append(alert)
+        if stream_of(alert) in streams:
+            streams[stream_of(alert)].alerts.append(alert)
     dead_letters, letters_by_stream = read_dead_letters(output)
     for name, count in letters_by_stream.items():
-        _by_stream(streams, name).dead_letters += count
+        if name in streams:
+            streams[name].dead_letters += count
     for stream in streams.values():
-        if stream.first_ms is None:      # only error counts or alerts: their windows give the span
-            times = [iso_ms(r["window_start"]) for r in stream.error_counts]
-            times += [iso_ms(a["window"]["start"]) for a in stream.alerts]
-            stream._extend_span(*times)
         _bucket_rows(stream, max_buckets)
     files = summary.get("files")
-    return Report(output, summary, thresholds, sorted(streams.values(), key=StreamReport.severity),
+    ordered = sorted(streams.values(), key=StreamReport.severity)
+    return Report(output, summary, thresholds, ordered,
                   dead_letters, unattributed, len(clean),
-                  files if isinstance(files, list) else None)
+                  files if isinstance(files, list) else None,
+                  summary.get("settings") if isinstance(summary.get("settings"), dict) else None,
+                  trust_grid(ordered))
 
 
 def conservation(summary: dict) -> dict:
@@ -483,7 +522,8 @@ def read_dead_letters(output: str) -> tuple[list[dict], dict]:
                 reason = letter["reason"]
                 counts[reason] = counts.get(reason, 0) + 1
                 if letter.get("symbol"):
-                    by_stream[letter["symbol"]] = by_stream.get(letter["symbol"], 0) + 1
+                    name = stream_of(letter)
+                    by_stream[name] = by_stream.get(name, 0) + 1
                 if reason not in examples:
                     examples[reason] = {
                         "reason": reason, "stage": letter["stage"], "source": letter["source"],
@@ -491,3 +531,98 @@ def read_dead_letters(output: str) -> tuple[list[dict], dict]:
                         "payload_bytes": len(payload)}
     ordered = sorted(counts, key=lambda r: (-counts[r], r))
     return [dict(examples[reason], count=counts[reason]) for reason in ordered], by_stream
+
+
+# ---- the trust grid: symbol x hour (or day) -----------------------------------------------------
+
+MINUTE_MS = 60_000
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+GRID_HOURS = 72                  # more active hours than this: a cell per day
+GREY, GREEN, AMBER, RED = 0, 1, 2, 3     # a cell is its worst minute
+TRUST_NAMES = {GREY: "grey", GREEN: "green", AMBER: "amber", RED: "red"}
+# Per minute, what makes it red or amber (the reasons a cell's title lists).
+RED_REASONS = ("corrupt period", "medium, large or reset gap", "no data")
+AMBER_REASONS = ("unanchored", "small gap")
+
+
+@dataclass
+class TrustGrid:
+    """Per symbol (report order) and column (a cell of cell_ms starting at columns[j], ms): its
+    trust level (its worst minute) and its minutes by reason {reason: minutes}. Only the cells in
+    some symbol's span are columns: captures days apart do not share a row of empty cells."""
+
+    cell_ms: int
+    columns: list                # start (ms) of each column's cell, ascending
+    levels: list                 # per stream: np.ndarray of levels, one per column
+    reasons: list                # per stream: per column {reason: minutes}
+
+    @property
+    def cells(self) -> int:
+        return len(self.columns)
+
+
+def minute_trust(stream: StreamReport):
+    """-> (first minute (ms), per minute of the symbol's span: level, and per reason a bool per
+    minute). Green: inside an anchored segment and clean; amber: only unanchored segments, or a
+    small gap; red: a corrupt period, a medium, large or reset gap, or no segment at all."""
+    first = stream.first_ms - stream.first_ms % MINUTE_MS
+    length = (stream.last_ms - first) // MINUTE_MS + 1
+    starts = (stream.segment_starts - first) // MINUTE_MS
+    ends = (stream.segment_ends - first) // MINUTE_MS
+    every = np.ones(len(starts), bool)
+    covered = _spanned(starts, ends, every, length)
+    flags = {"no data": ~covered,
+             "unanchored": covered & ~_spanned(starts, ends, stream.segment_anchored, length)}
+    corrupt = np.zeros(length, bool)
+    for start, end, *_ in stream.corrupt:
+        low = ((start if start is not None else end) - first) // MINUTE_MS
+        corrupt[max(low, 0):min((end - first) // MINUTE_MS, length - 1) + 1] = True
+    flags["corrupt period"] = corrupt
+    small, big = np.zeros(length, bool), np.zeros(length, bool)
+    for time, gap_class, _, _ in stream.gaps:
+        if time is not None:
+            (small if gap_class == "small" else big)[(time - first) // MINUTE_MS] = True
+    flags["small gap"], flags["medium, large or reset gap"] = small, big
+    red = flags["corrupt period"] | flags["medium, large or reset gap"] | flags["no data"]
+    amber = ~red & (flags["unanchored"] | flags["small gap"])
+    level = np.where(red, RED, np.where(amber, AMBER, GREEN))
+    return first, level, flags
+
+
+def _active_cells(timed: list, cell_ms: int) -> list:
+    """Starts of the cells (of cell_ms) that some symbol's span touches, ascending."""
+    found = set()
+    for stream in timed:
+        first = stream.first_ms - stream.first_ms % cell_ms
+        found.update(range(first, stream.last_ms + 1, cell_ms))
+    return sorted(found)
+
+
+def trust_grid(streams: list) -> TrustGrid | None:
+    """The symbol x hour grid; a cell per day when the symbols' spans touch more than
+    GRID_HOURS hours."""
+    timed = [s for s in streams if s.first_ms is not None]
+    if not timed:
+        return None
+    cell_ms = HOUR_MS
+    columns = _active_cells(timed, HOUR_MS)
+    if len(columns) > GRID_HOURS:
+        cell_ms, columns = DAY_MS, _active_cells(timed, DAY_MS)
+    index = {start: j for j, start in enumerate(columns)}
+    levels, reasons = [], []
+    for stream in streams:
+        level = np.full(len(columns), GREY, np.int64)
+        why = [{} for _ in columns]
+        if stream.first_ms is not None:
+            first, minute_level, flags = minute_trust(stream)
+            times = first + np.arange(len(minute_level), dtype=np.int64) * MINUTE_MS
+            starts, inverse = np.unique(times - times % cell_ms, return_inverse=True)
+            cell = np.array([index[start] for start in starts.tolist()], np.int64)[inverse.reshape(-1)]
+            np.maximum.at(level, cell, minute_level)
+            for name, flag in flags.items():
+                counts = np.bincount(cell[flag], minlength=len(columns))
+                for j in np.flatnonzero(counts):
+                    why[j][name] = int(counts[j])
+        levels.append(level)
+        reasons.append(why)
+    return TrustGrid(cell_ms, columns, levels, reasons)

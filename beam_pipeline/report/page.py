@@ -11,8 +11,8 @@ import base64
 import datetime as dt
 import html
 
-from beam_pipeline.report.data import (BUCKET_NAMES, GAP_CLASSES, RECORD_KINDS, Report,
-                                       StreamReport, conservation, iso_ms)
+from beam_pipeline.report.data import (BUCKET_NAMES, DAY_MS, GAP_CLASSES, RECORD_KINDS,
+                                       TRUST_NAMES, Report, StreamReport, conservation, iso_ms)
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
        "form-action 'none'")
@@ -29,11 +29,17 @@ h3{font-size:15px;margin:22px 0 6px}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
 th,td{border:1px solid #e0e0e0;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f5f5f5}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-code,.bytes{font:12px ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-all}
+code,.bytes{font:12px ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;overflow-wrap:break-word}
+.bytes{word-break:break-all}
 .ok{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}.warn{color:#ef6c00}
 .muted{color:#757575}img{max-width:100%;height:auto;display:block;margin:6px 0}
 nav a{margin-right:14px}.row{display:flex;gap:28px;align-items:flex-start}
-.grow{flex:1;min-width:0}td.sym{min-width:13em;overflow-wrap:anywhere}.detail{border-top:1px solid #eeeeee}
+.grow{flex:1;min-width:0}td.sym{white-space:nowrap}.detail{border-top:1px solid #eeeeee}
+.scroll{overflow-x:auto;max-width:100%}
+table.grid td,table.grid th{padding:0;min-width:14px;height:16px;font-size:10px;text-align:center}
+table.grid td.sym,table.grid th.sym{padding:0 6px;text-align:left;font-size:12px}
+.t-green{background:#66bb6a}.t-amber{background:#ffb74d}.t-red{background:#e53935}
+.t-grey{background:#eeeeee}.key span{display:inline-block;width:14px;height:12px;margin:0 4px 0 10px}
 """
 
 
@@ -63,6 +69,11 @@ def raw_bytes(data: bytes | None, limit: int = PAYLOAD_PREVIEW_BYTES, total: int
 
 def number(value) -> str:
     return f"{value:,}" if isinstance(value, int) else text(value)
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """1 segment, 2 segments (thousands separated)."""
+    return f"{count:,} {word if count == 1 else (words or word + 's')}"
 
 
 def percent(share: float) -> str:
@@ -105,7 +116,7 @@ def anchor(index: int) -> str:
 def _table(header, rows) -> str:
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join(f"<tr>{''.join(row)}</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _td(value, key: str | None = None, attr: str = "data-summary") -> str:
@@ -209,9 +220,9 @@ def worst_section(report: Report) -> str:
     level = {"critical": 0, "warning": 1, "info": 2}
     alerts = [(stream, alert) for stream in report.streams for alert in stream.alerts]
     alerts.sort(key=lambda p: (level.get(p[1]["level"], 3), -p[1]["count"], p[0].name,
-                               p[1]["window"]["start"]))
+                               p[1]["window_start"]))
     alert_rows = [[f"<td class='sym'>{_symbol_link(rank[s.name], s)}</td>",
-                   f"<td>{text(a['window']['start'])} .. {text(a['window']['end'])}</td>",
+                   f"<td>{text(a['window_start'])} .. {text(a['window_end'])}</td>",
                    f'<td class="{"bad" if a["level"] == "critical" else "warn"}">{text(a["level"])}</td>',
                    f"<td>{text(a['rule'])}</td>", _td(a["count"]), f"<td>{text(a['message'])}</td>"]
                   for s, a in alerts[:WORST_LIMIT]]
@@ -225,14 +236,18 @@ def worst_section(report: Report) -> str:
     return out
 
 
+def trust_css(share: float) -> str:
+    return "ok" if share >= 0.999 else ("warn" if share >= 0.95 else "bad")
+
+
 def symbols_section(report: Report, overview_png: list, overview_rows: int) -> str:
     rows = []
     for i, s in enumerate(report.streams):
         gaps, alerts = s.gap_counts(), s.alert_counts()
-        coverage_css = "ok" if s.coverage() >= 0.999 else ("warn" if s.coverage() >= 0.95 else "bad")
         rows.append([f"<td class=n>{i + 1}</td>", f"<td class='sym'>{_symbol_link(i, s)}</td>",
-                     f'<td class="n {coverage_css}" data-coverage="{i + 1}">{percent(s.coverage())}</td>',
-                     f"<td class=n>{percent(s.coverage(True))}</td>",
+                     f'<td class="n {trust_css(s.trusted())}" data-trusted="{i + 1}">'
+                     f"{percent(s.trusted())}</td>",
+                     f'<td class="n" data-coverage="{i + 1}">{percent(s.coverage())}</td>',
                      f"<td class=n>{duration(s.span_ms)}</td>",
                      _td(s.clean_rows, s.name, "data-clean-rows"),
                      f"<td class=n>{s.segments:,} ({s.anchored_segments:,})</td>",
@@ -240,27 +255,86 @@ def symbols_section(report: Report, overview_png: list, overview_rows: int) -> s
                      f"<td class=n>{len(s.corrupt):,} ({duration(s.corrupt_ms())})</td>",
                      _td(s.stalls()), f"<td class=n>{alerts['critical']:,} / {alerts['warning']:,}</td>",
                      _td(s.dead_letters)])
-    header = ["#", "symbol", "coverage", "anchored", "span", "clean rows",
+    header = ["#", "symbol", "anchored and unbroken", "coverage", "span", "clean rows",
               "segments (anchored)", "small gaps", "medium", "large", "resets",
               "corrupt (time)", "stalls", "alerts crit / warn", "dead letters"]
     more = len([s for s in report.streams if s.first_ms is not None]) - overview_rows
     tail = f'<p class="muted">The map shows the worst {overview_rows:,}; {more:,} more are in the table.</p>' \
         if more > 0 else ""
     return ('<h2 id="symbols">Symbols, worst first</h2>'
-            "<p>Coverage: the share of a symbol's time span (its first to its last record) that "
-            "lies inside continuous segments; anchored: inside segments that began at a snapshot "
-            "(the book can be rebuilt exactly). Order: least coverage, then least anchored, then "
-            "most corrupt periods, critical alerts, large gaps and resets.</p>"
+            "<p>Symbols are the keys with depth data (clean rows, gaps or corrupt periods); a "
+            "rejected record's key is in the dead letters only. <b>Anchored and unbroken</b>: the "
+            "share of a symbol's time span (its first to its last record) inside segments that "
+            "began at a snapshot and no gap broke: where the book can be rebuilt exactly. "
+            "Coverage: the share inside any continuous segment, anchored or not. Order: least "
+            "anchored and unbroken, then least coverage, then most corrupt periods, critical "
+            "alerts, large gaps and resets.</p>"
             + (_table(header, rows) if rows else "<p>No symbols.</p>")
+            + trust_section(report)
             + "".join(image(png, "timeline of the symbols") for png in overview_png) + tail)
+
+
+def _cell_label(start_ms: int, cell_ms: int) -> tuple[str, str, str]:
+    """(group label, short label, full UTC time) of a grid column: a day and its hour, or a
+    month and its day."""
+    moment = dt.datetime.fromtimestamp(start_ms / 1000, dt.timezone.utc)
+    if cell_ms < DAY_MS:
+        return moment.strftime("%Y-%m-%d"), moment.strftime("%H"), moment.strftime("%Y-%m-%d %H:00Z")
+    return moment.strftime("%Y-%m"), moment.strftime("%d"), moment.strftime("%Y-%m-%d")
+
+
+def trust_title(name: str, when_text: str, level: int, reasons: dict) -> str:
+    """A cell's hover text: the symbol, the cell's time, its colour and why (minutes by reason)."""
+    if level == 0:
+        return f"{name}, {when_text}: outside the symbol's span"
+    why = "; ".join(f"{plural(n, 'min', 'min')} {reason}" for reason, n in reasons.items())
+    return f"{name}, {when_text}: {TRUST_NAMES[level]}" + (f" ({why})" if why else " (anchored and clean)")
+
+
+def trust_section(report: Report) -> str:
+    grid = report.grid
+    if grid is None or not report.streams:
+        return ""
+    unit = "hour" if grid.cell_ms < DAY_MS else "day"
+    labels = [_cell_label(start, grid.cell_ms) for start in grid.columns]
+    groups = []                                   # (group label, columns), in order
+    for group, _, _ in labels:
+        if groups and groups[-1][0] == group:
+            groups[-1][1] += 1
+        else:
+            groups.append([group, 1])
+    head = ('<tr><th class="sym" rowspan="2">symbol</th>' + "".join(
+        f'<th colspan="{n}">{text(group)}</th>' for group, n in groups) + "</tr><tr>" + "".join(
+        f'<th title="{text(full)}">{text(short)}</th>' for _, short, full in labels) + "</tr>")
+    rows = []
+    for i, stream in enumerate(report.streams):
+        cells = []
+        for j in range(grid.cells):
+            level = int(grid.levels[i][j])
+            title = trust_title(stream.name, labels[j][2], level, grid.reasons[i][j])
+            cells.append(f'<td class="t-{TRUST_NAMES[level]}" data-trust="{i + 1}:{j}" '
+                         f'title="{text(title)}"></td>')
+        rows.append(f"<tr><td class='sym'>{_symbol_link(i, stream)}</td>{''.join(cells)}</tr>")
+    first, last = labels[0][2], labels[-1][2]
+    key = ('<p class="key muted"><span class="t-green"></span>anchored and clean'
+           '<span class="t-amber"></span>unanchored or small gaps only'
+           '<span class="t-red"></span>corrupt period, medium or large gap (or reset), or no data'
+           '<span class="t-grey"></span>outside the symbol\'s span</p>')
+    return (f'<h3 id="trust">Which {unit}s can I use?</h3>'
+            f"<p>Per symbol and {unit} (UTC, {text(first)} to {text(last)}; only the {unit}s "
+            f"some symbol has data in), the colour of its worst minute. Hover a cell for its "
+            f"reasons.</p>{key}"
+            f'<div class="scroll"><table class="grid"><thead>{head}</thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def detail_section(index: int, stream: StreamReport, chart: bytes | None) -> str:
     parts = [f'<div class="detail"><h3 id="{anchor(index)}">{index + 1}. {text(stream.name)}</h3>',
              f"<p>{when(stream.first_ms)} to {when(stream.last_ms)} ({duration(stream.span_ms)}); "
-             f"coverage {percent(stream.coverage())}, anchored {percent(stream.coverage(True))}; "
-             f"{stream.clean_rows:,} clean rows in {stream.segments:,} segments "
-             f"({stream.anchored_segments:,} anchored); timeline per "
+             f"anchored and unbroken {percent(stream.trusted())}, coverage "
+             f"{percent(stream.coverage())}; {plural(stream.clean_rows, 'clean row')} in "
+             f"{plural(stream.segments, 'segment')} ({stream.anchored_segments:,} anchored); "
+             f"timeline per "
              f"{BUCKET_NAMES.get(stream.bucket_ms, '-')}.</p>"]
     if chart is not None:
         parts.append(image(chart, f"timeline of {stream.name}"))
@@ -283,10 +357,10 @@ def detail_section(index: int, stream: StreamReport, chart: bytes | None) -> str
         parts.append("<p>Gaps, worst class and largest first:</p>"
                      + _table(["at", "class", "missing ids", "resolution"], rows) + _more(gaps))
     level = {"critical": 0, "warning": 1, "info": 2}
-    alerts = sorted(stream.alerts, key=lambda a: (level.get(a["level"], 3), a["window"]["start"]))
+    alerts = sorted(stream.alerts, key=lambda a: (level.get(a["level"], 3), a["window_start"]))
     stalls = [r for r in stream.error_counts if r["error_type"] in ("stall", "stall_resolved")]
     if alerts:
-        rows = [[f"<td>{text(a['window']['start'])}</td>", f"<td>{text(a['level'])}</td>",
+        rows = [[f"<td>{text(a['window_start'])}</td>", f"<td>{text(a['level'])}</td>",
                  f"<td>{text(a['rule'])}</td>", f"<td>{text(a['message'])}</td>",
                  f"<td>{text(a['suggested_action'])}</td>"] for a in alerts[:LIST_LIMIT]]
         parts.append("<p>Alerts:</p>" + _table(["window", "level", "rule", "message", "action"], rows)
@@ -303,6 +377,17 @@ def detail_section(index: int, stream: StreamReport, chart: bytes | None) -> str
 def _more(items) -> str:
     rest = len(items) - LIST_LIMIT
     return f'<p class="muted">... and {rest:,} more.</p>' if rest > 0 else ""
+
+
+def run_line(report: Report) -> str:
+    """The runner, mode and versions of the run (its settings record), when it has one."""
+    settings = report.settings or {}
+    runner, versions = settings.get("runner") or {}, settings.get("versions") or {}
+    if not runner and not versions:
+        return ""
+    parts = [f"{runner.get('name', '?')}, {runner.get('mode', '?')}"]
+    parts += [f"{name} {value}" for name, value in versions.items() if value]
+    return f'<span data-run="settings">Run: {text("; ".join(parts))}.</span> '
 
 
 def page(report: Report, charts: dict, overview_rows: int, generated_ms: int) -> str:
@@ -329,10 +414,10 @@ def page(report: Report, charts: dict, overview_rows: int, generated_ms: int) ->
 <body>
 <h1>Data-quality report</h1>
 <p class="muted">Outputs of <code>{text(report.output)}</code>, read {when(generated_ms)}.
-Alert thresholds: {text(settings)} Disconnects are not a record of their own: a feed that drops
+{run_line(report)}Alert thresholds: {text(settings)} Disconnects are not a record of their own: a feed that drops
 shows as a gap (batch) or a stall (streaming).</p>
 <nav><a href="#summary">summary</a><a href="#files">files</a><a href="#dead-letters">dead letters</a>
-<a href="#worst">worst periods</a><a href="#symbols">symbols</a><a href="#details">details</a></nav>
+<a href="#worst">worst periods</a><a href="#symbols">symbols</a><a href="#trust">trust grid</a><a href="#details">details</a></nav>
 {summary_section(report, charts["kinds"])}
 {files_section(report)}
 {dead_letter_section(report)}

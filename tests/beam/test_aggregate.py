@@ -66,7 +66,7 @@ def test_summarize_balanced_unbalanced_and_empty():
                        "duplicates": 0, "superseded": 0, "dead": 1}],
             "file_dead_letters": {"f": [
                 {"reason": "read_error", "count": 1, "example": {"source": "f:1", "message": "m"}}]},
-            "skipped_files": []}]), label="CheckMissing")
+            "skipped_files": [], "read_error_files": {"f": 1}}]), label="CheckMissing")
 
         # counted twice: more accounted for than read
         twice = summarize(p, "Twice", [("input_records", 5), ("clean_records", 5), ("ignored", 1)],
@@ -113,9 +113,9 @@ def test_summary_has_the_fields_of_the_synthetic_expectation():
 
     summary = format_summary(Counter({"input_records": 2, "clean_records": 1,
                                       "dead_letters.bad_json": 1}))
-    # still_being_written is there only when a young file's torn tail was left out
+    # still_being_written and read_error_files are there only when there are such files
     assert set(summary) == (set(Expected().summary()) | {"balanced"}
-                            | set(PER_FILE_KEYS) - {"still_being_written"})
+                            | set(PER_FILE_KEYS) - {"still_being_written", "read_error_files"})
     assert summary["dead_letters"] == {"bad_json": 1} and summary["balanced"] is True
     assert not is_balanced(dict(summary, ignored=1))
 
@@ -133,16 +133,25 @@ def errors(error_type, symbol, count, start=W0, step=500):
     return [ErrorEvent(error_type, symbol, start + i * step) for i in range(count)]
 
 
+def key_columns(stream):
+    """The exchange, market and symbol columns of a stream name, all None for "-"."""
+    names = ("exchange", "market", "symbol")
+    return dict(zip(names, stream.split(":"))) if stream != "-" else dict.fromkeys(names)
+
+
 def row(index, error_type, symbol, count):
     start, end = WINDOWS[index]
-    return {"window_start": start, "window_end": end, "error_type": error_type, "symbol": symbol,
-            "count": count}
+    return {**key_columns(symbol), "window_start": start, "window_end": end,
+            "error_type": error_type, "count": count}
 
 
 def alert(index, level, rule, key, count, message, action):
+    """An alert of a count: `key` is <error type>/<stream>, split into its columns."""
     start, end = WINDOWS[index]
-    return {"level": level, "rule": rule, "key": key, "window": {"start": start, "end": end},
-            "count": count, "message": message, "suggested_action": ACTIONS[action]}
+    error_type, stream = key.split("/")
+    return {**key_columns(stream), "error_type": error_type, "level": level, "rule": rule,
+            "window_start": start, "window_end": end, "count": count, "message": message,
+            "suggested_action": ACTIONS[action]}
 
 
 def count_rows(counts):
@@ -220,7 +229,8 @@ def test_gap_rate_alerts():
                | CountErrorsAndAlert(60, AlertRules(10, 100, 0.001), allowed_lateness=0,
                                      streaming=False))
         assert_that(out["alerts"] | beam.Map(lambda a: (
-            a["level"], a["rule"], a["key"], a["window"]["start"], a["count"],
+            a["level"], a["rule"], f"{a['error_type']}/{a['exchange']}:{a['market']}:{a['symbol']}",
+            a["window_start"], a["count"],
             a["suggested_action"], a["message"].split(" (")[1].split(")")[0])), equal_to([
                 ("critical", "gap_rate", f"gaps/{S1}", WINDOWS[0][0], 1, ACTIONS["gap_rate"],
                  "1 gaps / 999 events"),
@@ -237,7 +247,7 @@ def test_gap_rate_alerts():
 
 def test_alert_rules_thresholds():
     rules = AlertRules(warning_count=10, critical_count=100, gap_rate=0.001)
-    base = {"window_start": "a", "window_end": "b", "symbol": S1}
+    base = {"window_start": "a", "window_end": "b", **key_columns(S1)}
     levels = {count: [a["level"] for a in rules.for_count(dict(base, error_type="gap_small",
                                                                count=count))]
               for count in (1, 10, 11, 100, 101)}

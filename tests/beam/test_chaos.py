@@ -415,11 +415,8 @@ def beam_outcome(folder) -> Outcome:
               tuple((level["price"], level["qty"]) for level in r["bids"]),
               tuple((level["price"], level["qty"]) for level in r["asks"]),
               r["segment_id"], r["anchored"]) for r in rows("clean")]
-    recovery = []
-    for path in sorted(glob.glob(os.path.join(folder, "recovery_requests", "*.jsonl"))):
-        with open(path) as handle:
-            recovery += [(r["exchange"], r["market"], r["symbol"], r["from_id"])
-                         for r in map(json.loads, handle) if r]
+    recovery = [(r["exchange"], r["market"], r["symbol"], r["from_id"])
+                for r in rows("recovery_requests")]
     letters = []
     for path in sorted(glob.glob(os.path.join(folder, "dead_letter", "*.avro"))):
         with open(path, "rb") as handle:

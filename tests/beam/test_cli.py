@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from beam_pipeline.cli import UsageError, check_command_line, claim_output, main
 from beam_pipeline.core import progress as counters
 from runners import flink
 from tests.tooling.synthetic import BAD_RECORDS, generate, write_lines
-from transforms.sinks import CLEAN_SCHEMA, GAP_SCHEMA, OUTPUT_FOLDERS
+from transforms.sinks import CLEAN_SCHEMA, GAP_SCHEMA, OUTPUT_FOLDERS, PARQUET_SCHEMAS
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -255,7 +256,9 @@ def test_every_output_folder_exists_and_reads_as_a_table_after_a_run(feed, tmp_p
     with open(next((out / "dead_letter").glob("*.avro")), "rb") as handle:
         reader = fastavro.reader(handle)
         assert list(reader) == [] and reader.writer_schema["name"]
-    assert [p.read_bytes() for p in (out / "recovery_requests").glob("*.jsonl")] == [b""]
+    for name in ("recovery_requests", "error_counts", "alerts", "undelivered"):
+        table = pq.read_table(out / name)             # Parquet with its schema, no rows
+        assert table.num_rows == 0 and table.schema.equals(PARQUET_SCHEMAS[name]), name
 
 
 def test_an_empty_input_fails_with_exit_4_unless_allowed(tmp_path, capsys):
@@ -266,6 +269,49 @@ def test_an_empty_input_fails_with_exit_4_unless_allowed(tmp_path, capsys):
     assert main(["--input", str(empty), "--output", str(tmp_path / "b"), "--allow_empty"]) == 0
     assert "warning: the input holds no records" in capsys.readouterr().err
     assert pq.read_table(tmp_path / "b" / "clean").num_rows == 0
+
+
+def test_a_damaged_file_is_named_with_what_was_kept_and_fails_only_when_asked(feed, tmp_path,
+                                                                               capsys):
+    """A .gz cut mid-stream: exit 0 by default (the records before the cut are good), a line on
+    the terminal names it and what was kept, the per-file table marks it;
+    --fail_on_read_error exits 4."""
+    import gzip
+
+    data = gzip.compress(feed.read_bytes())
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    os.utime(cut, (time.time() - 3600, time.time() - 3600))   # finished long ago: not being written
+    assert main(["--input", str(feed), str(cut), "--output", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr()
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["read_error_files"] == {str(cut): 1}
+    row = next(r for r in summary["files"] if r["file"] == str(cut))
+    kept = row["records"] - 1
+    assert 0 < kept < records_in(feed)
+    assert f"warning: {cut}: damaged (1 read_error" in printed.err
+    assert f"the {kept:,} records before the damage were read and kept" in printed.err
+    [table_line] = [line for line in printed.out.splitlines() if line.endswith("read_error]")]
+    assert str(cut) in table_line and "[damaged: 1 read_error]" in table_line
+    assert main(["--input", str(feed), str(cut), "--output", str(tmp_path / "b"),
+                 "--fail_on_read_error"]) == 4
+    assert "--fail_on_read_error" in capsys.readouterr().err
+
+
+def test_an_empty_file_among_good_ones_is_a_warning_naming_it(feed, tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    assert main(["--input", str(feed), str(empty), "--output", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr()
+    assert f"warning: 1 input file(s) hold no record (empty) and were skipped: {empty}" in printed.err
+    assert "error" not in printed.err
+    assert any(line.endswith(f"{empty}  [empty]") for line in printed.out.splitlines())
+    # every file empty: exit 4, unless --allow_empty
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(b"")
+    assert main(["--input", str(empty), str(other), "--output", str(tmp_path / "b")]) == 4
+    assert main(["--input", str(empty), str(other), "--output", str(tmp_path / "c"),
+                 "--allow_empty"]) == 0
 
 
 def test_quiet_by_default_logs_in_a_file_and_the_summary_ends_with_the_folder(feed, tmp_path):
@@ -353,3 +399,31 @@ def test_exit_codes_are_documented():
     for code in (cli.EXIT_OK, cli.EXIT_UNBALANCED, cli.EXIT_USAGE, cli.EXIT_BAD_RECORD_RATE,
                  cli.EXIT_BAD_INPUT, cli.EXIT_STOP_UNFINISHED):
         assert f"| {code} |" in section, code
+
+
+def test_help_shows_our_options_first_in_groups_and_flags_as_flags(capsys):
+    """--help: feedcheck's options in their groups (input, output, gap policy, streaming, alerts,
+    runner; --runner and --streaming in the runner group), Beam's other options last; a boolean
+    option reads as a bare flag."""
+    from beam_pipeline.settings import feedcheck_option_names
+
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    headings = [line[:-1] for line in text.splitlines() if line and not line[0].isspace()
+                and line.endswith(":")]
+    assert headings == ["options", "input", "output", "gap policy", "streaming", "alerts",
+                        "runner", "Beam options"]
+    sections, current = {}, None
+    for line in text.splitlines():
+        if line[:-1] in headings and line.endswith(":"):
+            current = line[:-1]
+        elif line.startswith("  --") and current:
+            sections.setdefault(current, []).append(line.split()[0].rstrip(","))
+    ours = [f"--{name}" for name in feedcheck_option_names()]
+    shown = [option for heading in headings[1:7] for option in sections.get(heading, [])]
+    assert sorted(set(shown) - {"--runner", "--streaming"}) == sorted(ours)
+    assert {"--runner", "--streaming"} <= set(sections["runner"])
+    assert sections["Beam options"] and not set(sections["Beam options"]) & set(ours)
+    for flag in ("--overwrite", "--allow_empty", "--verbose", "--fail_on_read_error", "--report"):
+        assert f"  {flag}  " in text or f"  {flag}\n" in text, flag
+    assert "[OVERWRITE]" not in text and "[VERBOSE]" not in text

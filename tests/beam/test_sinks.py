@@ -1,5 +1,5 @@
 """Tests of transforms/sinks.py: WriteOutputs and WriteFolder in batch write files a user can read
-(Parquet with pyarrow, Avro with fastavro and schemas/dead_letter.avsc, JSON Lines, summary.json)."""
+(Parquet with pyarrow, Avro with fastavro and schemas/dead_letter.avsc, summary.json)."""
 import glob
 import json
 import os
@@ -13,9 +13,8 @@ import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from beam_pipeline.core.model import (DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT, CorruptPeriod,
-                                 DeadLetter, Event, Gap, RecoveryRequest, decode_levels,
+                                 DeadLetter, Event, Gap, KeyStatus, RecoveryRequest, decode_levels,
                                  encode_levels)
-from beam_pipeline.core.runtime import iso_ms
 from beam_pipeline.options import FeedCheckOptions
 from transforms.sinks import CLEAN_SCHEMA, SCHEMA_DIR, ParquetSink, WriteFolder, WriteOutputs
 from transforms.tables import clean_table, write_clean_part
@@ -38,6 +37,21 @@ EXPECTED_SCHEMAS = {
     "corrupt_periods": pa.schema(KEY + [
         ("start_id", pa.int64()), ("end_id", pa.int64()), ("start_time", TIME), ("end_time", TIME),
         ("reason", pa.string()), ("detail", pa.string())]),
+    "recovery_requests": pa.schema(KEY + [
+        ("from_id", pa.int64()), ("reason", pa.string()), ("event_time", TIME)]),
+    "error_counts": pa.schema(KEY + [
+        ("error_type", pa.string()), ("window_start", TIME), ("window_end", TIME),
+        ("count", pa.int64()), ("pane", pa.int64())]),
+    "alerts": pa.schema(KEY + [
+        ("error_type", pa.string()), ("level", pa.string()), ("rule", pa.string()),
+        ("window_start", TIME), ("window_end", TIME), ("count", pa.int64()),
+        ("message", pa.string()), ("suggested_action", pa.string())]),
+    "status": pa.schema(KEY + [
+        ("as_of", TIME), ("last_id", pa.int64()), ("last_event_time", TIME),
+        ("segment_id", pa.int64()), ("anchored", pa.bool_()), ("held_events", pa.int64()),
+        ("hold_reason", pa.string()), ("open_gap_last_good_id", pa.int64()),
+        ("open_gap_next_first_id", pa.int64()), ("open_gap_size", pa.int64()),
+        ("disconnected", pa.bool_())]),
 }
 
 
@@ -63,11 +77,17 @@ GAPS = [Gap("binance", "spot", "BTCUSDT", 105, 111, 5, "small", "continue_with_w
             "resynced", T + 300)]
 CORRUPT = [CorruptPeriod("binance", "spot", "BTCUSDT", 106, 5000, None, T + 400, "large_gap")]
 RECOVERY = [RecoveryRequest("binance", "usdm", "SOLUSDT", 205, "medium_gap", T + 300)]
-COUNTS = [{"window_start": "2023-11-14T22:13:00Z", "window_end": "2023-11-14T22:14:00Z",
-           "error_type": "gap_small", "symbol": "binance:spot:BTCUSDT", "count": 1}]
-ALERTS = [{"level": "critical", "rule": "stall", "key": "stall/binance:spot:BTCUSDT",
-           "window": {"start": "2023-11-14T22:13:00Z", "end": "2023-11-14T22:14:00Z"},
+W_START, W_END = "2023-11-14T22:13:00.000Z", "2023-11-14T22:14:00.000Z"
+W_MS = 1_699_999_980_000             # W_START in ms
+COUNTS = [{"exchange": "binance", "market": "spot", "symbol": "BTCUSDT", "error_type": "gap_small",
+           "window_start": W_START, "window_end": W_END, "count": 1, "pane": 0},
+          {"exchange": None, "market": None, "symbol": None, "error_type": "dead_letter:bad_json",
+           "window_start": W_START, "window_end": W_END, "count": 2, "pane": 0}]
+ALERTS = [{"exchange": "binance", "market": "spot", "symbol": "BTCUSDT", "error_type": "stall",
+           "level": "critical", "rule": "stall", "window_start": W_START, "window_end": W_END,
            "count": 1, "message": "silent", "suggested_action": "Check the collector."}]
+STATUS = [KeyStatus("binance", "usdm", "SOLUSDT", T + 500, 204, T + 100, 201, False, 2, "gap",
+                    204, 207, 2, False)]
 SUMMARY = {"input_records": 9, "clean_records": 3, "ignored": 1, "duplicates": 0,
            "superseded": 0, "dead_letters": {"bad_json": 1, "late": 1},
            "gaps": {"small": 1, "medium": 1, "large": 0}, "corrupt_periods": 1, "symbols": 2,
@@ -84,14 +104,6 @@ def parquet(folder):
     paths = files(folder, ".parquet")
     tables = [pq.read_table(path) for path in paths]
     return tables[0].schema, [row for table in tables for row in table.to_pylist()]
-
-
-def jsonl(folder):
-    rows = []
-    for path in files(folder, ".jsonl"):
-        with open(path) as handle:
-            rows.extend(json.loads(line) for line in handle)
-    return rows
 
 
 def clean_dict(event, segment, anchored):
@@ -114,11 +126,13 @@ def test_write_outputs_batch(tmp_path):
         parts = {name: p | f"Create_{name}" >> beam.Create(values) for name, values in (
             ("clean", clean_parts), ("dead_letter", LETTERS), ("gaps", GAPS),
             ("corrupt_periods", CORRUPT), ("recovery_requests", RECOVERY),
-            ("error_counts", COUNTS), ("alerts", ALERTS), ("summary", [SUMMARY]))}
+            ("error_counts", COUNTS), ("alerts", ALERTS), ("status", STATUS),
+            ("summary", [SUMMARY]))}
         parts | WriteOutputs(options, streaming=False)
 
     assert sorted(os.listdir(out)) == ["alerts", "clean", "corrupt_periods", "dead_letter",
-                                       "error_counts", "gaps", "recovery_requests", "summary.json"]
+                                       "error_counts", "gaps", "recovery_requests", "status",
+                                       "summary.json"]
 
     schema, rows = parquet(os.path.join(out, "clean"))
     assert schema.equals(EXPECTED_SCHEMAS["clean"])
@@ -150,22 +164,37 @@ def test_write_outputs_batch(tmp_path):
         with open(path, "rb") as handle:
             reader = fastavro.reader(handle, reader_schema=avsc)
             assert [f["name"] for f in reader.writer_schema["fields"]] == [
-                "reason", "message", "stage", "payload", "source", "ingest_time", "symbol",
-                "first_id", "last_id", "event_time"]
+                "reason", "message", "stage", "payload", "source", "ingest_time", "exchange",
+                "market", "symbol", "first_id", "last_id", "event_time"]
             letters.extend(reader)
     assert sorted(letters, key=lambda r: r["source"]) == [
         {"reason": "bad_json", "message": "Input data was truncated", "stage": "decode",
          "payload": b'{"e":"depthUp\xff', "source": "/in/feed.jsonl:7", "ingest_time": ms(T + 1),
-         "symbol": None, "first_id": None, "last_id": None, "event_time": None},
+         "exchange": None, "market": None, "symbol": None, "first_id": None, "last_id": None,
+         "event_time": None},
         {"reason": "late", "message": "too late", "stage": "sequence", "payload": b"",
-         "source": "/in/feed.jsonl:9", "ingest_time": ms(T + 2),
-         "symbol": "binance:spot:BTCUSDT", "first_id": 3, "last_id": 4, "event_time": None}]
+         "source": "/in/feed.jsonl:9", "ingest_time": ms(T + 2), "exchange": "binance",
+         "market": "spot", "symbol": "BTCUSDT", "first_id": 3, "last_id": 4, "event_time": None}]
 
-    assert jsonl(os.path.join(out, "recovery_requests")) == [
-        {"exchange": "binance", "market": "usdm", "symbol": "SOLUSDT", "from_id": 205,
-         "reason": "medium_gap", "event_time": iso_ms(T + 300)}]     # JSON: ISO-8601 UTC, ms
-    assert jsonl(os.path.join(out, "error_counts")) == COUNTS
-    assert jsonl(os.path.join(out, "alerts")) == ALERTS
+    # the JSON-shaped rows as Parquet: their schema, times as timestamps, the key split, nulls
+    schema, rows = parquet(os.path.join(out, "recovery_requests"))
+    assert schema.equals(EXPECTED_SCHEMAS["recovery_requests"])
+    assert rows == [{"exchange": "binance", "market": "usdm", "symbol": "SOLUSDT", "from_id": 205,
+                     "reason": "medium_gap", "event_time": ms(T + 300)}]
+    timed = {"window_start": ms(W_MS), "window_end": ms(W_MS + 60_000)}
+    schema, rows = parquet(os.path.join(out, "error_counts"))
+    assert schema.equals(EXPECTED_SCHEMAS["error_counts"])
+    assert sorted(rows, key=lambda r: r["count"]) == [dict(row, **timed) for row in COUNTS]
+    schema, rows = parquet(os.path.join(out, "alerts"))
+    assert schema.equals(EXPECTED_SCHEMAS["alerts"])
+    assert rows == [dict(row, **timed) for row in ALERTS]
+    schema, rows = parquet(os.path.join(out, "status"))
+    assert schema.equals(EXPECTED_SCHEMAS["status"])
+    assert rows == [{"exchange": "binance", "market": "usdm", "symbol": "SOLUSDT",
+                     "as_of": ms(T + 500), "last_id": 204, "last_event_time": ms(T + 100),
+                     "segment_id": 201, "anchored": False, "held_events": 2, "hold_reason": "gap",
+                     "open_gap_last_good_id": 204, "open_gap_next_first_id": 207,
+                     "open_gap_size": 2, "disconnected": False}]
     with open(os.path.join(out, "summary.json")) as handle:
         assert json.load(handle) == SUMMARY
 

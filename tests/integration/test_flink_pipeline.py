@@ -188,7 +188,7 @@ def test_batch_error_counts_keep_every_window(feed, direct_feed):
     letters in the window of the run's wall clock: four windows, four files of the same name."""
     _, expected = feed
     totals = Counter()
-    for row in Outputs(str(direct_feed["folder"])).jsonl_rows("error_counts"):
+    for row in Outputs(str(direct_feed["folder"])).parquet_rows("error_counts"):
         totals[row["error_type"].split(":")[0]] += row["count"]
     wanted = Counter(f"gap_{gap['gap_class']}" for gap in expected.gaps)
     wanted.update(corrupt_period=len(expected.corrupt_periods),

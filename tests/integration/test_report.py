@@ -14,7 +14,7 @@ from PIL import Image
 from beam_pipeline.cli import main
 from tests.conftest import REPO
 from tests.tooling.report_dom import ReportDom, summary_as_shown
-from tests.tooling.synthetic import BAD_RECORDS, default_faults, generate, write_lines
+from tests.tooling.synthetic import DEMO_BAD_RECORDS, default_faults, generate, write_lines
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -54,9 +54,9 @@ class Browser:
         out, requests = self._run(page, "--dump-dom")
         return out.decode("utf-8"), requests
 
-    def screenshot(self, page, height: int = 2400):
+    def screenshot(self, page, height: int = 2400, width: int = 1280):
         shot = self.folder / f"shot-{uuid.uuid4().hex[:8]}.png"
-        _, requests = self._run(page, f"--screenshot={shot}", f"--window-size=1280,{height}")
+        _, requests = self._run(page, f"--screenshot={shot}", f"--window-size={width},{height}")
         return Image.open(io.BytesIO(shot.read_bytes())).convert("RGB"), requests
 
 
@@ -117,16 +117,29 @@ def test_report_of_the_real_captures_renders(browser, captures, tmp_path):
 
 
 def test_report_of_a_faulted_synthetic_feed_renders(browser, tmp_path):
-    lines, _ = generate(12_000, seed=11, faults=default_faults(), bad_records=BAD_RECORDS,
+    """With non-default thresholds (the page shows the run's own), at 1400 and 800 px: the
+    trust grid has a cell per symbol and hour, each with its reason on hover (a title)."""
+    lines, _ = generate(12_000, seed=11, faults=default_faults(), bad_records=DEMO_BAD_RECORDS,
                         ignored=5)
     write_lines(str(tmp_path / "feed.jsonl.gz"), lines)
     out = tmp_path / "out"
-    assert main(["--input", str(tmp_path / "feed.jsonl.gz"), "--output", str(out)]) == 0
+    assert main(["--input", str(tmp_path / "feed.jsonl.gz"), "--output", str(out),
+                 "--error_window", "10", "--alert_warning_count", "3"]) == 0
     assert main(["report", "--output", str(out)]) == 0
     dom = assert_report_renders(browser, out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["gaps"]["large"] == 1 and summary["corrupt_periods"] >= 2
     assert dom.numbers("data-dead-letter") == summary["dead_letters"]
+    assert "error window 10 s; warning above 3 and critical above 100" in dom.text
+    assert "from the run's settings (summary.json)" in dom.text
+    # no phantom symbols: the unknown market's and exchange's records are dead letters only
+    assert len(dom.numbers("data-trusted")) == summary["symbols"] == 4
+    assert len(dom.trust_cells) == summary["symbols"] and all(
+        cell["title"] and cell["class"].startswith("t-") for cell in dom.trust_cells.values())
+    for width in (1400, 800):
+        image, requests = browser.screenshot(out / "report.html", width=width)
+        assert_not_blank(image)
+        assert requests == []
 
 
 def test_script_in_symbol_and_payload_is_shown_not_run(browser, tmp_path):

@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 
+import pyarrow.parquet as pq
+
 from beam_pipeline.cli import main as run_batch
 from beam_pipeline.publish import batches_of, message_of, publish
 from beam_pipeline.readback import read
@@ -62,8 +64,8 @@ def _alerts_until(emu, subscription, condition, timeout_s):
 
 
 def _written_alerts(out):
-    return [json.loads(line) for name in data_files(os.path.join(out, "alerts"), ".jsonl")
-            for line in open(name) if line.strip()]
+    return [row for name in data_files(os.path.join(out, "alerts"), ".parquet")
+            for row in pq.read_table(name).to_pylist()]
 
 
 def test_a_backlog_of_batched_messages_equals_the_batch_run(pubsub_emulator, tmp_path):
@@ -205,13 +207,13 @@ def test_a_stall_alert_arrives_within_the_timeout_idle_or_not(pubsub_emulator, t
             time.sleep(3)
             silent.stop()
             stalled = _alerts_until(emu, alerts_sub, lambda seen: any(
-                a["rule"] == "stall" and symbol in a["key"] for _, a in seen), 30)
+                a["rule"] == "stall" and a["symbol"] == symbol for _, a in seen), 30)
             if flowing:
                 flowing.stop()
-            arrival = [t for t, a in stalled if a["rule"] == "stall" and symbol in a["key"]]
+            arrival = [t for t, a in stalled if a["rule"] == "stall" and a["symbol"] == symbol]
             assert arrival, f"no stall alert for {symbol}: {stalled}\n{job_log(out)[-2000:]}"
             delays[symbol] = arrival[0] - silent.last_sent
-            assert not [a for _, a in stalled if a["rule"] == "stall" and "FLOWUSDT" in a["key"]]
+            assert not [a for _, a in stalled if a["rule"] == "stall" and a["symbol"] == "FLOWUSDT"]
     finally:
         stop_job(job)
     print(f"\nstall alert after the last record: {delays} (stall_timeout {stall_timeout} s)")

@@ -148,8 +148,8 @@ def test_streaming_on_the_emulator_matches_batch(pubsub_emulator, tmp_path, outp
         def probe_alert():
             for data, _ in emu.pull_all(alerts_sub, max_wait_s=2, settle_s=0.5):
                 alert = json.loads(data)
-                if alert["rule"] == "gap_rate" and "spot:BTCUSDT" in alert["key"] and \
-                        alert["window"]["start"].startswith(probe_window):
+                if alert["rule"] == "gap_rate" and (alert["market"], alert["symbol"]) == (
+                        "spot", "BTCUSDT") and alert["window_start"].startswith(probe_window):
                     return time.monotonic()
             return None
         try:
@@ -186,7 +186,7 @@ def test_streaming_on_the_emulator_matches_batch(pubsub_emulator, tmp_path, outp
     assert summary["input_records"] == len(lines) + 1 + heartbeat.sent and summary["balanced"]
     assert summary["clean_records"] == (outputs(tmp_path / "batch").summary()["clean_records"]
                                         + 1 + heartbeat.sent)
-    assert outputs(out).jsonl_rows("error_counts")
+    assert outputs(out).parquet_rows("error_counts")
     requests = [json.loads(data) for data, _ in emu.pull_all(recovery_sub, max_wait_s=5)]
     assert sorted({(r["market"], r["symbol"], r["from_id"]) for r in requests}) == sorted(
         (g["market"], g["symbol"], g["last_good_id"] + 1) for g in expected.gaps

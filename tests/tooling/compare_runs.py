@@ -71,8 +71,7 @@ def _plain(value):
 
 
 def _is_dead_letter_error(row) -> bool:
-    return str(row.get("error_type", "")).startswith("dead_letter:") or \
-        str(row.get("key", "")).startswith("dead_letter:")
+    return str(row.get("error_type", "")).startswith("dead_letter:")
 
 
 def normalize(folder: str, rows: list) -> list:
@@ -85,16 +84,18 @@ def normalize(folder: str, rows: list) -> list:
         summed, kept = Counter(), []
         for row in rows:
             if _is_dead_letter_error(row):
-                summed[(row["error_type"], row["symbol"], row.get("pane", 0))] += row["count"]
+                summed[(row["error_type"], row["exchange"], row["market"], row["symbol"],
+                        row.get("pane", 0))] += row["count"]
             else:
                 kept.append(row)
-        kept.extend({"error_type": t, "symbol": s, "pane": p, "count": n, "window": "(ingest time)"}
-                    for (t, s, p), n in summed.items())
+        kept.extend({"error_type": t, "exchange": e, "market": m, "symbol": s, "pane": p,
+                     "count": n, "window_start": "(ingest time)", "window_end": "(ingest time)"}
+                    for (t, e, m, s, p), n in summed.items())
         rows = kept
     elif folder == "alerts":
         for row in rows:
             if _is_dead_letter_error(row):
-                row["window"] = "(ingest time)"
+                row["window_start"] = row["window_end"] = "(ingest time)"
     return rows
 
 

@@ -18,7 +18,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipeline.core.model import (DELTA, RANGE_PLUS_ONE, CorruptPeriod, DeadLetter, Event, Gap,
-                                      RecoveryRequest, encode_levels)
+                                      KeyStatus, RecoveryRequest, encode_levels)
 from beam_pipeline.core.runtime import iso_ms
 from beam_pipeline.options import FeedCheckOptions
 from transforms.sinks import OUTPUT_FOLDERS, WriteOutputs
@@ -43,13 +43,16 @@ def rows_of_key(i: int, firing: int, corrupt: bool = True) -> dict:
                      "continue_with_warning", "continued", T + base)],
         "recovery_requests": [RecoveryRequest("binance", "spot", symbol, base + 1, "medium_gap",
                                               T + base)],
-        "error_counts": [{"window_start": iso_ms(T), "window_end": iso_ms(T + 60_000),
-                          "error_type": "gap_small", "symbol": f"binance:spot:{symbol}",
-                          "count": firing + 1, "pane": firing}],
-        "alerts": [{"level": "warning", "rule": "count", "key": f"gap_small/binance:spot:{symbol}",
-                    "window": {"start": iso_ms(T + 60_000 * firing),
-                               "end": iso_ms(T + 60_000 * (firing + 1))},
+        "error_counts": [{"exchange": "binance", "market": "spot", "symbol": symbol,
+                          "error_type": "gap_small", "window_start": iso_ms(T),
+                          "window_end": iso_ms(T + 60_000), "count": firing + 1, "pane": firing}],
+        "alerts": [{"exchange": "binance", "market": "spot", "symbol": symbol,
+                    "error_type": "gap_small", "level": "warning", "rule": "count",
+                    "window_start": iso_ms(T + 60_000 * firing),
+                    "window_end": iso_ms(T + 60_000 * (firing + 1)),
                     "count": firing + 1, "message": "m", "suggested_action": "a"}],
+        "status": [KeyStatus("binance", "spot", symbol, T + 60_000 * firing, base + 2, T + base,
+                             base, True, 0, None, None, None, None, False)],
         "summary": [{"input_records": firing, "balanced": False}],
     }
     if corrupt:

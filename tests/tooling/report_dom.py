@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 # The report tags each number taken from summary.json or a per-file count with one of these.
 TAGS = ("data-summary", "data-file", "data-files-total", "data-dead-letter", "data-clean-rows",
-        "data-coverage")
+        "data-coverage", "data-trusted")
 
 
 class ReportDom(HTMLParser):
@@ -18,6 +18,7 @@ class ReportDom(HTMLParser):
         self.attributes = []                      # (tag name, attribute name, value)
         self.title = ""
         self.ids = set()
+        self.trust_cells = {}                     # data-trust "<symbol rank>:<cell>" -> attributes
         self._open = []                           # [tag attribute, value, text parts]
         self._in_title = False
         self._text = []
@@ -26,6 +27,9 @@ class ReportDom(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         self.elements.append(tag)
+        if any(name == "data-trust" for name, _ in attrs):
+            cell = dict(attrs)
+            self.trust_cells[cell["data-trust"]] = cell
         for name, value in attrs:
             self.attributes.append((tag, name, value or ""))
             if name == "id":

@@ -86,17 +86,18 @@ class Expected:
                     + c["control"] + sum(self.dead_letters.values()))}
 
 
-PER_FILE_KEYS = ("files", "file_dead_letters", "skipped_files", "still_being_written")
+PER_FILE_KEYS = ("files", "file_dead_letters", "skipped_files", "still_being_written",
+                 "read_error_files")
 
 
 IN_FLIGHT_KEYS = ("in_flight", "in_flight_records", "note")   # a streaming summary's running state
 
 
 def totals(summary: dict) -> dict:
-    """A run summary without its per-file parts (they depend on how the input is split in files)
-    and without a streaming summary's in-flight figures."""
+    """A run summary without its per-file parts (they depend on how the input is split in files),
+    without a streaming summary's in-flight figures and without the run's settings record."""
     return {name: value for name, value in summary.items()
-            if name not in PER_FILE_KEYS + IN_FLIGHT_KEYS}
+            if name not in PER_FILE_KEYS + IN_FLIGHT_KEYS + ("settings",)}
 
 
 def _levels(rng, mid: float, count: int, side: int):

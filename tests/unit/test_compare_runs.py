@@ -15,14 +15,13 @@ def write_run(root, gaps, counts, summary):
     (root / "_work" / "junk.bin").write_bytes(b"\x00")           # the work folder is ignored
     for i, part in enumerate(gaps):
         pq.write_table(pa.Table.from_pylist(part), root / "gaps" / f"part-{i:05d}.parquet")
-    (root / "error_counts" / "part-x.jsonl").write_text(
-        "".join(json.dumps(row) + "\n" for row in counts))
+    pq.write_table(pa.Table.from_pylist(counts), root / "error_counts" / "part-x.parquet")
     (root / "summary.json").write_text(json.dumps(summary))
 
 
 def count(error_type, window, n):
     return {"window_start": window, "window_end": window, "error_type": error_type,
-            "symbol": "s", "count": n, "pane": 0}
+            "exchange": "e", "market": "m", "symbol": "s", "count": n, "pane": 0}
 
 
 def test_same_rows_in_other_files_and_ingest_windows_compare_equal(tmp_path):
