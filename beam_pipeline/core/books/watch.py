@@ -66,8 +66,8 @@ class _Pending:
 class BookWatch:
     """The book checks of one key (`key`: (exchange, market, symbol))."""
 
-    def __init__(self, key: tuple, profile: Optional[Profile] = None,
-                 snapshots: Optional[tuple] = None):
+    def __init__(self, key: tuple[str, str, str], profile: Optional[Profile] = None,
+                 snapshots: Optional[tuple[int, int]] = None):
         """`snapshots`: (levels a side, interval ms) for book snapshots, or None."""
         self.key = key
         self.snapshots = snapshots
@@ -221,14 +221,14 @@ class BookWatch:
         """Before a message at `time`: the book as it is ends the interval it changed in, when that
         interval has ended, the book is checked, and the message continues its segment (one that
         starts a new segment may follow lost messages: the book at the interval's end is unknown)."""
-        if self.changed_at is None:
+        if self.changed_at is None or self.snapshots is None:
             return
         levels, interval = self.snapshots
         due = (self.changed_at // interval + 1) * interval
         if time < due:
             return
         self.changed_at = None
-        if not (continuing and self.ok()):
+        if not (continuing and self.ok()) or self.cursor is None:
             return
         book = self.book.book
         row = BookSnapshot(*self.key, time=due, segment_id=self.segment, last_id=self.cursor,
@@ -248,7 +248,7 @@ class BookWatch:
             self.out.append(corrupt_period(self.key, p))
 
 
-def corrupt_period(key: tuple, problem: BookProblem) -> CorruptPeriod:
+def corrupt_period(key: tuple[str, str, str], problem: BookProblem) -> CorruptPeriod:
     return CorruptPeriod(*key, start_id=problem.start_id, end_id=problem.end_id,
                          start_time=problem.start_time, end_time=problem.end_time,
                          reason=problem.reason, detail=problem.detail)
