@@ -92,12 +92,15 @@ class BookWatch:
             self._stretch(value)
         else:
             event, segment, anchored = value
+            if event.depth is not None:
+                self.book.book.depth = event.depth      # the venue's depth (Kraken book-N)
             if event.kind == SNAPSHOT:
-                self._snapshot(event.bids, event.asks, event.last_id, event.time, segment)
-            else:
+                self._snapshot(event.bids, event.asks, event.last_id, event.time, segment,
+                               event.checksum)
+            else:                       # a delta, or a CHECKSUM message (no levels)
                 self._delta(decode_levels(event.bids), decode_levels(event.asks), event.first_id,
                             event.last_id, event.prev_id, event.rule, event.time, segment,
-                            anchored)
+                            anchored, event.checksum)
         out, self.out = self.out, []
         return out
 
@@ -131,7 +134,7 @@ class BookWatch:
                         int(first[i]), int(last[i]), None if p == -2 else p, rule,
                         int(times[i]), stretch.segment_id, stretch.anchored)
 
-    def _snapshot(self, bids_text, asks_text, last_id, time, segment) -> None:
+    def _snapshot(self, bids_text, asks_text, last_id, time, segment, checksum=None) -> None:
         kb, bids, asks = self.book, decode_levels(bids_text), decode_levels(asks_text)
         self._settle_pending()
         boundary = kb.ok and last_id == self.cursor and segment == self.segment
@@ -145,10 +148,10 @@ class BookWatch:
             self.pending = _Pending(bids, asks, last_id, time, self.cursor)
             self.segment = segment
             return
-        self._load(bids, asks, last_id, time, segment)
+        self._load(bids, asks, last_id, time, segment, checksum)
 
     def _delta(self, bids, asks, first_id, last_id, prev_id, rule, time, segment,
-               anchored) -> None:
+               anchored, checksum=None) -> None:
         kb = self.book
         pending = self.pending
         if pending is not None:
@@ -168,7 +171,7 @@ class BookWatch:
                 kb.unanchor()
                 self.anchor_range = self.agreed = None
         self.segment, self.cursor, self.rule = segment, last_id, rule
-        kb.delta(bids, asks, first_id, last_id, time)     # a period is reported when it ends
+        kb.delta(bids, asks, first_id, last_id, time, checksum)   # a period is reported when it ends
         if sampling:
             self._changed(time)
 
@@ -178,9 +181,9 @@ class BookWatch:
         if pending is not None:
             self._load(pending.bids, pending.asks, pending.last_id, pending.time, self.segment)
 
-    def _load(self, bids, asks, last_id, time, segment) -> None:
+    def _load(self, bids, asks, last_id, time, segment, checksum=None) -> None:
         self._confirm()                      # agreed, or a resync the drift check cannot judge
-        self._report(self.book.snapshot(bids, asks, last_id, last_id, time))
+        self._report(self.book.snapshot(bids, asks, last_id, last_id, time, checksum))
         self.segment, self.cursor = segment, last_id
         self.changed_at = None               # no book snapshot reaches back across a snapshot
         self._changed(time)
