@@ -39,6 +39,12 @@ from beam_pipeline.core.columns import RULES, CleanStretch
 from beam_pipeline.core.model import (PREVIOUS_LINK, SNAPSHOT, CorruptPeriod, ErrorEvent,
                                       decode_levels, stream_name)
 from beam_pipeline.core.reasons import CorruptReason, ErrorType
+from beam_pipeline.core.tallies import BOOK_CHECKS
+
+# The corrupt-period reasons the book checks give (each is counted in the summary's book_checks).
+BOOK_REASONS = tuple(str(r) for r in (CorruptReason.CHECKSUM_MISMATCH, CorruptReason.CROSSED_BOOK,
+                                      CorruptReason.BAD_LEVEL, CorruptReason.UNKNOWN_LEVEL,
+                                      CorruptReason.SNAPSHOT_MISMATCH))
 
 
 class BookSnapshot(msgspec.Struct, frozen=True):
@@ -83,6 +89,7 @@ class BookWatch:
         self.anchor_range: Optional[tuple] = None  # (lowest bid, highest ask) of the anchoring snapshot
         self.agreed: Optional[tuple] = None      # (id, time) of the last snapshot the book agreed with
         self.out: list = []
+        self._tallied: Optional[dict] = None
 
     # ---- the hook ---------------------------------------------------------------------------
 
@@ -115,6 +122,19 @@ class BookWatch:
     @property
     def counts(self):
         return self.book.counts
+
+    def tallies(self) -> dict:
+        """The counts that changed since the last call, as summary tallies (name -> increase);
+        every name on the first call (the summary shows zeros too)."""
+        counts = self.counts
+        now = {"messages_checked": counts.checked, "checksums_verified": counts.checksum_verified,
+               "unchecked": counts.unchecked, "failed": counts.failed,
+               **{reason: 0 for reason in BOOK_REASONS}, **counts.failed_by}
+        before, self._tallied = self._tallied, now
+        if before is None:
+            return {BOOK_CHECKS + name: n for name, n in now.items()}
+        return {BOOK_CHECKS + name: n - before.get(name, 0) for name, n in now.items()
+                if n != before.get(name, 0)}
 
     def ok(self) -> bool:
         """Is the book anchored and its checks passing (book snapshots may be taken)?"""
