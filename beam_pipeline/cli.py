@@ -338,6 +338,8 @@ def format_summary_table(summary: dict, per_file: bool = True) -> str:
     if checks is not None:                  # --book_checks
         rows.append(("book checks: messages checked", checks.get("messages_checked", 0)))
         rows.append(("  checksum verified messages", checks.get("checksums_verified", 0)))
+        if summary.get("unverified_records"):
+            rows.append(("    of them unverified by ids", checks.get("unverified_checksum_verified", 0)))
         rows.append(("  book checks failed", checks.get("failed", 0)))
         rows += [(f"    {reason}", n) for reason, n in checks.items()
                  if reason in BOOK_REASONS and n]

@@ -75,6 +75,9 @@ def test_checksum_captures_report_no_mismatch(tmp_path, outputs):
                    if m[6] is not None and m[6] != NOT_SENT)
     checks = summary["book_checks"]
     assert checks["checksums_verified"] == expected
+    # none of the three captures has per-key ids: each verified message was unverified by ids
+    assert checks["unverified_checksum_verified"] == expected
+    assert summary["unverified_records"] == summary["clean_records"]
     assert checks["messages_checked"] == summary["clean_records"]
     assert checks["failed"] == checks["checksum_mismatch"] == checks["crossed_book"] == 0
 

@@ -36,8 +36,8 @@ from beam_pipeline.core.books.book import price_key
 from beam_pipeline.core.books.checker import Profile, profile_of
 from beam_pipeline.core.books.tracker import BookProblem, KeyBook
 from beam_pipeline.core.columns import RULES, CleanStretch
-from beam_pipeline.core.model import (PREVIOUS_LINK, SNAPSHOT, CorruptPeriod, ErrorEvent,
-                                      decode_levels, stream_name)
+from beam_pipeline.core.model import (PREVIOUS_LINK, SNAPSHOT, UNVERIFIED_RULES, CorruptPeriod,
+                                      ErrorEvent, decode_levels, stream_name)
 from beam_pipeline.core.reasons import CorruptReason, ErrorType
 from beam_pipeline.core.tallies import BOOK_CHECKS
 
@@ -99,6 +99,7 @@ class BookWatch:
             self._stretch(value)
         else:
             event, segment, anchored = value
+            verified = self.book.counts.checksum_verified
             if event.depth is not None:
                 self.book.book.depth = event.depth      # the venue's depth (Kraken book-N)
             if event.kind == SNAPSHOT:
@@ -108,6 +109,8 @@ class BookWatch:
                 self._delta(decode_levels(event.bids), decode_levels(event.asks), event.first_id,
                             event.last_id, event.prev_id, event.rule, event.time, segment,
                             anchored, event.checksum)
+            if event.rule in UNVERIFIED_RULES and self.book.counts.checksum_verified > verified:
+                self.book.counts.verified_unverified += 1
         out, self.out = self.out, []
         return out
 
@@ -129,6 +132,7 @@ class BookWatch:
         counts = self.counts
         now = {"messages_checked": counts.checked, "checksums_verified": counts.checksum_verified,
                "unchecked": counts.unchecked, "failed": counts.failed,
+               "unverified_checksum_verified": counts.verified_unverified,
                **{reason: 0 for reason in BOOK_REASONS}, **counts.failed_by}
         before, self._tallied = self._tallied, now
         if before is None:
