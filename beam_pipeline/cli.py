@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options_validator import PipelineOptionsValida
 from beam_pipeline import early_signals, progress
 from beam_pipeline.core import durability
 from beam_pipeline.core.runtime import iso_ms, now_ms
+from beam_pipeline.core.books.watch import BOOK_REASONS
 from beam_pipeline.options import FORMAT_NAMES, FeedCheckOptions, range_error
 from beam_pipeline.pipeline import build_pipeline
 from beam_pipeline.settings import effective_settings
@@ -371,6 +372,15 @@ def format_summary_table(summary: dict, per_file: bool = True) -> str:
         rows.append(("reconnects (a gap may follow)", summary["reconnects"]))
     if summary.get("unverified_records"):   # venues without per-key ids: no gap could be told
         rows.append(("unverified (no per-key ids)", summary["unverified_records"]))
+    checks = summary.get("book_checks")
+    if checks is not None:                  # --book_checks
+        rows.append(("book checks: messages checked", checks.get("messages_checked", 0)))
+        rows.append(("  checksum verified messages", checks.get("checksums_verified", 0)))
+        if summary.get("unverified_records"):
+            rows.append(("    of them unverified by ids", checks.get("unverified_checksum_verified", 0)))
+        rows.append(("  book checks failed", checks.get("failed", 0)))
+        rows += [(f"    {reason}", n) for reason, n in checks.items()
+                 if reason in BOOK_REASONS and n]
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {value:>12,}" for label, value in rows]
     lines.append("balanced: " + ("yes" if summary["balanced"] else "NO"))

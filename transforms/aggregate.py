@@ -120,6 +120,10 @@ def format_summary(counts: Counter, examples: dict = None, streaming: bool = Fal
     summary["corrupt_periods"] = totals.get("corrupt_periods", 0)
     summary["symbols"] = totals.get(tallies.SYMBOLS, 0)
     summary["reconnects"] = totals.get(tallies.RECONNECTS, 0)
+    book_checks = {name[len(tallies.BOOK_CHECKS):]: n for name, n in sorted(totals.items())
+                   if name.startswith(tallies.BOOK_CHECKS)}
+    if book_checks:      # --book_checks: what they counted (not record outcomes: no conservation)
+        summary["book_checks"] = book_checks
     if "latest.input_lag_ms" in gauges:          # streaming from Pub/Sub: backpressure figures
         summary["input_lag_s"] = gauges["latest.input_lag_ms"][1] / 1000
         summary["input_lag_max_s"] = gauges["max.input_lag_ms"] / 1000

@@ -121,6 +121,8 @@ def tagged_outputs(machine, first_seen: bool, clean_output, books=None):
             yield beam.pvalue.TaggedOutput(CLEAN, carrier)
     if first_seen and machine.state.seen:    # the key's first event reached the machine
         counts["symbols"] += 1
+    if books is not None:
+        counts.update(books.tallies())
     for name, count in counts.items():
         yield beam.pvalue.TaggedOutput(TALLY, (name, count))
 

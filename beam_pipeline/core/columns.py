@@ -190,7 +190,8 @@ def _numpy(column: pa.ChunkedArray, null: Optional[int]) -> np.ndarray:
 
 def _row_of(event: Event, keys: dict, paths: dict):
     if (type(event) is not Event or event.kind != DELTA or event.rule not in RULE_CODES
-            or type(event.bids) is not bytes or type(event.asks) is not bytes):
+            or type(event.bids) is not bytes or type(event.asks) is not bytes
+            or event.checksum is not None or event.depth is not None):    # columns hold neither
         return None
     path, _, line = event.source.rpartition(":")
     if not (path and line.isascii() and line.isdigit() and line[0] != "0"):

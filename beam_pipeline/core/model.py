@@ -36,6 +36,10 @@ def decode_levels(text: bytes) -> list:
 DELTA = "delta"
 SNAPSHOT = "snapshot"
 DISCONNECT = "disconnect"          # a collector's disconnect marker (core/markers.py): ids, no levels
+CHECKSUM = "checksum"              # a venue's checksum sent as a message of its own (Bitfinex `cs`):
+                                   # no levels, Event.checksum set; sequenced (ordered, deduplicated)
+                                   # like a delta that changes nothing, so the book checks see it
+                                   # after the deltas before it (core/books/watch.py)
 
 # Continuity rules the sequencer knows (see ../shared/docs/exchange-sequencing.md), each named once.
 # An adapter picks one per event (a venue's captures may differ: OKX before seqId has none).
@@ -96,13 +100,14 @@ def ignored_reason(result) -> str:
     return result.reason
 
 
-class Event(msgspec.Struct, frozen=True, gc=False):
+class Event(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """One normalized order-book message: a delta or a snapshot of one (exchange, market, symbol)."""
 
     exchange: str
     market: str
     symbol: str
-    kind: str                      # DELTA, SNAPSHOT or DISCONNECT (a marker: counted as control)
+    kind: str                      # DELTA, SNAPSHOT, CHECKSUM or DISCONNECT (a marker: counted as
+                                   # control)
     first_id: int                  # deltas: first update id; snapshots: the id the book is at
     last_id: int                   # deltas: last update id; snapshots: the id the book is at
                                    # (one-id venues: first == last; NO_IDS: the arrival ordinal)
@@ -113,6 +118,11 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     asks: bytes
     rule: str                      # RANGE_PLUS_ONE, PREVIOUS_LINK, CONNECTION_SEQUENCE or NO_IDS
     source: str = ""               # where it came from (file:line or Pub/Sub message id)
+    checksum: Optional[int] = None  # the venue's checksum of the book after this message (OKX,
+                                   # Bitget v1, Kraken, Bitfinex `cs`), as the venue's int; None: not
+                                   # sent (core/books/checksums.py)
+    depth: Optional[int] = None    # the levels a side the venue keeps the book to, where the
+                                   # message says (Kraken v1 `book-N`); None: every level
 
     @property
     def unverified(self) -> bool:

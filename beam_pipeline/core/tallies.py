@@ -22,6 +22,8 @@ RECONNECTS = "reconnects"          # connect lines after the first, disconnect m
 DEAD_LETTERS = "dead_letters."     # + reason
 FORMAT = "format."                 # + the format detected for the file (one per file read)
 SYMBOLS = "symbols"
+BOOK_CHECKS = "book_checks."       # + what the book checks counted (core/books: BookWatch.tallies):
+                                   # not record outcomes, outside the conservation law
 SKIPPED_FILES = "skipped_files"    # input files not read (--skip_files)
 STILL_BEING_WRITTEN = "still_being_written"   # files whose young torn tail was left out (--quiet_seconds)
 

@@ -94,6 +94,18 @@ def an_id(value, what: str, *, allow_negative: bool = False) -> int:
     raise Rejected(Reason.MISTYPED_FIELD, f"{what} {value!r} is not an integer id")
 
 
+def checksum(value, what: str = "checksum") -> Optional[int]:
+    """A venue's book checksum: an int (or a decimal string of one, signed) in int64; None when
+    absent; Rejected when mistyped."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lstrip("-").isdigit() and len(value) <= 20:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and -INT64_MAX - 1 <= value <= INT64_MAX:
+        return value
+    raise Rejected(Reason.MISTYPED_FIELD, f"{what} {value!r} is not an integer checksum")
+
+
 def time_ms(value, what: str = "time", scale: int = 1) -> Optional[int]:
     """An exchange time -> ms (`scale`: ms per unit of `value`, 1000 for seconds), None when
     absent; Rejected when mistyped or outside 1970..9999."""

@@ -6,7 +6,9 @@ symbol comes from the connection's `subscribed` reply, which the framing hands o
 `spot` (`tBTCUSD`), `derivatives` (`tBTCF0:USTF0`), `funding` (`fUSD`). Symbol: as the venue
 writes it in the reply (`tBTCUSD`). Other channels are ignored by name (`ticker`, `trades`, ...);
 `info`/`conf` events as `status`, `subscribed`/`error` as `subscription`, `hb` as `heartbeat`, the
-`cs` checksum messages as `checksum` (checked by the next issue).
+`cs` checksum messages (flag 131072) as Events of kind `checksum` (no levels; sequenced with
+the book's messages, verified against the rebuilt book by --book_checks; a raw R0 book's `cs`,
+over order ids the book does not keep, is ignored as `checksum`).
 
 Levels: `[price, count, amount]` (R0: `[orderId, price, amount]`); amount > 0 bids, < 0 asks (the
 magnitude is kept); count 0 (R0: price 0) deletes the level: size 0. A snapshot is an array of
@@ -23,6 +25,7 @@ from __future__ import annotations
 from typing import Optional
 
 from beam_pipeline.core.adapters import _common as c
+from beam_pipeline.core.model import CHECKSUM as CHECKSUM_KIND
 from beam_pipeline.core.model import (CONNECTION_SEQUENCE, DELTA, HEARTBEAT, NO_IDS, SNAPSHOT,
                                       STATUS, SUBSCRIPTION, Event, Ignored, arrival_ordinal,
                                       encode_levels)
@@ -63,10 +66,10 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
     if channel != "book":
         return Ignored(channel or STATUS)
     payload = msg[1]
-    if payload == "cs":
-        return Ignored(CHECKSUM)
     mkt = market_of(symbol)
     try:
+        if payload == "cs":
+            return _checksum(msg, exchange, mkt, symbol, prec, recv_time, source)
         if not isinstance(payload, list) or not payload:
             raise Rejected(Reason.BAD_PRICE_LEVEL, "a Bitfinex book message without levels")
         snapshot = isinstance(payload[0], list)
@@ -85,6 +88,25 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
                      event_time, recv_time, encode_levels(bids), encode_levels(asks), rule, source)
     except Rejected as rejected:
         raise rejected.known(symbol=c.stream_of(exchange, mkt, symbol), event_time=recv_time) from None
+
+
+def _checksum(msg, exchange, mkt, symbol, prec, recv_time, source):
+    """`[chanId, "cs", crc(, seq)(, timestamp)]` -> an Event of kind CHECKSUM: no levels, sequenced
+    after the book messages before it, checked against the book by --book_checks. R0 (raw) books
+    are checksummed over order ids, which the book does not keep: their `cs` stay ignored."""
+    if prec == "R0":
+        return Ignored(CHECKSUM)
+    if len(msg) < 3:
+        raise Rejected(Reason.MISSING_FIELD, "a Bitfinex cs message without its checksum")
+    checksum = c.checksum(msg[2], "cs checksum")
+    tail = msg[3:]
+    if tail:
+        seq, rule = c.an_id(tail[0], "seq"), CONNECTION_SEQUENCE
+    else:
+        seq, rule = arrival_ordinal(recv_time, source), NO_IDS
+    event_time = c.time_ms(tail[1], "timestamp") if len(tail) > 1 else None
+    return Event(exchange, mkt, symbol, CHECKSUM_KIND, seq, seq, None, event_time, recv_time,
+                 b"[]", b"[]", rule, source, checksum)
 
 
 def _level(row, raw_book: bool, bids: list, asks: list) -> None:

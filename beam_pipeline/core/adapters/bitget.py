@@ -6,8 +6,8 @@ its own stream: the market of any channel but `books` is `<type>@<channel>` (`sp
 Symbol: `instId` as sent (`BTCUSDT`). Other channels are ignored by name (`candle1m`, `trade`,
 ...); `event` replies as `subscription`, `pong` as `heartbeat`.
 
-Rule: v1 carries only a `checksum`: rule none (arrival ordinals, unverified until the checksum of
-the next issue). v2/v3 carry `seq` and `pseq` (0 on a snapshot): previous-link `pseq == previous
+Rule: v1 carries only a `checksum`: rule none (arrival ordinals, unverified per key; the checksum
+goes on the Event and --book_checks verifies it). v2/v3 carry `seq` and `pseq` (0 on a snapshot): previous-link `pseq == previous
 seq` (inferred from clients). Snapshots (`action: snapshot`; books1/5/15 pushes are full books)
 anchor a segment.
 """
@@ -59,14 +59,15 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
         kind = DELTA if msg.get("action") == "update" else SNAPSHOT
         bids, asks = c.levels(book.get("bids", [])), c.levels(book.get("asks", []))
         ts = c.time_ms(book.get("ts"), "ts")
+        checksum = c.checksum(book.get("checksum"))    # as OKX's (core/books/checksums.py)
         if "seq" not in book:
             ordinal = arrival_ordinal(recv_time, source)
             return Event(exchange, mkt, inst, kind, ordinal, ordinal, None, ts, recv_time, bids,
-                         asks, NO_IDS, source)
+                         asks, NO_IDS, source, checksum)
         seq = c.an_id(book["seq"], "seq")
         prev = None if kind == SNAPSHOT else c.an_id(book.get("pseq"), "pseq")
         return Event(exchange, mkt, inst, kind, seq, seq, prev, ts, recv_time, bids, asks,
-                     PREVIOUS_LINK, source)
+                     PREVIOUS_LINK, source, checksum)
     except Rejected as rejected:
         raise rejected.known(symbol=c.stream_of(exchange, mkt, inst), event_time=recv_time) from None
 

@@ -9,8 +9,11 @@ ignored by name; `systemStatus` as `status`, `subscriptionStatus` as `subscripti
 (prices are JSON numbers: kept as exact decimals).
 
 Rule: none. Kraken numbers nothing: the ids are arrival ordinals (model.arrival_ordinal), which
-order and deduplicate; continuity rests on the checksum (next issue), so the data is unverified.
-A snapshot starts an anchored segment.
+order and deduplicate; continuity rests on the checksum: v1 updates carry it in `"c"`, v2
+messages in `checksum`; it goes on the Event, with the depth the v1 channel name gives
+(`book-1000`: the book is cut to it), and --book_checks verifies it. v2 messages name no depth:
+the book is cut to the profile's 1000 (core/books/checker.py). A snapshot starts an anchored
+segment.
 """
 from __future__ import annotations
 
@@ -62,15 +65,25 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
         snapshot = any("as" in part or "bs" in part for part in parts)
         bids: list = []
         asks: list = []
+        checksum = None
         for part in parts:
             for key, side in (("bs", bids), ("b", bids), ("as", asks), ("a", asks)):
                 if key in part:
                     side.extend(_rows(part[key]))
+            if "c" in part:
+                checksum = c.checksum(part["c"], "checksum c")
         ordinal = arrival_ordinal(recv_time, source)
         return Event(exchange, mkt, pair, SNAPSHOT if snapshot else DELTA, ordinal, ordinal, None,
-                     None, recv_time, encode_levels(bids), encode_levels(asks), NO_IDS, source)
+                     None, recv_time, encode_levels(bids), encode_levels(asks), NO_IDS, source,
+                     checksum, depth_of(name))
     except Rejected as rejected:
         raise rejected.known(symbol=c.stream_of(exchange, mkt, pair), event_time=recv_time) from None
+
+
+def depth_of(channel_name: str) -> Optional[int]:
+    """The depth a v1 channel name says (`book-1000` -> 1000): the venue keeps the book to it."""
+    _, _, digits = channel_name.partition("-")
+    return int(digits) if digits.isdigit() and 0 < len(digits) <= 6 else None
 
 
 def _rows(rows) -> list:
@@ -99,7 +112,8 @@ def _v2(msg, recv_time, source, exchange):
         ordinal = arrival_ordinal(recv_time, source)
         return Event(exchange, "spot", symbol, kind, ordinal, ordinal, None, None, recv_time,
                      c.object_levels(book.get("bids", []), "price", "qty"),
-                     c.object_levels(book.get("asks", []), "price", "qty"), NO_IDS, source)
+                     c.object_levels(book.get("asks", []), "price", "qty"), NO_IDS, source,
+                     c.checksum(book.get("checksum")))
     except Rejected as rejected:
         raise rejected.known(symbol=c.stream_of(exchange, "spot", symbol), event_time=recv_time) from None
 

@@ -17,7 +17,8 @@ carries `prevSeqId = -1`. The idle heartbeat (an empty update with `prevSeqId ==
 as `heartbeat` (the next update links to the same id). In maintenance `seqId < prevSeqId` may occur:
 such an update is taken as an id reset (prev_id -1: the sequencer's reset rule, it waits for a
 snapshot). Captures without `seqId` (before 2022-06, v3) have rule none: ids are arrival ordinals,
-and the data is unverified until the checksum of the next issue is checked.
+and the data is unverified per key; the `checksum` every `books` push carries (a signed CRC32 of
+the best 25 levels; 0: not sent) goes on the Event and --book_checks verifies it.
 """
 from __future__ import annotations
 
@@ -102,10 +103,11 @@ def _book(msg, channel, inst, mkt, recv_time, source, exchange):
     kind = SNAPSHOT if action == "snapshot" else DELTA
     bids, asks = c.levels(book.get("bids", [])), c.levels(book.get("asks", []))
     ts = c.time_ms(book.get("ts"), "ts")
+    checksum = c.checksum(book.get("checksum"))        # 0: not sent (checked in core/books)
     if "seqId" not in book:
         ordinal = arrival_ordinal(recv_time, source)
         return Event(exchange, mkt, inst, kind, ordinal, ordinal, None, ts, recv_time, bids, asks,
-                     NO_IDS, source)
+                     NO_IDS, source, checksum)
     seq = c.an_id(book["seqId"], "seqId")
     prev = c.an_id(book.get("prevSeqId"), "prevSeqId", allow_negative=True)
     if kind == DELTA and prev == seq and bids == b"[]" and asks == b"[]":
@@ -118,7 +120,7 @@ def _book(msg, channel, inst, mkt, recv_time, source, exchange):
     elif seq < prev:
         prev = RESET_PREV_ID                       # maintenance: the ids restart lower
     return Event(exchange, mkt, inst, kind, seq, seq, prev, ts, recv_time, bids, asks,
-                 PREVIOUS_LINK, source)
+                 PREVIOUS_LINK, source, checksum)
 
 
 def _v3(msg, recv_time, source, exchange):

@@ -51,7 +51,7 @@ class _Side:
 
     __slots__ = ("levels", "keys")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.levels: dict = {}
         self.keys = SortedList()
 
@@ -142,7 +142,7 @@ class Book:
 
 def _load_side(side: _Side, levels, name: str, problems: list) -> None:
     """A snapshot's side: the levels as a dict, then their keys sorted at once."""
-    book = {}
+    book: dict = {}
     for level in levels:
         price_text, size_text = level[0], level[1]
         try:

@@ -51,7 +51,9 @@ def profile_of(exchange: str) -> Profile:
 
 
 def crossed_problem(book: Book) -> tuple:
+    """The crossed_book problem of a book that is crossed (both sides hold a level)."""
     bid, ask = book.best_bid(), book.best_ask()
+    assert bid is not None and ask is not None, "called on a crossed book only"
     return CorruptReason.CROSSED_BOOK, f"best bid {bid[0]} >= best ask {ask[0]}"
 
 

@@ -37,8 +37,11 @@ class BookProblem(msgspec.Struct, frozen=True):
 class BookCounts(msgspec.Struct):
     checked: int = 0                     # messages applied to an anchored book
     checksum_verified: int = 0           # ... whose venue checksum matched
+    verified_unverified: int = 0         # ... of those, messages of a rule without per-key ids
+                                         # (model.UNVERIFIED_RULES): proven by the checksum alone
     unchecked: int = 0                   # deltas of segments with no snapshot (no book)
     failed: int = 0                      # corrupt periods opened
+    failed_by: dict[str, int] = msgspec.field(default_factory=dict)   # ... by reason
 
 
 class KeyBook:
@@ -87,6 +90,7 @@ class KeyBook:
             return False
         self.open = (reason, start_id, start_time, detail)
         self.counts.failed += 1
+        self.counts.failed_by[str(reason)] = self.counts.failed_by.get(str(reason), 0) + 1
         return True
 
     def close(self) -> list:

@@ -36,9 +36,15 @@ from beam_pipeline.core.books.book import price_key
 from beam_pipeline.core.books.checker import Profile, profile_of
 from beam_pipeline.core.books.tracker import BookProblem, KeyBook
 from beam_pipeline.core.columns import RULES, CleanStretch
-from beam_pipeline.core.model import (PREVIOUS_LINK, SNAPSHOT, CorruptPeriod, ErrorEvent,
-                                      decode_levels, stream_name)
+from beam_pipeline.core.model import (PREVIOUS_LINK, SNAPSHOT, UNVERIFIED_RULES, CorruptPeriod,
+                                      ErrorEvent, decode_levels, stream_name)
 from beam_pipeline.core.reasons import CorruptReason, ErrorType
+from beam_pipeline.core.tallies import BOOK_CHECKS
+
+# The corrupt-period reasons the book checks give (each is counted in the summary's book_checks).
+BOOK_REASONS = tuple(str(r) for r in (CorruptReason.CHECKSUM_MISMATCH, CorruptReason.CROSSED_BOOK,
+                                      CorruptReason.BAD_LEVEL, CorruptReason.UNKNOWN_LEVEL,
+                                      CorruptReason.SNAPSHOT_MISMATCH))
 
 
 class BookSnapshot(msgspec.Struct, frozen=True):
@@ -66,8 +72,8 @@ class _Pending:
 class BookWatch:
     """The book checks of one key (`key`: (exchange, market, symbol))."""
 
-    def __init__(self, key: tuple, profile: Optional[Profile] = None,
-                 snapshots: Optional[tuple] = None):
+    def __init__(self, key: tuple[str, str, str], profile: Optional[Profile] = None,
+                 snapshots: Optional[tuple[int, int]] = None):
         """`snapshots`: (levels a side, interval ms) for book snapshots, or None."""
         self.key = key
         self.snapshots = snapshots
@@ -83,6 +89,7 @@ class BookWatch:
         self.anchor_range: Optional[tuple] = None  # (lowest bid, highest ask) of the anchoring snapshot
         self.agreed: Optional[tuple] = None      # (id, time) of the last snapshot the book agreed with
         self.out: list = []
+        self._tallied: Optional[dict] = None
 
     # ---- the hook ---------------------------------------------------------------------------
 
@@ -92,12 +99,18 @@ class BookWatch:
             self._stretch(value)
         else:
             event, segment, anchored = value
+            verified = self.book.counts.checksum_verified
+            if event.depth is not None:
+                self.book.book.depth = event.depth      # the venue's depth (Kraken book-N)
             if event.kind == SNAPSHOT:
-                self._snapshot(event.bids, event.asks, event.last_id, event.time, segment)
-            else:
+                self._snapshot(event.bids, event.asks, event.last_id, event.time, segment,
+                               event.checksum)
+            else:                       # a delta, or a CHECKSUM message (no levels)
                 self._delta(decode_levels(event.bids), decode_levels(event.asks), event.first_id,
                             event.last_id, event.prev_id, event.rule, event.time, segment,
-                            anchored)
+                            anchored, event.checksum)
+            if event.rule in UNVERIFIED_RULES and self.book.counts.checksum_verified > verified:
+                self.book.counts.verified_unverified += 1
         out, self.out = self.out, []
         return out
 
@@ -112,6 +125,20 @@ class BookWatch:
     @property
     def counts(self):
         return self.book.counts
+
+    def tallies(self) -> dict:
+        """The counts that changed since the last call, as summary tallies (name -> increase);
+        every name on the first call (the summary shows zeros too)."""
+        counts = self.counts
+        now = {"messages_checked": counts.checked, "checksums_verified": counts.checksum_verified,
+               "unchecked": counts.unchecked, "failed": counts.failed,
+               "unverified_checksum_verified": counts.verified_unverified,
+               **{reason: 0 for reason in BOOK_REASONS}, **counts.failed_by}
+        before, self._tallied = self._tallied, now
+        if before is None:
+            return {BOOK_CHECKS + name: n for name, n in now.items()}
+        return {BOOK_CHECKS + name: n - before.get(name, 0) for name, n in now.items()
+                if n != before.get(name, 0)}
 
     def ok(self) -> bool:
         """Is the book anchored and its checks passing (book snapshots may be taken)?"""
@@ -131,7 +158,7 @@ class BookWatch:
                         int(first[i]), int(last[i]), None if p == -2 else p, rule,
                         int(times[i]), stretch.segment_id, stretch.anchored)
 
-    def _snapshot(self, bids_text, asks_text, last_id, time, segment) -> None:
+    def _snapshot(self, bids_text, asks_text, last_id, time, segment, checksum=None) -> None:
         kb, bids, asks = self.book, decode_levels(bids_text), decode_levels(asks_text)
         self._settle_pending()
         boundary = kb.ok and last_id == self.cursor and segment == self.segment
@@ -145,10 +172,10 @@ class BookWatch:
             self.pending = _Pending(bids, asks, last_id, time, self.cursor)
             self.segment = segment
             return
-        self._load(bids, asks, last_id, time, segment)
+        self._load(bids, asks, last_id, time, segment, checksum)
 
     def _delta(self, bids, asks, first_id, last_id, prev_id, rule, time, segment,
-               anchored) -> None:
+               anchored, checksum=None) -> None:
         kb = self.book
         pending = self.pending
         if pending is not None:
@@ -168,7 +195,7 @@ class BookWatch:
                 kb.unanchor()
                 self.anchor_range = self.agreed = None
         self.segment, self.cursor, self.rule = segment, last_id, rule
-        kb.delta(bids, asks, first_id, last_id, time)     # a period is reported when it ends
+        kb.delta(bids, asks, first_id, last_id, time, checksum)   # a period is reported when it ends
         if sampling:
             self._changed(time)
 
@@ -178,9 +205,9 @@ class BookWatch:
         if pending is not None:
             self._load(pending.bids, pending.asks, pending.last_id, pending.time, self.segment)
 
-    def _load(self, bids, asks, last_id, time, segment) -> None:
+    def _load(self, bids, asks, last_id, time, segment, checksum=None) -> None:
         self._confirm()                      # agreed, or a resync the drift check cannot judge
-        self._report(self.book.snapshot(bids, asks, last_id, last_id, time))
+        self._report(self.book.snapshot(bids, asks, last_id, last_id, time, checksum))
         self.segment, self.cursor = segment, last_id
         self.changed_at = None               # no book snapshot reaches back across a snapshot
         self._changed(time)
@@ -221,14 +248,14 @@ class BookWatch:
         """Before a message at `time`: the book as it is ends the interval it changed in, when that
         interval has ended, the book is checked, and the message continues its segment (one that
         starts a new segment may follow lost messages: the book at the interval's end is unknown)."""
-        if self.changed_at is None:
+        if self.changed_at is None or self.snapshots is None:
             return
         levels, interval = self.snapshots
         due = (self.changed_at // interval + 1) * interval
         if time < due:
             return
         self.changed_at = None
-        if not (continuing and self.ok()):
+        if not (continuing and self.ok()) or self.cursor is None:
             return
         book = self.book.book
         row = BookSnapshot(*self.key, time=due, segment_id=self.segment, last_id=self.cursor,
@@ -248,7 +275,7 @@ class BookWatch:
             self.out.append(corrupt_period(self.key, p))
 
 
-def corrupt_period(key: tuple, problem: BookProblem) -> CorruptPeriod:
+def corrupt_period(key: tuple[str, str, str], problem: BookProblem) -> CorruptPeriod:
     return CorruptPeriod(*key, start_id=problem.start_id, end_id=problem.end_id,
                          start_time=problem.start_time, end_time=problem.end_time,
                          reason=problem.reason, detail=problem.detail)
