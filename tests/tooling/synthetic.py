@@ -705,11 +705,19 @@ def main(argv=None) -> int:
                              "the per-file table depends on the file names); exit 1 if they differ.")
     parser.add_argument("--no_faults", action="store_true", help="A clean feed (benchmarks).")
     parser.add_argument("--expected", default=None, help="Also write the expected summary here.")
+    parser.add_argument("--venue", default=None,
+                        help="Instead of Binance: one key of this exchange (okx, bybit, gateio, ...) "
+                             "in its own wire format, with every fault its rule defines "
+                             "(tests/tooling/synthetic_venues.py).")
+    parser.add_argument("--venue_format", choices=("envelope", "cryptofeed"), default="envelope",
+                        help="With --venue: envelope lines or a cryptofeed raw capture.")
     args = parser.parse_args(argv)
     if args.check:
         return check_summary(args.expected, args.check)
     if not args.output:
         parser.error("--output is required")
+    if args.venue:
+        return _main_venue(args)
     faults = [] if args.no_faults else demo_faults()
     bad = [] if args.no_faults else list(DEMO_BAD_RECORDS)
     lines, expected = generate(args.events, args.seed, faults, bad, ignored=0 if args.no_faults else 25)
@@ -718,6 +726,23 @@ def main(argv=None) -> int:
         with open(args.expected, "w") as handle:
             handle.write(summary_json(expected.summary()))
     print(f"wrote {len(lines)} records to {args.output}")
+    return 0
+
+
+def _main_venue(args) -> int:
+    from tests.tooling import synthetic_venues as sv
+
+    faults = [] if args.no_faults else list(sv.faults_for(args.venue))
+    bad = [] if args.no_faults else list(sv.BAD_VENUE_RECORDS)
+    events = max(args.events, (len(faults) + 1) * 30)
+    items, expected = sv.generate_venue(args.venue, events, args.seed, faults, bad)
+    cryptofeed = args.venue_format == "cryptofeed"
+    lines = sv.as_cryptofeed(args.venue, items) if cryptofeed else sv.as_envelopes(args.venue, items)
+    write_lines(args.output, lines)
+    if args.expected:
+        with open(args.expected, "w") as handle:
+            handle.write(summary_json(sv.expected_summary(args.venue, expected, cryptofeed)))
+    print(f"wrote {len(lines)} lines to {args.output}")
     return 0
 
 
