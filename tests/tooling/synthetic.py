@@ -314,7 +314,7 @@ def _bad_record(kind: str, rng, max_record_bytes: int) -> bytes:
     if kind == "invalid_utf8_price":
         return env(dict(good, b=[["1.00", "7.5"]])).replace(b'"7.5"', b'"7.\xc3\x28"', 1)
     if kind == "unknown_exchange":
-        return env(good).replace(b'"exchange":"binance"', b'"exchange":"kraken"', 1)
+        return env(good).replace(b'"exchange":"binance"', b'"exchange":"poloniex"', 1)
     if kind == "unknown_market":
         return env(good, market="options")
     if kind == "symbol_mismatch":
@@ -487,7 +487,7 @@ def _safe_first(line: bytes) -> bool:
 
 def generate_chaos(seed: int, faults_per_symbol: int = 3, max_record_bytes: int = 4096,
                    spacing: int = 30, step_ms: int = 5000, resets: bool = True,
-                   files: int = None) -> ChaosFeed:
+                   files: int = None, venues=()) -> ChaosFeed:
     """A feed with every fault class, spread over plain, gzip and multi-member gzip files, one of
     them cut mid-member, with blank lines; and its expected outcome.
 
@@ -538,6 +538,7 @@ def generate_chaos(seed: int, faults_per_symbol: int = 3, max_record_bytes: int 
         else:
             out.append((f"part{index}.jsonl.gz", gzip_members(part, rng, rng.randint(2, 4))[0]))
     out += _other_format_files(rng, expected, spacing, step_ms)
+    out += _venue_files(venues, seed, expected, spacing, step_ms, out)
     # the truncated file: its own clean symbol, other streams' messages and bad records
     stream = _Stream("spot", "TRUNCUSDT", rng, Expected(), 77_000_000, START_MS, step_ms)
     stream.max_levels = 2
@@ -572,6 +573,39 @@ def generate_chaos(seed: int, faults_per_symbol: int = 3, max_record_bytes: int 
     if any(kinds[line] == "clean" for line in survivors):
         expected.count(TRUNCATED_KEY, "symbols")
     return ChaosFeed(out, expected, plan, truncated)
+
+
+def _venue_files(venues, seed, expected: Expected, spacing: int, step_ms: int, files) -> list:
+    """Each venue's key (synthetic_venues.generate_venue) with 1-3 of its rule's faults and a bad
+    record, its expected outcome merged into `expected`: half the time as envelope lines mixed into
+    `files`' first envelope file (updated in place), else as a cryptofeed capture of its own."""
+    from tests.tooling import synthetic_venues as sv
+
+    rng = random.Random(f"chaos-venues-{seed}")
+    out = []
+    for exchange in venues:
+        faults = [rng.choice(sv.faults_for(exchange)) for _ in range(rng.randint(1, 3))]
+        while faults.count("id_reset") > 1:       # one per key (generate_venue)
+            faults.remove("id_reset")
+        items, part = sv.generate_venue(exchange, (len(faults) + 1) * spacing + rng.randint(1, 30),
+                                        seed, faults, list(sv.BAD_VENUE_RECORDS), spacing, step_ms)
+        extra = sv.EXTRA_RECORDS.get(exchange)
+        if extra:
+            raise ValueError(f"{exchange}'s capture has ignored records: not a chaos venue")
+        envelope = exchange != "bitfinex" and rng.random() < 0.5
+        if envelope:
+            index = next(i for i, (name, _) in enumerate(files) if name.startswith("part"))
+            name, data = files[index]
+            lines = (gzip.decompress(data) if name.endswith(".gz") else data).split(b"\n")
+            lines = [line for line in lines if line] + sv.as_envelopes(exchange, items)
+            body = b"\n".join(lines) + b"\n"
+            files[index] = (name, gzip.compress(body, 1, mtime=0) if name.endswith(".gz") else body)
+        else:
+            out.append((f"{exchange.upper()}.ws.1.0", b"\n".join(sv.as_cryptofeed(exchange, items)) + b"\n"))
+        _merge(expected, part)
+        expected.counts["input_records"] += part.counts["input_records"]
+        expected.dead_letters.update(part.dead_letters)
+    return out
 
 
 def _merge(expected: Expected, part: Expected) -> None:

@@ -48,6 +48,9 @@ VENUE_OF = {venue.exchange: venue for venue in vf.VENUES}
 SIZED = (RANGE, ONE_ID)  # rules that measure a gap's size
 CHECKED = (RANGE, ONE_ID, PREVIOUS)  # rules that see a lost message per key
 RESET_OF = {"bybit": "u_equals_1", "okx": "maintenance"}  # others: "restart" (ids drop, snapshot)
+# Venues whose id reset is revealed by a snapshot (Bybit's u == 1): it resyncs at once, without a
+# recovery request (a reset revealed by a delta asks from the new epoch's first id).
+SNAPSHOT_RESETS = frozenset(e for e, kind in RESET_OF.items() if kind == "u_equals_1")
 GAP_FAULTS = ("small_gap", "medium_gap_resynced", "medium_gap_timeout", "large_gap")
 VENUE_FAULTS = GAP_FAULTS + ("duplicate", "reorder", "id_reset")
 BAD_VENUE_RECORDS = {"bad_price_level": "bad_price_level"}  # fault -> dead-letter reason
@@ -75,6 +78,7 @@ class VenueStream:
         self.time, self.step_ms = start_ms, step_ms
         self.last_id = self.last_time = None
         self.out = []  # (time, is_snapshot, raw)
+        self.max_held = 3  # deltas a resync snapshot may come after (the gap's own excluded)
 
     @property
     def key(self):
@@ -162,7 +166,7 @@ class VenueStream:
         elif fault == "medium_gap_resynced":
             size = self.rng.randint(11, 1000)
             first, t = self.delta(jump=size, clean=not checked)
-            held = self.rng.randint(0, 3)
+            held = self.rng.randint(0, self.max_held)
             for _ in range(held):
                 self.delta(clean=not checked)
             if checked:
@@ -226,7 +230,7 @@ class VenueStream:
             first, t = self.delta(first=low, prev=last_good, clean=False)
         else:
             first, t = self.delta(first=low, clean=False)
-        more = self.rng.randint(0, 3)
+        more = self.rng.randint(0, self.max_held)
         for _ in range(more):
             self.delta(clean=False)
         self._count("superseded", 1 + more)
@@ -244,15 +248,21 @@ def generate_venue(
     spacing: int = 30,
     step_ms: int = 5000,
     first_id: int = vf.FIRST,
+    start_ms: int = START_MS,
+    max_held: int = 3,
 ):
     """-> (items, Expected): one key of `exchange`, `events` deltas, `faults` `spacing` deltas apart
     (with 5 s between messages, 30 span more than --recovery_timeout: 60 s), `bad_records` (names
-    of BAD_VENUE_RECORDS) among them. items: (time ms, is_snapshot, raw) in arrival order."""
+    of BAD_VENUE_RECORDS) among them; a resync snapshot comes after 0..`max_held` deltas held after
+    the gap. items: (time ms, is_snapshot, raw) in arrival order."""
     rng = random.Random(f"{exchange}-{seed}")
     expected = Expected()
-    stream = VenueStream(exchange, rng, expected, first_id, START_MS, step_ms)
+    stream = VenueStream(exchange, rng, expected, first_id, start_ms, step_ms)
+    stream.max_held = max_held
     stream.start()
     todo = list(faults)
+    if todo.count("id_reset") > 1:  # after one the ids are too low to drop by --reset_min_jump_ids
+        raise ValueError("one id_reset per key: the next one could not drop far enough to be one")
     if (len(todo) + 1) * spacing > events:
         raise ValueError(f"not enough events ({events}) for {len(todo)} faults {spacing} apart")
     for n in range(1, events + 1):
@@ -263,7 +273,7 @@ def generate_venue(
     items = list(stream.out)
     venue = stream.venue
     for kind in bad_records:
-        at = START_MS + rng.randint(0, events) * step_ms
+        at = start_ms + rng.randint(0, events) * step_ms
         raw = venue.bad_price(stream.next_id, stream.last_id, at)
         items.insert(rng.randint(1, len(items)), (at, False, raw))
         expected.dead_letters[BAD_VENUE_RECORDS[kind]] += 1
