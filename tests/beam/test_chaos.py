@@ -57,6 +57,7 @@ from beam_pipeline.core.model import DELTA, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPS
 from beam_pipeline.options import default_policy
 from beam_pipeline.core.sequencer import (CLEAN, CORRUPT, DUPLICATE, ERROR, GAP, LATE, POISON,
                                           RECOVERY, SUPERSEDED, StreamSequencer)
+from tests.tooling.synthetic_venues import SNAPSHOT_RESETS
 from tests.tooling.synthetic import (BLANKS, totals, START_MS, TRUNCATED_KEY, _envelope, _safe_first,
                                      generate_chaos, gzip_members, readable_prefix)
 from transforms.aggregate import format_summary
@@ -66,6 +67,10 @@ from transforms.tags import DEAD_LETTER, TALLY
 from transforms.sequence_state import late_letter, poison_letter
 
 CHAOS_SEEDS = int(os.environ.get("CHAOS_SEEDS", "150"))
+# Besides Binance, every seed holds one key of each of these venues with its own faults (previous-
+# link with in-stream snapshots; range-plus-one ranges with REST snapshots; one id with the u == 1
+# reset); the venues without per-key ids number messages by arrival, which a reshuffle changes.
+CHAOS_VENUES = ("okx", "gateio", "bybit", "kucoin", "deribit")
 CHAOS_BEAM_SEEDS = int(os.environ.get("CHAOS_BEAM_SEEDS", "6"))
 MAX_RECORD_BYTES = 4096
 
@@ -299,12 +304,13 @@ def check_against_expected(outcome: Outcome, feed):
         assert requests == sorted([g["last_good_id"] + 1 for g in _of(key, expected.gaps)
                                    if g["gap_class"] == "medium"]
                                   + [g["next_first_id"] for g in _of(key, expected.gaps)
-                                     if g["gap_class"] == "reset"]), key
+                                     if g["gap_class"] == "reset"
+                                     and g["exchange"] not in SNAPSHOT_RESETS]), key
     assert summary == dict(expected.summary(), balanced=True)
 
 
 def check_seed(seed, folder):
-    feed = generate_chaos(seed)
+    feed = generate_chaos(seed, venues=CHAOS_VENUES)
     paths = write_feed(os.path.join(folder, f"seed{seed}"), feed.files)
     outcome = run_reference(paths)
     check_conservation(outcome, paths)

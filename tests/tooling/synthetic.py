@@ -315,7 +315,7 @@ def _bad_record(kind: str, rng, max_record_bytes: int) -> bytes:
     if kind == "invalid_utf8_price":
         return env(dict(good, b=[["1.00", "7.5"]])).replace(b'"7.5"', b'"7.\xc3\x28"', 1)
     if kind == "unknown_exchange":
-        return env(good).replace(b'"exchange":"binance"', b'"exchange":"kraken"', 1)
+        return env(good).replace(b'"exchange":"binance"', b'"exchange":"poloniex"', 1)
     if kind == "unknown_market":
         return env(good, market="options")
     if kind == "symbol_mismatch":
@@ -488,7 +488,7 @@ def _safe_first(line: bytes) -> bool:
 
 def generate_chaos(seed: int, faults_per_symbol: int = 3, max_record_bytes: int = 4096,
                    spacing: int = 30, step_ms: int = 5000, resets: bool = True,
-                   files: int = None) -> ChaosFeed:
+                   files: int = None, venues=()) -> ChaosFeed:
     """A feed with every fault class, spread over plain, gzip and multi-member gzip files, one of
     them cut mid-member, with blank lines; and its expected outcome.
 
@@ -539,6 +539,7 @@ def generate_chaos(seed: int, faults_per_symbol: int = 3, max_record_bytes: int 
         else:
             out.append((f"part{index}.jsonl.gz", gzip_members(part, rng, rng.randint(2, 4))[0]))
     out += _other_format_files(rng, expected, spacing, step_ms)
+    out += _venue_files(venues, seed, expected, spacing, step_ms, out)
     # the truncated file: its own clean symbol, other streams' messages and bad records
     stream = _Stream("spot", "TRUNCUSDT", rng, Expected(), 77_000_000, START_MS, step_ms)
     stream.max_levels = 2
@@ -573,6 +574,39 @@ def generate_chaos(seed: int, faults_per_symbol: int = 3, max_record_bytes: int 
     if any(kinds[line] == "clean" for line in survivors):
         expected.count(TRUNCATED_KEY, "symbols")
     return ChaosFeed(out, expected, plan, truncated)
+
+
+def _venue_files(venues, seed, expected: Expected, spacing: int, step_ms: int, files) -> list:
+    """Each venue's key (synthetic_venues.generate_venue) with 1-3 of its rule's faults and a bad
+    record, its expected outcome merged into `expected`: half the time as envelope lines mixed into
+    `files`' first envelope file (updated in place), else as a cryptofeed capture of its own."""
+    from tests.tooling import synthetic_venues as sv
+
+    rng = random.Random(f"chaos-venues-{seed}")
+    out = []
+    for exchange in venues:
+        faults = [rng.choice(sv.faults_for(exchange)) for _ in range(rng.randint(1, 3))]
+        while faults.count("id_reset") > 1:       # one per key (generate_venue)
+            faults.remove("id_reset")
+        items, part = sv.generate_venue(exchange, (len(faults) + 1) * spacing + rng.randint(1, 30),
+                                        seed, faults, list(sv.BAD_VENUE_RECORDS), spacing, step_ms)
+        extra = sv.EXTRA_RECORDS.get(exchange)
+        if extra:
+            raise ValueError(f"{exchange}'s capture has ignored records: not a chaos venue")
+        envelope = exchange != "bitfinex" and rng.random() < 0.5
+        if envelope:
+            index = next(i for i, (name, _) in enumerate(files) if name.startswith("part"))
+            name, data = files[index]
+            lines = (gzip.decompress(data) if name.endswith(".gz") else data).split(b"\n")
+            lines = [line for line in lines if line] + sv.as_envelopes(exchange, items)
+            body = b"\n".join(lines) + b"\n"
+            files[index] = (name, gzip.compress(body, 1, mtime=0) if name.endswith(".gz") else body)
+        else:
+            out.append((f"{exchange.upper()}.ws.1.0", b"\n".join(sv.as_cryptofeed(exchange, items)) + b"\n"))
+        _merge(expected, part)
+        expected.counts["input_records"] += part.counts["input_records"]
+        expected.dead_letters.update(part.dead_letters)
+    return out
 
 
 def _merge(expected: Expected, part: Expected) -> None:
@@ -706,11 +740,19 @@ def main(argv=None) -> int:
                              "the per-file table depends on the file names); exit 1 if they differ.")
     parser.add_argument("--no_faults", action="store_true", help="A clean feed (benchmarks).")
     parser.add_argument("--expected", default=None, help="Also write the expected summary here.")
+    parser.add_argument("--venue", default=None,
+                        help="Instead of Binance: one key of this exchange (okx, bybit, gateio, ...) "
+                             "in its own wire format, with every fault its rule defines "
+                             "(tests/tooling/synthetic_venues.py).")
+    parser.add_argument("--venue_format", choices=("envelope", "cryptofeed"), default="envelope",
+                        help="With --venue: envelope lines or a cryptofeed raw capture.")
     args = parser.parse_args(argv)
     if args.check:
         return check_summary(args.expected, args.check)
     if not args.output:
         parser.error("--output is required")
+    if args.venue:
+        return _main_venue(args)
     faults = [] if args.no_faults else demo_faults()
     bad = [] if args.no_faults else list(DEMO_BAD_RECORDS)
     lines, expected = generate(args.events, args.seed, faults, bad, ignored=0 if args.no_faults else 25)
@@ -719,6 +761,23 @@ def main(argv=None) -> int:
         with open(args.expected, "w") as handle:
             handle.write(summary_json(expected.summary()))
     print(f"wrote {len(lines)} records to {args.output}")
+    return 0
+
+
+def _main_venue(args) -> int:
+    from tests.tooling import synthetic_venues as sv
+
+    faults = [] if args.no_faults else list(sv.faults_for(args.venue))
+    bad = [] if args.no_faults else list(sv.BAD_VENUE_RECORDS)
+    events = max(args.events, (len(faults) + 1) * 30)
+    items, expected = sv.generate_venue(args.venue, events, args.seed, faults, bad)
+    cryptofeed = args.venue_format == "cryptofeed"
+    lines = sv.as_cryptofeed(args.venue, items) if cryptofeed else sv.as_envelopes(args.venue, items)
+    write_lines(args.output, lines)
+    if args.expected:
+        with open(args.expected, "w") as handle:
+            handle.write(summary_json(sv.expected_summary(args.venue, expected, cryptofeed)))
+    print(f"wrote {len(lines)} lines to {args.output}")
     return 0
 
 

@@ -101,10 +101,12 @@ class GateIo(Venue):
     def snapshot(self, n, at):
         return js({"id": n, "current": at, "update": at, "asks": [["101", "1"]], "bids": [["99.5", "2"]]})
 
-    def delta(self, n, prev, at):
+    def delta(self, n, prev, at, last=None):
+        """`last`: the update's last id (a range n..last; default n)."""
         return js({"time": at // 1000, "channel": "spot.order_book_update", "event": "update",
                    "result": {"t": at, "e": "depthUpdate", "E": at // 1000, "s": self.symbol,
-                              "U": n, "u": n, "b": [], "a": [["100.5", "1"]]}})
+                              "U": n, "u": n if last is None else last, "b": [],
+                              "a": [["100.5", "1"]]}})
 
 
 class KuCoin(Venue):
@@ -114,10 +116,12 @@ class KuCoin(Venue):
         return js({"code": "200000", "data": {"time": at, "sequence": str(n),
                                               "bids": [["99.5", "2"]], "asks": [["101", "1"]]}})
 
-    def delta(self, n, prev, at):
+    def delta(self, n, prev, at, last=None):
+        """`last`: the update's last id (a range n..last; default n)."""
         return js({"type": "message", "topic": f"/market/level2:{self.symbol}",
                    "subject": "trade.l2update",
-                   "data": {"sequenceStart": n, "sequenceEnd": n, "symbol": self.symbol,
+                   "data": {"sequenceStart": n, "sequenceEnd": n if last is None else last,
+                            "symbol": self.symbol,
                             "changes": {"asks": [["100.5", "1", str(n)]], "bids": [["0", "0", str(n)]]}}})
 
 

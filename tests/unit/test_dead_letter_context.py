@@ -25,7 +25,7 @@ RECV = START_MS   # the bad records' envelopes are received at START_MS, their p
     ("missing_field", "missing_field", SPOT, 5, None),      # no u
     ("symbol_mismatch", "symbol_mismatch", SPOT, 5, 6),     # filed under the envelope's symbol
     ("unknown_market", "unknown_market", "binance:options:BTCUSDT", 5, 6),
-    ("unknown_exchange", "unsupported_exchange", "kraken:spot:BTCUSDT", None, None),
+    ("unknown_exchange", "unsupported_exchange", "poloniex:spot:BTCUSDT", None, None),
     ("mistyped_time", "mistyped_field", SPOT, 5, 6),        # E is a string: the receive time dates it
 ])
 def test_a_rejected_record_keeps_its_symbol_ids_and_time(kind, reason, symbol, first_id, last_id):

@@ -20,9 +20,11 @@ FORMATTED = [
     "beam_pipeline/__main__.py",
     "runners/dataflow.py",
     "scripts/gen_docs.py",
+    "tests/beam/test_venue_synthetic.py",
     "tests/integration/test_package_install.py",
     "tests/unit/test_lint.py",
     "tests/unit/test_packaging.py",
+    "tests/tooling/synthetic_venues.py",
 ]
 
 
