@@ -31,6 +31,7 @@ from transforms.aggregate import bad_record_rate
 from runners import direct
 from runners.flags import flag_value, runner_kind
 from transforms.cursors import cursor_folder, take_cursors
+from transforms.read_kafka import mark_partitions
 from transforms.sinks import OUTPUT_FOLDERS, write_empty_outputs
 from transforms.tags import UNDELIVERED
 from runners.profiles import apply_profile
@@ -515,6 +516,9 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
     # A restarted Pub/Sub job resumes every key where its last stop left it (files are read anew).
     resume = take_cursors(cursor_folder(ops.output)) if ops.input_subscription and job \
         and job.get("restarts") else None
+    if ops.kafka_bootstrap_servers and not _is_dry_run(options):
+        # every partition's watermark can move once the job has read a record of it
+        mark_partitions(ops.kafka_bootstrap_servers, ops.kafka_topic)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options, resume)
     line = progress.ProgressLine(enabled=_workers_run_here(options) and not ops.verbose)

@@ -11,6 +11,16 @@ Event time is the record's CreateTime (our publisher sets it to the publish time
 publish time is used); KafkaIO's watermark follows it per partition. Offsets are committed to the
 consumer group only when a Flink checkpoint completes (commit_offset_in_finalize, no auto-commit):
 after a restore the job reads again from the checkpoint's offsets.
+
+A partition this job has read no record from holds the whole job's watermark at the start of time:
+KafkaIO's CreateTime policy (TimestampPolicyFactory.withCreateTime, the only CreateTime policy
+Beam Python can ask for) advances an idle partition's watermark only once it has read a record of
+it. With the watermark there, every event-time wait (the sequencer's reorder wait) never ends and
+nothing reaches clean/, gaps/ or corrupt_periods/ (seen on a 2-partition topic whose feed was all
+in one partition). So before a job starts, mark_partitions writes one watermark marker (an empty
+record with the header feedcheck_control=watermark, CreateTime now) to every partition of the
+topic; the job reads it, which lets that partition's watermark follow the clock while it is idle,
+and drops it before parsing (not an input record: not counted anywhere).
 """
 from __future__ import annotations
 
@@ -24,6 +34,34 @@ from transforms.read import ParseMessages
 from transforms.tags import DEAD_LETTER, INPUT_LAG, TALLY
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: The header of a watermark marker (mark_partitions): such records are not input.
+CONTROL_HEADER = "feedcheck_control"
+WATERMARK_MARKER = b"watermark"
+
+
+def mark_partitions(bootstrap_servers: str, topic: str, timeout_s: float = 60.0) -> int:
+    """Writes one watermark marker to every partition of `topic` (see the module docstring);
+    returns how many. The topic is created (broker defaults) if it does not exist yet."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks="all",
+                             max_block_ms=int(timeout_s * 1000))
+    try:
+        partitions = sorted(producer.partitions_for(topic))
+        now_ms = int(datetime.datetime.now(datetime.timezone.utc).timestamp() * 1000)
+        for partition in partitions:
+            producer.send(topic, value=b"", partition=partition, timestamp_ms=now_ms,
+                          headers=[(CONTROL_HEADER, WATERMARK_MARKER)])
+        producer.flush(timeout=timeout_s)
+    finally:
+        producer.close()
+    return len(partitions)
+
+
+def is_marker(record) -> bool:
+    """True for a watermark marker (mark_partitions): dropped before parsing."""
+    return any(header.key == CONTROL_HEADER and header.value is not None
+               and bytes(header.value) == WATERMARK_MARKER for header in record.headers or ())
 
 
 def consumer_config(bootstrap_servers: str, group_id: str) -> dict:
@@ -73,6 +111,7 @@ class ReadFeedKafka(beam.PTransform):
                     with_metadata=True, commit_offset_in_finalize=True,
                     timestamp_policy=ReadFromKafka.create_time_policy,
                     expansion_service=self.expansion_service)
+                | "NoMarkers" >> beam.Filter(lambda record: not is_marker(record))
                 | "AsMessages" >> beam.Map(kafka_message)
                 | "Parse" >> beam.ParDo(ParseMessages(self.max_record_bytes,
                                                       self.max_message_bytes, scheme="kafka"))

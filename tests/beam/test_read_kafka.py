@@ -13,7 +13,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_pipeline.cli import main
 from runners import flink
 from transforms.read import ParseMessages
-from transforms.read_kafka import consumer_config, kafka_message
+from transforms.read_kafka import (CONTROL_HEADER, WATERMARK_MARKER, consumer_config, is_marker,
+                                   kafka_message)
 from transforms.tags import DEAD_LETTER, INPUT_LAG, TALLY
 
 LINES = b'{"a":1}\n{"a":2}\n'
@@ -37,6 +38,13 @@ def test_a_record_becomes_a_message_with_its_headers_id_and_create_time():
 def test_gzip_by_header_or_by_magic_bytes(headers):
     message = kafka_message(record(gzip.compress(LINES), headers))
     assert message.attributes["content_encoding"] == "gzip"
+
+
+def test_only_a_watermark_marker_is_taken_for_one():
+    assert is_marker(record(b"", [(CONTROL_HEADER, WATERMARK_MARKER)]))
+    assert not is_marker(record(LINES, [("format", b"envelope")]))
+    assert not is_marker(record(LINES, [(CONTROL_HEADER, b"other")]))
+    assert not is_marker(record(LINES, [(CONTROL_HEADER, None)]))
 
 
 def test_plain_data_is_not_taken_for_gzip():

@@ -3,12 +3,11 @@ Flink's stop-with-savepoint (no drain) writes a savepoint with every key's state
 command exits 0 and prints where it went and the command that resumes from it.
 
 The job watches a folder holding the first half of the feed (test_flink_recovery.py's feed and
-helpers).
-
-Not shown here, because it does not work yet: a job resumed with that command restores from the
-savepoint (Flink logs "Restoring job ... from Savepoint"), but it does not pick up files dropped
-after the resume (its PeriodicImpulse ticks do not fire after a restore; seen 2026-12-07, Flink
-1.19, Beam Java 2.70 / Python 2.75), and one stop of a resumed job did not finish in 120 s."""
+helpers). The printed command resumes it from the savepoint (Flink's REST API: restored from a
+savepoint); the second half of the feed, dropped while the resumed job runs, is read (its watch
+ticks after the restore), the rows that waited for a flush at the savepoint are written by the
+resumed job, and after readback's dedup every output equals a DirectRunner batch run of the same
+files; the resumed job stops with SIGTERM as the first did."""
 from __future__ import annotations
 
 import os
@@ -21,9 +20,11 @@ import time
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.test_flink_cluster import cluster, wait_until_idle  # noqa: F401  (fixture)
-from tests.integration.test_flink_recovery import (CHECKPOINT_MS, RECOVERY_TIMEOUT,  # noqa: F401
-                                                   _sequenced, drop, feed)
+from beam_pipeline.cli import main as cli_main
+from tests.integration.test_flink_cluster import _rest, cluster, wait_until_idle  # noqa: F401
+from tests.integration.test_flink_recovery import (CHECKPOINT_MS, FOLDERS,  # noqa: F401  (feed)
+                                                   RECOVERY_TIMEOUT, _drained, _sequenced,
+                                                   _summary, drop, feed, rows_of)
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 
@@ -61,7 +62,6 @@ def test_sigterm_takes_a_savepoint_and_prints_the_command_that_resumes(cluster, 
     first = len(chunks) // 2
     for index in range(first):
         drop(folder, index, chunks[index], staging)
-    # (the files of the second half are never dropped: see the module docstring)
     log = str(tmp_path / "job.log")
     wait_until_idle()
     env = dict(os.environ, PYTHONPATH=REPO)
@@ -79,5 +79,35 @@ def test_sigterm_takes_a_savepoint_and_prints_the_command_that_resumes(cluster, 
     savepoint = resume[resume.index("--savepoint_path") + 1]
     assert os.path.exists(savepoint.split(":", 1)[1]), savepoint
     assert "--job_id" in resume and "--overwrite" not in resume
+
+    # Resume; drop the second half once the resumed job runs on the cluster.
+    wait_until_idle()
+    log2 = str(tmp_path / "resumed.log")
+    resumed = subprocess.Popen(resume, cwd=REPO, env=env, stdout=open(log2, "w"),
+                               stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: _running_job() is not None, 240, "the resumed job to run", log2)
+        restored = _rest(f"/jobs/{_running_job()}/checkpoints")["latest"]["restored"]
+        assert restored and restored["is_savepoint"], restored
+        for index in range(first, len(chunks)):
+            drop(folder, index, chunks[index], staging)
+        _, expected_summary = feed
+        _wait(lambda: _drained(out, expected_summary), 240, "the whole feed on disk", log2)
+    except BaseException:
+        resumed.kill()
+        raise
+    _stop(resumed, log2)
+
+    reference = tmp_path / "reference"
+    assert cli_main(["--input", f"{folder}/chunk-*", "--output", str(reference),
+                     f"--recovery_timeout={RECOVERY_TIMEOUT}"]) == 0
+    assert _summary(out) == _summary(reference)
+    for name in FOLDERS:
+        assert rows_of(out, name, dedupe=True) == rows_of(reference, name, dedupe=True), name
+
+
+def _running_job():
+    jobs = [j["jid"] for j in _rest("/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
+    return jobs[0] if jobs else None
 
 
