@@ -8,7 +8,7 @@ import threading
 from beam_pipeline import early_signals
 
 if early_signals.is_streaming(sys.argv[1:]):
-    early_signals.hold()          # before Beam's imports: a stop signal then is kept, not fatal
+    early_signals.hold()  # before Beam's imports: a stop signal then is kept, not fatal
 
 from beam_pipeline.cli import is_teardown_log, main, teardown_excepthook  # noqa: E402
 

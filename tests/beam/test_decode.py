@@ -83,8 +83,9 @@ def test_file_batches_events_dead_letters_and_tallies():
         # counted per file: the summary's per-file table
         assert_that(decoded.tally, equal_to([
             (("input_records", "/data/feed.jsonl"), 3 + len(BAD_RECORDS)),
-            (("ignored", "/data/feed.jsonl"), 1),
-            (("input_records", "/data/raw.jsonl"), 3), (("ignored", "/data/raw.jsonl"), 1)]),
+            (("ignored", "/data/feed.jsonl"), 1), (("ignored.other_stream", "/data/feed.jsonl"), 1),
+            (("input_records", "/data/raw.jsonl"), 3), (("ignored", "/data/raw.jsonl"), 1),
+            (("ignored.other_stream", "/data/raw.jsonl"), 1)]),
             label="Tallies")
 
 
@@ -169,7 +170,8 @@ def test_pubsub_messages():
             ("processing_error", "decode", usdm, f"{sub}/m7", INGEST),
         ]), label="DeadLetters")
         assert_that(decoded.tally | beam.CombinePerKey(sum),
-                    equal_to([("input_records", 7), ("ignored", 1)]), label="Tallies")
+                    equal_to([("input_records", 7), ("ignored", 1),
+                             ("ignored.other_stream", 1)]), label="Tallies")
 
 
 def test_cryptofeed_capture_batches():
@@ -198,4 +200,5 @@ def test_cryptofeed_capture_batches():
                     label="DeadLetters")
         assert_that(decoded.tally, equal_to([(("input_records", "BINANCE_FUTURES.ws.1.0"), 1535),
                                              (("ignored", "BINANCE_FUTURES.ws.1.0"), 771),
+                                             (("ignored.other_stream", "BINANCE_FUTURES.ws.1.0"), 771),
                                              (("input_records", "x.ws"), 2)]), label="Tallies")

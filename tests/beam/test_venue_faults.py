@@ -56,4 +56,5 @@ def test_each_venue_reports_its_faults(run, venue):
     key = (venue.exchange, venue.market, venue.symbol)
     assert gaps == ([(*key, ids[DROPPED - 1], ids[DROPPED + 1])] if venue.checked else [])
     dead = [d for d in out.dead_letters() if d["source"].rsplit(":", 1)[0].endswith(f"{venue.exchange}.ws.1.0")]
-    assert [(d["reason"], d["symbol"]) for d in dead] == [("bad_price_level", ":".join(key))]
+    assert [(d["reason"], d["exchange"], d["market"], d["symbol"]) for d in dead] == \
+        [("bad_price_level", *key)]
