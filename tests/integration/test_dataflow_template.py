@@ -39,10 +39,14 @@ STREAMING = ["--streaming", "--input_subscription", "projects/feedcheck-dry/subs
              "--output", "gs://feedcheck-dry/out"]
 
 
+# Kafka is read on Flink only (cli.validate rejects it on Dataflow): not template parameters.
+FLINK_ONLY = {"kafka_bootstrap_servers", "kafka_topic", "kafka_group_id", "kafka_expansion_service"}
+
+
 def feedcheck_actions() -> dict[str, argparse.Action]:
     parser = argparse.ArgumentParser()
     FeedCheckOptions._add_argparse_args(parser)
-    return {a.dest: a for a in parser._actions if a.dest != "help"}
+    return {a.dest: a for a in parser._actions if a.dest != "help" and a.dest not in FLINK_ONLY}
 
 
 def run(cmd: list[str], timeout: float = 120, **env) -> subprocess.CompletedProcess:
