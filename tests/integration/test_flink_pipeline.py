@@ -103,9 +103,9 @@ def snapshot(folder, dedupe: bool = False) -> dict:
     }
 
 
-# Not compared between runs: which dead letter is a file's example depends on arrival order, and a
-# streaming summary says what is in flight.
-ORDER_DEPENDENT = ("file_dead_letters", "in_flight", "in_flight_records", "note")
+# Not compared between runs: which dead letter is a file's example depends on arrival order, a
+# streaming summary says what is in flight, and the settings name each run's own runner.
+ORDER_DEPENDENT = ("file_dead_letters", "in_flight", "in_flight_records", "note", "settings")
 
 
 def _comparable(summary: dict) -> dict:
