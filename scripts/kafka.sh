@@ -121,6 +121,7 @@ cmd_start() {
         done
         command -v java >/dev/null 2>&1 || die "java not found"
         fetch_jars
+        exec 8>&-     # the fetch lock: a broker that inherited it would block every other start
         rm -rf "$DATA_DIR"
         mkdir -p "$STATE_DIR" "$DATA_DIR"
         write_config
