@@ -163,6 +163,11 @@ def test_feedcheck_matches_python_m_beam_pipeline(venv, captures, tmp_path):
         json.loads((tmp_path / name / "summary.json").read_text())
         for name in ("installed", "checkout")
     ]
+    # the same settings but each run's own --output folder
+    settings = [summary.pop("settings") for summary in summaries]
+    for run_settings in settings:
+        run_settings["options"].pop("output")
+    assert settings[0] == settings[1]
     assert summaries[0] == summaries[1]
     assert summaries[0]["balanced"] is True and summaries[0]["input_records"] > 0
     assert compare(str(tmp_path / "installed"), str(tmp_path / "checkout")) == []
