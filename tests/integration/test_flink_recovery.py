@@ -152,13 +152,18 @@ class FailOnce(beam.DoFn):
 def sequence_with_fault(fault: FailOnce):
     """SequenceFeeds with `fault` on its clean output; stands in for it in build_pipeline."""
 
+    class Outputs(SimpleNamespace):
+        def __getitem__(self, tag):          # as Beam's DoOutputsTuple: out.status or out["status"]
+            return getattr(self, tag)
+
     class SequenceThenFault(SequenceFeeds):
         def expand(self, events):
             out = super().expand(events)
-            return SimpleNamespace(
+            return Outputs(
                 clean=out.clean | "FailOnce" >> beam.ParDo(fault), gaps=out.gaps,
                 corrupt_periods=out.corrupt_periods, recovery_requests=out.recovery_requests,
-                errors=out.errors, dead_letter=out.dead_letter, tally=out.tally)
+                errors=out.errors, dead_letter=out.dead_letter, tally=out.tally,
+                status=out["status"], books=out["books"])
 
     return SequenceThenFault
 
