@@ -8,7 +8,8 @@ cut into files (names, part numbers, shards, partitions) does not matter.
 
 Ignored, because they differ from run to run by design:
   * the work folder (_work/, or any folder whose name starts with "_");
-  * dead letters' ingest_time (when the pipeline saw the record);
+  * dead letters' ingest_time (when the pipeline saw the record), status rows' as_of, and
+    summary.json's settings (each run's own --output and runner);
   * the windows of dead_letter:* error counts and alerts: those errors are stamped with their
     ingest time, so their window is the wall-clock minute of the run. Their counts are compared
     summed per (error_type, symbol), so a run that straddles a minute compares equal.
@@ -80,6 +81,9 @@ def normalize(folder: str, rows: list) -> list:
     if folder == "dead_letter":
         for row in rows:
             row.pop("ingest_time", None)
+    elif folder == "status":
+        for row in rows:
+            row.pop("as_of", None)           # when the run took it: wall time
     elif folder == "error_counts":
         summed, kept = Counter(), []
         for row in rows:
@@ -150,6 +154,8 @@ def compare(run_a: str, run_b: str, show: int = 5) -> list:
         if name.endswith(".json"):
             with open(a[name]) as ha, open(b[name]) as hb:
                 doc_a, doc_b = json.load(ha), json.load(hb)
+            for doc in (doc_a, doc_b):          # each run's own settings (its --output, runner)
+                doc.pop("settings", None)
             if doc_a != doc_b:
                 problems.append(f"{name}: differs\n  A: {_key(doc_a)}\n  B: {_key(doc_b)}")
             continue
