@@ -126,7 +126,14 @@ cmd_start() {
         mkdir -p "$STATE_DIR" "$DATA_DIR"
         write_config
         local cluster_id
-        cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')
+        # A cluster id that starts with "-" is read as an option by the storage tool (1 in 32 ids
+        # failed so); Kafka's own Uuid.randomUuid() draws again in that case, and so do we.
+        cluster_id=$(python3 -c 'import base64, uuid
+while True:
+    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    if not cid.startswith("-"):
+        print(cid)
+        break')
         java -cp "$LIB_DIR/*" kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" \
             >"$LOG_FILE" 2>&1 || { tail -n 20 "$LOG_FILE" >&2; die "formatting the storage failed"; }
         log "starting kafka $KAFKA_VERSION on $HOST:$PORT (log: $LOG_FILE)"
