@@ -33,7 +33,7 @@ demo: setup
 # The whole suite (unit, beam, integration: the Pub/Sub emulator, Kafka, Flink, gcloud). CI runs this.
 test: setup flink-job-server kafka
 	bash scripts/ensure_chromium.sh >/dev/null
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=30 tests
 
 # Unit and Beam tests only: no Flink jar, no emulator.
 test-fast: setup
