@@ -1,7 +1,8 @@
 """Exchange adapters: one module per exchange family turns its messages into the normalized Event.
 
 The registry is built from the modules of this package: every module (but `base` and private ones)
-is an adapter satisfying base.ExchangeAdapter, and serves the exchange names in its EXCHANGES.
+is an adapter satisfying base.ExchangeAdapter once base.complete has given it the defaults it does
+not define itself, and serves the exchange names in its EXCHANGES.
 Adding an exchange is one new module here and its tests; nothing else lists them.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 from types import ModuleType
 from typing import Optional
 
-from beam_pipeline.core.adapters.base import ExchangeAdapter
+from beam_pipeline.core.adapters.base import ExchangeAdapter, complete
 from beam_pipeline.core.contracts import plugin_modules
 from beam_pipeline.core.reasons import Reason, Rejected
 
@@ -20,7 +21,7 @@ __all__ = ["ExchangeAdapter", "Rejected", "adapter_for", "adapters", "exchange_n
 
 def _discover() -> dict[str, ModuleType]:
     by_exchange: dict[str, ModuleType] = {}
-    for module in plugin_modules(sys.modules[__name__], ExchangeAdapter):
+    for module in plugin_modules(sys.modules[__name__], ExchangeAdapter, complete):
         for exchange in module.EXCHANGES:
             if exchange in by_exchange:
                 raise TypeError(f"exchange {exchange!r} is claimed by {by_exchange[exchange].__name__}"

@@ -33,6 +33,8 @@ from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "bitfinex"
 EXCHANGES = (NAME,)
+DOMAINS = ("bitfinex.com",)
+SNAPSHOT_PATHS = ("/book/",)
 RULES = {"spot": CONNECTION_SEQUENCE, "derivatives": CONNECTION_SEQUENCE,
          "funding": CONNECTION_SEQUENCE}
 CHECKSUM = "checksum"
@@ -119,26 +121,6 @@ def _level(row, raw_book: bool, bids: list, asks: list) -> None:
         price, deleted = c.decimal_text(row[0], "price"), row[1] == 0
     size = "0" if deleted else amount.lstrip("-")
     (asks if amount.startswith("-") else bids).append((price, size))
-
-
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
-def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
-                    source: str, exchange: Optional[str] = None) -> Event:
-    return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source, exchange)
-
-
-def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
-    if c.on_domain(c.host_of(url), "bitfinex.com"):
-        return NAME, None
-    return None
-
-
-def is_depth_snapshot_url(url: str) -> bool:
-    return "/book/" in url
 
 
 def symbol_from_url(url: str) -> Optional[str]:

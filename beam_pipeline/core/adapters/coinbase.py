@@ -24,6 +24,9 @@ from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "coinbase"
 EXCHANGES = (NAME,)
+DOMAINS = ("coinbase.com", "gdax.com")
+URL_MARKET = "spot"
+SNAPSHOT_PATHS = ("/book",)
 RULES = {"spot": NO_IDS}
 _SIDES = {"buy": 0, "bid": 0, "sell": 1, "ask": 1, "offer": 1}
 
@@ -117,26 +120,6 @@ def _advanced(msg, recv_time, source, exchange):
                      CONNECTION_SEQUENCE, source)
     except Rejected as rejected:
         raise rejected.known(symbol=c.stream_of(exchange, "spot", product), event_time=recv_time) from None
-
-
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
-def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
-                    source: str, exchange: Optional[str] = None) -> Event:
-    return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source, exchange)
-
-
-def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
-    if c.on_domain(c.host_of(url), "coinbase.com", "gdax.com"):
-        return NAME, "spot"
-    return None
-
-
-def is_depth_snapshot_url(url: str) -> bool:
-    return "/book" in url
 
 
 def symbol_from_url(url: str) -> Optional[str]:
