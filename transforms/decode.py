@@ -121,6 +121,8 @@ class DecodeBatch(beam.DoFn):
             else:
                 unverified += event.rule in UNVERIFIED_RULES
                 events.append(event)
+        if batch.markers:                   # connection breaks: no input records of their own
+            events.extend(batch.markers)
         self.progress.add(len(batch.records))
         progress.add(progress.READ, len(batch.records))
         yield beam.pvalue.TaggedOutput(TALLY, (tallies.key(tallies.INPUT_RECORDS, file),

@@ -330,3 +330,40 @@ def as_envelopes(exchange: str, items) -> list:
         )
         out.append(head[:-1].encode() + b',"payload":' + raw + b"}")
     return out
+
+
+BITFINEX_BOOKS = {7: "tBTCUSD", 8: "tETHUSD"}  # channel id -> symbol: one connection, two books
+
+
+def bitfinex_connection(messages: int = 60, drop=(), start_ms: int = START_MS, step_ms: int = 250,
+                        heartbeat_every: int = 7):
+    """One Bitfinex connection (SEQ_ALL) carrying two books, as the lines of a cryptofeed capture:
+    the connect line, the `subscribed` replies, then `messages` numbered frames 1.. across both
+    books and heartbeats (a snapshot of each book first, then deltas taking turns, a heartbeat every
+    `heartbeat_every`-th number); the numbers in `drop` are left out (lost messages).
+    -> (lines, frames): frames as (number, symbol or None for a heartbeat, time ms, is_snapshot),
+    those written only."""
+    lines = [f"wss://api.bitfinex.com/ws/2 <-> {start_ms / 1000 - 1:.3f}".encode()]
+    for chan_id, symbol in BITFINEX_BOOKS.items():
+        lines.append(f"{start_ms / 1000 - 0.5:.3f}: ".encode() + vf.js(
+            {"event": "subscribed", "channel": "book", "chanId": chan_id, "symbol": symbol,
+             "prec": "P0"}))
+    frames, turn = [], 0
+    chans = list(BITFINEX_BOOKS)
+    for number in range(1, messages + 1):
+        at = start_ms + number * step_ms
+        if number <= len(chans):
+            chan, snapshot = chans[number - 1], True
+            raw = [chan, [[99.5, 1, 2.0], [101, 1, -1.0]], number]
+        elif number % heartbeat_every == 0:
+            chan, snapshot = None, False
+            raw = [chans[0], "hb", number]
+        else:
+            chan, snapshot = chans[turn % len(chans)], False
+            turn += 1
+            raw = [chan, [f"{100 + number % 5}.5", 1, -1.0], number]
+        if number in drop:
+            continue
+        frames.append((number, BITFINEX_BOOKS.get(chan), at, snapshot))
+        lines.append(f"{at / 1000:.3f}: ".encode() + vf.js(raw))
+    return lines, frames

@@ -11,12 +11,12 @@ import sys
 from types import ModuleType
 from typing import Optional
 
-from beam_pipeline.core.adapters.base import ExchangeAdapter, complete
+from beam_pipeline.core.adapters.base import ExchangeAdapter, complete, numbers_no_connection
 from beam_pipeline.core.contracts import plugin_modules
 from beam_pipeline.core.reasons import Reason, Rejected
 
-__all__ = ["ExchangeAdapter", "Rejected", "adapter_for", "adapters", "exchange_names",
-           "stream_of_url"]
+__all__ = ["ExchangeAdapter", "Rejected", "adapter_for", "adapters", "connection_numbering",
+           "exchange_names", "stream_of_url"]
 
 
 def _discover() -> dict[str, ModuleType]:
@@ -48,6 +48,15 @@ def adapter_for(exchange: str):
     except (KeyError, TypeError):
         raise Rejected(Reason.UNSUPPORTED_EXCHANGE, f"no adapter for exchange {exchange!r} "
                        f"(known: {exchange_names()})") from None
+
+
+def connection_numbering(exchange: Optional[str]):
+    """The adapter's connection_number where `exchange` numbers the messages of a connection,
+    else None (nothing to check: most venues)."""
+    module = _BY_EXCHANGE.get(exchange) if isinstance(exchange, str) else None
+    if module is None or module.connection_number is numbers_no_connection:
+        return None
+    return module.connection_number
 
 
 def stream_of_url(url: str) -> Optional[tuple[ModuleType, str, str]]:

@@ -95,7 +95,7 @@ def complete(module: ModuleType) -> None:
     """Give `module` the contract functions it does not define, from what it declares (see the
     module docstring)."""
     decode_message = getattr(module, "decode_message", None)
-    defaults: dict = {"connection_number": _no_connection_number}
+    defaults: dict = {"connection_number": numbers_no_connection}
     if decode_message is not None:
         defaults["decode_delta"] = _enveloped_delta(decode_message)
         defaults["decode_snapshot"] = _enveloped_snapshot(decode_message)
@@ -146,5 +146,6 @@ def _query_value_of(name: str):
     return symbol_from_url
 
 
-def _no_connection_number(raw: bytes, channels=None) -> None:
+def numbers_no_connection(raw: bytes, channels=None) -> None:
+    """connection_number of a venue that numbers no connection."""
     return None

@@ -14,11 +14,12 @@ Levels: `[price, count, amount]` (R0: `[orderId, price, amount]`); amount > 0 bi
 magnitude is kept); count 0 (R0: price 0) deletes the level: size 0. A snapshot is an array of
 levels and anchors a segment.
 
-Rule: with the SEQ_ALL flag (65536) every message of the connection ends in a sequence number,
-across all channels and heartbeats: `+1` per connection, not per symbol. The rule is
-connection_sequence: the number orders and deduplicates a book's messages; a book's numbers are
-not contiguous, so its continuity is not checked per symbol (unverified; see the README's venues
-table). Without the flag: rule none (arrival ordinals).
+Rule: with the SEQ_ALL flag (65536) every message of the connection carries a sequence number
+after its payload, across all channels and heartbeats: `+1` per connection, not per symbol. The
+rule is connection_sequence: the number orders and deduplicates a book's messages; a book's
+numbers are not contiguous, so its continuity is checked per connection instead
+(`connection_number`, core/connections.py): a skipped number is a gap of every book the
+connection carried. Without the flag: rule none (arrival ordinals).
 """
 from __future__ import annotations
 
@@ -90,6 +91,25 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
                      event_time, recv_time, encode_levels(bids), encode_levels(asks), rule, source)
     except Rejected as rejected:
         raise rejected.known(symbol=c.stream_of(exchange, mkt, symbol), event_time=recv_time) from None
+
+
+def connection_number(raw: bytes, channels=None):
+    """(the frame's SEQ_ALL number, (market, symbol) of its book or None), or None for a frame
+    without one (an event object, a connection without the flag, a frame that is not JSON). The
+    number follows the payload: `[chanId, payload, seq(, ts)]`, `[chanId, "hb", seq(, ts)]`,
+    `[chanId, "cs", crc, seq(, ts)]`, `[chanId, "te", trade, seq(, ts)]`."""
+    try:
+        msg = c.loads(raw)
+    except Rejected:
+        return None
+    if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[0], int):
+        return None
+    at = 3 if isinstance(msg[1], str) and msg[1] != "hb" else 2
+    number = msg[at] if len(msg) > at else None
+    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+        return None
+    channel, symbol = ((channels or {}).get(msg[0], "").split("|") + [""])[:2]
+    return number, ((market_of(symbol), symbol) if channel == "book" and symbol else None)
 
 
 def _checksum(msg, exchange, mkt, symbol, prec, recv_time, source):
