@@ -349,8 +349,13 @@ def as_envelopes(exchange: str, items) -> list:
 BITFINEX_BOOKS = {7: "tBTCUSD", 8: "tETHUSD"}  # channel id -> symbol: one connection, two books
 
 
-def bitfinex_connection(messages: int = 60, drop=(), start_ms: int = START_MS, step_ms: int = 250,
-                        heartbeat_every: int = 7):
+def bitfinex_connection(
+    messages: int = 60,
+    drop=(),
+    start_ms: int = START_MS,
+    step_ms: int = 250,
+    heartbeat_every: int = 7,
+):
     """One Bitfinex connection (SEQ_ALL) carrying two books, as the lines of a cryptofeed capture:
     the connect line, the `subscribed` replies, then `messages` numbered frames 1.. across both
     books and heartbeats (a snapshot of each book first, then deltas taking turns, a heartbeat every
@@ -359,9 +364,18 @@ def bitfinex_connection(messages: int = 60, drop=(), start_ms: int = START_MS, s
     those written only."""
     lines = [f"wss://api.bitfinex.com/ws/2 <-> {start_ms / 1000 - 1:.3f}".encode()]
     for chan_id, symbol in BITFINEX_BOOKS.items():
-        lines.append(f"{start_ms / 1000 - 0.5:.3f}: ".encode() + vf.js(
-            {"event": "subscribed", "channel": "book", "chanId": chan_id, "symbol": symbol,
-             "prec": "P0"}))
+        lines.append(
+            f"{start_ms / 1000 - 0.5:.3f}: ".encode()
+            + vf.js(
+                {
+                    "event": "subscribed",
+                    "channel": "book",
+                    "chanId": chan_id,
+                    "symbol": symbol,
+                    "prec": "P0",
+                }
+            )
+        )
     frames, turn = [], 0
     chans = list(BITFINEX_BOOKS)
     for number in range(1, messages + 1):

@@ -22,7 +22,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Mapping, Optional, Protocol, Union, runtime_checkable
 
-from beam_pipeline.core.adapters import _common as c
+from beam_pipeline.core.adapters._common import (enveloped_delta, enveloped_snapshot, host_of,
+                                                 on_domain, query_value)
 from beam_pipeline.core.model import Event, Ignored
 
 Decoded = Union[Event, Ignored, None]   # None: Ignored(OTHER_STREAM)
@@ -114,7 +115,7 @@ def complete(module: ModuleType) -> None:
 def _enveloped_delta(decode_message):
     def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
                      symbol: Optional[str] = None, exchange: Optional[str] = None) -> Decoded:
-        return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol,
+        return enveloped_delta(decode_message, payload, market, recv_time, source, symbol,
                                  exchange)
     return decode_delta
 
@@ -123,14 +124,14 @@ def _enveloped_snapshot(decode_message):
     def decode_snapshot(payload: bytes, market: Optional[str], symbol: str,
                         recv_time: Optional[int], source: str,
                         exchange: Optional[str] = None) -> Event:
-        return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source,
+        return enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source,
                                     exchange)
     return decode_snapshot
 
 
 def _stream_on_domains(exchange: str, domains: tuple, market: Optional[str]):
     def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
-        return (exchange, market) if c.on_domain(c.host_of(url), *domains) else None
+        return (exchange, market) if on_domain(host_of(url), *domains) else None
     return stream_of_url
 
 
@@ -142,7 +143,7 @@ def _url_holding(paths: tuple):
 
 def _query_value_of(name: str):
     def symbol_from_url(url: str) -> Optional[str]:
-        return c.query_value(url, name)
+        return query_value(url, name)
     return symbol_from_url
 
 
