@@ -8,21 +8,12 @@ import os
 import signal
 
 from beam_pipeline.cli import main
-from tests.tooling.streaming_job import comparable, start_watching, stop_group, summary_of, wait_for
+from tests.tooling.streaming_job import (comparable, job_log, start_watching, stop_group,
+                                         summary_of, wait_counted)
 from tests.tooling.synthetic_venues import bitfinex_connection
 
 COMMON = ["--recovery_timeout", "2"]      # a wait no snapshot answers ends within the feed
 LOST = 31     # the second part's first frame: only the first read's numbers show it was lost
-
-
-def _counted(out, records):
-    summary = summary_of(out)
-    return summary if summary and summary["input_records"] == records and summary["balanced"] else None
-
-
-def _log(out):
-    with open(out + ".log") as handle:
-        return handle.read()[-4000:]
 
 
 def test_a_growing_bitfinex_capture_gets_its_connection_breaks_as_batch_does(tmp_path):
@@ -36,12 +27,12 @@ def test_a_growing_bitfinex_capture_gets_its_connection_breaks_as_batch_does(tmp
     path.write_bytes(b"\n".join(lines[:first + 1]) + b"\n")
     job = start_watching(str(folder), out, *COMMON, flush_seconds=None)
     try:
-        assert wait_for(lambda: _counted(out, first), 120), _log(out)
+        assert wait_counted(out, first, 120)[0], job_log(out)[-4000:]
         with open(path, "ab") as handle:
             handle.write(b"\n".join(lines[first + 1:]) + b"\n")
-        assert wait_for(lambda: _counted(out, records), 120), (summary_of(out), _log(out))
+        assert wait_counted(out, records, 120)[0], (summary_of(out), job_log(out)[-4000:])
         job.send_signal(signal.SIGTERM)                 # as users stop it
-        assert job.wait(timeout=60) == 0, _log(out)
+        assert job.wait(timeout=60) == 0, job_log(out)[-4000:]
     finally:
         stop_group(job)
 
