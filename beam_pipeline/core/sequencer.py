@@ -16,8 +16,9 @@ Rules (exchange-agnostic, named once in core/model.py, picked per event by its a
                   the gap size is unknowable, so such gaps are medium
   connection_sequence, none
                   the ids (a connection's message numbers, or arrival ordinals) order the key's
-                  events and tell duplicates; every later delta continues: no gap is declared, and
-                  the data is reported unverified (model.UNVERIFIED_RULES)
+                  events and tell duplicates; every later delta continues: no gap is declared from
+                  the key's own ids, and the data is reported unverified (model.UNVERIFIED_RULES);
+                  a connection's break comes as a marker (Connection breaks, below)
 A delta with u <= c is a duplicate, or superseded when a snapshot covered it.
 
 Book checks (the next issue, core/books/): the place a per-message book update goes is the CLEAN
