@@ -96,7 +96,8 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
 def connection_number(raw: bytes, channels=None):
     """(the frame's SEQ_ALL number, (market, symbol) of the book channel it is on, its heartbeats
     included, or None for another channel), or None for a frame without a number (an event
-    object, a connection without the flag, a frame that is not JSON). The number follows the payload: `[chanId, payload, seq(, ts)]`, `[chanId, "hb", seq(, ts)]`,
+    object, a connection without the flag, a frame that is not JSON). The number follows the
+    payload: `[chanId, payload, seq(, ts)]`, `[chanId, "hb", seq(, ts)]`,
     `[chanId, "cs", crc, seq(, ts)]`, `[chanId, "te", trade, seq(, ts)]`."""
     try:
         msg = c.loads(raw)
