@@ -154,3 +154,15 @@ def test_several_breaks_before_the_key_moves_are_one_gap():
     out = run([book(SNAPSHOT, 1, 100), marker(3, 300), marker(6, 600), book(DELTA, 8, 800)])
     (gap,) = outputs(out, GAP)
     assert (gap.last_good_id, gap.next_first_id) == (1, 8)
+
+
+def test_a_batch_carries_its_markers_through_its_coder():
+    from beam_pipeline.core.model import RawBatch
+    from transforms.coders import RawBatchCoder
+    watch = ConnectionWatch("bitfinex")
+    watch.see(1, BTC, 1000, "f:1")
+    markers = watch.see(3, None, 1001, "f:2")
+    batch = RawBatch("f", "cryptofeed", "bitfinex", None, [(2, b"1.0: [7,\"hb\",3]")],
+                     channels={7: "book|tBTCUSD|P0"}, markers=markers)
+    coder = RawBatchCoder()
+    assert coder.decode(coder.encode(batch)) == batch and len(markers) == 1
