@@ -104,7 +104,8 @@ def format_summary(counts: Counter, examples: dict = None, streaming: bool = Fal
             unfinished.add(file)
             continue
         row = by_file.setdefault(file, Counter())
-        if name.startswith(tallies.IGNORED_BY) or name == tallies.UNVERIFIED:
+        if (name.startswith(tallies.IGNORED_BY) or name == tallies.UNVERIFIED
+                or name == tallies.CONNECTION_BREAKS):
             row[name] += n
         elif name.startswith(tallies.FORMAT):
             formats[file] = name[len(tallies.FORMAT):]
@@ -153,7 +154,9 @@ def _ignored_and_unverified(counts) -> dict:
     """Present only where there are any (venues other than Binance): `ignored_reasons`, what was
     ignored by reason (subscription, heartbeat, status, a channel's name, other_stream), and
     `unverified_records`, the decoded events whose continuity no rule could check (venues and
-    captures without per-key ids: never clean and green until the book checks exist)."""
+    captures without per-key ids: never clean and green until the book checks exist), and
+    `connection_breaks`, the skips in a connection's own numbers (each a gap of every key it
+    carried)."""
     out = {}
     reasons = {name[len(tallies.IGNORED_BY):]: n for name, n in sorted(counts.items())
                if name.startswith(tallies.IGNORED_BY) and n}
@@ -161,6 +164,8 @@ def _ignored_and_unverified(counts) -> dict:
         out["ignored_reasons"] = reasons
     if counts.get(tallies.UNVERIFIED):
         out["unverified_records"] = counts[tallies.UNVERIFIED]
+    if counts.get(tallies.CONNECTION_BREAKS):
+        out["connection_breaks"] = counts[tallies.CONNECTION_BREAKS]
     return out
 
 

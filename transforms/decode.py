@@ -77,6 +77,16 @@ def published(batch: RawBatch, events) -> int:
     return min(max(received), batch.publish_time) + batch.recv_slack_ms
 
 
+def _markers_by_source(markers) -> dict:
+    """A batch's connection-break markers (not records: no tally) by the record that revealed
+    them: the live sequencer takes a key's events in the order they come, so a marker must come
+    before the key's events after the break."""
+    by_source: dict = {}
+    for marker in markers or ():
+        by_source.setdefault(marker.source, []).append(marker)
+    return by_source
+
+
 class DecodeBatch(beam.DoFn):
     """RawBatch -> one EventBatch (main), DeadLetters, and tallies (per file: tallies.key).
 
@@ -100,7 +110,10 @@ class DecodeBatch(beam.DoFn):
         events, ignored, ingest = [], Counter(), batch.ingest_time or now_ms()
         unverified = 0
         columns, fast = self._columns(batch) if self._columnar(batch) else (None, self._fast(batch))
+        breaks = _markers_by_source(batch.markers)
         for index, (number, raw) in enumerate(batch.records):
+            if breaks:      # a connection break's markers go before the record that revealed it
+                events.extend(breaks.pop(record_source(batch, number, index), ()))
             if fast is not None and fast[index] is not None:
                 if fast[index] is not True:       # True: the line is a row of `columns`
                     events.append(fast[index])

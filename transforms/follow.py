@@ -64,6 +64,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 
 from beam_pipeline.core import framings, runtime, tallies
+from beam_pipeline.core.connections import ConnectionState
 from beam_pipeline.core.framings import HEAD_RECORDS, FileContext
 from beam_pipeline.core.model import RawBatch
 from beam_pipeline.core.runtime import now_ms
@@ -97,6 +98,7 @@ class FileProgress(msgspec.Struct):
     ctx: Optional[FileContext] = None
     connected: bool = False
     started: bool = False
+    connection: Optional[ConnectionState] = None   # the numbers of the connection being read
     size: int = -1             # the file as it was at the last read
     mtime: float = 0.0
     newer: bool = False
@@ -189,7 +191,7 @@ class _Read:
                                      progress.oversized)
         framing = framings.framing_for(progress.fmt) if progress.fmt != framings.UNKNOWN else None
         self.framer = Framer(path, framing, progress.ctx, fn.batch_size, progress.connected,
-                             progress.started)
+                             progress.started, progress.connection)
         self.framer.batch_fields = {"publish_time": published, "recv_slack_ms": fn.quiet_ms}
 
     def lines(self, events, limit: int = None):
@@ -226,6 +228,7 @@ class _Read:
         progress.oversized = self.splitter.oversized
         progress.ctx, progress.connected = self.framer.ctx, self.framer.connected
         progress.started = self.framer.started
+        progress.connection = self.framer.connection
 
 
 class FollowFiles(beam.DoFn):

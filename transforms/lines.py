@@ -8,11 +8,12 @@ import fnmatch
 
 import apache_beam as beam
 
-from beam_pipeline.core import framings, tallies
+from beam_pipeline.core import adapters, framings, tallies
+from beam_pipeline.core.connections import ConnectionState, ConnectionWatch
 from beam_pipeline.core.framings import UNKNOWN, FileContext
-from beam_pipeline.core.framings.base import CONNECT, DISCONNECT
+from beam_pipeline.core.framings.base import CONNECT, DISCONNECT, MESSAGE
 from beam_pipeline.core.model import RawBatch, dead_letter
-from beam_pipeline.core.reasons import Reason
+from beam_pipeline.core.reasons import Reason, Rejected
 from transforms.tags import DEAD_LETTER, TALLY
 
 BLOCK_BYTES = 1 << 20
@@ -106,17 +107,29 @@ class Framer:
     """A file's lines -> RawBatches of up to `batch_size` records. Lines that are not records
     (headers, connect lines, blank lines) are skipped, a reconnect or disconnect marker counted
     (`reconnects`: a point where a gap may follow); a context change (a connect line naming another
-    stream) closes the batch. Its state (context, connected, started) outlives one read of a
-    followed file (transforms/follow.py)."""
+    stream) closes the batch. Its state (context, connected, started, connection) outlives one read
+    of a followed file (transforms/follow.py).
+
+    In a format whose connect lines delimit connections (a framing's CONNECTIONS), the frames of a
+    venue that numbers its connections' messages are checked here, in receive order: a skipped
+    number gives a CONNECTION_BREAK marker per key the connection carried (core/connections.py),
+    sent with the batch of the frame that revealed it (RawBatch.markers) and counted
+    (`connection_breaks`)."""
 
     def __init__(self, path: str, framing, ctx: FileContext, batch_size: int,
-                 connected: bool = False, started: bool = False):
+                 connected: bool = False, started: bool = False,
+                 connection: "ConnectionState | None" = None):
         self.path, self.ctx, self.batch_size = path, ctx, batch_size
         self.fmt = framing.NAME if framing else UNKNOWN
         self.control = framing.control if framing else (lambda line, ctx: None)
         self.observe = getattr(framing, "observe", None)   # optional: framings/base.py
         self.blank_is_disconnect = bool(framing and framing.BLANK_IS_DISCONNECT)
         self.connected, self.started = connected, started
+        self.split = framing.split if framing else None
+        self.delimits_connections = bool(getattr(framing, "CONNECTIONS", False))
+        self.connection = connection            # the current connection's numbers, once numbered
+        self.markers: list = []
+        self.breaks = 0
         self.records, self.reconnects, self.last_line = [], 0, 0
         self.batch_fields = {}         # more RawBatch fields for every batch (a followed file's)
 
@@ -137,6 +150,8 @@ class Framer:
             if marker.kind == DISCONNECT or (marker.kind == CONNECT and self.connected):
                 self.reconnects += 1
             self.connected = self.connected or marker.kind == CONNECT
+            if marker.kind in (CONNECT, DISCONNECT):
+                self.connection = None             # a new connection numbers from its own start
             if marker.context != self.ctx:
                 yield from self.flush()            # they belong to the previous stream
                 self.ctx = marker.context
@@ -148,20 +163,48 @@ class Framer:
                 yield from self.flush()
                 self.ctx = ctx
         self.records.append((number, line))
+        if self.delimits_connections:
+            self._check_connection(number, line)
         if len(self.records) >= self.batch_size:
             yield from self.flush()
 
+    def _check_connection(self, number: int, line: bytes) -> None:
+        """The frame's number, when its venue numbers the connection: markers of a break."""
+        numbering = adapters.connection_numbering(self.ctx.exchange)
+        if numbering is None:
+            return
+        try:
+            record = self.split(line, self.ctx)
+        except Rejected:
+            return                                 # its dead letter comes from the decode stage
+        found = numbering(record.payload, self.ctx.channels) if record.kind == MESSAGE else None
+        if found is None:
+            return
+        if self.connection is None:
+            self.connection = ConnectionState()
+        markers = ConnectionWatch(self.ctx.exchange, self.connection).see(
+            found[0], found[1], record.recv_time, f"{self.path}:{number}")
+        if markers:
+            self.breaks += 1
+            self.markers.extend(markers)
+
     def flush(self):
-        """The records gathered so far as one RawBatch."""
+        """The records gathered so far as one RawBatch (with the markers of the breaks they
+        revealed)."""
         if self.records:
             yield RawBatch(self.path, self.fmt, self.ctx.exchange, self.ctx.market, self.records,
-                           symbol=self.ctx.symbol, channels=self.ctx.channels, **self.batch_fields)
-            self.records = []
+                           symbol=self.ctx.symbol, channels=self.ctx.channels,
+                           markers=self.markers or None, **self.batch_fields)
+            self.records, self.markers = [], []
 
     def reconnect_tally(self):
         if self.reconnects:
             yield beam.pvalue.TaggedOutput(TALLY, ((tallies.RECONNECTS, self.path), self.reconnects))
             self.reconnects = 0
+        if self.breaks:
+            yield beam.pvalue.TaggedOutput(TALLY, ((tallies.CONNECTION_BREAKS, self.path),
+                                                   self.breaks))
+            self.breaks = 0
 
 
 def read_error(path: str, line: int, error: BaseException, trace: str, partial: bytes):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from types import ModuleType
+from typing import Callable, Optional
 
 
 def members(protocol: type) -> list[str]:
@@ -14,13 +15,17 @@ def members(protocol: type) -> list[str]:
     return sorted(names)
 
 
-def plugin_modules(package: ModuleType, protocol: type) -> list[ModuleType]:
-    """Every module of `package` but `base` and private ones, each checked against `protocol`."""
+def plugin_modules(package: ModuleType, protocol: type,
+                   complete: Optional[Callable[[ModuleType], None]] = None) -> list[ModuleType]:
+    """Every module of `package` but `base` and private ones, each checked against `protocol`
+    (after `complete` has given it the defaults its registry supplies)."""
     found = []
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name == "base" or info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{package.__name__}.{info.name}")
+        if complete is not None:
+            complete(module)
         missing = [name for name in members(protocol) if not hasattr(module, name)]
         if missing or not isinstance(module, protocol):
             raise TypeError(f"{module.__name__} does not satisfy {protocol.__name__}: lacks {missing}")

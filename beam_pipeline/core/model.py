@@ -36,6 +36,9 @@ def decode_levels(text: bytes) -> list:
 DELTA = "delta"
 SNAPSHOT = "snapshot"
 DISCONNECT = "disconnect"          # a collector's disconnect marker (core/markers.py): ids, no levels
+CONNECTION_BREAK = "connection_break"  # a break in a connection's numbers (core/connections.py),
+                                   # one marker per key the connection carried: its ids are the
+                                   # connection's last number before the break; not an input record
 CHECKSUM = "checksum"              # a venue's checksum sent as a message of its own (Bitfinex `cs`):
                                    # no levels, Event.checksum set; sequenced (ordered, deduplicated)
                                    # like a delta that changes nothing, so the book checks see it
@@ -106,8 +109,8 @@ class Event(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     exchange: str
     market: str
     symbol: str
-    kind: str                      # DELTA, SNAPSHOT, CHECKSUM or DISCONNECT (a marker: counted as
-                                   # control)
+    kind: str                      # DELTA, SNAPSHOT, CHECKSUM, DISCONNECT (a marker: counted as
+                                   # control) or CONNECTION_BREAK (a marker the reader made)
     first_id: int                  # deltas: first update id; snapshots: the id the book is at
     last_id: int                   # deltas: last update id; snapshots: the id the book is at
                                    # (one-id venues: first == last; NO_IDS: the arrival ordinal)
@@ -266,7 +269,8 @@ class Gap(msgspec.Struct, frozen=True):
     action: str                    # GapAction: continue_with_warning | hold_for_snapshot | mark_corrupt
     resolution: str                # Resolution: continued | resynced | corrupt_period
     event_time: int                # time of the event that revealed the gap
-    cause: Optional[str] = None    # GapCause: restart (the job resumed at last_good_id), or None
+    cause: Optional[str] = None    # GapCause: restart (the job resumed at last_good_id),
+                                   # connection_break (the connection's numbers broke), or None
 
 
 class CorruptPeriod(msgspec.Struct, frozen=True):
@@ -365,6 +369,8 @@ class RawBatch(msgspec.Struct):
     symbol: Optional[str] = None   # the one symbol of a single-symbol file (hftbacktest)
     channels: Optional[dict[int, str]] = None  # channel id -> what the venue's subscribe reply
                                    # said it carries (FileContext.channels: Bitfinex)
+    markers: Optional[list[Event]] = None  # CONNECTION_BREAK markers the reader made for breaks
+                                   # its records revealed (core/connections.py): not records
     recv_slack_ms: int = 0         # a followed file (transforms/follow.py): the batch's records
                                    # count as published at their latest receive time plus this
                                    # (--quiet_seconds), publish_time (the read) when they have none

@@ -56,6 +56,10 @@ class GapCause(StrEnum):
     """Gap.cause: what the gap is known to come from, where the pipeline knows (null otherwise)."""
 
     RESTART = "restart"            # the first break after a streaming job resumed from its cursor
+    CONNECTION_BREAK = "connection_break"  # the connection that carried the key lost messages
+                                   # (its own numbers broke: Bitfinex SEQ_ALL, Coinbase Advanced
+                                   # Trade sequence_num): every key it carried gets this gap, from
+                                   # its last message before the break to its first after it
 
 
 class Resolution(StrEnum):
@@ -76,6 +80,8 @@ class CorruptReason(StrEnum):
     STATE_RESET = "state_reset"                # the key's stored state could not be read
     DISCONNECT = "disconnect"                  # the collector lost its connection and no snapshot
                                                # after it resynced the stream in time
+    CONNECTION_BREAK = "connection_break"      # the connection's numbers broke and no snapshot
+                                               # resynced the key in time
     # book integrity (core/books/): the rebuilt book is wrong from the failing message until the
     # next snapshot that resyncs it, or the end of the data
     CHECKSUM_MISMATCH = "checksum_mismatch"    # the venue's checksum disagrees with the rebuilt book
@@ -93,6 +99,7 @@ class RecoveryReason(StrEnum):
     MEDIUM_GAP = "medium_gap"
     ID_RESET = "id_reset"
     DISCONNECT = "disconnect"                  # the ids jumped across a collector's disconnection
+    CONNECTION_BREAK = "connection_break"      # the connection that carries the key lost messages
 
 
 class ErrorType(StrEnum):
@@ -143,6 +150,7 @@ class HoldReason(StrEnum):
     GAP = "gap"                                # a medium gap
     RESET = "reset"                            # an id reset
     DISCONNECT = "disconnect"                  # a gap right after a collector's disconnection
+    CONNECTION_BREAK = "connection_break"      # a break in the numbers of the key's connection
 
 
 class Rejected(Exception):

@@ -16,8 +16,9 @@ Rules (exchange-agnostic, named once in core/model.py, picked per event by its a
                   the gap size is unknowable, so such gaps are medium
   connection_sequence, none
                   the ids (a connection's message numbers, or arrival ordinals) order the key's
-                  events and tell duplicates; every later delta continues: no gap is declared, and
-                  the data is reported unverified (model.UNVERIFIED_RULES)
+                  events and tell duplicates; every later delta continues: no gap is declared from
+                  the key's own ids, and the data is reported unverified (model.UNVERIFIED_RULES);
+                  a connection's break comes as a marker (Connection breaks, below)
 A delta with u <= c is a duplicate, or superseded when a snapshot covered it.
 
 Book checks (the next issue, core/books/): the place a per-message book update goes is the CLEAN
@@ -43,6 +44,16 @@ records. The next gap is explained by the disconnection: whatever its size it wa
 hold_for_snapshot; resolved by a snapshot it is resynced, else a corrupt period of reason
 disconnect. A snapshot that jumps the cursor forward after a marker reports the ids it skipped as
 such a gap, resynced. A delta that continues the stream (a connection that bridged) ends it.
+
+Connection breaks (core/connections.py: a venue numbering every message of a connection lost one
+of them): each key the connection carried gets a CONNECTION_BREAK marker whose ids are the
+connection's last number L before the break. Not an input record: nothing is emitted for it. The
+key's first event after the break (last id > L) is a gap of cause connection_break from the key's
+cursor to that event's first id, size unknown (medium): a snapshot resyncs it at once (reported
+resynced), a delta waits for one (hold, recovery request of reason connection_break), else a
+corrupt period of reason connection_break. Deciding by L rather than by the marker's place among
+events with the same ids makes the marker's order against them irrelevant. A key that waits for a
+snapshot already, or has no cursor yet, takes nothing from a break.
 """
 from __future__ import annotations
 
@@ -58,7 +69,7 @@ import numpy as np
 from beam_pipeline.core.columns import (PREVIOUS_LINK_CODE, RANGE_PLUS_ONE_CODE, RULE_CODES,
                                         CleanStretch, EventColumns)
 from beam_pipeline.core.epochs import canonical_order
-from beam_pipeline.core.model import (DELTA, DISCONNECT, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT,
+from beam_pipeline.core.model import (CONNECTION_BREAK, DELTA, DISCONNECT, PREVIOUS_LINK, RANGE_PLUS_ONE, SNAPSHOT,
                                       UNVERIFIED_RULES, KeyStatus,
                                       CorruptPeriod, ErrorEvent, Event, Gap, RecoveryRequest,
                                       stream_name)
@@ -140,6 +151,9 @@ class SequencerState(msgspec.Struct):
     disconnected: bool = False             # a marker came and nothing has continued the stream since
     # Restarts (likewise): the cursor a restarted streaming job resumed this key at, until it moves
     resumed_at: Optional[int] = None
+    # Connection breaks (likewise): the connection's last number before a break this key has not
+    # passed yet (the earliest, when several came before the key's next event)
+    connection_break: Optional[int] = None
 
 
 def resumed(saved: "SequencerState") -> "SequencerState":
@@ -148,17 +162,23 @@ def resumed(saved: "SequencerState") -> "SequencerState":
     real break is a gap (marked GapCause.RESTART). Nothing is held at a stop (its end closed every
     wait), and the key counts as new in this run's summary."""
     return msgspec.structs.replace(saved, hold=None, seen=False, disconnected=False,
+                                   connection_break=None,
                                    declared_gaps=[], announced_from=None, announced_reset=None,
                                    resumed_at=saved.cursor)
 
 
-_AFTER_CURSOR = (HoldReason.GAP, HoldReason.DISCONNECT)   # holds that wait after an accepted cursor
+_AFTER_CURSOR = (HoldReason.GAP, HoldReason.DISCONNECT,    # holds that wait after an accepted cursor
+                 HoldReason.CONNECTION_BREAK)
 
 
 def _gap_class_of(hold: Hold, policy: Policy) -> GapClass:
     if hold.reason == HoldReason.DISCONNECT:
         return policy.classify(hold.gap_size)
-    return GapClass.MEDIUM if hold.reason == HoldReason.GAP else GapClass.RESET
+    return GapClass.RESET if hold.reason == HoldReason.RESET else GapClass.MEDIUM
+
+
+def _cause_of(hold: Hold) -> Optional[GapCause]:
+    return GapCause.CONNECTION_BREAK if hold.reason == HoldReason.CONNECTION_BREAK else None
 
 
 def _rank(event: Event) -> tuple:
@@ -289,6 +309,7 @@ class StreamSequencer:
     def _continues_plainly(self, previous_last_id: int) -> bool:
         st = self.state
         return (st.hold is None and st.prior_epoch_id is None and st.seen and not self._queue
+                and st.connection_break is None
                 and self._jump >= 0 and st.cursor is not None and st.cursor == previous_last_id)
 
     def _accept_column_stretch(self, columns: EventColumns, start: int, end: int) -> None:
@@ -322,10 +343,12 @@ class StreamSequencer:
     def is_next(self, event: Event) -> bool:
         """Would `event` be processed without revealing a gap? (The streaming reorder buffer asks.)"""
         st = self.state
-        if event.kind == DISCONNECT:
+        if event.kind in (DISCONNECT, CONNECTION_BREAK):
             return True
         if st.hold is not None or st.cursor is None or self._from_older_epoch(event):
             return True
+        if self._after_break(event):
+            return False    # revealed like a gap
         if self._is_reset(event, st.cursor, self._reference_time()):
             return False    # revealed like a gap: stragglers of the old epoch may still come first
         if event.kind == SNAPSHOT:
@@ -353,6 +376,15 @@ class StreamSequencer:
 
     def _step(self, event: Event) -> None:
         st = self.state
+        if event.kind == CONNECTION_BREAK:
+            self._on_connection_break(event)
+            return
+        if st.connection_break is not None and event.last_id > st.connection_break:
+            if self._after_break(event):
+                st.seen = True
+                self._gap_after_break(event)
+                return
+            st.connection_break = None
         if not st.seen:
             st.seen = True
         if event.kind == DISCONNECT:
@@ -383,6 +415,42 @@ class StreamSequencer:
         self._emit(CONTROL, marker)
         if self.state.cursor is not None:
             self.state.disconnected = True
+
+    def _on_connection_break(self, marker: Event) -> None:
+        """The key's connection lost messages after its number marker.last_id: the key's first
+        event past it reveals the gap (not an input record: no output of its own)."""
+        st = self.state
+        if st.cursor is not None and marker.last_id < st.cursor:
+            return          # the key is past it already (a marker later than the reorder buffer)
+        if st.connection_break is None or marker.last_id < st.connection_break:
+            st.connection_break = marker.last_id
+
+    def _after_break(self, event: Event) -> bool:
+        """Is `event` the key's first past a connection break, with a cursor the break cut off?"""
+        st = self.state
+        return (st.connection_break is not None and event.last_id > st.connection_break
+                and st.cursor is not None and st.hold is None and st.prior_epoch_id is None
+                and event.last_id > st.cursor)
+
+    def _gap_after_break(self, event: Event) -> None:
+        """The gap a connection break left before `event`: size unknown (medium). A snapshot
+        resyncs at once; a delta waits for one."""
+        st = self.state
+        st.connection_break = None
+        self._error(ErrorType.GAP_MEDIUM, event.time)
+        if event.kind == SNAPSHOT:
+            self._remember_gap(st.cursor + 1, event.last_id)
+            self._emit_gap(st.cursor, event.first_id, None, GapClass.MEDIUM,
+                           GapAction.HOLD_FOR_SNAPSHOT, Resolution.RESYNCED, event.time,
+                           GapCause.CONNECTION_BREAK)
+            self._accept_snapshot(event)
+            return
+        self._remember_gap(st.cursor + 1, event.first_id - 1)
+        self._emit(RECOVERY, RecoveryRequest(*self.key, from_id=st.cursor + 1,
+                                             reason=RecoveryReason.CONNECTION_BREAK,
+                                             event_time=event.time))
+        st.announced_from = st.cursor + 1
+        self._start_hold(HoldReason.CONNECTION_BREAK, event, None)
 
     def _step_snapshot(self, event: Event) -> None:
         st = self.state
@@ -643,7 +711,7 @@ class StreamSequencer:
         if hold.reason != HoldReason.START:
             self._emit_gap(hold.last_good_id, hold.next_first_id, hold.gap_size,
                            _gap_class_of(hold, self.policy), GapAction.HOLD_FOR_SNAPSHOT, Resolution.RESYNCED,
-                           hold.reveal_time)
+                           hold.reveal_time, _cause_of(hold))
         if hold.reason == HoldReason.RESET:
             self._leave_old_epoch()
         covered = [e for e in held if e.last_id <= snapshot.last_id]
@@ -659,12 +727,14 @@ class StreamSequencer:
         st.hold = None
         if hold.reason == HoldReason.DISCONNECT and reason == CorruptReason.RECOVERY_TIMEOUT:
             reason = CorruptReason.DISCONNECT    # the snapshot after the reconnect never came
+        if hold.reason == HoldReason.CONNECTION_BREAK and reason == CorruptReason.RECOVERY_TIMEOUT:
+            reason = CorruptReason.CONNECTION_BREAK
         if hold.reason != HoldReason.START:
             # for a reset the two ids are in different numberings: start_id (the old epoch's first
             # id not seen) > end_id (the new epoch's last id not seen); the times order the period
             self._emit_gap(hold.last_good_id, hold.next_first_id, hold.gap_size,
                            _gap_class_of(hold, self.policy), GapAction.HOLD_FOR_SNAPSHOT,
-                           Resolution.CORRUPT_PERIOD, hold.reveal_time)
+                           Resolution.CORRUPT_PERIOD, hold.reveal_time, _cause_of(hold))
             self._emit_corrupt(hold.last_good_id + 1, hold.next_first_id - 1, hold.last_good_time,
                                hold.reveal_time, reason)
         if hold.reason == HoldReason.RESET:
@@ -695,9 +765,10 @@ class StreamSequencer:
         self._emit(ERROR, ErrorEvent(error_type, self.symbol, time_ms))
 
     def _emit_gap(self, last_good, next_first_id, size, gap_class, action, resolution,
-                  time_ms) -> None:
+                  time_ms, cause: Optional[GapCause] = None) -> None:
         resumed_at = self.state.resumed_at
-        cause = GapCause.RESTART if resumed_at is not None and last_good == resumed_at else None
+        if cause is None and resumed_at is not None and last_good == resumed_at:
+            cause = GapCause.RESTART
         self._emit(GAP, Gap(*self.key, last_good_id=last_good, next_first_id=next_first_id,
                             gap_size=size, gap_class=gap_class, action=action,
                             resolution=resolution, event_time=time_ms, cause=cause))

@@ -19,6 +19,8 @@ DUPLICATES = "duplicates"
 SUPERSEDED = "superseded"
 CONTROL = "control"                # control records (a collector's disconnect markers)
 RECONNECTS = "reconnects"          # connect lines after the first, disconnect markers: a gap may follow
+CONNECTION_BREAKS = "connection_breaks"  # skips in a connection's own numbers (core/connections.py):
+                                   # not records, outside the conservation law
 DEAD_LETTERS = "dead_letters."     # + reason
 FORMAT = "format."                 # + the format detected for the file (one per file read)
 SYMBOLS = "symbols"

@@ -7,13 +7,16 @@ with injected faults and their expected outcome (synthetic.Expected): each conti
 Rule shapes (RULE_OF): range-plus-one with ranges of 1-5 ids (Gate.io, KuCoin: REST snapshots),
 range-plus-one with one id (Bybit v5, Kraken Futures), previous-link (OKX, Deribit, HTX, Bitget v2:
 ids in the venue's steps, in-stream snapshots), connection sequence (Bitfinex: the number orders and
-deduplicates, no gap is visible per symbol) and none (Kraken, Coinbase Pro: arrival ordinals).
+deduplicates; one key on its connection, so a lost message is a break of the connection's numbers:
+a gap of cause connection_break, size unknown) and none (Kraken, Coinbase Pro: arrival ordinals).
 Faults (VENUE_FAULTS): the gap classes where the rule can size a gap (small and large need a
 range-plus-one venue; previous-link gaps are medium), duplicate, reorder, an id reset per the venue's
 rule (RESET_OF: Bybit's `u == 1` snapshot, OKX's maintenance update `seqId < prevSeqId`, elsewhere an
-engine restart with lower ids), and bad records (BAD_VENUE_RECORDS). On the unverified rules (none,
-connection sequence) a lost message is invisible: no gap row, every delivered record clean
-(unverified); a duplicate is one only where the venue numbers its messages (Bitfinex).
+engine restart with lower ids), and bad records (BAD_VENUE_RECORDS). Without ids (rule none) a lost
+message is invisible: no gap row, every delivered record clean (unverified); a duplicate is one only
+where the venue numbers its messages (Bitfinex). A connection's frames arrive in the order sent, so
+the connection sequence has no reorder nor id reset; its bad record comes last, numbered in turn.
+Several keys on one connection: bitfinex_connection.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ RULE_OF = {
 VENUE_OF = {venue.exchange: venue for venue in vf.VENUES}
 SIZED = (RANGE, ONE_ID)  # rules that measure a gap's size
 CHECKED = (RANGE, ONE_ID, PREVIOUS)  # rules that see a lost message per key
+SEES_GAPS = CHECKED + (CONNECTION,)  # ... and the rule that sees it in the connection's numbers
 RESET_OF = {"bybit": "u_equals_1", "okx": "maintenance"}  # others: "restart" (ids drop, snapshot)
 # Venues whose id reset is revealed by a snapshot (Bybit's u == 1): it resyncs at once, without a
 # recovery request (a reset revealed by a delta asks from the new epoch's first id).
@@ -61,6 +65,7 @@ def faults_for(exchange: str) -> tuple:
     an id reset needs a checked rule)."""
     rule = RULE_OF[exchange]
     out = [f for f in VENUE_FAULTS if rule in SIZED or f not in ("small_gap", "large_gap")]
+    out = [f for f in out if rule != CONNECTION or f != "reorder"]  # one connection: sent order
     return tuple(f for f in out if rule in CHECKED or f != "id_reset")
 
 
@@ -86,7 +91,7 @@ class VenueStream:
 
     def _count(self, name, n=1):
         self.expected.count(self.key, name, n)
-        if self.rule not in CHECKED and name in ("clean_records", "duplicates"):
+        if self.rule not in CHECKED and name in ("clean_records", "duplicates", "superseded"):
             self.expected.count(self.key, "unverified_records", n)  # decoded, not checkable
 
     def snapshot(self, at_id, time_ms):
@@ -128,7 +133,7 @@ class VenueStream:
                 action=action,
                 resolution=resolution,
                 event_time=time_ms,
-                cause=None,
+                cause="connection_break" if self.rule == CONNECTION else None,
             )
         )
 
@@ -152,8 +157,11 @@ class VenueStream:
             raise ValueError(
                 f"{fault} has no defined outcome on {self.venue.exchange} ({self.rule})"
             )
-        checked = self.rule in CHECKED
+        checked = self.rule in SEES_GAPS
         last_good, last_time = self.last_id, self.last_time
+        timed_out = "connection_break" if self.rule == CONNECTION else "recovery_timeout"
+        if self.rule == CONNECTION and fault.startswith("medium_gap"):
+            self.expected.counts["connection_breaks"] += 1
         if fault == "small_gap":
             size = self.rng.randint(1, 10)
             first, t = self.delta(jump=size)
@@ -195,7 +203,7 @@ class VenueStream:
                     "corrupt_period",
                     t,
                 )
-                self.corrupt(last_good + 1, first - 1, last_time, t, "recovery_timeout")
+                self.corrupt(last_good + 1, first - 1, last_time, t, timed_out)
         elif fault == "duplicate":
             self.delta()
             self.out.append(self.out[-1])
@@ -275,7 +283,11 @@ def generate_venue(
     for kind in bad_records:
         at = start_ms + rng.randint(0, events) * step_ms
         raw = venue.bad_price(stream.next_id, stream.last_id, at)
-        items.insert(rng.randint(1, len(items)), (at, False, raw))
+        if stream.rule == CONNECTION:  # numbered after the last frame: no break of the connection
+            items.append((max(at, stream.time), False, raw))
+            stream.next_id += stream.step
+        else:
+            items.insert(rng.randint(1, len(items)), (at, False, raw))
         expected.dead_letters[BAD_VENUE_RECORDS[kind]] += 1
     expected.counts["input_records"] += len(items)
     return items, expected
@@ -306,6 +318,8 @@ def expected_summary(exchange: str, expected: Expected, cryptofeed: bool) -> dic
         summary["ignored_reasons"] = dict(extra)
     if expected.counts["unverified_records"]:
         summary["unverified_records"] = expected.counts["unverified_records"]
+    if expected.counts["connection_breaks"]:
+        summary["connection_breaks"] = expected.counts["connection_breaks"]
     return summary
 
 
@@ -330,3 +344,54 @@ def as_envelopes(exchange: str, items) -> list:
         )
         out.append(head[:-1].encode() + b',"payload":' + raw + b"}")
     return out
+
+
+BITFINEX_BOOKS = {7: "tBTCUSD", 8: "tETHUSD"}  # channel id -> symbol: one connection, two books
+
+
+def bitfinex_connection(
+    messages: int = 60,
+    drop=(),
+    start_ms: int = START_MS,
+    step_ms: int = 250,
+    heartbeat_every: int = 7,
+):
+    """One Bitfinex connection (SEQ_ALL) carrying two books, as the lines of a cryptofeed capture:
+    the connect line, the `subscribed` replies, then `messages` numbered frames 1.. across both
+    books and heartbeats (a snapshot of each book first, then deltas taking turns, a heartbeat every
+    `heartbeat_every`-th number); the numbers in `drop` are left out (lost messages).
+    -> (lines, frames): frames as (number, symbol or None for a heartbeat, time ms, is_snapshot),
+    those written only."""
+    lines = [f"wss://api.bitfinex.com/ws/2 <-> {start_ms / 1000 - 1:.3f}".encode()]
+    for chan_id, symbol in BITFINEX_BOOKS.items():
+        lines.append(
+            f"{start_ms / 1000 - 0.5:.3f}: ".encode()
+            + vf.js(
+                {
+                    "event": "subscribed",
+                    "channel": "book",
+                    "chanId": chan_id,
+                    "symbol": symbol,
+                    "prec": "P0",
+                }
+            )
+        )
+    frames, turn = [], 0
+    chans = list(BITFINEX_BOOKS)
+    for number in range(1, messages + 1):
+        at = start_ms + number * step_ms
+        if number <= len(chans):
+            chan, snapshot = chans[number - 1], True
+            raw = [chan, [[99.5, 1, 2.0], [101, 1, -1.0]], number]
+        elif number % heartbeat_every == 0:
+            chan, snapshot = None, False
+            raw = [chans[0], "hb", number]
+        else:
+            chan, snapshot = chans[turn % len(chans)], False
+            turn += 1
+            raw = [chan, [f"{100 + number % 5}.5", 1, -1.0], number]
+        if number in drop:
+            continue
+        frames.append((number, BITFINEX_BOOKS.get(chan), at, snapshot))
+        lines.append(f"{at / 1000:.3f}: ".encode() + vf.js(raw))
+    return lines, frames

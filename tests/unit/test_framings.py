@@ -80,6 +80,28 @@ def test_a_module_lacking_part_of_the_contract_fails_the_registry_at_once(tmp_pa
     sys.modules.pop("fake_adapters.half", None)
 
 
+def test_the_registry_supplies_the_functions_a_venue_only_declares(tmp_path, monkeypatch):
+    package = tmp_path / "declared_adapters"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "plain.py").write_text(
+        "EXCHANGES = ('plain',)\nRULES = {}\nDOMAINS = ('plain.example',)\nURL_MARKET = 'spot'\n"
+        "SNAPSHOT_PATHS = ('/depth',)\nSYMBOL_PARAM = 'pair'\n"
+        "def decode_message(raw, recv_time, source, market=None, exchange=None, **kw):\n"
+        "    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import declared_adapters
+    from beam_pipeline.core.adapters.base import complete
+    (plain,) = plugin_modules(declared_adapters, ExchangeAdapter, complete)
+    assert plain.stream_of_url("wss://ws.plain.example/feed") == ("plain", "spot")
+    assert plain.stream_of_url("wss://plain.example.org/feed") is None
+    assert plain.is_depth_snapshot_url("https://api.plain.example/depth?pair=AB")
+    assert plain.symbol_from_url("https://api.plain.example/depth?pair=AB") == "AB"
+    assert plain.decode_delta(b"{}", None, 1, "f:1") is None
+    assert plain.connection_number(b"[]") is None
+    sys.modules.pop("declared_adapters.plain", None)
+
+
 # ---- exchanges and markets from URLs -----------------------------------------------------------
 
 @pytest.mark.parametrize("url,exchange,market", [

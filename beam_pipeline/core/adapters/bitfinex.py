@@ -14,11 +14,12 @@ Levels: `[price, count, amount]` (R0: `[orderId, price, amount]`); amount > 0 bi
 magnitude is kept); count 0 (R0: price 0) deletes the level: size 0. A snapshot is an array of
 levels and anchors a segment.
 
-Rule: with the SEQ_ALL flag (65536) every message of the connection ends in a sequence number,
-across all channels and heartbeats: `+1` per connection, not per symbol. The rule is
-connection_sequence: the number orders and deduplicates a book's messages; a book's numbers are
-not contiguous, so its continuity is not checked per symbol (unverified; see the README's venues
-table). Without the flag: rule none (arrival ordinals).
+Rule: with the SEQ_ALL flag (65536) every message of the connection carries a sequence number
+after its payload, across all channels and heartbeats: `+1` per connection, not per symbol. The
+rule is connection_sequence: the number orders and deduplicates a book's messages; a book's
+numbers are not contiguous, so its continuity is checked per connection instead
+(`connection_number`, core/connections.py): a skipped number is a gap of every book the
+connection carried. Without the flag: rule none (arrival ordinals).
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "bitfinex"
 EXCHANGES = (NAME,)
+DOMAINS = ("bitfinex.com",)
+SNAPSHOT_PATHS = ("/book/",)
 RULES = {"spot": CONNECTION_SEQUENCE, "derivatives": CONNECTION_SEQUENCE,
          "funding": CONNECTION_SEQUENCE}
 CHECKSUM = "checksum"
@@ -90,6 +93,26 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
         raise rejected.known(symbol=c.stream_of(exchange, mkt, symbol), event_time=recv_time) from None
 
 
+def connection_number(raw: bytes, channels=None):
+    """(the frame's SEQ_ALL number, (market, symbol) of the book channel it is on, its heartbeats
+    included, or None for another channel), or None for a frame without a number (an event
+    object, a connection without the flag, a frame that is not JSON). The number follows the
+    payload: `[chanId, payload, seq(, ts)]`, `[chanId, "hb", seq(, ts)]`,
+    `[chanId, "cs", crc, seq(, ts)]`, `[chanId, "te", trade, seq(, ts)]`."""
+    try:
+        msg = c.loads(raw)
+    except Rejected:
+        return None
+    if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[0], int):
+        return None
+    at = 3 if isinstance(msg[1], str) and msg[1] != "hb" else 2
+    number = msg[at] if len(msg) > at else None
+    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+        return None
+    channel, symbol = ((channels or {}).get(msg[0], "").split("|") + [""])[:2]
+    return number, ((market_of(symbol), symbol) if channel == "book" and symbol else None)
+
+
 def _checksum(msg, exchange, mkt, symbol, prec, recv_time, source):
     """`[chanId, "cs", crc(, seq)(, timestamp)]` -> an Event of kind CHECKSUM: no levels, sequenced
     after the book messages before it, checked against the book by --book_checks. R0 (raw) books
@@ -119,26 +142,6 @@ def _level(row, raw_book: bool, bids: list, asks: list) -> None:
         price, deleted = c.decimal_text(row[0], "price"), row[1] == 0
     size = "0" if deleted else amount.lstrip("-")
     (asks if amount.startswith("-") else bids).append((price, size))
-
-
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
-def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
-                    source: str, exchange: Optional[str] = None) -> Event:
-    return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source, exchange)
-
-
-def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
-    if c.on_domain(c.host_of(url), "bitfinex.com"):
-        return NAME, None
-    return None
-
-
-def is_depth_snapshot_url(url: str) -> bool:
-    return "/book/" in url
 
 
 def symbol_from_url(url: str) -> Optional[str]:

@@ -22,6 +22,9 @@ from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "bitget"
 EXCHANGES = (NAME,)
+DOMAINS = ("bitget.com",)
+SNAPSHOT_PATHS = ("/market/depth", "/market/orderbook")
+SYMBOL_PARAM = "symbol"
 RULES = {"sp": NO_IDS, "mc": NO_IDS, "spot": PREVIOUS_LINK, "usdt-futures": PREVIOUS_LINK,
          "coin-futures": PREVIOUS_LINK, "usdc-futures": PREVIOUS_LINK}
 BOOK_CHANNELS = frozenset(("books", "books1", "books5", "books15"))
@@ -70,27 +73,3 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
                      PREVIOUS_LINK, source, checksum)
     except Rejected as rejected:
         raise rejected.known(symbol=c.stream_of(exchange, mkt, inst), event_time=recv_time) from None
-
-
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
-def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
-                    source: str, exchange: Optional[str] = None) -> Event:
-    return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source, exchange)
-
-
-def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
-    if c.on_domain(c.host_of(url), "bitget.com"):
-        return NAME, None
-    return None
-
-
-def is_depth_snapshot_url(url: str) -> bool:
-    return "/market/depth" in url or "/market/orderbook" in url
-
-
-def symbol_from_url(url: str) -> Optional[str]:
-    return c.query_value(url, "symbol")

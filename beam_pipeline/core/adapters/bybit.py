@@ -29,6 +29,8 @@ from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "bybit"
 EXCHANGES = (NAME,)
+SNAPSHOT_PATHS = ("/market/orderbook",)
+SYMBOL_PARAM = "symbol"
 RULES = {"spot": RANGE_PLUS_ONE, "linear": RANGE_PLUS_ONE, "inverse": RANGE_PLUS_ONE,
          "option": RANGE_PLUS_ONE}
 LEGACY_TOPICS = ("orderBookL2_25", "orderBook_200", "orderBookL2_200", "depth")
@@ -116,16 +118,6 @@ def _legacy(msg, symbol, market, recv_time, source, exchange):
         raise rejected.known(symbol=c.stream_of(exchange, mkt, symbol), event_time=recv_time) from None
 
 
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
-def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
-                    source: str, exchange: Optional[str] = None) -> Event:
-    return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source, exchange)
-
-
 def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
     if not c.on_domain(c.host_of(url), "bybit.com", "bytick.com"):
         return None
@@ -142,11 +134,3 @@ def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
     if path.startswith("/spot"):
         return NAME, "spot"
     return NAME, None
-
-
-def is_depth_snapshot_url(url: str) -> bool:
-    return "/market/orderbook" in url
-
-
-def symbol_from_url(url: str) -> Optional[str]:
-    return c.query_value(url, "symbol")

@@ -8,8 +8,10 @@ as `heartbeat`.
 Exchange / Pro `level2`: `snapshot` then `l2update` with no sequence number: rule none (arrival
 ordinals, unverified; only the book checks of the next issue apply). Advanced Trade: the envelope's
 `sequence_num` numbers every message of the connection (its scope is the connection, not the
-product): rule connection_sequence, the number orders and deduplicates a product's messages but a
-product's numbers are not contiguous, so continuity is not checked per product (unverified).
+product): rule connection_sequence, the number orders and deduplicates a product's messages; a
+product's numbers are not contiguous, so continuity is checked per connection instead
+(`connection_number`, core/connections.py): a skipped number is a gap of every product the
+connection carried.
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "coinbase"
 EXCHANGES = (NAME,)
+DOMAINS = ("coinbase.com", "gdax.com")
+URL_MARKET = "spot"
+SNAPSHOT_PATHS = ("/book",)
 RULES = {"spot": NO_IDS}
 _SIDES = {"buy": 0, "bid": 0, "sell": 1, "ask": 1, "offer": 1}
 
@@ -68,6 +73,25 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
                      ordinal, None, _iso_ms(msg.get("time")), recv_time, bids, asks, NO_IDS, source)
     except Rejected as rejected:
         raise rejected.known(symbol=c.stream_of(exchange, mkt, product), event_time=recv_time) from None
+
+
+def connection_number(raw: bytes, channels=None):
+    """(an Advanced Trade message's sequence_num, ("spot", product) of its l2_data or None), or
+    None for a message without one (Exchange / Pro feeds, a frame that is not JSON)."""
+    try:
+        msg = c.loads(raw)
+    except Rejected:
+        return None
+    if not isinstance(msg, dict) or "channel" not in msg:
+        return None
+    number = msg.get("sequence_num")
+    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+        return None
+    events = msg.get("events")
+    product = None
+    if msg["channel"] == "l2_data" and isinstance(events, list) and events and isinstance(events[0], dict):
+        product = c.text(events[0].get("product_id"))
+    return number, (("spot", product) if product else None)
 
 
 def _changes(rows):
@@ -117,26 +141,6 @@ def _advanced(msg, recv_time, source, exchange):
                      CONNECTION_SEQUENCE, source)
     except Rejected as rejected:
         raise rejected.known(symbol=c.stream_of(exchange, "spot", product), event_time=recv_time) from None
-
-
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
-def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
-                    source: str, exchange: Optional[str] = None) -> Event:
-    return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source, exchange)
-
-
-def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
-    if c.on_domain(c.host_of(url), "coinbase.com", "gdax.com"):
-        return NAME, "spot"
-    return None
-
-
-def is_depth_snapshot_url(url: str) -> bool:
-    return "/book" in url
 
 
 def symbol_from_url(url: str) -> Optional[str]:

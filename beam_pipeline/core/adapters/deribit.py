@@ -23,6 +23,9 @@ from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "deribit"
 EXCHANGES = (NAME,)
+DOMAINS = ("deribit.com",)
+SNAPSHOT_PATHS = ("/public/get_order_book",)
+SYMBOL_PARAM = "instrument_name"
 RULES = {kind: PREVIOUS_LINK for kind in ("future", "option", "spot", "future_combo", "option_combo")}
 
 
@@ -100,27 +103,3 @@ def _levels(rows, grouped: bool) -> bytes:
         price = c.decimal_text(row[1], "price")
         out.append((price, "0" if row[0] == "delete" else c.decimal_text(row[2], "amount")))
     return encode_levels(out)
-
-
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
-def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
-                    source: str, exchange: Optional[str] = None) -> Event:
-    return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source, exchange)
-
-
-def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
-    if c.on_domain(c.host_of(url), "deribit.com"):
-        return NAME, None
-    return None
-
-
-def is_depth_snapshot_url(url: str) -> bool:
-    return "/public/get_order_book" in url
-
-
-def symbol_from_url(url: str) -> Optional[str]:
-    return c.query_value(url, "instrument_name")

@@ -73,11 +73,6 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
         raise rejected.known(symbol=c.stream_of(exchange, mkt, symbol), event_time=recv_time) from None
 
 
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
 def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
                     source: str, exchange: Optional[str] = None) -> Event:
     """A REST order-book body requested with with_id=true: {"id", "bids", "asks", ...}."""

@@ -27,6 +27,8 @@ from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "htx"
 EXCHANGES = (NAME,)
+SNAPSHOT_PATHS = ("/market/depth",)
+SYMBOL_PARAM = "symbol"
 RULES = {"spot": PREVIOUS_LINK, "futures": PREVIOUS_LINK, "swap": PREVIOUS_LINK,
          "linear-swap": PREVIOUS_LINK}
 
@@ -77,16 +79,6 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
         raise rejected.known(symbol=c.stream_of(exchange, mkt, symbol), event_time=recv_time) from None
 
 
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
-def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
-                    source: str, exchange: Optional[str] = None) -> Event:
-    return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source, exchange)
-
-
 def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
     host = c.host_of(url)
     if not c.on_domain(host, "htx.com", "huobi.pro", "huobi.com", "hbdm.com", "hbdm.vn",
@@ -103,11 +95,3 @@ def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
     if "swap" in path:
         return NAME, "swap"
     return NAME, "futures"
-
-
-def is_depth_snapshot_url(url: str) -> bool:
-    return "/market/depth" in url
-
-
-def symbol_from_url(url: str) -> Optional[str]:
-    return c.query_value(url, "symbol")

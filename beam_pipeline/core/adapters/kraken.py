@@ -26,6 +26,8 @@ from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "kraken"
 EXCHANGES = (NAME,)
+SNAPSHOT_PATHS = ("/public/Depth",)
+SYMBOL_PARAM = "pair"
 RULES = {"spot": NO_IDS}
 _EVENTS = {"heartbeat": HEARTBEAT, "subscriptionStatus": SUBSCRIPTION, "pong": HEARTBEAT}
 
@@ -118,26 +120,8 @@ def _v2(msg, recv_time, source, exchange):
         raise rejected.known(symbol=c.stream_of(exchange, "spot", symbol), event_time=recv_time) from None
 
 
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
-def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
-                    source: str, exchange: Optional[str] = None) -> Event:
-    return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source, exchange)
-
-
 def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
     host = c.host_of(url)
     if c.on_domain(host, "kraken.com") and not c.on_domain(host, "futures.kraken.com"):
         return NAME, "spot"
     return None
-
-
-def is_depth_snapshot_url(url: str) -> bool:
-    return "/public/Depth" in url
-
-
-def symbol_from_url(url: str) -> Optional[str]:
-    return c.query_value(url, "pair")

@@ -19,6 +19,9 @@ from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "kraken_futures"
 EXCHANGES = (NAME,)
+DOMAINS = ("futures.kraken.com", "cryptofacilities.com")
+SNAPSHOT_PATHS = ("/orderbook",)
+SYMBOL_PARAM = "symbol"
 _TYPES = {"PI": "futures_inverse", "FI": "futures_inverse", "PF": "flexible_futures",
           "FF": "flexible_futures", "PV": "futures_vanilla", "FV": "futures_vanilla"}
 RULES = {market: RANGE_PLUS_ONE for market in set(_TYPES.values())}
@@ -66,27 +69,3 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
                      RANGE_PLUS_ONE, source)
     except Rejected as rejected:
         raise rejected.known(symbol=c.stream_of(exchange, mkt, product), event_time=recv_time) from None
-
-
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
-def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
-                    source: str, exchange: Optional[str] = None) -> Event:
-    return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source, exchange)
-
-
-def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
-    if c.on_domain(c.host_of(url), "futures.kraken.com", "cryptofacilities.com"):
-        return NAME, None
-    return None
-
-
-def is_depth_snapshot_url(url: str) -> bool:
-    return "/orderbook" in url
-
-
-def symbol_from_url(url: str) -> Optional[str]:
-    return c.query_value(url, "symbol")

@@ -22,6 +22,10 @@ from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "kucoin"
 EXCHANGES = (NAME,)
+DOMAINS = ("kucoin.com",)
+URL_MARKET = "spot"
+SNAPSHOT_PATHS = ("/market/orderbook/level2",)
+SYMBOL_PARAM = "symbol"
 RULES = {"spot": RANGE_PLUS_ONE}
 _TOPIC = "/market/level2"
 
@@ -84,11 +88,6 @@ def decode_message(raw: bytes, recv_time: Optional[int], source: str,
         raise rejected.known(symbol=c.stream_of(exchange, mkt, symbol), event_time=recv_time) from None
 
 
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
 def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
                     source: str, exchange: Optional[str] = None) -> Event:
     """A REST level-2 body {"code": "200000", "data": {"sequence", "time", "bids", "asks"}}."""
@@ -106,17 +105,3 @@ def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_tim
                      c.levels(data.get("asks", [])), RANGE_PLUS_ONE, source)
     except Rejected as rejected:
         raise rejected.known(symbol=c.stream_of(exchange, mkt, symbol), event_time=recv_time) from None
-
-
-def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
-    if c.on_domain(c.host_of(url), "kucoin.com"):
-        return NAME, "spot"
-    return None
-
-
-def is_depth_snapshot_url(url: str) -> bool:
-    return "/market/orderbook/level2" in url
-
-
-def symbol_from_url(url: str) -> Optional[str]:
-    return c.query_value(url, "symbol")

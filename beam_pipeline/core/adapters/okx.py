@@ -31,6 +31,9 @@ from beam_pipeline.core.reasons import Reason, Rejected
 
 NAME = "okx"
 EXCHANGES = (NAME,)
+DOMAINS = ("okx.com", "okex.com")     # URL_MARKET none: one connection carries every instrument type
+SNAPSHOT_PATHS = ("/market/books",)
+SYMBOL_PARAM = "instId"
 RULES = {"spot": PREVIOUS_LINK, "swap": PREVIOUS_LINK, "futures": PREVIOUS_LINK,
          "option": PREVIOUS_LINK}
 BOOK_CHANNELS = frozenset(("books", "books5", "books-l2-tbt", "books50-l2-tbt", "bbo-tbt"))
@@ -143,27 +146,3 @@ def _v3(msg, recv_time, source, exchange):
     ordinal = arrival_ordinal(recv_time, source)
     return Event(exchange, mkt, inst, kind, ordinal, ordinal, None, None, recv_time, bids, asks,
                  NO_IDS, source)
-
-
-def decode_delta(payload: bytes, market: Optional[str], recv_time: Optional[int], source: str,
-                 symbol: Optional[str] = None, exchange: Optional[str] = None):
-    return c.enveloped_delta(decode_message, payload, market, recv_time, source, symbol, exchange)
-
-
-def decode_snapshot(payload: bytes, market: Optional[str], symbol: str, recv_time: Optional[int],
-                    source: str, exchange: Optional[str] = None) -> Event:
-    return c.enveloped_snapshot(decode_message, payload, market, symbol, recv_time, source, exchange)
-
-
-def stream_of_url(url: str) -> Optional[tuple[str, Optional[str]]]:
-    if c.on_domain(c.host_of(url), "okx.com", "okex.com"):
-        return NAME, None                   # one connection carries every instrument type
-    return None
-
-
-def is_depth_snapshot_url(url: str) -> bool:
-    return "/market/books" in url
-
-
-def symbol_from_url(url: str) -> Optional[str]:
-    return c.query_value(url, "instId")

@@ -40,6 +40,8 @@ DESCRIPTION = ("cryptofeed raw capture logs, old (ws and http files) and current
 EXAMPLE = (b'1633998512.0633569: {"stream":"nknusdt@depth@100ms","data":{"e":"depthUpdate",'
            b'"E":1633998512068,"s":"NKNUSDT","U":499869750,"u":499869752,"b":[],"a":[]}}')
 BLANK_IS_DISCONNECT = False
+CONNECTIONS = True      # a connect line starts a connection: the frames after it are its own, in
+                        # receive order (transforms/lines.py checks a venue's connection numbers)
 
 # Capture stamps are seconds since the epoch: at most 12 digits before the point (past year 9999
 # is rejected when parsed).
