@@ -482,6 +482,14 @@ COLLECTOR_DEPTH_WEIGHTS = {
     "usdm": ((50, 2), (100, 5), (500, 10), (1000, 20)),
     "coinm": ((50, 2), (100, 5), (500, 10), (1000, 20)),
 }
+# The venues whose snapshots come in-stream (a resync is a resubscription): exchange -> (public
+# websocket base URL, markets). OKX's market is the instruments' type, Bybit's the v5 category.
+COLLECTOR_STREAM_VENUES = {
+    "okx": ("wss://ws.okx.com:8443", ("futures", "option", "spot", "swap")),
+    "bybit": ("wss://stream.bybit.com", ("inverse", "linear", "option", "spot")),
+}
+COLLECTOR_EXCHANGES = ("binance", *sorted(COLLECTOR_STREAM_VENUES))
+COLLECTOR_KEEPALIVE_S = 20.0        # the venue's own ping (OKX "ping", Bybit {"op":"ping"}) this often
 COLLECTOR_EXIT_GAVE_UP = 5          # the connection stayed down longer than --max_disconnect
 
 
@@ -499,21 +507,31 @@ def add_collector_arguments(parser) -> None:
     """The options of `python -m beam_pipeline.collector` (live capture of one market)."""
     src = parser.add_argument_group("exchange")
     src.add_argument(
-        "--market", required=True, choices=sorted(COLLECTOR_MARKETS),
-        help="Binance market to capture: spot, usdm (USD-M futures) or coinm (COIN-M futures). One "
-             "process per market.")
+        "--exchange", default="binance", choices=COLLECTOR_EXCHANGES,
+        help="Venue to capture: binance (REST snapshots), okx (v5 `books`) or bybit (v5 "
+             "`orderbook.50`); OKX and Bybit send their snapshots in-stream, so a recovery request is "
+             "answered by resubscribing the symbol. Default: binance.")
+    src.add_argument(
+        "--market", required=True,
+        choices=sorted({*COLLECTOR_MARKETS, *(m for _, markets in COLLECTOR_STREAM_VENUES.values()
+                                              for m in markets)}),
+        help="Market to capture, one process per market: binance spot, usdm (USD-M futures) or "
+             "coinm (COIN-M futures); okx the instruments' type spot, swap, futures or option; bybit "
+             "the v5 category spot, linear, inverse or option.")
     src.add_argument(
         "--symbols", required=True,
-        help="Comma-separated symbols (BTCUSDT,ETHUSDT): their <symbol>@depth@100ms streams share "
-             "one combined-stream connection.")
+        help="Comma-separated symbols as the venue writes them (BTCUSDT,ETHUSDT; OKX BTC-USDT): "
+             "their book streams share one connection.")
     src.add_argument(
         "--ws_url", default=None,
-        help="Websocket base URL; /stream?streams=... is appended. Default: the market's public one "
-             "(spot wss://stream.binance.com:9443, usdm wss://fstream.binance.com, coinm "
-             "wss://dstream.binance.com).")
+        help="Websocket base URL; the venue's path is appended (binance /stream?streams=..., okx "
+             "/ws/v5/public, bybit /v5/public/<market>). Default: the venue's public one (binance "
+             "spot wss://stream.binance.com:9443, usdm wss://fstream.binance.com, coinm "
+             "wss://dstream.binance.com; okx wss://ws.okx.com:8443; bybit "
+             "wss://stream.bybit.com).")
     src.add_argument(
         "--rest_url", default=None,
-        help="REST base URL; the market's depth path (/api/v3/depth, /fapi/v1/depth, "
+        help="Binance: REST base URL; the market's depth path (/api/v3/depth, /fapi/v1/depth, "
              "/dapi/v1/depth) is appended. Default: https://api.binance.com, fapi or dapi.")
     src.add_argument(
         "--snapshot_limit", type=_positive(int), default=1000,
@@ -566,11 +584,13 @@ def add_collector_arguments(parser) -> None:
     rec.add_argument(
         "--recovery_subscription", default=None,
         help="Pub/Sub subscription of the pipeline's --recovery_topic: each request for one of our "
-             "symbols is answered with a fresh REST snapshot written in-stream. Default: none.")
+             "symbols is answered with a fresh snapshot in-stream: Binance a REST snapshot the collector "
+             "writes, OKX and Bybit by unsubscribing and subscribing the symbol's book again (the "
+             "venue sends its snapshot). Default: none.")
     rec.add_argument(
         "--recovery_dedup_seconds", type=_positive(float), default=5.0,
         help="Requests for a symbol within this many seconds of its last snapshot are answered by "
-             "that one (not fetched again). Default: 5.")
+             "that one (not fetched or resubscribed again). Default: 5.")
 
     net = parser.add_argument_group("network partitions")
     net.add_argument(
