@@ -535,11 +535,11 @@ def add_collector_arguments(parser) -> None:
              "/dapi/v1/depth) is appended. Default: https://api.binance.com, fapi or dapi.")
     src.add_argument(
         "--snapshot_limit", type=_positive(int), default=1000,
-        help="Levels per REST depth snapshot (its request weight follows Binance's table: spot 50, "
+        help="Binance: levels per REST depth snapshot (its request weight follows Binance's table: spot 50, "
              "futures 20 at 1000). Default: 1000.")
     src.add_argument(
         "--request_weight_per_minute", type=_positive(int), default=None,
-        help="REST request weight this collector spends per minute at most (snapshots wait for "
+        help="Binance: REST request weight this collector spends per minute at most (snapshots wait for "
              "budget). Default: half the market's limit per IP (spot 3000, futures 1200), leaving "
              "room for a second process.")
 
@@ -603,7 +603,7 @@ def add_collector_arguments(parser) -> None:
         help="Seconds: the longest wait between two reconnect attempts. Default: 60.")
     net.add_argument(
         "--healthy_seconds", type=_positive(float), default=10.0,
-        help="Seconds a connection must stay up, having delivered its first depth frame, to prove "
+        help="Seconds a connection must stay up, having delivered its first book frame, to prove "
              "healthy. Only a healthy connection resets the backoff; one that ends sooner (accepted "
              "and closed at once, e.g. close code 1013 'try again later') counts as a failed "
              "attempt: the next wait grows as after a refused handshake. Default: 10.")
@@ -617,9 +617,10 @@ def add_collector_arguments(parser) -> None:
              "server that still answers pings). Default: 30.")
     net.add_argument(
         "--planned_reconnect", type=_positive(float), default=23.5 * 3600,
-        help="Seconds after which a connection is replaced before Binance closes it (at 24 h): the "
-             "new one is opened first and both overlap until the new one has delivered every "
-             "symbol (frames deduplicated by update id), so no message is lost. Default: 84600.")
+        help="Seconds after which a connection is replaced before the exchange closes it (Binance "
+             "at 24 h): the new one is opened first and both overlap until the new one has "
+             "delivered every symbol (frames deduplicated by update id), so no message is lost. "
+             "Default: 84600.")
 
     obs = parser.add_argument_group("observability")
     obs.add_argument(
