@@ -71,7 +71,7 @@ OVERLAP_TIMEOUT_S = 10.0    # a planned reconnect: the old connection is closed 
                             # after the new one opened, joined or not (a quiet symbol never joins)
 REST_PAUSE_DEFAULT_S = 60.0 # a 418/429 without Retry-After pauses REST calls this long
 SNAPSHOT_RETRY_S = 5.0      # a failed snapshot is tried again after this long
-RESUBSCRIBE_RETRY_S = 10.0  # a resubscription whose snapshot has not come is asked again after this
+RESUBSCRIBE_RETRY_S = 10.0  # a resubscription whose snapshot has not come answers requests this long
 
 _encode = msgspec.json.Encoder().encode
 
