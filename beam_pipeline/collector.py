@@ -455,7 +455,7 @@ class Snapshots:
         self.last_fetched: dict = {}
         self.paused_until = 0.0
 
-    def want(self, symbol: str, recovery: bool = False) -> None:
+    def want(self, symbol: str, recovery: bool = False, from_id: Optional[int] = None) -> None:
         metrics = self.collector.metrics
         if recovery:
             metrics.counts["recovery_requests"] += 1
@@ -507,7 +507,7 @@ class Snapshots:
             if self.collector.write_snapshot(symbol, body, stream):
                 self.last_fetched[symbol] = time.monotonic()
 
-    def arrived(self, symbol: str) -> None:
+    def arrived(self, symbol: str, snapshot_id: Optional[int] = None) -> None:
         """An in-stream snapshot was written: none on a REST venue."""
 
     def _failed(self, symbol: str, error: BaseException) -> None:
@@ -532,10 +532,11 @@ class Resubscriptions:
     """Wanted snapshots of a venue that sends them in-stream (OKX, Bybit v5): the symbol's book
     channel is unsubscribed and subscribed again on the connection that delivers, and the venue
     answers with a fresh snapshot (written as any frame; `arrived` when it is). Recovery requests
-    are deduplicated as Snapshots' are (one asked and not yet arrived, or one arrived less than
-    --recovery_dedup_seconds ago, answers them); one asked more than RESUBSCRIBE_RETRY_S ago that
-    never came no longer does. After a reconnect nothing is asked: the new subscription brings
-    every symbol's snapshot."""
+    are deduplicated: one asked and not yet arrived answers them (one asked more than
+    RESUBSCRIBE_RETRY_S ago that never came no longer does), and so does one arrived less than
+    --recovery_dedup_seconds ago whose id is at or past the request's from_id (a snapshot from
+    before the gap cannot resync it, however recent). After a reconnect nothing is asked: the new
+    subscription brings every symbol's snapshot."""
 
     def __init__(self, collector: "Collector"):
         self.collector = collector
@@ -544,14 +545,16 @@ class Resubscriptions:
         self.fetching: Optional[str] = None # always None: nothing is fetched
         self.asked: dict = {}               # symbol -> monotonic time of its resubscription
         self.last_fetched: dict = {}        # symbol -> monotonic time its last snapshot arrived
+        self.last_ids: dict = {}            # symbol -> the id of its last snapshot
 
-    def want(self, symbol: str, recovery: bool = False) -> None:
+    def want(self, symbol: str, recovery: bool = False, from_id: Optional[int] = None) -> None:
         metrics = self.collector.metrics
         now = time.monotonic()
         if recovery:
             metrics.counts["recovery_requests"] += 1
         stale = now - self.asked.get(symbol, now) > RESUBSCRIBE_RETRY_S
-        fresh = now - self.last_fetched.get(symbol, -1e18) < self.collector.args.recovery_dedup_seconds
+        fresh = (now - self.last_fetched.get(symbol, -1e18) < self.collector.args.recovery_dedup_seconds
+                 and (from_id is None or self.last_ids.get(symbol, -1) >= from_id))
         if (symbol in self.pending and not stale) or (recovery and fresh):
             if recovery:
                 metrics.counts["recovery_deduplicated"] += 1
@@ -559,10 +562,12 @@ class Resubscriptions:
         self.pending.add(symbol)
         self.queue.put_nowait(symbol)
 
-    def arrived(self, symbol: str) -> None:
+    def arrived(self, symbol: str, snapshot_id: Optional[int] = None) -> None:
         self.pending.discard(symbol)
         self.asked.pop(symbol, None)
         self.last_fetched[symbol] = time.monotonic()
+        if snapshot_id is not None:
+            self.last_ids[symbol] = snapshot_id
 
     async def run(self) -> None:
         collector = self.collector
@@ -683,7 +688,7 @@ class Collector:
                                                 frame.payload, self.exchange), recv_ms)
         if frame.kind == SNAPSHOT:              # an in-stream snapshot (OKX, Bybit)
             self.metrics.counts["snapshots"] += 1
-            self.snapshots.arrived(frame.symbol)
+            self.snapshots.arrived(frame.symbol, frame.last_id)
 
     def _write(self, symbol: str, line: bytes, recv_ms: int) -> None:
         self.metrics.counts["records"] += 1
@@ -958,7 +963,9 @@ class Collector:
                 if (request.get("exchange", self.exchange) == self.exchange
                         and request.get("market") == self.market
                         and symbol in ours):
-                    loop.call_soon_threadsafe(self.snapshots.want, symbol, True)
+                    from_id = request.get("from_id")
+                    loop.call_soon_threadsafe(self.snapshots.want, symbol, True,
+                                              from_id if isinstance(from_id, int) else None)
             except (ValueError, AttributeError) as error:
                 _LOG.warning("a recovery request that is not JSON: %r (%s)", message.data[:200], error)
             message.ack()

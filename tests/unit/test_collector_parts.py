@@ -1,6 +1,7 @@
 """The collector's pure parts: frames -> envelope lines, the overlap of a planned reconnect, the
 request-weight budget, the reconnect backoff (its healthy-reset rule), and its option checks."""
 import json
+from types import SimpleNamespace
 
 import pytest
 import tenacity
@@ -8,7 +9,8 @@ import tenacity
 from beam_pipeline.capture import venue_for, venue_names
 from beam_pipeline.capture.base import Refusal
 
-from beam_pipeline.collector import (Frame, OverlapMerge, ReconnectBackoff, WeightBudget,
+from beam_pipeline.collector import (Frame, Metrics, OverlapMerge, ReconnectBackoff, Resubscriptions,
+                                     WeightBudget,
                                      depth_weight, envelope_line, parse_args, parse_frame,
                                      stream_url)
 from beam_pipeline.core.framing import FileContext, decode_record
@@ -214,3 +216,18 @@ def test_each_venue_connects_subscribes_and_resubscribes_as_documented():
     assert (okx.keepalive_message(), json.loads(bybit.keepalive_message())) == ("ping", {"op": "ping"})
     assert (binance.RESYNC, okx.RESYNC, bybit.RESYNC) == ("rest", "resubscribe", "resubscribe")
     assert venue_names() == ["binance", "bybit", "okx"]
+
+
+def test_a_recovery_request_is_answered_by_a_resubscription_unless_a_snapshot_covers_it():
+    collector = SimpleNamespace(metrics=Metrics("spot", "okx"),
+                                args=SimpleNamespace(recovery_dedup_seconds=5.0))
+    resync = Resubscriptions(collector)
+    resync.arrived("BTC-USDT", 100)                 # the subscription's snapshot, just now
+    resync.want("BTC-USDT", True, from_id=108)      # a gap after it: that snapshot cannot resync it
+    assert resync.pending == {"BTC-USDT"}
+    resync.want("BTC-USDT", True, from_id=108)      # asked, not arrived: that one answers
+    resync.arrived("BTC-USDT", 130)
+    resync.want("BTC-USDT", True, from_id=120)      # the fresh snapshot covers it
+    counts = collector.metrics.counts
+    assert (counts["recovery_requests"], counts["recovery_deduplicated"]) == (3, 2)
+    assert resync.pending == set() and resync.queue.qsize() == 1
