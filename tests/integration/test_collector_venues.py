@@ -9,7 +9,8 @@ as the streaming job publishes it, makes the collector unsubscribe and subscribe
 venue's fresh in-stream snapshot anchors the next segment. Then the exchange closes the connection:
 one disconnect marker per symbol, a reconnect whose subscription brings each symbol's snapshot, and
 one gap per symbol for what was lost meanwhile. The final batch run's gap rows are exactly the runs
-of messages the exchange sent that the files lack, each resynced."""
+of messages the exchange sent that the files lack, each resynced. And Bybit to Pub/Sub: the
+messages' attributes name the venue, and their lines are a feed a batch run checks clean."""
 import gzip
 import json
 import os
@@ -159,3 +160,39 @@ def test_a_lost_message_a_recovery_by_resubscription_and_a_dropped_connection(
     segments = [(r["segment_id"], r["anchored"]) for r in clean if r["symbol"] == lossy]
     assert (snapshots[1], True) in segments and segments.index((snapshots[1], True)) > 0
     assert {anchored for _, anchored in segments} == {True}
+
+
+def test_bybit_to_pubsub_carries_the_venue_in_every_message_and_a_batch_run_reads_it(
+        pubsub_emulator, tmp_path):
+    """fake Bybit -> collector --topic: every message's attributes name the venue and the market,
+    its lines are Bybit's frames in envelopes, and a batch run over them checks them clean."""
+    emu = pubsub_emulator
+    feed = emu.create_topic(emu.unique_name("bybit-feed"))
+    feed_sub = emu.create_subscription(feed, emu.unique_name("bybit-feed-sub"))
+    exchange = FakeExchange("spot", exchange="bybit").start()
+    metrics_file = str(tmp_path / "metrics.json")
+    proc = _collector(exchange, "--topic", feed, "--metrics_file", metrics_file,
+                      env=dict(os.environ, PUBSUB_EMULATOR_HOST=emu.host))
+    try:
+        _wait_for(lambda: read_metrics(metrics_file).get("published_messages", 0) >= 20, 30,
+                  "20 messages", proc)
+        code, log = _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        exchange.stop()
+    assert code == 0, log[-3000:]
+    status = read_metrics(metrics_file)
+    messages = emu.pull_all(feed_sub, 30, expected=status["published_messages"])
+    assert len(messages) == status["published_messages"]
+    lines = []
+    for data, attributes in messages:
+        assert (attributes["exchange"], attributes["market"], attributes["format"]) == (
+            "bybit", "spot", "envelope")
+        lines.extend(gzip.decompress(data).splitlines())
+    (tmp_path / "feed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    summary = _batch(tmp_path / "feed.jsonl", tmp_path / "batch")
+    assert summary["balanced"] and summary["dead_letters"] == {}
+    assert summary["input_records"] == len(lines) == status["records"]
+    assert sum(summary["gaps"].values()) == 0
+    assert summary["clean_records"] == len(lines)      # each symbol's snapshot, then its deltas
