@@ -1,25 +1,32 @@
-"""Live capture of one Binance market: python -m beam_pipeline.collector --market spot --symbols
-BTCUSDT,ETHUSDT [--topic projects/P/topics/T] [--output_dir DIR] (one or both)
-[--recovery_subscription S].
+"""Live capture of one market of one venue: python -m beam_pipeline.collector [--exchange
+binance|okx|bybit] --market spot --symbols BTCUSDT,ETHUSDT [--topic projects/P/topics/T]
+[--output_dir DIR] (one or both) [--recovery_subscription S].
 
-One combined-stream websocket per process (<ws_url>/stream?streams=btcusdt@depth@100ms/...). Every
-frame is written with its receive time as an envelope line (core/framings/envelope.py): to Pub/Sub
-as batched messages (beam_pipeline/publish.py's format, ordering key = symbol, flow control) or to
-rolling gzip files a batch run reads as they are. After every (re)connect a REST depth snapshot per
-symbol is written in-stream once the new connection has delivered its first depth frame; each
-recovery request of the pipeline (--recovery_subscription) for one of our symbols is answered with a
-fresh one. A snapshot is written only while the connection that was delivering when it was requested
-still is (one taken during an outage would end the pipeline's disconnection before the reconnect).
+One websocket per process; what differs between venues (its URL, the subscription, how a book
+frame is recognised, how a fresh snapshot is had) is the venue's module in beam_pipeline/capture/.
+Every frame is written as it came with its receive time as an envelope line
+(core/framings/envelope.py) of the venue's exchange and the market: to Pub/Sub as batched messages
+(beam_pipeline/publish.py's format, ordering key = symbol, flow control), to Kafka, or to rolling
+gzip files a batch run reads as they are.
+
+Snapshots. Binance (REST): after every (re)connect a REST depth snapshot per symbol is written
+in-stream once the new connection has delivered its first depth frame; each recovery request of the
+pipeline (--recovery_subscription) for one of our symbols is answered with a fresh one. A snapshot
+is written only while the connection that was delivering when it was requested still is (one taken
+during an outage would end the pipeline's disconnection before the reconnect). OKX and Bybit v5
+(RESUBSCRIBE): the venue sends each symbol's snapshot in-stream when it is subscribed, so every
+(re)connect brings them; a recovery request is answered by unsubscribing and subscribing the
+symbol's book channel again (Resubscriptions), which makes the venue send a fresh one.
 
 Network partitions: a lost connection (closed, refused, stalled past --idle_timeout) is retried
 with exponential backoff and full jitter (tenacity, ReconnectBackoff), each wait capped by
 --max_backoff. The backoff grows with every attempt that fails (a refused handshake, or a connection
-that ends before it proved healthy: its first depth frame delivered and --healthy_seconds up, e.g.
+that ends before it proved healthy: its first book frame delivered and --healthy_seconds up, e.g.
 accepted and closed at once) and resets only when a connection proves healthy. After
 --max_disconnect down the collector exits with code 5. When a connection delivers data again it
 writes one disconnect marker per symbol for the whole outage (core/markers.py; `attempts`: the
 connection attempts of the outage), which the pipeline turns into an explained gap: resynced by the
-snapshot fetched after the reconnect, else a corrupt period of reason disconnect. A connection
+snapshot after the reconnect, else a corrupt period of reason disconnect. A connection
 older than --planned_reconnect is replaced before the exchange closes it (Binance: at 24 h): the new one is
 opened first and both are read until the new one joins each symbol's ids (OverlapMerge), so no
 frame is lost or written twice.
@@ -47,78 +54,42 @@ from typing import Optional
 import msgspec
 import tenacity
 
+from beam_pipeline.capture import binance, venue_for
+from beam_pipeline.capture.base import DELTA, REST, SNAPSHOT, Frame, Refusal
 from beam_pipeline.core.markers import Disconnect, encode_marker
 from beam_pipeline.core.model import RawBatch
 from beam_pipeline.core.resilience import (BreakerPolicy, CircuitOpenError, HttpStatusError,
                                            RetriesExhaustedError, RetryPolicy, SnapshotFetcher)
 from beam_pipeline.core.runtime import now_ms
 from beam_pipeline.options import (COLLECTOR_DEPTH_WEIGHTS, COLLECTOR_EXIT_GAVE_UP,
-                                   COLLECTOR_MARKETS, add_collector_arguments)
+                                   COLLECTOR_KEEPALIVE_S, COLLECTOR_MARKETS,
+                                   COLLECTOR_STREAM_VENUES, add_collector_arguments)
 
-EXCHANGE = "binance"
+EXCHANGE = binance.NAME                 # the default venue
 _LOG = logging.getLogger("feedcheck.collector")
 OVERLAP_TIMEOUT_S = 10.0    # a planned reconnect: the old connection is closed this long at most
                             # after the new one opened, joined or not (a quiet symbol never joins)
 REST_PAUSE_DEFAULT_S = 60.0 # a 418/429 without Retry-After pauses REST calls this long
 SNAPSHOT_RETRY_S = 5.0      # a failed snapshot is tried again after this long
+RESUBSCRIBE_RETRY_S = 10.0  # a resubscription whose snapshot has not come answers requests this long
 
-
-# ---- frames ---------------------------------------------------------------------------------
-
-class _Combined(msgspec.Struct):
-    stream: str
-    data: msgspec.Raw
-
-
-class _Ids(msgspec.Struct):
-    U: Optional[int] = None
-    u: Optional[int] = None
-    pu: Optional[int] = None
-    E: Optional[int] = None
-
-
-_combined = msgspec.json.Decoder(_Combined)
-_ids = msgspec.json.Decoder(_Ids)
 _encode = msgspec.json.Encoder().encode
 
 
-class Frame(msgspec.Struct):
-    """One websocket frame, split: its symbol, envelope type and ids (None: not a depth update)."""
+# ---- frames: each venue's (beam_pipeline/capture/) -------------------------------------------
 
-    symbol: str
-    kind: str
-    payload: bytes
-    first_id: Optional[int]
-    last_id: Optional[int]
-    prev_id: Optional[int]
-    event_time: Optional[int]
+parse_frame = binance.parse_frame       # Binance's, as before the venues (tests and bench use it)
 
 
-def parse_frame(raw: bytes) -> Optional[Frame]:
-    """A combined-stream frame -> Frame; None for what is not one (a SUBSCRIBE answer, ...)."""
-    try:
-        combined = _combined.decode(raw)
-    except msgspec.DecodeError:
-        return None
-    symbol = combined.stream.partition("@")[0].upper()
-    data = bytes(combined.data)
-    if "@depth" not in combined.stream:
-        return Frame(symbol, "other", data, None, None, None, None)
-    try:
-        ids = _ids.decode(data)
-    except msgspec.DecodeError:
-        ids = _Ids()
-    return Frame(symbol, "delta", data, ids.U, ids.u, ids.pu, ids.E)
-
-
-def envelope_line(market: str, symbol: str, recv_ms: int, kind: str, payload: bytes) -> bytes:
-    return _encode({"exchange": EXCHANGE, "market": market, "symbol": symbol, "recv_ts_ms": recv_ms,
+def envelope_line(market: str, symbol: str, recv_ms: int, kind: str, payload: bytes,
+                  exchange: str = EXCHANGE) -> bytes:
+    return _encode({"exchange": exchange, "market": market, "symbol": symbol, "recv_ts_ms": recv_ms,
                     "type": kind, "payload": msgspec.Raw(payload)})
 
 
 def stream_url(ws_base: str, symbols) -> str:
-    streams = "/".join(f"{symbol.lower()}@depth@100ms" for symbol in symbols)
-    return f"{ws_base.rstrip('/')}/stream?streams={streams}"
+    """Binance's combined-stream URL of `symbols`."""
+    return binance.connect_url(ws_base, "", symbols)
 
 
 def depth_weight(market: str, limit: int) -> int:
@@ -198,11 +169,11 @@ class OverlapMerge:
 class Metrics:
     COUNTS = ("messages", "records", "reconnects", "disconnects", "planned_reconnects",
               "connect_attempts", "snapshots", "snapshot_failures", "snapshots_discarded",
-              "recovery_requests", "recovery_deduplicated",
+              "recovery_requests", "recovery_deduplicated", "resubscribes", "refusals",
               "published_messages", "publish_failures", "records_lost", "file_flushes")
 
-    def __init__(self, market: str):
-        self.market = market
+    def __init__(self, market: str, exchange: str = EXCHANGE):
+        self.market, self.exchange = market, exchange
         self.started = time.monotonic()
         self.counts = collections.Counter(dict.fromkeys(self.COUNTS, 0))
         self.blocked_s = 0.0
@@ -220,7 +191,7 @@ class Metrics:
         since, before = self._last
         rate = (self.counts["messages"] - before) / max(now - since, 1e-9)
         self._last = (now, self.counts["messages"])
-        return {"market": self.market, "uptime_s": round(now - self.started, 3),
+        return {"exchange": self.exchange, "market": self.market, "uptime_s": round(now - self.started, 3),
                 "messages_per_s": round(rate, 1), **dict(sorted(self.counts.items())),
                 "blocked_s": round(self.blocked_s, 3), "publish_lag_ms": self.publish_lag_ms,
                 "publish_lag_max_ms": self.publish_lag_max_ms,
@@ -229,7 +200,7 @@ class Metrics:
     @staticmethod
     def line(status: dict) -> str:
         c = status
-        return (f"{c['market']}: {c['messages_per_s']:,.0f} msg/s, {c.get('messages', 0):,} messages, "
+        return (f"{c.get('exchange', EXCHANGE)} {c['market']}: {c['messages_per_s']:,.0f} msg/s, {c.get('messages', 0):,} messages, "
                 f"{c.get('reconnects', 0)} reconnects, {c.get('snapshots', 0)} snapshots "
                 f"({c.get('snapshot_failures', 0)} failed), {c.get('recovery_requests', 0)} recovery "
                 f"requests ({c.get('recovery_deduplicated', 0)} deduplicated), publish lag "
@@ -261,11 +232,11 @@ class PubSubSink:
     BLOCKED_LOG_S = 1.0
 
     def __init__(self, topic: str, market: str, records_per_message: int, message_seconds: float,
-                 max_messages: int, max_bytes: int, metrics: Metrics):
+                 max_messages: int, max_bytes: int, metrics: Metrics, exchange: str = EXCHANGE):
         from google.cloud import pubsub_v1
         from google.cloud.pubsub_v1 import types
 
-        self.topic, self.market, self.metrics = topic, market, metrics
+        self.topic, self.market, self.metrics, self.exchange = topic, market, metrics, exchange
         self.records_per_message, self.message_seconds = records_per_message, message_seconds
         flow = types.PublishFlowControl(message_limit=max_messages, byte_limit=max_bytes,
                                         limit_exceeded_behavior=types.LimitExceededBehavior.BLOCK)
@@ -295,7 +266,7 @@ class PubSubSink:
         from beam_pipeline.publish import message_of
 
         _, first_recv, lines = self.buffers.pop(symbol)
-        data, attributes = message_of(RawBatch(f"collector:{symbol}", "envelope", EXCHANGE,
+        data, attributes = message_of(RawBatch(f"collector:{symbol}", "envelope", self.exchange,
                                                self.market, [(0, line) for line in lines]), True)
         began = time.monotonic()
         future = self.client.publish(self.topic, data, ordering_key=symbol, **attributes)
@@ -341,10 +312,10 @@ class KafkaTopicSink(PubSubSink):
     CreateTime = the publish time (the streaming job's event time)."""
 
     def __init__(self, bootstrap_servers: str, topic: str, market: str, records_per_message: int,
-                 message_seconds: float, metrics: Metrics):
+                 message_seconds: float, metrics: Metrics, exchange: str = EXCHANGE):
         from beam_pipeline.publish import KafkaSink
 
-        self.topic, self.market, self.metrics = topic, market, metrics
+        self.topic, self.market, self.metrics, self.exchange = topic, market, metrics, exchange
         self.records_per_message, self.message_seconds = records_per_message, message_seconds
         self.kafka = KafkaSink(bootstrap_servers, topic)
         self.buffers: dict = {}
@@ -355,7 +326,7 @@ class KafkaTopicSink(PubSubSink):
         from beam_pipeline.publish import message_of
 
         _, first_recv, lines = self.buffers.pop(symbol)
-        data, attributes = message_of(RawBatch(f"collector:{symbol}", "envelope", EXCHANGE,
+        data, attributes = message_of(RawBatch(f"collector:{symbol}", "envelope", self.exchange,
                                                self.market, [(0, line) for line in lines]), True)
         future = self.kafka.publish(data, attributes, symbol)
         self.metrics.counts["published_messages"] += 1
@@ -385,14 +356,16 @@ class FileSink:
     Each flush appends one complete gzip member in one write: a crash loses what was not flushed,
     and what is on disk stays a readable gzip file."""
 
-    def __init__(self, folder: str, market: str, flush_seconds: float, metrics: Metrics):
+    def __init__(self, folder: str, market: str, flush_seconds: float, metrics: Metrics,
+                 exchange: str = EXCHANGE):
         os.makedirs(folder, exist_ok=True)
         self.folder, self.market, self.flush_seconds, self.metrics = folder, market, flush_seconds, metrics
+        self.exchange = exchange
         self.hour, self.lines, self.flushed = None, [], time.monotonic()
 
     def path_of(self, hour: int) -> str:
         stamp = time.strftime("%Y%m%dT%H", time.gmtime(hour * 3600))
-        return os.path.join(self.folder, f"{EXCHANGE}-{self.market}-{stamp}.jsonl.gz")
+        return os.path.join(self.folder, f"{self.exchange}-{self.market}-{stamp}.jsonl.gz")
 
     def write(self, symbol: str, line: bytes, recv_ms: int) -> None:
         hour = recv_ms // 3_600_000
@@ -482,7 +455,7 @@ class Snapshots:
         self.last_fetched: dict = {}
         self.paused_until = 0.0
 
-    def want(self, symbol: str, recovery: bool = False) -> None:
+    def want(self, symbol: str, recovery: bool = False, from_id: Optional[int] = None) -> None:
         metrics = self.collector.metrics
         if recovery:
             metrics.counts["recovery_requests"] += 1
@@ -534,6 +507,9 @@ class Snapshots:
             if self.collector.write_snapshot(symbol, body, stream):
                 self.last_fetched[symbol] = time.monotonic()
 
+    def arrived(self, symbol: str, snapshot_id: Optional[int] = None) -> None:
+        """An in-stream snapshot was written: none on a REST venue."""
+
     def _failed(self, symbol: str, error: BaseException) -> None:
         self.collector.metrics.counts["snapshot_failures"] += 1
         _LOG.warning("%s: snapshot failed (%s); trying again in %.0f s", symbol, error,
@@ -550,6 +526,70 @@ class Snapshots:
             if wait <= 0:
                 return
             await asyncio.sleep(wait)
+
+
+class Resubscriptions:
+    """Wanted snapshots of a venue that sends them in-stream (OKX, Bybit v5): the symbol's book
+    channel is unsubscribed and subscribed again on the connection that delivers, and the venue
+    answers with a fresh snapshot (written as any frame; `arrived` when it is). Recovery requests
+    are deduplicated: one asked and not yet arrived answers them (one asked more than
+    RESUBSCRIBE_RETRY_S ago that never came no longer does), and so does one arrived less than
+    --recovery_dedup_seconds ago whose id is at or past the request's from_id (a snapshot from
+    before the gap cannot resync it, however recent). After a reconnect nothing is asked: the new
+    subscription brings every symbol's snapshot."""
+
+    def __init__(self, collector: "Collector"):
+        self.collector = collector
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.pending: set = set()           # asked (or about to be), its snapshot not arrived yet
+        self.fetching: Optional[str] = None # always None: nothing is fetched
+        self.asked: dict = {}               # symbol -> monotonic time of its resubscription
+        self.last_fetched: dict = {}        # symbol -> monotonic time its last snapshot arrived
+        self.last_ids: dict = {}            # symbol -> the id of its last snapshot
+
+    def want(self, symbol: str, recovery: bool = False, from_id: Optional[int] = None) -> None:
+        metrics = self.collector.metrics
+        now = time.monotonic()
+        if recovery:
+            metrics.counts["recovery_requests"] += 1
+        stale = now - self.asked.get(symbol, now) > RESUBSCRIBE_RETRY_S
+        fresh = (now - self.last_fetched.get(symbol, -1e18) < self.collector.args.recovery_dedup_seconds
+                 and (from_id is None or self.last_ids.get(symbol, -1) >= from_id))
+        if (symbol in self.pending and not stale) or (recovery and fresh):
+            if recovery:
+                metrics.counts["recovery_deduplicated"] += 1
+            return
+        self.pending.add(symbol)
+        self.queue.put_nowait(symbol)
+
+    def arrived(self, symbol: str, snapshot_id: Optional[int] = None) -> None:
+        self.pending.discard(symbol)
+        self.asked.pop(symbol, None)
+        self.last_fetched[symbol] = time.monotonic()
+        if snapshot_id is not None:
+            self.last_ids[symbol] = snapshot_id
+
+    async def run(self) -> None:
+        collector = self.collector
+        while True:
+            symbol = await self.queue.get()
+            live = collector._live
+            if live is None or live.closed:  # the next connection's subscription brings it
+                self.pending.discard(symbol)
+                _LOG.info("%s: no connection delivers; its next subscription brings the snapshot",
+                          symbol)
+                continue
+            try:
+                for message in collector.venue.resubscribe_messages(collector.market, symbol):
+                    await live.ws.send(message)
+            except Exception as error:      # websockets' ConnectionClosed: the reconnect brings it
+                self.pending.discard(symbol)
+                _LOG.warning("%s: resubscription failed (%r); the reconnect brings the snapshot",
+                             symbol, error)
+                continue
+            self.asked[symbol] = time.monotonic()
+            collector.metrics.counts["resubscribes"] += 1
+            _LOG.info("%s: resubscribed for a fresh snapshot", symbol)
 
 
 # ---- the collector --------------------------------------------------------------------------
@@ -612,12 +652,17 @@ class ReconnectBackoff:
 class Collector:
     def __init__(self, args):
         self.args, self.market = args, args.market
-        self.symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
-        ws_base, rest_base, depth_path, weight_limit = COLLECTOR_MARKETS[self.market]
-        self.url = stream_url(args.ws_url or ws_base, self.symbols)
-        self.depth_url = (args.rest_url or rest_base).rstrip("/") + depth_path
-        self.weight_per_minute = args.request_weight_per_minute or weight_limit // 2
-        self.metrics = Metrics(self.market)
+        self.venue = venue_for(args.exchange)
+        self.exchange = self.venue.NAME
+        self.symbols = symbols_of(args)
+        if self.venue.RESYNC == REST:           # Binance: endpoints per market
+            ws_base, rest_base, depth_path, weight_limit = COLLECTOR_MARKETS[self.market]
+            self.depth_url = (args.rest_url or rest_base).rstrip("/") + depth_path
+            self.weight_per_minute = args.request_weight_per_minute or weight_limit // 2
+        else:
+            ws_base = COLLECTOR_STREAM_VENUES[self.exchange][0]
+        self.url = self.venue.connect_url(args.ws_url or ws_base, self.market, self.symbols)
+        self.metrics = Metrics(self.market, self.exchange)
         self.last_ids: dict = {}
         self.last_times: dict = {}
         self.backoff = ReconnectBackoff(args.initial_backoff, args.max_backoff,
@@ -640,7 +685,10 @@ class Collector:
             self.last_times[frame.symbol] = frame.event_time
         self.metrics.counts["messages"] += 1
         self._write(frame.symbol, envelope_line(self.market, frame.symbol, recv_ms, frame.kind,
-                                                frame.payload), recv_ms)
+                                                frame.payload, self.exchange), recv_ms)
+        if frame.kind == SNAPSHOT:              # an in-stream snapshot (OKX, Bybit)
+            self.metrics.counts["snapshots"] += 1
+            self.snapshots.arrived(frame.symbol, frame.last_id)
 
     def _write(self, symbol: str, line: bytes, recv_ms: int) -> None:
         self.metrics.counts["records"] += 1
@@ -656,7 +704,8 @@ class Collector:
             return False
         recv = now_ms()
         self.metrics.counts["snapshots"] += 1
-        self._write(symbol, envelope_line(self.market, symbol, recv, "snapshot", _encode(body)), recv)
+        self._write(symbol, envelope_line(self.market, symbol, recv, SNAPSHOT, _encode(body),
+                                          self.exchange), recv)
         return True
 
     def delivering(self) -> Optional[int]:
@@ -673,7 +722,7 @@ class Collector:
                                 last_id=self.last_ids.get(symbol),
                                 last_event_time=self.last_times.get(symbol),
                                 from_ms=lost_ms, to_ms=back_ms)
-            self._write(symbol, encode_marker(EXCHANGE, self.market, symbol, marker), back_ms)
+            self._write(symbol, encode_marker(self.exchange, self.market, symbol, marker), back_ms)
         self.metrics.counts["disconnects"] += 1
 
     # -- connections --
@@ -681,16 +730,32 @@ class Collector:
     async def _open(self) -> _Connection:
         from websockets.asyncio.client import connect
 
+        from websockets.exceptions import ConnectionClosed
+
         ws = await connect(self.url, open_timeout=10, ping_interval=20, ping_timeout=20,
                            max_size=2**24, proxy=None)
+        try:
+            for message in self.venue.subscribe_messages(self.market, self.symbols):
+                await ws.send(message)
+        except ConnectionClosed as closed:  # closed before it subscribed: a failed attempt
+            raise ConnectionError(f"closed while subscribing ({closed})") from None
         self._connections += 1
         connection = _Connection(ws, self._connections)
         connection.task = asyncio.create_task(self._read(connection))
         return connection
 
+    async def _keepalive(self, connection: _Connection, message: str) -> None:
+        """The venue's own ping (OKX closes a connection silent for 30 s, whatever the websocket
+        pings): its answer is a frame like any other (not written)."""
+        while True:
+            await asyncio.sleep(COLLECTOR_KEEPALIVE_S)
+            await connection.ws.send(message)
+
     async def _read(self, connection: _Connection) -> None:
         """Frames of one connection -> the frames queue, then ("closed", why)."""
         why = "closed"
+        ping = self.venue.keepalive_message()
+        keepalive = asyncio.create_task(self._keepalive(connection, ping)) if ping else None
         try:
             while True:
                 raw = await asyncio.wait_for(connection.ws.recv(decode=False), self.args.idle_timeout)
@@ -703,6 +768,8 @@ class Collector:
             why = repr(error)
         finally:
             connection.closed = True
+            if keepalive is not None:
+                keepalive.cancel()
             await connection.ws.close()
         await self.frames.put((connection, None, why))
 
@@ -782,8 +849,9 @@ class Collector:
 
     def _delivers(self, connection: _Connection, lost_ms: Optional[int], down_since: float,
                   recv: int) -> None:
-        """The current connection's first depth frame (written next): the outage, if any, ends
-        with one marker per symbol; a snapshot per symbol is wanted."""
+        """The current connection's first book frame (written next): the outage, if any, ends
+        with one marker per symbol; a snapshot per symbol is wanted (a venue that sends its
+        snapshots in-stream has sent them on this connection's subscription)."""
         connection.first_frame = time.monotonic()
         self._live = connection
         if lost_ms is not None:
@@ -793,8 +861,9 @@ class Collector:
             _LOG.warning("reconnected after %.1f s: data again (%d connection attempts)",
                          time.monotonic() - down_since, self.outage_attempts)
         self.outage_attempts = 0
-        for symbol in self.symbols:
-            self.snapshots.want(symbol)
+        if self.venue.RESYNC == REST:
+            for symbol in self.symbols:
+                self.snapshots.want(symbol)
 
     async def capture(self) -> int:
         """Connect, read, reconnect; returns the exit code. An outage begins when a connection that
@@ -835,9 +904,13 @@ class Collector:
                         current, self._live = None, None
                 continue
             if connection is not None:
-                frame = parse_frame(raw)
+                frame = self.venue.parse_frame(raw)
+                if isinstance(frame, Refusal):
+                    self.metrics.counts["refusals"] += 1
+                    _LOG.error("the exchange refused: %s", frame.message)
+                    frame = None
                 if frame is not None:
-                    if frame.kind == "delta" and connection.first_frame is None:
+                    if frame.kind in (DELTA, SNAPSHOT) and connection.first_frame is None:
                         if connection is current:
                             self._delivers(connection, lost_ms, down_since, recv)
                             lost_ms = None
@@ -887,9 +960,12 @@ class Collector:
             try:
                 request = json.loads(message.data)
                 symbol = request.get("symbol")
-                if (request.get("exchange", EXCHANGE) == EXCHANGE and request.get("market") == self.market
+                if (request.get("exchange", self.exchange) == self.exchange
+                        and request.get("market") == self.market
                         and symbol in ours):
-                    loop.call_soon_threadsafe(self.snapshots.want, symbol, True)
+                    from_id = request.get("from_id")
+                    loop.call_soon_threadsafe(self.snapshots.want, symbol, True,
+                                              from_id if isinstance(from_id, int) else None)
             except (ValueError, AttributeError) as error:
                 _LOG.warning("a recovery request that is not JSON: %r (%s)", message.data[:200], error)
             message.ack()
@@ -930,11 +1006,14 @@ class Collector:
             loop.add_signal_handler(signum, self.stop)
         self.frames = asyncio.Queue(maxsize=10_000)
         self.sink = self._make_sink()
-        self.snapshots = Snapshots(self, self.depth_url, self.args.snapshot_limit,
-                                   self.weight_per_minute)
+        if self.venue.RESYNC == REST:
+            self.snapshots = Snapshots(self, self.depth_url, self.args.snapshot_limit,
+                                       self.weight_per_minute)
+        else:
+            self.snapshots = Resubscriptions(self)
         helpers = [asyncio.create_task(self.snapshots.run()), asyncio.create_task(self._ticks())]
         listener = self._listen_for_recovery(loop)
-        _LOG.info("capturing %s %s from %s into %s", self.market, ",".join(self.symbols), self.url,
+        _LOG.info("capturing %s %s %s from %s into %s", self.exchange, self.market, ",".join(self.symbols), self.url,
                   " and ".join(filter(None, (self.args.topic, self.args.kafka_topic,
                                              self.args.output_dir))))
         try:
@@ -955,13 +1034,14 @@ class Collector:
         if args.topic:
             sinks.append(PubSubSink(args.topic, self.market, args.records_per_message,
                                     args.message_seconds, args.max_outstanding_messages,
-                                    args.max_outstanding_bytes, self.metrics))
+                                    args.max_outstanding_bytes, self.metrics, self.exchange))
         if args.kafka_bootstrap_servers:
             sinks.append(KafkaTopicSink(args.kafka_bootstrap_servers, args.kafka_topic, self.market,
                                         args.records_per_message, args.message_seconds,
-                                        self.metrics))
+                                        self.metrics, self.exchange))
         if args.output_dir:
-            sinks.append(FileSink(args.output_dir, self.market, args.flush_seconds, self.metrics))
+            sinks.append(FileSink(args.output_dir, self.market, args.flush_seconds, self.metrics,
+                                  self.exchange))
         return sinks[0] if len(sinks) == 1 else BothSinks(*sinks)
 
 
@@ -969,12 +1049,19 @@ def build_parser() -> argparse.ArgumentParser:
     """`feedcheck-collect`'s options (docs/reference/options.md documents them)."""
     parser = argparse.ArgumentParser(
         prog="feedcheck-collect",
-        description="Capture one Binance market's depth streams live (one combined-stream "
-                    "connection), with a REST snapshot per symbol after every (re)connect and on "
-                    "every recovery request, into Pub/Sub or rolling files. Exit codes: 0 stopped "
+        description="Capture one market's order-book streams live (one connection): Binance's "
+                    "depth streams with a REST snapshot per symbol after every (re)connect and on "
+                    "every recovery request; OKX's and Bybit v5's books, whose snapshots come "
+                    "in-stream on every subscription and on the resubscription that answers a "
+                    "recovery request. Into Pub/Sub, Kafka or rolling files. Exit codes: 0 stopped "
                     "(SIGTERM/SIGINT, output drained), 2 usage, 5 gave up after --max_disconnect.")
     add_collector_arguments(parser)
     return parser
+
+
+def symbols_of(args) -> list:
+    """--symbols as the venue writes them (upper case: BTCUSDT, BTC-USDT)."""
+    return [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
 
 
 def parse_args(argv):
@@ -988,9 +1075,14 @@ def parse_args(argv):
         parser.error(f"--topic must be projects/<project>/topics/<topic>, not {args.topic!r}")
     if args.recovery_subscription and "/subscriptions/" not in args.recovery_subscription:
         parser.error("--recovery_subscription must be projects/<project>/subscriptions/<name>")
-    symbols = [s for s in args.symbols.split(",") if s.strip()]
-    if not symbols or any(not s.strip().isalnum() for s in symbols):
-        parser.error(f"--symbols must be comma-separated symbols like BTCUSDT,ETHUSDT, not {args.symbols!r}")
+    markets = COLLECTOR_STREAM_VENUES[args.exchange][1] if args.exchange in COLLECTOR_STREAM_VENUES \
+        else tuple(COLLECTOR_MARKETS)
+    if args.market not in markets:
+        parser.error(f"--market {args.market} is not one of {args.exchange}'s: {', '.join(sorted(markets))}")
+    symbols = symbols_of(args)
+    why = venue_for(args.exchange).check_symbols(args.market, symbols) if symbols else "none given"
+    if why:
+        parser.error(f"--symbols must be comma-separated symbols ({why}), not {args.symbols!r}")
     if args.max_backoff < args.initial_backoff:
         parser.error("--initial_backoff must be <= --max_backoff")
     return args

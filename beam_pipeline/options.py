@@ -482,6 +482,14 @@ COLLECTOR_DEPTH_WEIGHTS = {
     "usdm": ((50, 2), (100, 5), (500, 10), (1000, 20)),
     "coinm": ((50, 2), (100, 5), (500, 10), (1000, 20)),
 }
+# The venues whose snapshots come in-stream (a resync is a resubscription): exchange -> (public
+# websocket base URL, markets). OKX's market is the instruments' type, Bybit's the v5 category.
+COLLECTOR_STREAM_VENUES = {
+    "okx": ("wss://ws.okx.com:8443", ("futures", "option", "spot", "swap")),
+    "bybit": ("wss://stream.bybit.com", ("inverse", "linear", "option", "spot")),
+}
+COLLECTOR_EXCHANGES = ("binance", *sorted(COLLECTOR_STREAM_VENUES))
+COLLECTOR_KEEPALIVE_S = 20.0        # the venue's own ping (OKX "ping", Bybit {"op":"ping"}) this often
 COLLECTOR_EXIT_GAVE_UP = 5          # the connection stayed down longer than --max_disconnect
 
 
@@ -499,29 +507,39 @@ def add_collector_arguments(parser) -> None:
     """The options of `python -m beam_pipeline.collector` (live capture of one market)."""
     src = parser.add_argument_group("exchange")
     src.add_argument(
-        "--market", required=True, choices=sorted(COLLECTOR_MARKETS),
-        help="Binance market to capture: spot, usdm (USD-M futures) or coinm (COIN-M futures). One "
-             "process per market.")
+        "--exchange", default="binance", choices=COLLECTOR_EXCHANGES,
+        help="Venue to capture: binance (REST snapshots), okx (v5 `books`) or bybit (v5 "
+             "`orderbook.50`); OKX and Bybit send their snapshots in-stream, so a recovery request is "
+             "answered by resubscribing the symbol. Default: binance.")
+    src.add_argument(
+        "--market", required=True,
+        choices=sorted({*COLLECTOR_MARKETS, *(m for _, markets in COLLECTOR_STREAM_VENUES.values()
+                                              for m in markets)}),
+        help="Market to capture, one process per market: binance spot, usdm (USD-M futures) or "
+             "coinm (COIN-M futures); okx the instruments' type spot, swap, futures or option; bybit "
+             "the v5 category spot, linear, inverse or option.")
     src.add_argument(
         "--symbols", required=True,
-        help="Comma-separated symbols (BTCUSDT,ETHUSDT): their <symbol>@depth@100ms streams share "
-             "one combined-stream connection.")
+        help="Comma-separated symbols as the venue writes them (BTCUSDT,ETHUSDT; OKX BTC-USDT): "
+             "their book streams share one connection.")
     src.add_argument(
         "--ws_url", default=None,
-        help="Websocket base URL; /stream?streams=... is appended. Default: the market's public one "
-             "(spot wss://stream.binance.com:9443, usdm wss://fstream.binance.com, coinm "
-             "wss://dstream.binance.com).")
+        help="Websocket base URL; the venue's path is appended (binance /stream?streams=..., okx "
+             "/ws/v5/public, bybit /v5/public/<market>). Default: the venue's public one (binance "
+             "spot wss://stream.binance.com:9443, usdm wss://fstream.binance.com, coinm "
+             "wss://dstream.binance.com; okx wss://ws.okx.com:8443; bybit "
+             "wss://stream.bybit.com).")
     src.add_argument(
         "--rest_url", default=None,
-        help="REST base URL; the market's depth path (/api/v3/depth, /fapi/v1/depth, "
+        help="Binance: REST base URL; the market's depth path (/api/v3/depth, /fapi/v1/depth, "
              "/dapi/v1/depth) is appended. Default: https://api.binance.com, fapi or dapi.")
     src.add_argument(
         "--snapshot_limit", type=_positive(int), default=1000,
-        help="Levels per REST depth snapshot (its request weight follows Binance's table: spot 50, "
+        help="Binance: levels per REST depth snapshot (its request weight follows Binance's table: spot 50, "
              "futures 20 at 1000). Default: 1000.")
     src.add_argument(
         "--request_weight_per_minute", type=_positive(int), default=None,
-        help="REST request weight this collector spends per minute at most (snapshots wait for "
+        help="Binance: REST request weight this collector spends per minute at most (snapshots wait for "
              "budget). Default: half the market's limit per IP (spot 3000, futures 1200), leaving "
              "room for a second process.")
 
@@ -566,11 +584,13 @@ def add_collector_arguments(parser) -> None:
     rec.add_argument(
         "--recovery_subscription", default=None,
         help="Pub/Sub subscription of the pipeline's --recovery_topic: each request for one of our "
-             "symbols is answered with a fresh REST snapshot written in-stream. Default: none.")
+             "symbols is answered with a fresh snapshot in-stream: Binance a REST snapshot the collector "
+             "writes, OKX and Bybit by unsubscribing and subscribing the symbol's book again (the "
+             "venue sends its snapshot). Default: none.")
     rec.add_argument(
         "--recovery_dedup_seconds", type=_positive(float), default=5.0,
         help="Requests for a symbol within this many seconds of its last snapshot are answered by "
-             "that one (not fetched again). Default: 5.")
+             "that one (not fetched or resubscribed again). Default: 5.")
 
     net = parser.add_argument_group("network partitions")
     net.add_argument(
@@ -583,7 +603,7 @@ def add_collector_arguments(parser) -> None:
         help="Seconds: the longest wait between two reconnect attempts. Default: 60.")
     net.add_argument(
         "--healthy_seconds", type=_positive(float), default=10.0,
-        help="Seconds a connection must stay up, having delivered its first depth frame, to prove "
+        help="Seconds a connection must stay up, having delivered its first book frame, to prove "
              "healthy. Only a healthy connection resets the backoff; one that ends sooner (accepted "
              "and closed at once, e.g. close code 1013 'try again later') counts as a failed "
              "attempt: the next wait grows as after a refused handshake. Default: 10.")
@@ -597,9 +617,10 @@ def add_collector_arguments(parser) -> None:
              "server that still answers pings). Default: 30.")
     net.add_argument(
         "--planned_reconnect", type=_positive(float), default=23.5 * 3600,
-        help="Seconds after which a connection is replaced before Binance closes it (at 24 h): the "
-             "new one is opened first and both overlap until the new one has delivered every "
-             "symbol (frames deduplicated by update id), so no message is lost. Default: 84600.")
+        help="Seconds after which a connection is replaced before the exchange closes it (Binance "
+             "at 24 h): the new one is opened first and both overlap until the new one has "
+             "delivered every symbol (frames deduplicated by update id), so no message is lost. "
+             "Default: 84600.")
 
     obs = parser.add_argument_group("observability")
     obs.add_argument(

@@ -1,6 +1,6 @@
 """Collector benchmark against the local fake exchange (a benchmark, never a timed test):
-python -m bench.collector [--seconds 20] [--messages_per_tick 20] [--drops 5] [--refuse_seconds 3]
-    [--close_seconds 5] [--topic T]
+python -m bench.collector [--exchange binance|okx|bybit] [--seconds 20] [--messages_per_tick 20]
+    [--drops 5] [--refuse_seconds 3] [--close_seconds 5] [--topic T]
 
 Runs the fake exchange (tests/tooling/fake_exchange.py: 4 spot symbols, each `messages_per_tick`
 messages every 10 ms) and the real collector command, writing rolling files (or to --topic with
@@ -53,6 +53,7 @@ def _dropped(exchange, metrics) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.collector")
+    parser.add_argument("--exchange", default="binance", choices=("binance", "bybit", "okx"))
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--messages_per_tick", type=int, default=20)
     parser.add_argument("--tick_seconds", type=float, default=0.01)
@@ -64,12 +65,13 @@ def main(argv=None) -> int:
 
     work = tempfile.mkdtemp(prefix="bench-collector-")
     exchange = FakeExchange("spot", tick_s=args.tick_seconds,
-                            messages_per_tick=args.messages_per_tick).start()
+                            messages_per_tick=args.messages_per_tick, exchange=args.exchange).start()
     metrics = os.path.join(work, "metrics.json")
     output = ["--topic", args.topic] if args.topic else ["--output_dir", os.path.join(work, "files")]
     log = open(os.path.join(work, "collector.log"), "w")
     collector = subprocess.Popen(
-        [sys.executable, "-m", "beam_pipeline.collector", "--market", "spot",
+        [sys.executable, "-m", "beam_pipeline.collector", "--exchange", args.exchange,
+         "--market", "spot",
          "--symbols", ",".join(exchange.symbols), "--ws_url", exchange.ws_url,
          "--rest_url", exchange.rest_url, *output, "--metrics_file", metrics,
          "--status_seconds", "1", "--initial_backoff", "0.5", "--max_backoff", "60",

@@ -64,7 +64,9 @@ def decode_marker(payload: bytes, exchange: str, market: str, symbol: str,
         return Event(exchange, market, symbol, DISCONNECT, last_id, last_id, None, None, None,
                      b"[]", b"[]", rule or RANGE_PLUS_ONE, source)
     # the reconnect time as its receive time: it sorts after a delta of the same ids and time
-    # (Event.sort_key breaks that tie by receive time), which was received before the loss
-    return Event(exchange, market, symbol, DISCONNECT, last_id, last_id, None,
+    # (Event.sort_key breaks that tie by receive time), which was received before the loss; its
+    # previous id is its last id, so that it also sorts after a previous-link delta of that last
+    # id (OKX: first id == last id, the previous id lower), whose previous id the tie compares first
+    return Event(exchange, market, symbol, DISCONNECT, last_id, last_id, marker.last_id,
                  marker.last_event_time, max(marker.to_ms, recv_time or 0), b"[]", b"[]",
                  rule or RANGE_PLUS_ONE, source)

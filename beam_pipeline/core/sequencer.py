@@ -470,7 +470,10 @@ class StreamSequencer:
         gap_class = self.policy.classify(size)
         self._error(ErrorType.of_gap(gap_class), snapshot.time)
         self._remember_gap(st.cursor + 1, snapshot.last_id)
-        self._emit_gap(st.cursor, snapshot.last_id + 1, size, gap_class,
+        # the next id: range-plus-one the first the snapshot did not cover; previous-link ids are
+        # not consecutive, so the venue's own id the stream resumed at, the snapshot's
+        next_id = snapshot.last_id + 1 if snapshot.rule == RANGE_PLUS_ONE else snapshot.last_id
+        self._emit_gap(st.cursor, next_id, size, gap_class,
                        GapAction.HOLD_FOR_SNAPSHOT, Resolution.RESYNCED, snapshot.time)
 
     def _step_delta(self, event: Event) -> None:

@@ -24,7 +24,8 @@ QUICK = ["--initial_backoff", "0.1", "--max_backoff", "0.5", "--status_seconds",
 
 def _collector(exchange, *extra, env=None):
     return subprocess.Popen(
-        [sys.executable, "-m", "beam_pipeline.collector", "--market", exchange.market,
+        [sys.executable, "-m", "beam_pipeline.collector", "--exchange", exchange.exchange,
+         "--market", exchange.market,
          "--symbols", ",".join(exchange.symbols), "--ws_url", exchange.ws_url,
          "--rest_url", exchange.rest_url, *QUICK, *extra],
         cwd=REPO, env=dict(env or os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,

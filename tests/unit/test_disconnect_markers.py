@@ -108,3 +108,28 @@ def test_a_marker_sorts_after_the_last_delta_of_the_same_id_and_time():
     out = run(SPOT, events)
     assert [r.reason for r in _of(out, RECOVERY)] == ["disconnect"]
     assert [g.resolution for g in _of(out, GAP)] == ["resynced"]
+
+
+def _okx(kind, seq, prev, at):
+    """An OKX `books` push as the collector writes it (an envelope of type delta or snapshot)."""
+    from beam_pipeline.collector import envelope_line
+    action = "snapshot" if kind == "snapshot" else "update"
+    payload = (f'{{"arg":{{"channel":"books","instId":"BTC-USDT"}},"action":"{action}","data":[{{'
+               f'"asks":[["101","1","0","1"]],"bids":[],"ts":"{at}","checksum":0,"seqId":{seq},'
+               f'"prevSeqId":{prev}}}]}}').encode()
+    return decode_record(envelope_line("spot", "BTC-USDT", at + 1, kind, payload, "okx"),
+                         FileContext("envelope"), f"f:{seq}")
+
+
+def test_a_previous_link_marker_sorts_after_its_last_delta_and_the_snapshot_after_is_the_gap():
+    # OKX: a delta's first id is its last, its previous id lower: the marker (same id and time)
+    # still comes after it, and the reconnect's in-stream snapshot reports the ids it jumped, with
+    # the venue's own ids (no +1: previous-link ids are not consecutive)
+    okx = ("okx", "spot", "BTC-USDT")
+    events = [_okx("snapshot", 100, -1, 1), _okx("delta", 107, 100, 2), _okx("delta", 109, 107, 3),
+              marker(okx, 109, at=3), _okx("snapshot", 140, -1, 9), _okx("delta", 142, 140, 10)]
+    out = run(okx, events)
+    assert [t for t, _ in out if t != "errors"] == ["clean", "clean", "clean", CONTROL, GAP, "clean",
+                                                    "clean"]
+    assert [(g.last_good_id, g.next_first_id, g.gap_size, g.resolution) for g in _of(out, GAP)] == [
+        (109, 140, None, "resynced")]
