@@ -502,6 +502,7 @@ def page(report: Report, charts: dict, overview_rows: int, generated_ms: int) ->
         unattributed_part = ('<h3 id="unattributed">Errors without a symbol</h3><p>Records whose '
                              'symbol could not be read (most dead letters) are counted per window '
                              'of their ingest time.</p>' + image(unattributed, "errors without a symbol"))
+    now_link = '<a href="#now">now</a>' if report.has_status else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
@@ -515,7 +516,8 @@ def page(report: Report, charts: dict, overview_rows: int, generated_ms: int) ->
 {run_line(report)}Alert thresholds: {text(settings)} Disconnects are not a record of their own: a feed that drops
 shows as a gap (batch) or a stall (streaming).</p>
 <nav><a href="#summary">summary</a><a href="#files">files</a><a href="#dead-letters">dead letters</a>
-<a href="#worst">worst periods</a><a href="#symbols">symbols</a>{'<a href="#now">now</a>' if report.has_status else ''}<a href="#trust">trust grid</a><a href="#details">details</a></nav>
+<a href="#worst">worst periods</a><a href="#symbols">symbols</a>{now_link}<a href="#trust">trust grid</a>
+<a href="#details">details</a></nav>
 {summary_section(report, charts["kinds"])}
 {files_section(report)}
 {dead_letter_section(report)}

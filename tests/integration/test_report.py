@@ -183,7 +183,9 @@ def test_report_shows_book_checks_and_where_each_symbol_stands(browser, tmp_path
                  "--report"]) == 0
     dom = assert_report_renders(browser, out)
     names = [name.split(":", 2)[2] for name, _ in dom.tagged["data-clean-rows"]]
-    by_name = lambda tag: {names[int(rank) - 1]: shown for rank, shown in dom.numbers(tag).items()}
+
+    def by_name(tag):
+        return {names[int(rank) - 1]: shown for rank, shown in dom.numbers(tag).items()}
     periods = duckdb.sql(f"SELECT symbol, reason, start_id, epoch_ms(start_time), "
                          f"epoch_ms(end_time) FROM read_parquet('{out}/corrupt_periods/*.parquet')"
                          ).fetchall()
