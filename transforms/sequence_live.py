@@ -166,7 +166,8 @@ class LiveSequencerDoFn(beam.DoFn):
         self._arm_status(stream, status_timer, now)
         books = self._checkout(key, stored)
         outputs = list(self._outputs(machine, first_seen, books))
-        keyed.count_book_checks(stream, outputs)     # before the save: the counts are in state
+        if books is not None:                        # before the save: the counts are in state
+            keyed.count_book_checks(stream, outputs)
         keyed.save(state_cell, stored)
         _report_hold(key, stored, published)
         yield from outputs
@@ -306,7 +307,8 @@ class LiveSequencerDoFn(beam.DoFn):
             outputs.extend(body(stored, machine) or ())
             books = self._checkout(key, stored)
             outputs.extend(self._outputs(machine, first_seen, books))
-            keyed.count_book_checks(stored.stream, outputs)
+            if books is not None:
+                keyed.count_book_checks(stored.stream, outputs)
             if status or final:
                 outputs.append(keyed.status_output(machine, books, stored.stream.book_counts,
                                                    stored.stream.waiting))
