@@ -303,8 +303,9 @@ class LiveSequencerDoFn(beam.DoFn):
         (`status_timer`), as a new message does."""
         try:
             stored, machine, outputs = keyed.load(key, self.policy, state_cell, held_bag, waiting_bag)
+            yield from outputs          # a state reset's dead letters: out even if the body raises
             first_seen = not stored.machine.seen      # a key's first events may wait for a timer
-            outputs.extend(body(stored, machine) or ())
+            outputs = list(body(stored, machine) or ())
             books = self._checkout(key, stored)
             outputs.extend(self._outputs(machine, first_seen, books))
             if books is not None:
