@@ -62,7 +62,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=No
         run_span_ids=ops.run_span_ids, reorder_timeout_s=ops.reorder_timeout,
         stall_timeout_s=ops.stall_timeout, resume=resume,
         cursor_folder=cursor_folder(ops.output) if ops.input_subscription else None,
-        book_checks=ops.book_checks, book_snapshots=ops.book_snapshots)
+        book_checks=ops.book_checks, book_snapshots=ops.book_snapshots,
+        status_seconds=ops.output_flush_seconds)
 
     # Aggregate
     dead_letters = (read_failures + [decoded.dead_letter, sequenced.dead_letter]

@@ -100,7 +100,9 @@ def read_files(name: str, paths) -> pa.Table:
     schema = parquet_schema(name)
     if schema is not None:
         tables = [pq.read_table(io.BytesIO(read_bytes(path))) for path in paths]
-        return pa.concat_tables(tables) if tables else schema.empty_table()
+        # promote: files an older version wrote lack the columns added since (null there)
+        return pa.concat_tables(tables, promote_options="default") if tables else \
+            schema.empty_table()
     rows = []
     for path in paths:
         rows.extend(records(name, read_bytes(path)))

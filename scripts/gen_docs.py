@@ -137,7 +137,7 @@ def _avro_type(value) -> str:
 
 def schemas_page() -> str:
     from transforms.sinks import SCHEMA_DIR
-    from transforms.tables import CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA
+    from transforms.tables import CLEAN_SCHEMA, CORRUPT_SCHEMA, GAP_SCHEMA, STATUS_SCHEMA
 
     lines = [
         HEADER + "# Output schemas",
@@ -150,6 +150,7 @@ def schemas_page() -> str:
         ("clean/", CLEAN_SCHEMA, "transforms/tables.py: CLEAN_SCHEMA"),
         ("gaps/", GAP_SCHEMA, "transforms/tables.py: GAP_SCHEMA"),
         ("corrupt_periods/", CORRUPT_SCHEMA, "transforms/tables.py: CORRUPT_SCHEMA"),
+        ("status/", STATUS_SCHEMA, "transforms/tables.py: STATUS_SCHEMA"),
     ):
         lines += [
             f"## `{folder}` (Parquet)",

@@ -41,7 +41,8 @@ def _per_key(batch):
 class SequenceFeeds(beam.PTransform):
     """EventBatches -> outputs clean, gaps, corrupt_periods, recovery_requests, errors,
     dead_letter, tally, books, status (transforms/tags.py; books: --book_snapshots only; status:
-    batch only, one KeyStatus per key when its replay ends).
+    one KeyStatus per key when its replay ends in batch; in streaming, one per changed key every
+    `status_seconds`, and one per key when the input ends or the job stops).
 
     `clean` has one type per mode, fixed when the graph is built: batch, CleanParts (the rows
     written to the work folder, moved into clean/ by sinks.CommitCleanParts); streaming, Arrow
@@ -51,12 +52,14 @@ class SequenceFeeds(beam.PTransform):
     def __init__(self, policy: Policy, streaming: bool, work_dir: str = None,
                  run_span_ids: int = None, reorder_timeout_s: float = None,
                  stall_timeout_s: float = None, clock=Timestamp.now, resume=None,
-                 cursor_folder: str = None, book_checks: bool = False, book_snapshots=None):
+                 cursor_folder: str = None, book_checks: bool = False, book_snapshots=None,
+                 status_seconds: float = None):
         """Streaming: `resume` and `cursor_folder` as LiveSequencerDoFn takes them. `book_checks`:
         rebuild and check each key's book (core/books/watch.py; streaming keeps it in
         transforms/book_cache.py); `book_snapshots`: (levels, interval ms) of the `books` output,
-        batch only, or None."""
+        batch only, or None; `status_seconds`: streaming's status period (LiveSequencerDoFn)."""
         super().__init__()
+        self.status_seconds = status_seconds
         self.book_checks, self.book_snapshots = book_checks, book_snapshots
         self.resume, self.cursor_folder = resume, cursor_folder
         self.clock = clock
@@ -73,7 +76,8 @@ class SequenceFeeds(beam.PTransform):
             keyed = event_lists | "KeyBySymbol" >> beam.FlatMap(_per_key)
             sequencer = LiveSequencerDoFn(self.policy, self.reorder_timeout_s,
                                           self.stall_timeout_s, self.clock, self.resume,
-                                          self.cursor_folder, self.book_checks)
+                                          self.cursor_folder, self.book_checks,
+                                          self.status_seconds)
         else:
             keyed = event_lists | "SpillRuns" >> beam.ParDo(
                 SpillRuns(self.work_dir, self.run_span_ids))

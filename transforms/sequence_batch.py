@@ -27,11 +27,11 @@ from beam_pipeline.core.books.watch import BookWatch
 from beam_pipeline.core.columns import EventColumns, columns_of, sort_order
 from beam_pipeline.core.epochs import chunks_min_time, replay_in_epoch_order
 from beam_pipeline.core.model import Event, RunRef, sort_canonically, stream_name
-from beam_pipeline.core.runtime import now_ms, tune_gc_for_bulk_work
+from beam_pipeline.core.runtime import tune_gc_for_bulk_work
 from beam_pipeline.core.sequencer import Policy
 from transforms import sequence_state as keyed
 from transforms.tables import CleanPartWriter, clean_table
-from transforms.tags import CLEAN as CLEAN_ROWS, DEAD_LETTER, STATUS
+from transforms.tags import CLEAN as CLEAN_ROWS, DEAD_LETTER
 
 _events_codec = msgspec.msgpack.Decoder(list[Event])
 _run_codec = msgspec.msgpack.Decoder(RunRef)
@@ -203,12 +203,12 @@ class BatchSequencerDoFn(beam.DoFn):
             first_seen = False
         machine.finish()
         yield from keyed.tagged_outputs(machine, False, self._clean_part, books)
+        yield keyed.status_output(machine, books)     # a corrupt period still open stays so
         if books is not None:
             yield from keyed.book_outputs(books.finish())
         last = self._parts.finish() if self._parts is not None else None
         if last is not None:
             yield beam.pvalue.TaggedOutput(CLEAN_ROWS, last)
-        yield beam.pvalue.TaggedOutput(STATUS, machine.status(now_ms()))
         keyed.save(state_cell, stored)
 
     def _clean_part(self, machine, clean: list):

@@ -80,19 +80,24 @@ class LiveSequencerDoFn(beam.DoFn):
     REORDER = TimerSpec("reorder", TimeDomain.REAL_TIME)
     REORDER_PUBLISHED = TimerSpec("reorder_published", TimeDomain.WATERMARK)
     STALL = TimerSpec("stall", TimeDomain.REAL_TIME)
+    STATUS_SNAPSHOT = TimerSpec("status", TimeDomain.REAL_TIME)
     END_OF_STREAM = TimerSpec("end_of_stream", TimeDomain.WATERMARK)
 
     def __init__(self, policy: Policy, reorder_timeout_s: float, stall_timeout_s: float,
                  clock=Timestamp.now, resume=None, cursor_folder: str = None,
-                 book_checks: bool = False):
+                 book_checks: bool = False, status_seconds: float = None):
         """`clock` gives the processing time timers are set from. Beam's Python SDK does not hand
         it to process(); the wall clock is right on real runners, and tests with TestStream (whose
         processing time starts at 0) pass a clock of their own. `resume`: {key: SequencerState}
         saved by this job's last stop, each key's start when it has no state yet (a restart);
         `cursor_folder`: where the end of the input saves every key's cursor (transforms/cursors.py);
         `book_checks`: rebuild and check each key's book (core/books/watch.py), kept in this
-        process's memory under a version the key's state carries (transforms/book_cache.py)."""
+        process's memory under a version the key's state carries (transforms/book_cache.py);
+        `status_seconds`: a key whose state changed writes its status (status/) this long after
+        the change, at most once per such period (--output_flush_seconds: one row per changed key
+        and flush); None: only when the input ends or the job stops."""
         self.book_checks = book_checks
+        self.status_micros = None if status_seconds is None else int(round(status_seconds * 1e6))
         self.resume = {key: resumed(state) for key, state in (resume or {}).items()}
         self.cursor_folder = cursor_folder
         self.policy = policy
@@ -109,6 +114,7 @@ class LiveSequencerDoFn(beam.DoFn):
                 reorder_timer=beam.DoFn.TimerParam(REORDER),
                 published_timer=beam.DoFn.TimerParam(REORDER_PUBLISHED),
                 stall_timer=beam.DoFn.TimerParam(STALL),
+                status_timer=beam.DoFn.TimerParam(STATUS_SNAPSHOT),
                 end_timer=beam.DoFn.TimerParam(END_OF_STREAM),
                 window=beam.DoFn.WindowParam):
         """One state load and save for all the key's events of a message: what lets a batched
@@ -118,7 +124,7 @@ class LiveSequencerDoFn(beam.DoFn):
         published = getattr(batch, "publish_time", 0)
         end_timer.set(window.max_timestamp())
         cells = (state_cell, held_bag, waiting_bag, recovery_timer, reorder_timer,
-                 published_timer, stall_timer)
+                 published_timer, stall_timer, status_timer)
         try:
             outputs = list(self._process_events(key, events, published, *cells))
         except Exception:  # retry one event at a time: only an event that raises is set aside
@@ -136,7 +142,7 @@ class LiveSequencerDoFn(beam.DoFn):
                 yield keyed.poison("sequence", key, event.to_json(), event.source)
 
     def _process_events(self, key, events, published, state_cell, held_bag, waiting_bag,
-                        recovery_timer, reorder_timer, published_timer, stall_timer):
+                        recovery_timer, reorder_timer, published_timer, stall_timer, status_timer):
         stored, machine, outputs = keyed.load(key, self.policy, state_cell, held_bag, waiting_bag,
                                               self.resume.get(tuple(key)))
         yield from outputs
@@ -157,10 +163,14 @@ class LiveSequencerDoFn(beam.DoFn):
             self._wait(machine, stream, events[ready:], published, waiting_bag, timer, now)
         self._arm_recovery(machine, stream, recovery_timer, published)
         stall_timer.set(now + self.stall_wait)
+        self._arm_status(stream, status_timer, now)
         books = self._checkout(key, stored)
+        outputs = list(self._outputs(machine, first_seen, books))
+        if books is not None:                        # before the save: the counts are in state
+            keyed.count_book_checks(stream, outputs)
         keyed.save(state_cell, stored)
         _report_hold(key, stored, published)
-        yield from self._outputs(machine, first_seen, books)
+        yield from outputs
         self._checkin(key, stored, books)
 
     @staticmethod
@@ -181,6 +191,17 @@ class LiveSequencerDoFn(beam.DoFn):
     def _checkin(key, stored, books):
         if books is not None:
             book_cache.checkin(key, stored.stream.book_version, books)
+
+    def _arm_status(self, stream, status_timer, now: Timestamp) -> None:
+        """The key changed: its status is written once --output_flush_seconds have passed (one
+        timer per key and period, however many messages came). A due time long past is a timer
+        that will not fire (its run failed before the state was saved): set again."""
+        if self.status_micros is None or status_timer is None:
+            return
+        due = now.micros + self.status_micros
+        if not stream.status_due or stream.status_due + self.status_micros < now.micros:
+            status_timer.set(Timestamp(micros=due))
+            stream.status_due = due
 
     def _now(self, stream) -> Timestamp:
         return max(self.clock(), Timestamp(micros=stream.processing_floor))
@@ -270,25 +291,36 @@ class LiveSequencerDoFn(beam.DoFn):
     # -- timers --
 
     def _run_timer(self, stage: str, key, state_cell, held_bag, body, waiting_bag=None,
-                   final: bool = False):
+                   final: bool = False, status_timer=None, status: bool = False):
         """A timer's work on the key's state: load it, run `body(stored, machine)` (which may
         return extra outputs), save, then emit. On an exception the stored state stays as it was
         and the bundle goes on (a bad key must not fail it again and again): the events the timer
         was to process (`waiting_bag`) become processing_error dead letters with the stack trace,
         so each stays accounted for exactly once; a timer with no events of its own is reported
-        as a `timer_error` error event and logged with its trace."""
+        as a `timer_error` error event and logged with its trace. The key's status (status/) is
+        written after the timer's outputs when `status` (its snapshot timer) or `final` (the end
+        of the input: the last one); any other timer that runs sets the snapshot timer
+        (`status_timer`), as a new message does."""
         try:
             stored, machine, outputs = keyed.load(key, self.policy, state_cell, held_bag, waiting_bag)
-            yield from outputs
+            yield from outputs          # a state reset's dead letters: out even if the body raises
             first_seen = not stored.machine.seen      # a key's first events may wait for a timer
-            extra = body(stored, machine) or ()
+            outputs = list(body(stored, machine) or ())
             books = self._checkout(key, stored)
+            outputs.extend(self._outputs(machine, first_seen, books))
+            if books is not None:
+                keyed.count_book_checks(stored.stream, outputs)
+            if status or final:
+                outputs.append(keyed.status_output(machine, books, stored.stream.book_counts,
+                                                   stored.stream.waiting))
+                stored.stream.status_due = 0
+            else:
+                self._arm_status(stored.stream, status_timer, self._now(stored.stream))
+            if books is not None and final:        # the end of the input: open periods end
+                outputs.extend(keyed.book_outputs(books.finish()))
             keyed.save(state_cell, stored)
             _report_hold(key, stored, 0)
-            yield from extra
-            yield from self._outputs(machine, first_seen, books)
-            if books is not None and final:        # the end of the input: open periods end
-                yield from keyed.book_outputs(books.finish())
+            yield from outputs
             self._checkin(key, stored, books)
         except Exception:
             yield from self._timer_failed(f"sequence.{stage}", key, state_cell, held_bag,
@@ -327,14 +359,16 @@ class LiveSequencerDoFn(beam.DoFn):
                         state_cell=beam.DoFn.StateParam(STATE),
                         held_bag=beam.DoFn.StateParam(HELD),
                         waiting_bag=beam.DoFn.StateParam(WAITING),
-                        recovery_timer=beam.DoFn.TimerParam(RECOVERY)):
+                        recovery_timer=beam.DoFn.TimerParam(RECOVERY),
+                        status_timer=beam.DoFn.TimerParam(STATUS_SNAPSHOT)):
         """Input without publish times: the missing ids did not come within --reorder_timeout of
         processing time; the waiting events reveal the gap."""
         def body(stored, machine):
             stored.stream.processing_floor = fired.micros
             self._release(machine, stored.stream, waiting_bag, declare_upto=_ms(fired))
             self._arm_recovery(machine, stored.stream, recovery_timer, 0)
-        yield from self._run_timer("reorder", key, state_cell, held_bag, body, waiting_bag)
+        yield from self._run_timer("reorder", key, state_cell, held_bag, body, waiting_bag,
+                                   status_timer=status_timer)
 
     @on_timer(REORDER_PUBLISHED)
     def reorder_published(self, key=beam.DoFn.KeyParam,
@@ -343,7 +377,8 @@ class LiveSequencerDoFn(beam.DoFn):
                           held_bag=beam.DoFn.StateParam(HELD),
                           waiting_bag=beam.DoFn.StateParam(WAITING),
                           recovery_timer=beam.DoFn.TimerParam(RECOVERY),
-                          published_timer=beam.DoFn.TimerParam(REORDER_PUBLISHED)):
+                          published_timer=beam.DoFn.TimerParam(REORDER_PUBLISHED),
+                          status_timer=beam.DoFn.TimerParam(STATUS_SNAPSHOT)):
         """Every message published up to --reorder_timeout after the first waiting event's has
         been sequenced and the missing ids were not among them: the gap is declared. Waiting
         events published later stay, and the timer is set again for them."""
@@ -351,7 +386,8 @@ class LiveSequencerDoFn(beam.DoFn):
             self._release(machine, stored.stream, waiting_bag, _ms(fired) - self.reorder_ms,
                           published_timer)
             self._arm_recovery(machine, stored.stream, recovery_timer, _ms(fired))
-        yield from self._run_timer("reorder", key, state_cell, held_bag, body, waiting_bag)
+        yield from self._run_timer("reorder", key, state_cell, held_bag, body, waiting_bag,
+                                   status_timer=status_timer)
 
     @on_timer(RECOVERY)
     def recovery_deadline(self, key=beam.DoFn.KeyParam,
@@ -359,7 +395,8 @@ class LiveSequencerDoFn(beam.DoFn):
                           state_cell=beam.DoFn.StateParam(STATE),
                           held_bag=beam.DoFn.StateParam(HELD),
                           waiting_bag=beam.DoFn.StateParam(WAITING),
-                          recovery_timer=beam.DoFn.TimerParam(RECOVERY)):
+                          recovery_timer=beam.DoFn.TimerParam(RECOVERY),
+                          status_timer=beam.DoFn.TimerParam(STATUS_SNAPSHOT)):
         """The watermark passed a medium gap's deadline with no snapshot: the wait gives up (the
         hole becomes a corrupt period, the held deltas are released)."""
         def body(stored, machine):
@@ -370,7 +407,8 @@ class LiveSequencerDoFn(beam.DoFn):
             machine.advance_watermark(deadline + 1)       # this wait only: a later one has its own
             self._release(machine, stored.stream, waiting_bag, declare_upto=None)
             self._arm_recovery(machine, stored.stream, recovery_timer, _ms(fired))
-        yield from self._run_timer("recovery", key, state_cell, held_bag, body, waiting_bag)
+        yield from self._run_timer("recovery", key, state_cell, held_bag, body, waiting_bag,
+                                   status_timer=status_timer)
 
     @on_timer(STALL)
     def stall(self, key=beam.DoFn.KeyParam,
@@ -388,6 +426,14 @@ class LiveSequencerDoFn(beam.DoFn):
                 ErrorType.STALL, machine.symbol, stored.machine.last_time or now_ms()))]
         yield from self._run_timer("stall", key, state_cell, held_bag, body)
 
+    @on_timer(STATUS_SNAPSHOT)
+    def status_snapshot(self, key=beam.DoFn.KeyParam,
+                        state_cell=beam.DoFn.StateParam(STATE),
+                        held_bag=beam.DoFn.StateParam(HELD)):
+        """--output_flush_seconds after a change: the key's status, one row (status/)."""
+        yield from self._run_timer("status", key, state_cell, held_bag, lambda *_: None,
+                                   status=True)
+
     @on_timer(END_OF_STREAM)
     def end_of_stream(self, key=beam.DoFn.KeyParam,
                       state_cell=beam.DoFn.StateParam(STATE),
@@ -396,12 +442,14 @@ class LiveSequencerDoFn(beam.DoFn):
                       recovery_timer=beam.DoFn.TimerParam(RECOVERY),
                       reorder_timer=beam.DoFn.TimerParam(REORDER),
                       published_timer=beam.DoFn.TimerParam(REORDER_PUBLISHED),
-                      stall_timer=beam.DoFn.TimerParam(STALL)):
+                      stall_timer=beam.DoFn.TimerParam(STALL),
+                      status_timer=beam.DoFn.TimerParam(STATUS_SNAPSHOT)):
         """The watermark reached the end of time: a bounded input is exhausted (or a drain). Feed
         the waiting events, close any wait (no snapshot can come any more) and clear the
         processing-time timers. Without this a bounded streaming run on Flink never ends: Beam
         Java's operator does not fire pending processing-time timers at the end of input, and their
-        watermark holds keep the job alive. Never fires in a live unbounded run."""
+        watermark holds keep the job alive. Never fires in a live unbounded run. Writes the key's
+        last status (a graceful stop's final snapshot)."""
         def body(stored, machine):
             machine.feed_all(canonical_order([w.event for w in self._read_waiting(waiting_bag)],
                                              self.policy.reset_min_jump_ids))
@@ -409,7 +457,8 @@ class LiveSequencerDoFn(beam.DoFn):
             stored.stream.waiting = 0
             machine.finish()
             stored.stream.recovery_timer = -1
-            for timer in (reorder_timer, published_timer, stall_timer, recovery_timer):
+            for timer in (reorder_timer, published_timer, stall_timer, recovery_timer,
+                          status_timer):
                 timer.clear()
             if self.cursor_folder:
                 save_cursor(self.cursor_folder, key, machine.state)

@@ -17,12 +17,12 @@ import msgspec
 
 from beam_pipeline.core import tallies
 from beam_pipeline.core.columns import CleanStretch
-from beam_pipeline.core.model import (CorruptPeriod, ErrorEvent, Event, dead_letter,
+from beam_pipeline.core.model import (CorruptPeriod, ErrorEvent, Event, KeyStatus, dead_letter,
                                       event_dead_letter, stream_name)
 from beam_pipeline.core.reasons import CorruptReason, ErrorType, Outcome, Reason
 from beam_pipeline.core.runtime import now_ms
 from beam_pipeline.core.sequencer import STATE_VERSION, Policy, SequencerState, StreamSequencer
-from transforms.tags import BOOKS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERRORS, TALLY
+from transforms.tags import BOOKS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER, ERRORS, STATUS, TALLY
 
 event_codec = msgspec.msgpack.Decoder(Event)
 encode = msgspec.msgpack.Encoder().encode
@@ -37,6 +37,10 @@ class StreamState(msgspec.Struct):
     processing_floor: int = 0      # µs: processing time is at least when our last such timer fired
     book_version: Optional[list] = None  # --book_checks: the version of the key's book in this
                                          # process's cache (transforms/book_cache.py)
+    book_counts: Optional[list] = None   # --book_checks: [checked, checksum verified, failed]
+                                         # messages so far (status/); in state, so a restore
+                                         # rolls them back with the rest
+    status_due: int = 0            # µs the status snapshot timer is set for (0: not set)
 
 
 class StoredState(msgspec.Struct):
@@ -125,6 +129,47 @@ def tagged_outputs(machine, first_seen: bool, clean_output, books=None):
         counts.update(books.tallies())
     for name, count in counts.items():
         yield beam.pvalue.TaggedOutput(TALLY, (name, count))
+
+
+# The book checks' tallies a key's status counts (BookWatch.tallies), by their place in
+# StreamState.book_counts.
+_STATUS_COUNTS = {tallies.BOOK_CHECKS + "messages_checked": 0,
+                  tallies.BOOK_CHECKS + "checksums_verified": 1, tallies.BOOK_CHECKS + "failed": 2}
+REORDER = "reorder"                # status hold_reason: events wait in the reorder buffer only
+
+
+def count_book_checks(stream: StreamState, outputs: list) -> None:
+    """Streaming: add the book checks' tallies among `outputs` to the key's stored counts."""
+    for output in outputs:
+        if getattr(output, "tag", None) != TALLY:
+            continue
+        index = _STATUS_COUNTS.get(output.value[0])
+        if index is not None:
+            stream.book_counts = stream.book_counts or [0, 0, 0]
+            stream.book_counts[index] += output.value[1]
+
+
+def status_output(machine, books=None, book_counts=None, waiting: int = 0):
+    """The key's status (status/) as a tagged output, taken now: the machine's, with the events
+    waiting in a streaming reorder buffer (`waiting`) among the held ones, and with --book_checks
+    the counts ([checked, checksum verified, failed]: `book_counts`, else the watch's own) and the
+    corrupt period the book (`books`, a BookWatch) is in, if any."""
+    status: KeyStatus = machine.status(now_ms())
+    changes: dict = {}
+    if waiting:
+        changes.update(held_events=status.held_events + waiting,
+                       hold_reason=status.hold_reason or REORDER)
+    if book_counts is None and books is not None:
+        counts = books.counts
+        book_counts = [counts.checked, counts.checksum_verified, counts.failed]
+    if book_counts is not None:
+        changes.update(book_checked_messages=book_counts[0],
+                       checksum_verified_messages=book_counts[1], book_checks_failed=book_counts[2])
+    if books is not None and books.book.open is not None:
+        reason, start_id, start_time, _ = books.book.open
+        changes.update(open_corrupt_reason=str(reason), open_corrupt_start_id=start_id,
+                       open_corrupt_start_time=start_time)
+    return beam.pvalue.TaggedOutput(STATUS, msgspec.structs.replace(status, **changes))
 
 
 def book_outputs(rows):

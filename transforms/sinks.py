@@ -8,7 +8,8 @@
   error_counts/      Parquet
   alerts/            Parquet
   undelivered/       Parquet (streaming: what could not be published to a topic)
-  status/            Parquet, where each key stands (batch: one row per key at the end)
+  status/            Parquet, where each key stands (batch: one row per key at the end;
+                     streaming: one row per changed key and flush, and one per key at a stop)
 
 Every output with a symbol has the columns exchange, market, symbol, spelled as in clean/ and null
 where the record yielded none. The schemas are transforms/tables.py's; a folder with no rows still
@@ -290,8 +291,10 @@ class FlushFolder(beam.DoFn):
     END = TimerSpec("end", TimeDomain.WATERMARK)
 
     def __init__(self, folder: str, sink_fn, suffix: str, flush_seconds: float,
-                 clock=Timestamp.now):
+                 clock=Timestamp.now, reduce=None):
+        """`reduce`: rows of a flush -> the rows its file holds (None: all of them)."""
         self.folder, self.sink_fn, self.suffix = folder.rstrip("/"), sink_fn, suffix
+        self.reduce = reduce
         self.flush_micros = int(round(flush_seconds * 1e6))
         self.clock = clock
 
@@ -321,7 +324,8 @@ class FlushFolder(beam.DoFn):
 
     def _write(self, rows, due):
         pending = list(rows.read())
-        written = write_flush(self.folder, self.sink_fn, self.suffix, pending)
+        kept = self.reduce(pending) if self.reduce is not None else pending
+        written = write_flush(self.folder, self.sink_fn, self.suffix, kept)
         rows.clear()
         due.clear()
         if written:
@@ -338,9 +342,9 @@ class WriteFolder(beam.PTransform):
     <folder>/date=YYYY-MM-DD/. No row can be dropped as late: nothing here has a window to miss."""
 
     def __init__(self, path: str, sink, suffix: str, streaming: bool, flush_seconds: float,
-                 clock=Timestamp.now):
+                 clock=Timestamp.now, reduce=None):
         super().__init__()
-        self.path, self.sink, self.suffix = path, sink, suffix
+        self.path, self.sink, self.suffix, self.reduce = path, sink, suffix, reduce
         self.streaming, self.flush_seconds, self.clock = streaming, flush_seconds, clock
 
     def expand(self, rows):
@@ -353,7 +357,22 @@ class WriteFolder(beam.PTransform):
                 | "OneKey" >> beam.Map(lambda row: ("", row)).with_output_types(
                     typing.Tuple[str, typing.Any])
                 | "Flush" >> beam.ParDo(FlushFolder(self.path, self.sink, self.suffix,
-                                                    self.flush_seconds, self.clock)))
+                                                    self.flush_seconds, self.clock, self.reduce)))
+
+
+def latest_status_per_key(rows: list) -> list:
+    """A flush's status rows -> the newest (largest as_of) of each key: one row per key and flush
+    (a key's snapshot timer and the folder's flush are not in step)."""
+    latest: dict = {}
+    for row in rows:
+        key = (row.exchange, row.market, row.symbol)
+        if key not in latest or row.as_of >= latest[key].as_of:
+            latest[key] = row
+    return list(latest.values())
+
+
+# How a streaming flush reduces a folder's rows (the others keep every row).
+FLUSH_REDUCE = {STATUS: latest_status_per_key}
 
 
 class CommitCleanParts(beam.DoFn):
@@ -475,7 +494,8 @@ class WriteOutputs(beam.PTransform):
                 continue
             rows | f"Write_{name}" >> WriteFolder(
                 f"{self.output}/{name}", lambda _, make=make_sink: make(limit), suffix,
-                self.streaming, self.options.output_flush_seconds, self.clock)
+                self.streaming, self.options.output_flush_seconds, self.clock,
+                FLUSH_REDUCE.get(name))
         if BOOKS in outputs:                 # --book_snapshots: its own folder, the same writers
             outputs[BOOKS] | f"Write_{BOOKS}" >> WriteFolder(
                 f"{self.output}/{BOOKS}", lambda _: books_sink(limit), BOOKS_SUFFIX,

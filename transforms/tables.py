@@ -74,7 +74,10 @@ STATUS_SCHEMA = pa.schema(_KEY_FIELDS + [
     ("segment_id", pa.int64()), ("anchored", pa.bool_()), ("held_events", pa.int64()),
     ("hold_reason", pa.string()), ("open_gap_last_good_id", pa.int64()),
     ("open_gap_next_first_id", pa.int64()), ("open_gap_size", pa.int64()),
-    ("disconnected", pa.bool_())])
+    ("disconnected", pa.bool_()), ("book_checked_messages", pa.int64()),
+    ("checksum_verified_messages", pa.int64()), ("book_checks_failed", pa.int64()),
+    ("open_corrupt_reason", pa.string()), ("open_corrupt_start_id", pa.int64()),
+    ("open_corrupt_start_time", _TIME)])
 
 # dead_letter/ is Avro (beam_pipeline/schemas/dead_letter.avsc); its records as Arrow (readback).
 DEAD_LETTER_ARROW_SCHEMA = pa.schema([

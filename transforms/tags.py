@@ -18,7 +18,8 @@ ERROR_COUNTS = "error_counts"      # dict rows: errors per window, type and symb
 ALERTS = "alerts"                  # dict rows: alerts raised by the counts
 BOOKS = "books"                    # core.books.watch.BookSnapshot: --book_snapshots only
 BOOKS_SUFFIX = ".parquet"
-STATUS = "status"                  # KeyStatus: where each key stands (batch: at the end)
+STATUS = "status"                  # KeyStatus: where each key stands (batch: at the end;
+                                   # streaming: per changed key and flush, and at the end)
 
 # Output folders under --output and their files' suffix (transforms/sinks.py writes them,
 # beam_pipeline/readback.py reads them).

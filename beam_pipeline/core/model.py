@@ -308,12 +308,21 @@ class KeyStatus(msgspec.Struct, frozen=True):
     last_event_time: Optional[int] # time of the last accepted event
     segment_id: Optional[int]      # the current continuous segment (its first id)
     anchored: bool                 # did it begin at a snapshot?
-    held_events: int               # deltas held back, waiting
-    hold_reason: Optional[str]     # why: start (no snapshot yet), gap, reset, disconnect
+    held_events: int               # events held back, waiting (streaming: with the reorder buffer's)
+    hold_reason: Optional[str]     # why: start (no snapshot yet), gap, reset, disconnect; reorder
+                                   # (streaming: only events waiting for earlier ids)
     open_gap_last_good_id: Optional[int]
     open_gap_next_first_id: Optional[int]
     open_gap_size: Optional[int]
     disconnected: bool             # a disconnect marker came and nothing has continued since
+    # --book_checks (core/books): cumulative counts of the key's checks (None: checks off) and
+    # the corrupt period its book is in now, if any (opened, not yet ended by a snapshot)
+    book_checked_messages: Optional[int] = None
+    checksum_verified_messages: Optional[int] = None
+    book_checks_failed: Optional[int] = None
+    open_corrupt_reason: Optional[str] = None
+    open_corrupt_start_id: Optional[int] = None
+    open_corrupt_start_time: Optional[int] = None
 
 
 class ErrorEvent(msgspec.Struct, frozen=True):

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline import readback
+from beam_pipeline.core.books.watch import BOOK_REASONS
 from beam_pipeline.options import FeedCheckOptions
 from transforms import layout
 from transforms.tables import row_times
@@ -287,6 +288,8 @@ class StreamReport:
     segment_ends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     segment_anchored: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     events_per_window: dict = field(default_factory=dict)  # window start ms -> clean rows
+    verified_ms: int = 0          # anchored time outside every corrupt period (book checks)
+    status: dict | None = None    # its latest row of status/ (readback.read_status), if any
 
     @property
     def span_ms(self) -> int:
@@ -325,6 +328,21 @@ class StreamReport:
                 start = iso_ms(row["window_start"])
                 gaps[start] = gaps.get(start, 0) + row["count"]
         return {start: n / max(self.events_per_window.get(start, 0), 1) for start, n in gaps.items()}
+
+    def verified_coverage(self) -> float:
+        """Share of the span that is anchored, unbroken and outside every corrupt period (a
+        book check's among them): where the rebuilt book is proven right as far as checked."""
+        if self.span_ms == 0:
+            return self.coverage(anchored=True) if not self.corrupt else 0.0
+        return min(self.verified_ms / self.span_ms, 1.0)
+
+    def book_checks_failed(self) -> int:
+        """Corrupt periods the book checks opened (checksum_mismatch, crossed_book, ...)."""
+        return sum(1 for _, _, reason, *_ in self.corrupt if reason in BOOK_REASONS)
+
+    def checksum_verified(self) -> int | None:
+        """Messages whose venue checksum matched the rebuilt book (status/), None unknown."""
+        return (self.status or {}).get("checksum_verified_messages")
 
     def corrupt_ms(self) -> int:
         return sum(max(end - (start if start is not None else end), 0)
@@ -369,6 +387,40 @@ def union_length(starts: np.ndarray, ends: np.ndarray) -> int:
     return int((run_ends - run_starts).sum())
 
 
+def merged(starts, ends) -> list:
+    """Intervals [start, end] -> their union as sorted, disjoint (start, end) pairs."""
+    out: list = []
+    for start, end in sorted(zip(starts, ends)):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(a, b) for a, b in out]
+
+
+def overlap_length(left: list, right: list) -> int:
+    """Length of the intersection of two unions of disjoint sorted intervals (merged())."""
+    total, i, j = 0, 0, 0
+    while i < len(left) and j < len(right):
+        low, high = max(left[i][0], right[j][0]), min(left[i][1], right[j][1])
+        total += max(high - low, 0)
+        if left[i][1] < right[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def _verified(stream: StreamReport) -> int:
+    """Anchored time outside the corrupt periods: the anchored segments' union minus its overlap
+    with the periods' union (a book check's period lies inside an anchored segment)."""
+    anchored = merged(stream.segment_starts[stream.segment_anchored].tolist(),
+                      stream.segment_ends[stream.segment_anchored].tolist())
+    corrupt = merged([start if start is not None else end for start, end, *_ in stream.corrupt],
+                     [end for _, end, *_ in stream.corrupt])
+    return sum(b - a for a, b in anchored) - overlap_length(anchored, corrupt)
+
+
 def _segment_extents(times: np.ndarray, segments: np.ndarray, anchored: np.ndarray):
     """-> per segment: start ms, end ms, anchored."""
     order = np.lexsort((times, segments))
@@ -392,6 +444,8 @@ class Report:
     files: list | None                # summary.json "files", or None when the run recorded none
     settings: dict | None = None      # summary.json "settings" (beam_pipeline/settings.py)
     grid: "TrustGrid | None" = None   # symbol x hour (or day) trust, streams in report order
+    book_checks: bool = False         # the run rebuilt and checked books (--book_checks)
+    has_status: bool = False          # status/ has rows: where each symbol stands
 
 
 def _by_stream(reports: dict, name: str) -> StreamReport:
@@ -479,15 +533,22 @@ def build(output: str, max_buckets: int = 720) -> Report:
     for name, count in letters_by_stream.items():
         if name in streams:
             streams[name].dead_letters += count
+    has_status = False
+    for row in readback.read_status(output).to_pylist():
+        name = stream_of(row)
+        if name in streams:
+            streams[name].status = row
+            has_status = True
     for stream in streams.values():
         _bucket_rows(stream, max_buckets)
+        stream.verified_ms = _verified(stream)
     files = summary.get("files")
     ordered = sorted(streams.values(), key=StreamReport.severity)
     return Report(output, summary, thresholds, ordered,
                   dead_letters, unattributed, len(clean),
                   files if isinstance(files, list) else None,
                   summary.get("settings") if isinstance(summary.get("settings"), dict) else None,
-                  trust_grid(ordered))
+                  trust_grid(ordered), isinstance(summary.get("book_checks"), dict), has_status)
 
 
 def conservation(summary: dict) -> dict:

@@ -23,7 +23,7 @@ MESSAGE_PREVIEW_CHARS = 300
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;
-max-width:1180px;padding:16px 24px;color:#212121;background:#fff}
+max-width:1360px;padding:16px 24px;color:#212121;background:#fff}
 h1{font-size:22px;margin:8px 0 2px}h2{font-size:18px;margin:28px 0 8px;border-bottom:2px solid #e0e0e0}
 h3{font-size:15px;margin:22px 0 6px}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
@@ -34,7 +34,7 @@ code,.bytes{font:12px ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap
 .ok{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}.warn{color:#ef6c00}
 .muted{color:#757575}img{max-width:100%;height:auto;display:block;margin:6px 0}
 nav a{margin-right:14px}.row{display:flex;gap:28px;align-items:flex-start}
-.grow{flex:1;min-width:0}td.sym{white-space:nowrap}.detail{border-top:1px solid #eeeeee}
+.grow{flex:1;min-width:0}td.sym,td.time{white-space:nowrap}.detail{border-top:1px solid #eeeeee}
 .scroll{overflow-x:auto;max-width:100%}
 table.grid td,table.grid th{padding:0;min-width:14px;height:16px;font-size:10px;text-align:center}
 table.grid td.sym,table.grid th.sym{padding:0 6px;text-align:left;font-size:12px}
@@ -240,6 +240,27 @@ def trust_css(share: float) -> str:
     return "ok" if share >= 0.999 else ("warn" if share >= 0.95 else "bad")
 
 
+def _book_cells(i: int, s: StreamReport) -> list:
+    """--book_checks: anchored and verified coverage, checksum verified messages, book checks
+    failed (corrupt periods the checks opened)."""
+    verified = s.checksum_verified()
+    failed = s.book_checks_failed()
+    return [f'<td class="n {trust_css(s.verified_coverage())}" data-verified="{i + 1}">'
+            f"{percent(s.verified_coverage())}</td>",
+            f'<td class="n" data-checksums="{i + 1}">'
+            f'{number(verified) if verified is not None else "-"}</td>',
+            f'<td class="n{" bad" if failed else ""}" data-book-failed="{i + 1}">{failed:,}</td>']
+
+
+BOOK_HEADER = ["anchored and verified", "checksum verified messages", "book checks failed"]
+BOOK_NOTE = (" <b>Anchored and verified</b> (the run checked books: --book_checks): the share "
+             "anchored and unbroken and outside every corrupt period, a failed book check's "
+             "(checksum_mismatch, crossed_book, bad_level, unknown_level, snapshot_mismatch) "
+             "among them. <b>Checksum verified messages</b>: messages whose venue checksum "
+             "matched the rebuilt book (from status/; venues without checksums: 0). <b>Book "
+             "checks failed</b>: the corrupt periods the book checks opened.")
+
+
 def symbols_section(report: Report, overview_png: list, overview_rows: int) -> str:
     rows = []
     for i, s in enumerate(report.streams):
@@ -247,6 +268,7 @@ def symbols_section(report: Report, overview_png: list, overview_rows: int) -> s
         rows.append([f"<td class=n>{i + 1}</td>", f"<td class='sym'>{_symbol_link(i, s)}</td>",
                      f'<td class="n {trust_css(s.trusted())}" data-trusted="{i + 1}">'
                      f"{percent(s.trusted())}</td>",
+                     *(_book_cells(i, s) if report.book_checks else []),
                      f'<td class="n" data-coverage="{i + 1}">{percent(s.coverage())}</td>',
                      f"<td class=n>{duration(s.span_ms)}</td>",
                      _td(s.clean_rows, s.name, "data-clean-rows"),
@@ -255,7 +277,8 @@ def symbols_section(report: Report, overview_png: list, overview_rows: int) -> s
                      f"<td class=n>{len(s.corrupt):,} ({duration(s.corrupt_ms())})</td>",
                      _td(s.stalls()), f"<td class=n>{alerts['critical']:,} / {alerts['warning']:,}</td>",
                      _td(s.dead_letters)])
-    header = ["#", "symbol", "anchored and unbroken", "coverage", "span", "clean rows",
+    header = ["#", "symbol", "anchored and unbroken", *(BOOK_HEADER if report.book_checks else []),
+              "coverage", "span", "clean rows",
               "segments (anchored)", "small gaps", "medium", "large", "resets",
               "corrupt (time)", "stalls", "alerts crit / warn", "dead letters"]
     more = len([s for s in report.streams if s.first_ms is not None]) - overview_rows
@@ -268,10 +291,80 @@ def symbols_section(report: Report, overview_png: list, overview_rows: int) -> s
             "began at a snapshot and no gap broke: where the book can be rebuilt exactly. "
             "Coverage: the share inside any continuous segment, anchored or not. Order: least "
             "anchored and unbroken, then least coverage, then most corrupt periods, critical "
-            "alerts, large gaps and resets.</p>"
+            "alerts, large gaps and resets." + (BOOK_NOTE if report.book_checks else "") + "</p>"
             + (_table(header, rows) if rows else "<p>No symbols.</p>")
+            + status_section(report)
             + trust_section(report)
             + "".join(image(png, "timeline of the symbols") for png in overview_png) + tail)
+
+
+def _held(status: dict) -> str:
+    held = status.get("held_events") or 0
+    if not held:
+        return "0"
+    return f"{held:,} ({text(status.get('hold_reason') or '?')})"
+
+
+def _id(value) -> str:
+    """An update id as the venue writes it (no thousands separators: ids are looked up, not read
+    as amounts)."""
+    return "-" if value is None else text(value)
+
+
+def _open_gap(status: dict) -> str:
+    if status.get("open_gap_last_good_id") is None:
+        return '<span class="muted">none</span>'
+    size = status.get("open_gap_size")
+    return (f'<span class="bad">{f"{size:,} ids missing" if size is not None else "ids missing"}'
+            f' after {_id(status["open_gap_last_good_id"])}</span>')
+
+
+def _open_corrupt(status: dict) -> str:
+    reason = status.get("open_corrupt_reason")
+    if reason is None:
+        return '<span class="muted">none</span>'
+    since = status.get("open_corrupt_start_time")
+    return (f'<span class="bad">{text(reason)}</span> since '
+            f'{text(when(_as_ms(since))) if since is not None else "?"} (id '
+            f'{_id(status.get("open_corrupt_start_id"))})')
+
+
+def _as_ms(value) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+def status_section(report: Report) -> str:
+    """Where each symbol stands (status/: its latest row): the live view of a streaming job, a
+    batch run's end."""
+    if not report.has_status:
+        return ""
+    rows, newest = [], None
+    for i, s in enumerate(report.streams):
+        st = s.status
+        if st is None:
+            continue
+        as_of = _as_ms(st["as_of"])
+        newest = as_of if newest is None else max(newest, as_of)
+        anchored = ('<span class="ok">yes</span>' if st.get("anchored")
+                    else '<span class="warn">no</span>')
+        if st.get("disconnected"):
+            anchored += ' <span class="warn">(disconnected)</span>'
+        rows.append([f"<td class='sym'>{_symbol_link(i, s)}</td>",
+                     f'<td data-status-corrupt="{i + 1}">{_open_corrupt(st)}</td>',
+                     f"<td>{_open_gap(st)}</td>",
+                     f'<td class="n" data-status-held="{i + 1}">{_held(st)}</td>',
+                     f"<td>{anchored}</td>",
+                     f"<td class='time'>{when(_as_ms(st.get('last_event_time')))}</td>",
+                     f'<td class="n" data-status-last-id="{i + 1}">{_id(st.get("last_id"))}</td>',
+                     f'<td class="time" data-status-as-of="{i + 1}">{when(as_of)}</td>'])
+    return (f'<h3 id="now">Where each symbol stands (as of {when(newest)})</h3>'
+            "<p>The latest row of each symbol in status/: a streaming job writes one per symbol "
+            "that changed every flush and one at a stop, a batch run one at its end. Held: "
+            "events waiting (for a snapshot, or for earlier ids: reorder). An open gap waits for "
+            "a snapshot; an open corrupt period is a failed book check no snapshot has resynced "
+            "yet.</p>"
+            + _table(["symbol", "open corrupt period", "open gap", "held", "anchored",
+                      "last event", "last id", "as of"], rows))
 
 
 def _cell_label(start_ms: int, cell_ms: int) -> tuple[str, str, str]:
@@ -328,12 +421,17 @@ def trust_section(report: Report) -> str:
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def detail_section(index: int, stream: StreamReport, chart: bytes | None) -> str:
+def detail_section(index: int, stream: StreamReport, chart: bytes | None,
+                   book_checks: bool = False) -> str:
     parts = [f'<div class="detail"><h3 id="{anchor(index)}">{index + 1}. {text(stream.name)}</h3>',
              f"<p>{when(stream.first_ms)} to {when(stream.last_ms)} ({duration(stream.span_ms)}); "
              f"anchored and unbroken {percent(stream.trusted())}, coverage "
              f"{percent(stream.coverage())}; {plural(stream.clean_rows, 'clean row')} in "
              f"{plural(stream.segments, 'segment')} ({stream.anchored_segments:,} anchored); "
+             + (f"anchored and verified {percent(stream.verified_coverage())}, "
+                f"{plural(stream.checksum_verified() or 0, 'checksum verified message')}, "
+                f"{plural(stream.book_checks_failed(), 'book check')} failed; "
+                if book_checks else "") +
              f"timeline per "
              f"{BUCKET_NAMES.get(stream.bucket_ms, '-')}.</p>"]
     if chart is not None:
@@ -396,7 +494,7 @@ def page(report: Report, charts: dict, overview_rows: int, generated_ms: int) ->
                 f"{thresholds.warning_count} and critical above {thresholds.critical_count} errors "
                 f"of one type in a window; gap rate critical above {thresholds.gap_rate:g}; stall "
                 f"timeout {thresholds.stall_timeout_s:g} s; from {thresholds.source}.")
-    details = "".join(detail_section(i, s, charts.get(("symbol", i)))
+    details = "".join(detail_section(i, s, charts.get(("symbol", i)), report.book_checks)
                       for i, s in enumerate(report.streams))
     unattributed = charts.get("unattributed")
     unattributed_part = ""
@@ -404,6 +502,7 @@ def page(report: Report, charts: dict, overview_rows: int, generated_ms: int) ->
         unattributed_part = ('<h3 id="unattributed">Errors without a symbol</h3><p>Records whose '
                              'symbol could not be read (most dead letters) are counted per window '
                              'of their ingest time.</p>' + image(unattributed, "errors without a symbol"))
+    now_link = '<a href="#now">now</a>' if report.has_status else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
@@ -417,7 +516,8 @@ def page(report: Report, charts: dict, overview_rows: int, generated_ms: int) ->
 {run_line(report)}Alert thresholds: {text(settings)} Disconnects are not a record of their own: a feed that drops
 shows as a gap (batch) or a stall (streaming).</p>
 <nav><a href="#summary">summary</a><a href="#files">files</a><a href="#dead-letters">dead letters</a>
-<a href="#worst">worst periods</a><a href="#symbols">symbols</a><a href="#trust">trust grid</a><a href="#details">details</a></nav>
+<a href="#worst">worst periods</a><a href="#symbols">symbols</a>{now_link}<a href="#trust">trust grid</a>
+<a href="#details">details</a></nav>
 {summary_section(report, charts["kinds"])}
 {files_section(report)}
 {dead_letter_section(report)}

@@ -109,3 +109,15 @@ def test_one_altered_kraken_size_is_one_checksum_mismatch_at_that_message(tmp_pa
     assert rows[0]["detail"].startswith("sent ")
     checks = outputs(tmp_path / "out").summary()["book_checks"]
     assert checks["failed"] == checks["checksum_mismatch"] == 1
+    # status/: the pair's book is still in that period at the end (no snapshot resyncs it); a
+    # streaming run of the same file ends with the same status per key, counts included
+    from beam_pipeline.readback import read_status
+    status = {r["symbol"]: r for r in read_status(str(tmp_path / "out")).to_pylist()}
+    assert (status[pair]["open_corrupt_reason"], status[pair]["open_corrupt_start_id"],
+            status[pair]["book_checks_failed"]) == ("checksum_mismatch", recv * 10**6 + number, 1)
+    assert sum(r["checksum_verified_messages"] for r in status.values()) == \
+        checks["checksums_verified"]
+    assert main(["--streaming", "--input", str(copy), "--output", str(tmp_path / "stream"),
+                 "--book_checks"]) == 0
+    streamed = read_status(str(tmp_path / "stream")).drop(["as_of"]).to_pylist()
+    assert streamed == read_status(str(tmp_path / "out")).drop(["as_of"]).to_pylist()

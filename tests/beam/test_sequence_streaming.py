@@ -250,3 +250,40 @@ def test_an_id_reset_in_arrival_order_matches_the_batch_answer(tmp_path):
                                work_dir=str(tmp_path), run_span_ids=1_000))
         assert_that(out.gaps, equal_to(want_gaps), label="batch reset")
         assert_that(flatten_clean("batch ids", batch=True)(out), equal_to(want_clean), label="batch clean")
+
+
+def test_status_is_one_row_per_changed_key_per_period_and_a_last_one_at_the_end():
+    """status_seconds after a key changes, its status is taken once (however many messages
+    came); a key that did not change writes none; the end of the input writes every key's last
+    (its timer holds the watermark, as the job's own runner profile makes it: runners/direct.py)."""
+    from runners import direct
+
+    direct.hold_watermark_for_end_of_window_timers()
+    other = ("binance", "usdm", "SOLUSDT")
+
+    def other_delta(first, last, at):
+        return Event(*other, DELTA, first, last, None, T0 + at, T0 + at + 5, b'[["1.0","2"]]',
+                     b"[]", RANGE_PLUS_ONE)
+
+    other_snapshot = Event(*other, SNAPSHOT, 500, 500, None, None, T0, b'[["1.0","2"]]', b"[]",
+                           RANGE_PLUS_ONE)
+    stream = (start().add_elements(stamped(snapshot(100, 0), delta(101, 102, 100),
+                                           delta(103, 103, 200), other_snapshot,
+                                           other_delta(501, 502, 150)))
+              .advance_processing_time(11)            # the first period: both keys changed
+              .add_elements(stamped(delta(104, 107, 300), delta(108, 108, 400)))
+              .advance_processing_time(11)            # the second: only KEY changed
+              .advance_watermark_to_infinity())       # the end: every key's last
+
+    def check(out):
+        assert_that(out.status | beam.Map(lambda s: (s.symbol, s.last_id, s.held_events,
+                                                     s.anchored)),
+                    equal_to([("BTCUSDT", 103, 0, True), ("SOLUSDT", 502, 0, True),
+                              ("BTCUSDT", 108, 0, True),
+                              ("BTCUSDT", 108, 0, True), ("SOLUSDT", 502, 0, True)]))
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        check(p | stream | SequenceFeeds(default_policy(), streaming=True, reorder_timeout_s=2,
+                                         stall_timeout_s=30, clock=lambda: Timestamp(0),
+                                         status_seconds=10))

@@ -51,7 +51,10 @@ EXPECTED_SCHEMAS = {
         ("segment_id", pa.int64()), ("anchored", pa.bool_()), ("held_events", pa.int64()),
         ("hold_reason", pa.string()), ("open_gap_last_good_id", pa.int64()),
         ("open_gap_next_first_id", pa.int64()), ("open_gap_size", pa.int64()),
-        ("disconnected", pa.bool_())]),
+        ("disconnected", pa.bool_()), ("book_checked_messages", pa.int64()),
+        ("checksum_verified_messages", pa.int64()), ("book_checks_failed", pa.int64()),
+        ("open_corrupt_reason", pa.string()), ("open_corrupt_start_id", pa.int64()),
+        ("open_corrupt_start_time", TIME)]),
 }
 
 
@@ -87,7 +90,7 @@ ALERTS = [{"exchange": "binance", "market": "spot", "symbol": "BTCUSDT", "error_
            "level": "critical", "rule": "stall", "window_start": W_START, "window_end": W_END,
            "count": 1, "message": "silent", "suggested_action": "Check the collector."}]
 STATUS = [KeyStatus("binance", "usdm", "SOLUSDT", T + 500, 204, T + 100, 201, False, 2, "gap",
-                    204, 207, 2, False)]
+                    204, 207, 2, False, 9, 8, 1, "checksum_mismatch", 203, T + 90)]
 SUMMARY = {"input_records": 9, "clean_records": 3, "ignored": 1, "duplicates": 0,
            "superseded": 0, "dead_letters": {"bad_json": 1, "late": 1},
            "gaps": {"small": 1, "medium": 1, "large": 0}, "corrupt_periods": 1, "symbols": 2,
@@ -194,7 +197,10 @@ def test_write_outputs_batch(tmp_path):
                      "as_of": ms(T + 500), "last_id": 204, "last_event_time": ms(T + 100),
                      "segment_id": 201, "anchored": False, "held_events": 2, "hold_reason": "gap",
                      "open_gap_last_good_id": 204, "open_gap_next_first_id": 207,
-                     "open_gap_size": 2, "disconnected": False}]
+                     "open_gap_size": 2, "disconnected": False, "book_checked_messages": 9,
+                     "checksum_verified_messages": 8, "book_checks_failed": 1,
+                     "open_corrupt_reason": "checksum_mismatch", "open_corrupt_start_id": 203,
+                     "open_corrupt_start_time": ms(T + 90)}]
     with open(os.path.join(out, "summary.json")) as handle:
         assert json.load(handle) == SUMMARY
 

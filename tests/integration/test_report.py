@@ -162,3 +162,60 @@ def test_script_in_symbol_and_payload_is_shown_not_run(browser, tmp_path):
     # ... and the text is there to read: the symbol (table, details) and the dead letter's bytes.
     assert dom.text.count(f"binance:spot:{EVIL_SYMBOL}") >= 2
     assert "</html><script>document.title='PWNED2'</script><img src=x onerror=" in dom.text
+
+
+BOOK_REASONS = ("checksum_mismatch", "crossed_book", "bad_level", "unknown_level",
+                "snapshot_mismatch")
+
+
+def test_report_shows_book_checks_and_where_each_symbol_stands(browser, tmp_path):
+    """Kraken's capture with one altered size, --book_checks: per symbol, the page's book checks
+    failed, checksum verified messages and anchored and verified coverage, and its status row
+    (last id, the open checksum_mismatch period), each equal to a figure computed here from
+    clean/, corrupt_periods/, status/ and summary.json."""
+    import duckdb
+
+    from tests.tooling.checksum_fault import alter_one_kraken_size
+
+    pair, start_id = alter_one_kraken_size(str(tmp_path / "in"))
+    out = tmp_path / "out"
+    assert main(["--input", str(tmp_path / "in" / "*"), "--output", str(out), "--book_checks",
+                 "--report"]) == 0
+    dom = assert_report_renders(browser, out)
+    names = [name.split(":", 2)[2] for name, _ in dom.tagged["data-clean-rows"]]
+
+    def by_name(tag):
+        return {names[int(rank) - 1]: shown for rank, shown in dom.numbers(tag).items()}
+    periods = duckdb.sql(f"SELECT symbol, reason, start_id, epoch_ms(start_time), "
+                         f"epoch_ms(end_time) FROM read_parquet('{out}/corrupt_periods/*.parquet')"
+                         ).fetchall()
+    assert [(symbol, reason, first) for symbol, reason, first, *_ in periods] == [
+        (pair, "checksum_mismatch", start_id)]
+    assert by_name("data-book-failed") == {
+        name: sum(1 for p in periods if p[0] == name and p[1] in BOOK_REASONS) for name in names}
+    checksums = dict(duckdb.sql(f"SELECT symbol, checksum_verified_messages FROM "
+                                f"read_parquet('{out}/status/*.parquet')").fetchall())
+    assert by_name("data-checksums") == checksums
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum(checksums.values()) == summary["book_checks"]["checksums_verified"] > 0
+    # anchored and verified: anchored segments' time minus the corrupt periods', over the span
+    segments = duckdb.sql(f"""
+        SELECT symbol, anchored, min(t), max(t), max(last_id) FROM (
+          SELECT symbol, segment_id, anchored, last_id,
+                 epoch_ms(coalesce(event_time, recv_time)) AS t
+          FROM read_parquet('{out}/clean/*.parquet')) GROUP BY symbol, segment_id, anchored
+        """).fetchall()
+    expected, last_ids = {}, {}
+    for name in names:
+        mine = [s for s in segments if s[0] == name]
+        span = max(s[3] for s in mine) - min(s[2] for s in mine)
+        verified = sum(end - start - sum(max(min(end, p[4]) - max(start, p[3]), 0)
+                                         for p in periods if p[0] == name)
+                       for _, anchored, start, end, _ in mine if anchored)
+        expected[name] = f"{int(verified / span * 10000) / 100:.2f} %"
+        last_ids[name] = max(s[4] for s in mine)
+    assert by_name("data-verified") == expected and expected[pair] != "100.00 %"
+    assert by_name("data-status-last-id") == last_ids
+    corrupt = by_name("data-status-corrupt")
+    assert corrupt.pop(pair).startswith("checksum_mismatch since ") and str(start_id) in \
+        dom.text and set(corrupt.values()) == {"none"}

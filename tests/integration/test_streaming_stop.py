@@ -287,3 +287,49 @@ def test_sigterm_while_starting_stops_gracefully(pubsub_emulator, tmp_path):
     assert summary["input_records"] + sum(len(gzip.decompress(data).splitlines())
                                           for data, _ in left) == len(lines)
     assert len(read(str(out), "clean")) == summary["clean_records"]
+
+
+def test_sigterm_writes_every_keys_last_status(pubsub_emulator, tmp_path):
+    """With the default flush, a SIGTERM stop writes each key's status as it stands at the stop:
+    status/ on disk holds rows stamped with as_of (inside the job's life), and readback's latest
+    row per key has the last id published for that key, nothing held, no open gap, and the
+    anchoring of its newest clean row."""
+    import json
+
+    from beam_pipeline.readback import read_raw, read_status
+
+    emu = pubsub_emulator
+    lines, _ = generate(3_000, seed=31, faults=CONTINUOUS, spacing=200)
+    path = str(tmp_path / "feed.jsonl")
+    write_lines(path, lines)
+    last_published = {}
+    for line in lines:
+        record = json.loads(line)
+        payload = record["payload"]
+        last = payload.get("u", payload.get("lastUpdateId"))
+        key = (record["exchange"], record["market"], record["symbol"])
+        last_published[key] = max(last_published.get(key, last), last)
+    topic, subscription = _subscription(emu, "status")
+    out = tmp_path / "stream"
+    started = time.time()
+    job = _start(emu, subscription, out)
+    try:
+        publish(topic, [path], progress=False)
+        _wait(lambda: _counted(out, len(lines)), 120, "summary.json to count the feed", out)
+    except BaseException:
+        job.kill()
+        raise
+    code, _ = _stop(job, signal.SIGTERM)
+    stopped = time.time()
+    assert code == 0, _log(out)[-3000:]
+    raw = read_raw(str(out), "status").to_pylist()
+    assert len(raw) >= len(last_published)
+    assert all(started <= row["as_of"].timestamp() <= stopped for row in raw)
+    latest = {(r["exchange"], r["market"], r["symbol"]): r for r in read_status(str(out)).to_pylist()}
+    assert {key: row["last_id"] for key, row in latest.items()} == last_published
+    clean = read(str(out), "clean").to_pylist()
+    for key, row in latest.items():
+        newest = max((r for r in clean if (r["exchange"], r["market"], r["symbol"]) == key),
+                     key=lambda r: (r["last_id"], r["kind"] == "delta"))
+        assert (row["segment_id"], row["anchored"]) == (newest["segment_id"], newest["anchored"])
+        assert (row["held_events"], row["hold_reason"], row["open_gap_size"]) == (0, None, None)

@@ -7,7 +7,8 @@ from html.parser import HTMLParser
 
 # The report tags each number taken from summary.json or a per-file count with one of these.
 TAGS = ("data-summary", "data-file", "data-files-total", "data-dead-letter", "data-clean-rows",
-        "data-coverage", "data-trusted")
+        "data-coverage", "data-trusted", "data-verified", "data-checksums", "data-book-failed",
+        "data-status-last-id", "data-status-corrupt", "data-status-held")
 
 
 class ReportDom(HTMLParser):

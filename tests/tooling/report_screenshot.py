@@ -1,5 +1,6 @@
 """Makes the README's screenshot of a real data-quality report: the shared cryptofeed captures with
-a few faults injected, run with --report, rendered by headless Chromium.
+a few faults injected, and Kraken's capture (a checksum venue) with one size altered, run with
+--book_checks --report, rendered by headless Chromium.
 
     python -m tests.tooling.report_screenshot docs/report.png
 
@@ -8,7 +9,9 @@ Faults (each changes a copy; the shared files stay as they are):
   - futures SUSHIUSDT: twenty depth updates dropped (a gap of unknown size: it waits for a
     snapshot that never comes, so it becomes a corrupt period and the rest is unanchored);
   - futures KEEPUSDT: five depth updates sent twice (duplicates);
-  - one spot line cut short (bad_json), one futures line with invalid UTF-8.
+  - one spot line cut short (bad_json), one futures line with invalid UTF-8;
+  - Kraken: one size among the best ten levels of a delta raised by 1, so that message's checksum
+    fails: a checksum_mismatch period from it to the end of the data (no snapshot resyncs it).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import subprocess
 import tempfile
 
 from tests.conftest import CAPTURES, REPO
+from tests.tooling.checksum_fault import KRAKEN, alter_one_kraken_size
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -61,7 +65,7 @@ def fault_captures(destination: str) -> None:
     open(futures_path, "wb").write(b"\n".join(out))
 
 
-def screenshot(page: str, png: str, width: int = 1100, height: int = 2900) -> None:
+def screenshot(page: str, png: str, width: int = 1400, height: int = 3700) -> None:
     from PIL import Image
 
     chromium = subprocess.run(["bash", os.path.join(REPO, "scripts", "ensure_chromium.sh")],
@@ -91,8 +95,10 @@ def main(argv=None) -> int:
     work = args.work or tempfile.mkdtemp(prefix="report-shot-")
     try:
         fault_captures(os.path.join(work, "captures"))
-        code = run(["--input", os.path.join(work, "captures", "BINANCE*"),
-                    "--output", os.path.join(work, "out"), "--report"])
+        alter_one_kraken_size(os.path.join(work, "captures"))
+        code = run(["--input", ",".join(os.path.join(work, "captures", name)
+                                        for name in ("BINANCE*", KRAKEN)),
+                    "--output", os.path.join(work, "out"), "--book_checks", "--report"])
         if code != 0:
             return code
         screenshot(os.path.join(work, "out", "report.html"), args.png)
