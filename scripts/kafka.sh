@@ -68,6 +68,7 @@ service_is_ours() { recorded_cmdline_has kafka.Kafka "$CONFIG"; }
 # The broker logs this once it serves clients (KafkaRaftServer).
 broker_started() { grep -q "Kafka Server started" "$LOG_FILE" 2>/dev/null; }
 service_is_ready() { broker_started && port_accepts_connections "$PORT"; }
+service_answers_unowned() { false; }      # no probe tells a foreign broker apart
 
 print_exports() { echo "export KAFKA_BOOTSTRAP_SERVERS=$HOST:$PORT"; }
 
@@ -130,22 +131,8 @@ while True:
     wait_until_ready
 }
 
-remove_state() {
-    rm -f "$PID_FILE" "$LOG_FILE" "$CONFIG"
-    rm -rf "$DATA_DIR"
-    rmdir "$STATE_DIR" 2>/dev/null || true
-    remove_default_state_parent "${KAFKA_STATE_DIR:-}"
-}
+remove_state() { remove_created_state "${KAFKA_STATE_DIR:-}" "$CONFIG"; }
 
-cmd_status() {
-    if service_is_ours && broker_started; then
-        log "running on $HOST:$PORT (pid $(recorded_pid))"
-        print_exports
-        return 0
-    fi
-    log "not running on $HOST:$PORT"
-    return 3
-}
 
 case $COMMAND in
     start) cmd_start ;;

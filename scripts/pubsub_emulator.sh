@@ -46,6 +46,7 @@ answers_as_emulator() {
 
 service_is_ours() { recorded_cmdline_has cloud-pubsub-emulator "--port=$PORT"; }
 service_is_ready() { answers_as_emulator; }
+service_answers_unowned() { answers_as_emulator; }
 
 find_sdk_root() {
     local root=""
@@ -121,32 +122,8 @@ cmd_start() {
     wait_until_ready
 }
 
-# Removes only what start created (the state dir may be a user-chosen directory).
-remove_state() {
-    rm -f "$PID_FILE" "$LOG_FILE"
-    rm -rf "$DATA_DIR"
-    rmdir "$STATE_DIR" 2>/dev/null || true
-    remove_default_state_parent "${PUBSUB_EMULATOR_STATE_DIR:-}"
-}
+remove_state() { remove_created_state "${PUBSUB_EMULATOR_STATE_DIR:-}"; }
 
-cmd_status() {
-    if service_is_ours && answers_as_emulator; then
-        log "running on $HOST:$PORT (pid $(recorded_pid))"
-        print_exports
-        return 0
-    fi
-    if answers_as_emulator; then
-        log "an emulator not started by this script answers on $HOST:$PORT"
-        print_exports
-        return 0
-    fi
-    if service_is_ours; then
-        log "process $(recorded_pid) exists but does not answer on $HOST:$PORT (starting or wedged)"
-        return 1
-    fi
-    log "not running on $HOST:$PORT"
-    return 3
-}
 
 case $COMMAND in
     start) cmd_start ;;

@@ -5,14 +5,15 @@
 #   SERVICE          the log prefix ("kafka")
 #   WHAT             what the messages call it ("the broker")
 #   HOST PORT        where it listens
-#   PID_FILE LOG_FILE
+#   PID_FILE LOG_FILE DATA_DIR STATE_DIR DEFAULT_STATE_PARENT
 #   START_TIMEOUT_S STOP_TIMEOUT_S
 #
 # and define:
-#   service_is_ours    the pid file names a live process that is this service on this port
-#   service_is_ready   it serves clients
-#   print_exports      the "export ..." line that points clients at it
-#   remove_state       removes what start created
+#   service_is_ours          the pid file names a live process that is this service on this port
+#   service_is_ready         it serves clients
+#   service_answers_unowned  one this script did not start serves clients on the port
+#   print_exports            the "export ..." line that points clients at it
+#   remove_state             removes what start created (remove_created_state does most of it)
 
 log() { echo "$SERVICE: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -96,8 +97,35 @@ cmd_stop() {
     log "stopped (pid $pid)"
 }
 
-# Removes the state dir's parent once no port uses it, unless the user chose the state dir
-# ($1: whether they did).
-remove_default_state_parent() {
-    [[ -n $1 ]] || rmdir "$DEFAULT_STATE_PARENT" 2>/dev/null || true
+# Removes what start created: the pid file, the log, the data dir, the files given after $1 and
+# the state dir once empty; and, unless the user chose the state dir ($1: their choice, or
+# empty), its parent once no port uses it.
+remove_created_state() {
+    local chosen=$1
+    shift
+    rm -f "$PID_FILE" "$LOG_FILE" "$@"
+    rm -rf "$DATA_DIR"
+    rmdir "$STATE_DIR" 2>/dev/null || true
+    [[ -n $chosen ]] || rmdir "$DEFAULT_STATE_PARENT" 2>/dev/null || true
+}
+
+# Exit 0: running (ours, or one this script did not start answers); 1: ours but not serving
+# (starting or wedged); 3: not running.
+cmd_status() {
+    if service_is_ours && service_is_ready; then
+        log "running on $HOST:$PORT (pid $(recorded_pid))"
+        print_exports
+        return 0
+    fi
+    if service_answers_unowned; then
+        log "one not started by this script answers on $HOST:$PORT"
+        print_exports
+        return 0
+    fi
+    if service_is_ours; then
+        log "process $(recorded_pid) exists but does not answer on $HOST:$PORT (starting or wedged)"
+        return 1
+    fi
+    log "not running on $HOST:$PORT"
+    return 3
 }
