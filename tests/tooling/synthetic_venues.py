@@ -64,6 +64,19 @@ def faults_for(exchange: str) -> tuple:
     return tuple(f for f in out if rule in CHECKED or f != "id_reset")
 
 
+# the columns of an expected gap and corrupt-period row after the key's, in the sinks' order
+GAP_COLUMNS = (
+    "last_good_id",
+    "next_first_id",
+    "gap_size",
+    "gap_class",
+    "action",
+    "resolution",
+    "event_time",
+)
+CORRUPT_COLUMNS = ("start_id", "end_id", "start_time", "end_time", "reason")
+
+
 class VenueStream:
     """One venue key's message sequence; records what each injected fault must produce."""
 
@@ -115,25 +128,32 @@ class VenueStream:
             self._count("clean_records")
         return info
 
-    def _row(self, **columns) -> dict:
-        """An expected output row: the key's columns, then `columns`."""
+    def _row(self, columns, values, **fixed) -> dict:
+        """An expected output row: the key's columns, then `columns` with `values`, then `fixed`."""
         exchange, market, symbol = self.key
-        return dict(exchange=exchange, market=market, symbol=symbol, **columns)
+        return dict(
+            exchange=exchange, market=market, symbol=symbol, **dict(zip(columns, values)), **fixed
+        )
 
     def gap_row(self, last_good, first, size, cls, action, resolution, time_ms):
-        self.expected.gaps.append(self._row(
-            last_good_id=last_good, next_first_id=first, gap_size=size, gap_class=cls,
-            action=action, resolution=resolution, event_time=time_ms, cause=None))
+        values = (last_good, first, size, cls, action, resolution, time_ms)
+        self.expected.gaps.append(self._row(GAP_COLUMNS, values, cause=None))
 
     def medium_gap_row(self, last_good, first, size, resolution, time_ms):
         """A medium gap held for a snapshot (its size only where the venue's ids count messages)."""
-        self.gap_row(last_good, first, size if self.rule in SIZED else None, "medium",
-                     "hold_for_snapshot", resolution, time_ms)
+        self.gap_row(
+            last_good,
+            first,
+            size if self.rule in SIZED else None,
+            "medium",
+            "hold_for_snapshot",
+            resolution,
+            time_ms,
+        )
 
     def corrupt(self, start_id, end_id, start_time, end_time, reason):
-        self.expected.corrupt_periods.append(self._row(
-            start_id=start_id, end_id=end_id, start_time=start_time, end_time=end_time,
-            reason=reason, detail=None))
+        values = (start_id, end_id, start_time, end_time, reason)
+        self.expected.corrupt_periods.append(self._row(CORRUPT_COLUMNS, values, detail=None))
 
     def held_deltas(self, clean: bool) -> int:
         """0..max_held more deltas after a gap, held until the snapshot that resyncs the key
