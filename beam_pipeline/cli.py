@@ -30,7 +30,9 @@ from beam_pipeline.settings import effective_settings
 from transforms.aggregate import bad_record_rate
 from runners import direct
 from runners.flags import flag_value, runner_kind
-from transforms.cursors import cursor_folder, take_cursors
+from transforms.cursors import (cursor_folder, file_progress_folder, keep_file_progress,
+                                take_cursors, take_file_progress)
+from transforms.follow import FileProgress
 from transforms.read_kafka import mark_partitions
 from transforms.sinks import OUTPUT_FOLDERS, write_empty_outputs
 from transforms.tags import UNDELIVERED
@@ -513,14 +515,17 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
         inbox.drain_budget_s = ops.stop_timeout * DRAIN_SHARE
         if not _is_remote(ops.output):
             inbox.journal_path = os.path.join(ops.output, INFLIGHT_JOURNAL)
-    # A restarted Pub/Sub job resumes every key where its last stop left it (files are read anew).
-    resume = take_cursors(cursor_folder(ops.output)) if ops.input_subscription and job \
-        and job.get("restarts") else None
+    # A restarted job resumes every key, and every followed file, where its last stop left it.
+    restarted = bool(job and job.get("restarts"))
+    resume = take_cursors(cursor_folder(ops.output)) \
+        if restarted and (ops.input_subscription or watches_files_here) else None
+    resume_files = take_file_progress(file_progress_folder(ops.output), FileProgress) \
+        if restarted and watches_files_here else None
     if ops.kafka_bootstrap_servers and not _is_dry_run(options):
         # every partition's watermark can move once the job has read a record of it
         mark_partitions(ops.kafka_bootstrap_servers, ops.kafka_topic)
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options, resume)
+    build_pipeline(pipeline, options, resume, resume_files)
     line = progress.ProgressLine(enabled=_workers_run_here(options) and not ops.verbose)
     with line:
         result = pipeline.run()
@@ -536,6 +541,9 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
             stop = StreamingStop(result, ops, inbox, line, restart_command(argv, job),
                                  _flink_cluster(options, ops), watches_files_here)
             stopped = stop.run()
+            if stopped and resume_files:
+                # a file this run never listed before the stop keeps the last run's progress
+                keep_file_progress(file_progress_folder(ops.output), resume_files)
             if stop.savepoint or stop.cancelled or (
                     not stopped and (ops.input_subscription or ops.kafka_bootstrap_servers
                                     or ops.watch_seconds)):
@@ -883,9 +891,9 @@ class StreamingStop:
         if summary["input_records"] == 0:
             print("warning: the job read no records", file=sys.stderr)
         if self.signal_name and not self.inbox:
-            print(f"stopped on {self.signal_name}: every record read is written. The same command "
-                  "with the same --job_id reads the files again from their start (readback "
-                  f"deduplicates the rows):\n  {self.restart}", flush=True)
+            print(f"stopped on {self.signal_name}: every record read is written, and how far "
+                  "each file was read is saved. Continue this job (each file from where this "
+                  f"run stopped) with:\n  {self.restart}", flush=True)
         elif self.signal_name:
             acknowledged = self.inbox.acknowledged_messages if self.inbox else 0
             returned = self.inbox.returned_messages if self.inbox else 0

@@ -301,7 +301,9 @@ class FeedCheckOptions(PipelineOptions):
                  "many seconds and read what is new: new files, and what was appended to the files "
                  "already read (rolling files: complete gzip members, complete lines), each byte "
                  "once; how far each file was read is kept in Beam state (restored with a Flink "
-                 "checkpoint). The streaming source for Flink, where Pub/Sub cannot be read. "
+                 "checkpoint) and, on DirectRunner, saved in the output folder at a graceful stop, "
+                 "so the same job restarted (--job_id) reads each file on from there. The "
+                 "streaming source for Flink, where Pub/Sub cannot be read. "
                  "Default: read the files once.")
         live.add_argument(
             "--max_message_bytes", type=int, default=64 * 1024 * 1024,
@@ -503,6 +505,22 @@ def _positive(kind):
     return parse
 
 
+RECORDS_PER_MESSAGE = 500       # of a batched feed message, the collector's as feedcheck-publish's
+
+
+def add_message_output_arguments(group, *, topic_help: str, kafka_help: str,
+                                 records_help: str) -> None:
+    """Where batched feed messages go (--topic, or --kafka_bootstrap_servers with --kafka_topic)
+    and how many records each holds: the collector and feedcheck-publish send the same messages.
+    The helps say what differs (what the messages are keyed by, what else sends one)."""
+    group.add_argument("--topic", default=None, help=topic_help)
+    group.add_argument("--kafka_bootstrap_servers", default=None, help=kafka_help)
+    group.add_argument("--kafka_topic", default=None,
+                       help="The Kafka topic (with --kafka_bootstrap_servers).")
+    group.add_argument("--records_per_message", type=_positive(int), default=RECORDS_PER_MESSAGE,
+                       help=f"{records_help} Default: {RECORDS_PER_MESSAGE}.")
+
+
 def add_collector_arguments(parser) -> None:
     """The options of `python -m beam_pipeline.collector` (live capture of one market)."""
     src = parser.add_argument_group("exchange")
@@ -544,28 +562,21 @@ def add_collector_arguments(parser) -> None:
              "room for a second process.")
 
     out = parser.add_argument_group("output (--topic, --output_dir, or both: the same feed to each)")
-    out.add_argument(
-        "--topic", default=None,
-        help="Pub/Sub topic projects/<p>/topics/<t>: batched envelope messages (attributes format, "
-             "exchange, market, content_encoding=gzip), ordering key = symbol, as the streaming job "
-             "reads them. Set PUBSUB_EMULATOR_HOST for the emulator.")
+    add_message_output_arguments(
+        out,
+        topic_help="Pub/Sub topic projects/<p>/topics/<t>: batched envelope messages (attributes "
+                   "format, exchange, market, content_encoding=gzip), ordering key = symbol, as "
+                   "the streaming job reads them. Set PUBSUB_EMULATOR_HOST for the emulator.",
+        kafka_help="Kafka brokers HOST:PORT[,HOST:PORT] (with --kafka_topic): the same batched "
+                   "messages on a Kafka topic, key = symbol, the attributes as headers, CreateTime "
+                   "= the publish time, as the streaming job on Flink reads them.",
+        records_help="Pub/Sub: records per message at most (a message also goes out "
+                     "--message_seconds after its first record).")
     out.add_argument(
         "--output_dir", default=None,
         help="Folder of rolling files <exchange>-<market>-<YYYYMMDD>T<HH>.jsonl.gz (one per UTC hour), "
              "envelope JSON Lines a batch run reads as they are; each flush is a complete gzip "
              "member, so a crash loses at most the last --flush_seconds.")
-    out.add_argument(
-        "--kafka_bootstrap_servers", default=None,
-        help="Kafka brokers HOST:PORT[,HOST:PORT] (with --kafka_topic): the same batched messages "
-             "on a Kafka topic, key = symbol, the attributes as headers, CreateTime = the publish "
-             "time, as the streaming job on Flink reads them.")
-    out.add_argument(
-        "--kafka_topic", default=None,
-        help="The Kafka topic (with --kafka_bootstrap_servers).")
-    out.add_argument(
-        "--records_per_message", type=_positive(int), default=500,
-        help="Pub/Sub: records per message at most (a message also goes out --message_seconds after "
-             "its first record). Default: 500.")
     out.add_argument(
         "--message_seconds", type=_positive(float), default=0.1,
         help="Pub/Sub: seconds a symbol's records wait to fill a message. Default: 0.1.")

@@ -14,7 +14,7 @@ from beam_pipeline.settings import effective_settings
 from transforms.aggregate import (AlertRules, CountErrorsAndAlert, EnforceBadRecordRate, Summarize,
                                   dead_letter_error)
 from transforms.backpressure import MonitorInputLag
-from transforms.cursors import cursor_folder
+from transforms.cursors import cursor_folder, file_progress_folder
 from transforms.decode import DecodeRecords
 from transforms.read import ReadFeedFiles, ReadFeedMessages
 from transforms.read_kafka import ReadFeedKafka
@@ -25,10 +25,14 @@ from transforms.tags import (ALERTS, BOOKS, CLEAN, CORRUPT_PERIODS, DEAD_LETTER,
                             GAPS, RECOVERY_REQUESTS, STATUS)
 
 
-def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=None) -> None:
-    """`resume`: a restarted streaming job's cursors ({key: SequencerState}, transforms/cursors.py)."""
+def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=None,
+                   resume_files=None) -> None:
+    """`resume`: a restarted streaming job's cursors ({key: SequencerState}); `resume_files`: how
+    far its last stop had read each followed file ({path: FileProgress}); transforms/cursors.py."""
     streaming = options.view_as(StandardOptions).streaming
     ops = options.view_as(FeedCheckOptions)
+    watches_files = bool(streaming and ops.watch_seconds and not ops.input_subscription
+                         and not ops.kafka_bootstrap_servers)
 
     # Sources
     lag_alerts = []
@@ -50,7 +54,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=No
         read = pipeline | "ReadFiles" >> ReadFeedFiles(
             ops.input_globs(), ops.input_format, ops.max_record_bytes,
             ops.watch_seconds if streaming else None, ops.skipped_file_names(),
-            ops.quiet_seconds)
+            ops.quiet_seconds, file_progress_folder(ops.output) if watches_files else None,
+            resume_files)
         batches, read_failures, read_tallies = read.batches, [read.dead_letter], [read.tally]
 
     # Decode
@@ -61,7 +66,8 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=No
         ops.policy(), streaming, work_dir=None if streaming else ops.resolved_work_dir(),
         run_span_ids=ops.run_span_ids, reorder_timeout_s=ops.reorder_timeout,
         stall_timeout_s=ops.stall_timeout, resume=resume,
-        cursor_folder=cursor_folder(ops.output) if ops.input_subscription else None,
+        cursor_folder=cursor_folder(ops.output) if ops.input_subscription or watches_files
+        else None,
         book_checks=ops.book_checks, book_snapshots=ops.book_snapshots,
         status_seconds=ops.output_flush_seconds)
 

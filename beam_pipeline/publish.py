@@ -21,10 +21,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.fileio import ReadableFile
 
 from beam_pipeline.core.model import DeadLetter, RawBatch
-from beam_pipeline.options import INPUT_FORMATS
+from beam_pipeline.options import INPUT_FORMATS, RECORDS_PER_MESSAGE, add_message_output_arguments
 from transforms.read import ReadRecordBatches
 
-DEFAULT_RECORDS_PER_MESSAGE = 500
+DEFAULT_RECORDS_PER_MESSAGE = RECORDS_PER_MESSAGE
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 
 
@@ -186,17 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "messages, for a streaming job to read. Set PUBSUB_EMULATOR_HOST for the "
                     "emulator.")
     parser.add_argument("files", nargs="+", help="capture files or globs (plain or .gz)")
-    parser.add_argument("--topic", default=None,
-                        help="the Pub/Sub topic, projects/<project>/topics/<topic>")
-    parser.add_argument("--kafka_bootstrap_servers", default=None,
-                        help="publish to Kafka instead: brokers HOST:PORT[,HOST:PORT] (with "
-                             "--kafka_topic). Headers carry the attributes, the key is the file's "
-                             "name, CreateTime is the publish time.")
-    parser.add_argument("--kafka_topic", default=None, help="the Kafka topic")
+    add_message_output_arguments(
+        parser, topic_help="the Pub/Sub topic, projects/<project>/topics/<topic>",
+        kafka_help="publish to Kafka instead: brokers HOST:PORT[,HOST:PORT] (with --kafka_topic). "
+                   "Headers carry the attributes, the key is the file's name, CreateTime is the "
+                   "publish time.",
+        records_help="records per message.")
     parser.add_argument("--input_format", default="auto", choices=INPUT_FORMATS,
                         help="the files' format, as for a batch run. Default: auto.")
-    parser.add_argument("--records_per_message", type=int, default=DEFAULT_RECORDS_PER_MESSAGE,
-                        help=f"records per message. Default: {DEFAULT_RECORDS_PER_MESSAGE}.")
     parser.add_argument("--no_gzip", action="store_true",
                         help="send plain JSON Lines (default: gzip, attribute content_encoding=gzip)")
     parser.add_argument("--records_per_second", type=float, default=None,
@@ -212,8 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.records_per_message < 1:
-        parser.error("--records_per_message must be at least 1")
     if args.records_per_second is not None and args.records_per_second <= 0:
         parser.error("--records_per_second must be positive")
     if args.kafka_bootstrap_servers or args.kafka_topic:

@@ -39,12 +39,11 @@ readonly PID_FILE=$STATE_DIR/broker.pid
 readonly LOG_FILE=$STATE_DIR/broker.log
 readonly DATA_DIR=$STATE_DIR/data
 readonly CONFIG=$STATE_DIR/server.properties
+readonly SERVICE=kafka WHAT="the broker"
+# shellcheck source=lib/service.sh
+source "$ROOT/scripts/lib/service.sh"
 
-log() { echo "kafka: $*" >&2; }
-die() { log "$*"; exit 1; }
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-
-[[ $PORT =~ ^[0-9]+$ ]] && (( PORT > 0 && PORT < 65535 )) || die "invalid port: $PORT"
+check_port "$PORT" 65535
 
 # Fetches the broker's jars once (a directory published atomically, under a lock).
 fetch_jars() {
@@ -63,27 +62,13 @@ fetch_jars() {
     log "fetched in $((SECONDS - start)) s"
 }
 
-port_accepts_connections() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-
-recorded_pid() {
-    [[ -s $PID_FILE ]] || return 1
-    local pid; pid=$(<"$PID_FILE")
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    echo "$pid"
-}
-
-# True when the pid file names a live broker started by this script with this state dir (guards
-# against signalling an unrelated process that reused a stale pid).
-recorded_pid_is_our_broker() {
-    local pid cmdline
-    pid=$(recorded_pid) || return 1
-    [[ -r /proc/$pid/cmdline ]] || return 1
-    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
-    [[ $cmdline == *kafka.Kafka* && $cmdline == *"$CONFIG"* ]]
-}
+# A broker started by this script with this state dir.
+service_is_ours() { recorded_cmdline_has kafka.Kafka "$CONFIG"; }
 
 # The broker logs this once it serves clients (KafkaRaftServer).
 broker_started() { grep -q "Kafka Server started" "$LOG_FILE" 2>/dev/null; }
+service_is_ready() { broker_started && port_accepts_connections "$PORT"; }
+service_answers_unowned() { false; }      # no probe tells a foreign broker apart
 
 print_exports() { echo "export KAFKA_BOOTSTRAP_SERVERS=$HOST:$PORT"; }
 
@@ -110,12 +95,12 @@ PROPS
 }
 
 cmd_start() {
-    if recorded_pid_is_our_broker && broker_started; then
+    if service_is_ours && broker_started; then
         log "already running on $HOST:$PORT (pid $(recorded_pid))"
         print_exports
         return 0
     fi
-    if ! recorded_pid_is_our_broker; then
+    if ! service_is_ours; then
         for p in "$PORT" "$CONTROLLER_PORT"; do
             port_accepts_connections "$p" && die "port $p on $HOST is in use by something else"
         done
@@ -143,66 +128,16 @@ while True:
             -cp "$LIB_DIR/*" kafka.Kafka "$CONFIG" >>"$LOG_FILE" 2>&1 </dev/null &
         echo $! >"$PID_FILE"
     fi
-    local pid deadline=$((SECONDS + START_TIMEOUT_S))
-    pid=$(recorded_pid)
-    until broker_started && port_accepts_connections "$PORT"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "the broker exited during start-up; last log lines:"
-            tail -n 20 "$LOG_FILE" >&2 || true
-            rm -f "$PID_FILE"
-            exit 1
-        fi
-        if (( SECONDS >= deadline )); then
-            log "the broker did not start within ${START_TIMEOUT_S}s; stopping it"
-            tail -n 20 "$LOG_FILE" >&2 || true
-            cmd_stop
-            exit 1
-        fi
-        sleep 0.2
-    done
-    log "ready on $HOST:$PORT (pid $pid)"
-    print_exports
+    wait_until_ready
 }
 
-remove_state() {
-    rm -f "$PID_FILE" "$LOG_FILE" "$CONFIG"
-    rm -rf "$DATA_DIR"
-    rmdir "$STATE_DIR" 2>/dev/null || true
-    if [[ -z ${KAFKA_STATE_DIR:-} ]]; then rmdir "$DEFAULT_STATE_PARENT" 2>/dev/null || true; fi
-}
+remove_state() { remove_created_state "${KAFKA_STATE_DIR:-}" "$CONFIG"; }
 
-cmd_stop() {
-    if ! recorded_pid_is_our_broker; then
-        remove_state
-        log "not running on port $PORT (nothing started by this script)"
-        return 0
-    fi
-    local pid; pid=$(recorded_pid)
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT_S))
-    while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.2; done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "the broker ignored SIGTERM for ${STOP_TIMEOUT_S}s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    remove_state
-    log "stopped (pid $pid)"
-}
-
-cmd_status() {
-    if recorded_pid_is_our_broker && broker_started; then
-        log "running on $HOST:$PORT (pid $(recorded_pid))"
-        print_exports
-        return 0
-    fi
-    log "not running on $HOST:$PORT"
-    return 3
-}
 
 case $COMMAND in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
     fetch) fetch_jars; echo "$LIB_DIR" ;;
-    *) usage ;;
+    *) usage_lines 9 ;;
 esac

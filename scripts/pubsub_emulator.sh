@@ -30,16 +30,11 @@ readonly LOG_FILE=$STATE_DIR/emulator.log
 readonly DATA_DIR=$STATE_DIR/data
 readonly APT_PACKAGE=google-cloud-cli-pubsub-emulator
 readonly EMULATOR_REL_PATH=platform/pubsub-emulator/bin/cloud-pubsub-emulator
+readonly SERVICE=pubsub_emulator WHAT=emulator
+# shellcheck source=lib/service.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 
-log() { echo "pubsub_emulator: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-usage() {
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-
-[[ $PORT =~ ^[0-9]+$ ]] && (( PORT > 0 && PORT < 65536 )) || die "invalid port: $PORT"
+check_port "$PORT" 65536
 
 # The emulator answers "Ok" to a plain HTTP GET on its root; that tells it apart from any other
 # program that happens to listen on the port.
@@ -49,27 +44,9 @@ answers_as_emulator() {
     [[ $body == Ok* ]]
 }
 
-port_accepts_connections() {
-    (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null
-}
-
-recorded_pid() {
-    [[ -s $PID_FILE ]] || return 1
-    local pid
-    pid=$(<"$PID_FILE")
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    echo "$pid"
-}
-
-# True when the pid file names a live process that is our emulator on this port; guards against
-# killing an unrelated process that reused a stale pid.
-recorded_pid_is_our_emulator() {
-    local pid cmdline
-    pid=$(recorded_pid) || return 1
-    [[ -r /proc/$pid/cmdline ]] || return 1
-    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
-    [[ $cmdline == *cloud-pubsub-emulator* && $cmdline == *"--port=$PORT"* ]]
-}
+service_is_ours() { recorded_cmdline_has cloud-pubsub-emulator "--port=$PORT"; }
+service_is_ready() { answers_as_emulator; }
+service_answers_unowned() { answers_as_emulator; }
 
 find_sdk_root() {
     local root=""
@@ -113,7 +90,7 @@ print_exports() {
 }
 
 cmd_start() {
-    if recorded_pid_is_our_emulator && answers_as_emulator; then
+    if service_is_ours && answers_as_emulator; then
         log "already running on $HOST:$PORT (pid $(recorded_pid))"
         print_exports
         return 0
@@ -124,7 +101,7 @@ cmd_start() {
         print_exports
         return 0
     fi
-    if recorded_pid_is_our_emulator; then
+    if service_is_ours; then
         # Ours but not answering: still starting (a concurrent start) or wedged; wait for it below.
         log "emulator pid $(recorded_pid) exists but does not answer yet; waiting"
     else
@@ -142,86 +119,15 @@ cmd_start() {
             >"$LOG_FILE" 2>&1 </dev/null &
         echo $! >"$PID_FILE"
     fi
-
-    local pid deadline=$((SECONDS + START_TIMEOUT_S))
-    pid=$(recorded_pid)
-    until answers_as_emulator; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "emulator exited during start-up; last log lines:"
-            tail -n 20 "$LOG_FILE" >&2 || true
-            rm -f "$PID_FILE"
-            exit 1
-        fi
-        if (( SECONDS >= deadline )); then
-            log "emulator did not answer within ${START_TIMEOUT_S}s; stopping it. Last log lines:"
-            tail -n 20 "$LOG_FILE" >&2 || true
-            cmd_stop
-            exit 1
-        fi
-        sleep 0.2
-    done
-    log "ready on $HOST:$PORT (pid $pid)"
-    print_exports
+    wait_until_ready
 }
 
-# Removes only what start created (the state dir may be a user-chosen directory).
-remove_state() {
-    rm -f "$PID_FILE" "$LOG_FILE"
-    rm -rf "$DATA_DIR"
-    rmdir "$STATE_DIR" 2>/dev/null || true
-    if [[ -z ${PUBSUB_EMULATOR_STATE_DIR:-} ]]; then
-        rmdir "$DEFAULT_STATE_PARENT" 2>/dev/null || true  # once no port uses it
-    fi
-}
+remove_state() { remove_created_state "${PUBSUB_EMULATOR_STATE_DIR:-}"; }
 
-cmd_stop() {
-    if ! recorded_pid_is_our_emulator; then
-        remove_state
-        log "not running on port $PORT (nothing started by this script)"
-        return 0
-    fi
-    local pid pgid
-    pid=$(recorded_pid)
-    pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
-    # Signal the whole group (launcher script and java); fall back to the pid if the group is
-    # not the emulator's own (it always is when started by this script).
-    local target=$pid
-    [[ $pgid == "$pid" ]] && target=-$pgid
-    kill -TERM -- "$target" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT_S))
-    while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "emulator ignored SIGTERM for ${STOP_TIMEOUT_S}s; sending SIGKILL"
-        kill -KILL -- "$target" 2>/dev/null || true
-    fi
-    remove_state
-    log "stopped (pid $pid)"
-}
-
-cmd_status() {
-    if recorded_pid_is_our_emulator && answers_as_emulator; then
-        log "running on $HOST:$PORT (pid $(recorded_pid))"
-        print_exports
-        return 0
-    fi
-    if answers_as_emulator; then
-        log "an emulator not started by this script answers on $HOST:$PORT"
-        print_exports
-        return 0
-    fi
-    if recorded_pid_is_our_emulator; then
-        log "process $(recorded_pid) exists but does not answer on $HOST:$PORT (starting or wedged)"
-        return 1
-    fi
-    log "not running on $HOST:$PORT"
-    return 3
-}
 
 case $COMMAND in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    *) usage ;;
+    *) usage_lines 6 ;;
 esac

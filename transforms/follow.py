@@ -12,6 +12,11 @@ framing context), so a Flink restore resumes each file where its checkpoint had 
 it lives in a DoFn's memory. A gzip file (the collector's binance-spot-YYYYMMDDTHH.jsonl.gz, one
 complete member per flush) is read member by member from that offset; a plain file line by line.
 
+A graceful stop on DirectRunner (SIGTERM, Ctrl-C: the ticks end and the watermark reaches the end
+of time) saves every file's progress in the output folder (transforms/cursors.py:
+save_file_progress); the same job restarted (--job_id) starts each file from it, so nothing is
+read twice across the two runs. During that drain no file is read again: the stop ends the input.
+
 A file's format is detected from its first lines as in batch (up to 32 records), from those
 there are when it is first read.
 
@@ -60,7 +65,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import GlobalWindows
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Timestamp
 
 from beam_pipeline.core import framings, runtime, tallies
@@ -68,6 +73,7 @@ from beam_pipeline.core.connections import ConnectionState
 from beam_pipeline.core.framings import HEAD_RECORDS, FileContext
 from beam_pipeline.core.model import RawBatch
 from beam_pipeline.core.runtime import now_ms
+from transforms.cursors import save_file_progress
 from transforms.lines import (BLOCK_BYTES, RECORDS_PER_BATCH, Framer, LineSplitter, detect_framing,
                               is_skipped, read_error)
 from transforms.tags import DEAD_LETTER, TALLY
@@ -238,9 +244,16 @@ class FollowFiles(beam.DoFn):
 
     PROGRESS = ReadModifyWriteStateSpec("progress", BytesCoder())
     QUIET = TimerSpec("quiet", TimeDomain.REAL_TIME)
+    END = TimerSpec("end", TimeDomain.WATERMARK)
 
     def __init__(self, input_format: str, max_record_bytes: int, quiet_seconds: float,
-                 skip_names=(), batch_size: int = RECORDS_PER_BATCH):
+                 skip_names=(), batch_size: int = RECORDS_PER_BATCH, progress_folder: str = None,
+                 resume=None):
+        """`progress_folder`: where the end of the input (a graceful stop) saves each file's
+        progress; `resume`: {path: FileProgress} the last stop of this job saved, each file's
+        start when it has no state yet (a restart)."""
+        self.progress_folder = progress_folder
+        self.resume = dict(resume or {})
         self.input_format = input_format
         self.max_record_bytes = max_record_bytes
         self.quiet_seconds = quiet_seconds
@@ -249,16 +262,22 @@ class FollowFiles(beam.DoFn):
         self.batch_size = batch_size
 
     def process(self, element, state=beam.DoFn.StateParam(PROGRESS),
-                quiet_timer=beam.DoFn.TimerParam(QUIET)):
+                quiet_timer=beam.DoFn.TimerParam(QUIET), end_timer=beam.DoFn.TimerParam(END)):
         path, seen = element
+        if self.progress_folder:
+            end_timer.set(GlobalWindow().max_timestamp())
         yield from self._follow(path, seen, state, quiet_timer)
 
     @on_timer(QUIET)
     def quiet(self, path=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(PROGRESS),
               quiet_timer=beam.DoFn.TimerParam(QUIET)):
         """The file a tail waited in has been quiet for --quiet_seconds (unless it changed since):
-        read it again now rather than at the next tick."""
-        progress = self._load(state)
+        read it again now rather than at the next tick. Not during a stop's drain (whose
+        processing time runs fast, runners/direct.py): the stop ended the input, and what the
+        file holds now is for the restarted job."""
+        if runtime.draining():
+            return
+        progress = self._load(path, state)
         try:
             [metadata] = FileSystems.match([path])[0].metadata_list
         except Exception:            # gone, or no longer one file: the next listing tells
@@ -266,17 +285,27 @@ class FollowFiles(beam.DoFn):
         seen = Seen(metadata.size_in_bytes, metadata.last_updated_in_seconds, progress.newer)
         yield from self._follow(path, seen, state, quiet_timer)
 
+    @on_timer(END)
+    def end(self, path=beam.DoFn.KeyParam, state=beam.DoFn.StateParam(PROGRESS),
+            quiet_timer=beam.DoFn.TimerParam(QUIET)):
+        """The end of the input (a graceful stop): save how far the file was read, for the same
+        job restarted."""
+        quiet_timer.clear()
+        save_file_progress(self.progress_folder, path, self._load(path, state))
+
     # -- the state --
 
-    @staticmethod
-    def _load(state) -> FileProgress:
+    def _load(self, path: str, state) -> FileProgress:
         blob = state.read()
-        return _progress_codec.decode(blob) if blob else FileProgress()
+        if blob:
+            return _progress_codec.decode(blob)
+        resumed = self.resume.get(path)
+        return msgspec.structs.replace(resumed) if resumed is not None else FileProgress()
 
     # -- one file --
 
     def _follow(self, path: str, seen: Seen, state, quiet_timer):
-        progress = self._load(state)
+        progress = self._load(path, state)
         if progress.closed in (SKIPPED, FAILED):
             if progress.closed == FAILED and seen.size != progress.size:
                 _LOG.warning("%s grew to %d bytes after its read_error at line %d: the rest is not "
@@ -540,8 +569,12 @@ class FollowFeedFiles(beam.PTransform):
     """File globs, watched -> RawBatch (main `batches`), read failures (`dead_letter`), `tally`."""
 
     def __init__(self, globs, input_format: str, max_record_bytes: int, watch_seconds: float,
-                 quiet_seconds: float, skip_names=()):
+                 quiet_seconds: float, skip_names=(), progress_folder: str = None, resume=None):
+        """`progress_folder`, `resume`: see FollowFiles; used on DirectRunner only, whose stop
+        drains the job (Flink keeps each file's progress in its checkpoints and savepoints)."""
         super().__init__()
+        self.progress_folder = progress_folder
+        self.resume = resume
         self.globs = list(globs)
         self.input_format = input_format
         self.max_record_bytes = max_record_bytes
@@ -550,12 +583,15 @@ class FollowFeedFiles(beam.PTransform):
         self.skip_names = tuple(skip_names)
 
     def expand(self, pbegin):
+        direct = _is_direct(pbegin.pipeline.runner)
         return (pbegin
                 | "Ticks" >> WatchTicks(self.watch_seconds)
                 | "List" >> beam.ParDo(ListFiles(self.globs))
                 | "TypedPaths" >> beam.Map(lambda kv: kv).with_output_types(
                     beam.typehints.Tuple[str, Seen])
-                | "Follow" >> beam.ParDo(FollowFiles(self.input_format, self.max_record_bytes,
-                                                     self.quiet_seconds, self.skip_names))
+                | "Follow" >> beam.ParDo(FollowFiles(
+                    self.input_format, self.max_record_bytes, self.quiet_seconds, self.skip_names,
+                    progress_folder=self.progress_folder if direct else None,
+                    resume=self.resume if direct else None))
                 .with_output_types(RawBatch)
                 .with_outputs(DEAD_LETTER, TALLY, main="batches"))

@@ -212,22 +212,23 @@ class ReadFeedFiles(beam.PTransform):
     FollowFiles); None takes every file as it is."""
 
     def __init__(self, globs, input_format: str, max_record_bytes: int, watch_seconds=None,
-                 skip_names=(), quiet_seconds=None):
+                 skip_names=(), quiet_seconds=None, progress_folder: str = None, resume=None):
         """`watch_seconds`: None reads the files once (batch); `skip_names`: file-name patterns
-        not to read (--skip_files)."""
+        not to read (--skip_files); `progress_folder`, `resume`: a followed file's progress saved
+        at a stop and read by the restarted job (FollowFiles)."""
         super().__init__()
+        self.follow = FollowFeedFiles(
+            globs, input_format, max_record_bytes, watch_seconds, quiet_seconds or 0.0, skip_names,
+            progress_folder, resume) if watch_seconds else None
         self.globs = list(globs)
         self.input_format = input_format
         self.max_record_bytes = max_record_bytes
-        self.watch_seconds = watch_seconds
         self.skip_names = tuple(skip_names)
         self.quiet_seconds = quiet_seconds
 
     def expand(self, pbegin):
-        if self.watch_seconds:
-            return pbegin | "Follow" >> FollowFeedFiles(
-                self.globs, self.input_format, self.max_record_bytes, self.watch_seconds,
-                self.quiet_seconds or 0.0, self.skip_names)
+        if self.follow is not None:
+            return pbegin | "Follow" >> self.follow
         return (pbegin
                 | "Globs" >> beam.Create(self.globs)
                 | "Match" >> fileio.MatchAll()

@@ -42,7 +42,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_pipeline.core import durability, progress
+from beam_pipeline.core import durability, progress, runtime
 from beam_pipeline.core.runtime import iso_ms
 from transforms import layout
 from transforms.memory import DROP_CACHES, FLUSH, SHRINK, MemoryGuard
@@ -311,6 +311,11 @@ class FlushFolder(beam.DoFn):
     @on_timer(FLUSH)
     def on_flush(self, fired=beam.DoFn.TimestampParam, rows=beam.DoFn.StateParam(ROWS),
                  due=beam.DoFn.StateParam(DUE), last=beam.DoFn.StateParam(LAST)):
+        """A flush is due. Not during a stop's drain (runners/direct.py: its processing time runs
+        fast, so every armed flush fires at once): the end of input comes soon and writes
+        everything in one file, where a flush now and the end's rest would make two."""
+        if runtime.draining():
+            return
         yield from self._write(rows, due)
         last.write(fired.micros)
 

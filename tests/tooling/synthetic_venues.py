@@ -69,6 +69,19 @@ def faults_for(exchange: str) -> tuple:
     return tuple(f for f in out if rule in CHECKED or f != "id_reset")
 
 
+# the columns of an expected gap and corrupt-period row after the key's, in the sinks' order
+GAP_COLUMNS = (
+    "last_good_id",
+    "next_first_id",
+    "gap_size",
+    "gap_class",
+    "action",
+    "resolution",
+    "event_time",
+)
+CORRUPT_COLUMNS = ("start_id", "end_id", "start_time", "end_time", "reason")
+
+
 class VenueStream:
     """One venue key's message sequence; records what each injected fault must produce."""
 
@@ -120,37 +133,49 @@ class VenueStream:
             self._count("clean_records")
         return info
 
+    def _row(self, columns, values, **fixed) -> dict:
+        """An expected output row: the key's columns, then `columns` with `values`, then `fixed`."""
+        exchange, market, symbol = self.key
+        return dict(
+            exchange=exchange, market=market, symbol=symbol, **dict(zip(columns, values)), **fixed
+        )
+
     def gap_row(self, last_good, first, size, cls, action, resolution, time_ms):
+        values = (last_good, first, size, cls, action, resolution, time_ms)
         self.expected.gaps.append(
-            dict(
-                exchange=self.key[0],
-                market=self.key[1],
-                symbol=self.key[2],
-                last_good_id=last_good,
-                next_first_id=first,
-                gap_size=size,
-                gap_class=cls,
-                action=action,
-                resolution=resolution,
-                event_time=time_ms,
-                cause="connection_break" if self.rule == CONNECTION else None,
+            self._row(
+                GAP_COLUMNS, values, cause="connection_break" if self.rule == CONNECTION else None
             )
         )
 
-    def corrupt(self, start_id, end_id, start_time, end_time, reason):
-        self.expected.corrupt_periods.append(
-            dict(
-                exchange=self.key[0],
-                market=self.key[1],
-                symbol=self.key[2],
-                start_id=start_id,
-                end_id=end_id,
-                start_time=start_time,
-                end_time=end_time,
-                reason=reason,
-                detail=None,
-            )
+    def medium_gap_row(self, last_good, first, size, resolution, time_ms):
+        """A medium gap held for a snapshot (its size only where the venue's ids count messages)."""
+        self.gap_row(
+            last_good,
+            first,
+            size if self.rule in SIZED else None,
+            "medium",
+            "hold_for_snapshot",
+            resolution,
+            time_ms,
         )
+
+    def corrupt(self, start_id, end_id, start_time, end_time, reason):
+        values = (start_id, end_id, start_time, end_time, reason)
+        self.expected.corrupt_periods.append(self._row(CORRUPT_COLUMNS, values, detail=None))
+
+    def held_deltas(self, clean: bool) -> int:
+        """0..max_held more deltas after a gap, held until the snapshot that resyncs the key
+        (`clean`: whether they still count as clean). Returns how many."""
+        held = self.rng.randint(0, self.max_held)
+        for _ in range(held):
+            self.delta(clean=clean)
+        return held
+
+    def resync(self):
+        """The snapshot at the last id, 30 ms after the last delta."""
+        self.snapshot(self.last_id, self.last_time + 30)
+        self.last_time += 30
 
     def inject(self, fault):
         if fault not in faults_for(self.venue.exchange):
@@ -174,35 +199,16 @@ class VenueStream:
         elif fault == "medium_gap_resynced":
             size = self.rng.randint(11, 1000)
             first, t = self.delta(jump=size, clean=not checked)
-            held = self.rng.randint(0, self.max_held)
-            for _ in range(held):
-                self.delta(clean=not checked)
+            held = self.held_deltas(clean=not checked)
             if checked:
                 self._count("superseded", 1 + held)  # the snapshot covers them all
-                self.gap_row(
-                    last_good,
-                    first,
-                    size if self.rule in SIZED else None,
-                    "medium",
-                    "hold_for_snapshot",
-                    "resynced",
-                    t,
-                )
-            self.snapshot(self.last_id, self.last_time + 30)
-            self.last_time += 30
+                self.medium_gap_row(last_good, first, size, "resynced", t)
+            self.resync()
         elif fault == "medium_gap_timeout":
             size = self.rng.randint(11, 1000)
             first, t = self.delta(jump=size)
             if checked:
-                self.gap_row(
-                    last_good,
-                    first,
-                    size if self.rule in SIZED else None,
-                    "medium",
-                    "hold_for_snapshot",
-                    "corrupt_period",
-                    t,
-                )
+                self.medium_gap_row(last_good, first, size, "corrupt_period", t)
                 self.corrupt(last_good + 1, first - 1, last_time, t, timed_out)
         elif fault == "duplicate":
             self.delta()
@@ -238,12 +244,9 @@ class VenueStream:
             first, t = self.delta(first=low, prev=last_good, clean=False)
         else:
             first, t = self.delta(first=low, clean=False)
-        more = self.rng.randint(0, self.max_held)
-        for _ in range(more):
-            self.delta(clean=False)
+        more = self.held_deltas(clean=False)
         self._count("superseded", 1 + more)
-        self.snapshot(self.last_id, self.last_time + 30)
-        self.last_time += 30
+        self.resync()
         self.gap_row(last_good, first, None, "reset", "hold_for_snapshot", "resynced", t)
 
 
