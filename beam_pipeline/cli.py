@@ -536,6 +536,9 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
             stop = StreamingStop(result, ops, inbox, line, restart_command(argv, job),
                                  _flink_cluster(options, ops), watches_files_here)
             stopped = stop.run()
+            if stop.savepoint_failed:
+                _print_where(ops.output, log_path)
+                return EXIT_STOP_UNFINISHED
             if stop.savepoint or stop.cancelled or (
                     not stopped and (ops.input_subscription or ops.kafka_bootstrap_servers
                                     or ops.watch_seconds)):
@@ -792,6 +795,8 @@ class StreamingStop:
         self.signal_name = None
         self.cancelled = False
         self.savepoint = None
+        self.savepoint_thread = None
+        self.savepoint_failed = False
         self.watches_files_here = watches_files_here
 
     @property
@@ -811,7 +816,15 @@ class StreamingStop:
         except KeyboardInterrupt:         # a cancelled job's wait raises; the stop is known
             if self.signal_name is None:
                 raise
+        except Exception:
+            # Beam's stream of the job's state can break while Flink stops the job with a savepoint
+            # (seen with Kafka: grpc UNAVAILABLE); the savepoint, not that stream, says how the
+            # stop went, and the thread below waits for it on Flink's REST API.
+            if self.savepoint_thread is None:
+                raise
         finally:
+            if self.savepoint_thread is not None:
+                self.savepoint_thread.join()    # bounded by --stop_timeout; a 2nd signal exits
             for sig, handler in before.items():
                 signal.signal(sig, handler)
         return self.signal_name is not None
@@ -825,7 +838,8 @@ class StreamingStop:
         if self.flink_cluster:
             print(f"stopping on {name}: Flink takes a savepoint and stops the job (at most "
                   f"{self.ops.stop_timeout:g} s)", flush=True)
-            threading.Thread(target=self._stop_with_savepoint, daemon=True).start()
+            self.savepoint_thread = threading.Thread(target=self._stop_with_savepoint, daemon=True)
+            self.savepoint_thread.start()
             return
         if not self.graceful:
             print(f"stopping on {name}: cancelling the streaming job", flush=True)
@@ -852,6 +866,7 @@ class StreamingStop:
         try:
             self.savepoint = flink.stop_with_savepoint(base, job_name, target, self.ops.stop_timeout)
         except Exception as error:  # noqa: BLE001: say it, and leave the job as it is
+            self.savepoint_failed = True
             print(f"error: the stop with a savepoint failed: {error}; the job is still running "
                   "on the cluster (stop it there, or press Ctrl-C again to leave it)",
                   file=sys.stderr, flush=True)
