@@ -174,6 +174,12 @@ def validate(options: PipelineOptions) -> None:
     elif ops.input_subscription:
         if not streaming:
             raise UsageError("--input_subscription needs --streaming")
+        runner = options.view_as(StandardOptions).runner or "DirectRunner"
+        if runner_kind([f"--runner={runner}"]) == "flink":
+            # Beam's Python Pub/Sub source is replaced by DirectRunner and Dataflow only.
+            raise UsageError("--input_subscription: Pub/Sub is read on DirectRunner and Dataflow, "
+                             "not on Flink; on Flink read Kafka (--kafka_bootstrap_servers, "
+                             "--kafka_topic) or files (--input)")
         from apache_beam.io.gcp.pubsub import parse_subscription
 
         try:
