@@ -870,7 +870,9 @@ class StreamingStop:
 
         base, job_name, target = self.flink_cluster
         try:
-            self.savepoint = flink.stop_with_savepoint(base, job_name, target, self.ops.stop_timeout)
+            self.savepoint = flink.stop_with_savepoint(
+                base, job_name, target, self.ops.stop_timeout,
+                cancel=bool(self.ops.kafka_bootstrap_servers))
         except Exception as error:  # noqa: BLE001: say it, and leave the job as it is
             self.savepoint_failed = True
             print(f"error: the stop with a savepoint failed: {error}; the job is still running "
