@@ -175,12 +175,13 @@ def test_a_feed_in_one_partition_on_the_standalone_cluster_stops_and_resumes(kaf
     job's watermark at the start of time: the summary counted every input record, but clean/,
     gaps/ and corrupt_periods/ got no file (seen on the standalone cluster, LOOPBACK).
 
-    The job is stopped as users stop it, with SIGTERM: Flink's stop-with-savepoint, the command
-    exits 0 and prints the command that resumes it (seen unreliable before: Beam's job-state stream
-    broke with grpc UNAVAILABLE during the stop, the command exited at once with a traceback, and
-    with LOOPBACK the savepoint failed). The printed command resumes from the savepoint; the rest
-    of the feed, published then, is read from the savepoint's offsets: the rows of both runs,
-    read once per id, equal batch, and the resumed job stops the same way."""
+    The job is stopped as users stop it, with SIGTERM: a savepoint, then a cancel (a Kafka job; a
+    stop-with-savepoint cleared every key's state first); the command exits 0 and prints the
+    command that resumes it (seen unreliable before: Beam's job-state stream broke with grpc
+    UNAVAILABLE during the stop, the command exited at once with a traceback, and with LOOPBACK the
+    savepoint failed). The printed command resumes from the savepoint; the rest of the feed,
+    published then, is read from the savepoint's offsets: the rows of both runs, read once per id,
+    and the summary's counts equal batch, and the resumed job stops the same way."""
     from kafka import KafkaConsumer, TopicPartition
 
     topic = kafka_broker.unique_topic("onepart")
