@@ -176,6 +176,12 @@ def validate(options: PipelineOptions) -> None:
     elif ops.input_subscription:
         if not streaming:
             raise UsageError("--input_subscription needs --streaming")
+        runner = options.view_as(StandardOptions).runner or "DirectRunner"
+        if runner_kind([f"--runner={runner}"]) == "flink":
+            # Beam's Python Pub/Sub source is replaced by DirectRunner and Dataflow only.
+            raise UsageError("--input_subscription: Pub/Sub is read on DirectRunner and Dataflow, "
+                             "not on Flink; on Flink read Kafka (--kafka_bootstrap_servers, "
+                             "--kafka_topic) or files (--input)")
         from apache_beam.io.gcp.pubsub import parse_subscription
 
         try:
@@ -544,6 +550,9 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
             if stopped and resume_files:
                 # a file this run never listed before the stop keeps the last run's progress
                 keep_file_progress(file_progress_folder(ops.output), resume_files)
+            if stop.savepoint_failed:
+                _print_where(ops.output, log_path)
+                return EXIT_STOP_UNFINISHED
             if stop.savepoint or stop.cancelled or (
                     not stopped and (ops.input_subscription or ops.kafka_bootstrap_servers
                                     or ops.watch_seconds)):
@@ -800,6 +809,8 @@ class StreamingStop:
         self.signal_name = None
         self.cancelled = False
         self.savepoint = None
+        self.savepoint_thread = None
+        self.savepoint_failed = False
         self.watches_files_here = watches_files_here
 
     @property
@@ -819,7 +830,15 @@ class StreamingStop:
         except KeyboardInterrupt:         # a cancelled job's wait raises; the stop is known
             if self.signal_name is None:
                 raise
+        except Exception:
+            # Beam's stream of the job's state can break while Flink stops the job with a savepoint
+            # (seen with Kafka: grpc UNAVAILABLE); the savepoint, not that stream, says how the
+            # stop went, and the thread below waits for it on Flink's REST API.
+            if self.savepoint_thread is None:
+                raise
         finally:
+            if self.savepoint_thread is not None:
+                self.savepoint_thread.join()    # bounded by --stop_timeout; a 2nd signal exits
             for sig, handler in before.items():
                 signal.signal(sig, handler)
         return self.signal_name is not None
@@ -833,7 +852,8 @@ class StreamingStop:
         if self.flink_cluster:
             print(f"stopping on {name}: Flink takes a savepoint and stops the job (at most "
                   f"{self.ops.stop_timeout:g} s)", flush=True)
-            threading.Thread(target=self._stop_with_savepoint, daemon=True).start()
+            self.savepoint_thread = threading.Thread(target=self._stop_with_savepoint, daemon=True)
+            self.savepoint_thread.start()
             return
         if not self.graceful:
             print(f"stopping on {name}: cancelling the streaming job", flush=True)
@@ -858,8 +878,11 @@ class StreamingStop:
 
         base, job_name, target = self.flink_cluster
         try:
-            self.savepoint = flink.stop_with_savepoint(base, job_name, target, self.ops.stop_timeout)
+            self.savepoint = flink.stop_with_savepoint(
+                base, job_name, target, self.ops.stop_timeout,
+                cancel=bool(self.ops.kafka_bootstrap_servers))
         except Exception as error:  # noqa: BLE001: say it, and leave the job as it is
+            self.savepoint_failed = True
             print(f"error: the stop with a savepoint failed: {error}; the job is still running "
                   "on the cluster (stop it there, or press Ctrl-C again to leave it)",
                   file=sys.stderr, flush=True)

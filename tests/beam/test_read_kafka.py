@@ -92,6 +92,8 @@ def test_the_flink_profile_of_a_kafka_job_checkpoints_and_reads_with_the_source_
      "--kafka_bootstrap_servers needs --streaming"),
     (["--runner", "FlinkRunner", "--streaming", "--kafka_bootstrap_servers", "localhost",
       "--kafka_topic", "t"], "'localhost' is not HOST:PORT"),
+    (["--runner", "FlinkRunner", "--streaming", "--input_subscription",
+      "projects/p/subscriptions/s"], "Pub/Sub is read on DirectRunner and Dataflow, not on Flink"),
 ])
 def test_kafka_usage_errors(argv, expected, tmp_path, capsys):
     assert main([*argv, "--output", str(tmp_path / "o")]) == 2
