@@ -55,7 +55,7 @@ class SequenceFeeds(beam.PTransform):
         """Streaming: `resume` and `cursor_folder` as LiveSequencerDoFn takes them. `book_checks`:
         rebuild and check each key's book (core/books/watch.py; streaming keeps it in
         transforms/book_cache.py); `book_snapshots`: (levels, interval ms) of the `books` output,
-        batch only, or None."""
+        or None."""
         super().__init__()
         self.book_checks, self.book_snapshots = book_checks, book_snapshots
         self.resume, self.cursor_folder = resume, cursor_folder
@@ -73,7 +73,8 @@ class SequenceFeeds(beam.PTransform):
             keyed = event_lists | "KeyBySymbol" >> beam.FlatMap(_per_key)
             sequencer = LiveSequencerDoFn(self.policy, self.reorder_timeout_s,
                                           self.stall_timeout_s, self.clock, self.resume,
-                                          self.cursor_folder, self.book_checks)
+                                          self.cursor_folder, self.book_checks,
+                                          self.book_snapshots)
         else:
             keyed = event_lists | "SpillRuns" >> beam.ParDo(
                 SpillRuns(self.work_dir, self.run_span_ids))

@@ -84,15 +84,18 @@ class LiveSequencerDoFn(beam.DoFn):
 
     def __init__(self, policy: Policy, reorder_timeout_s: float, stall_timeout_s: float,
                  clock=Timestamp.now, resume=None, cursor_folder: str = None,
-                 book_checks: bool = False):
+                 book_checks: bool = False, book_snapshots=None):
         """`clock` gives the processing time timers are set from. Beam's Python SDK does not hand
         it to process(); the wall clock is right on real runners, and tests with TestStream (whose
         processing time starts at 0) pass a clock of their own. `resume`: {key: SequencerState}
         saved by this job's last stop, each key's start when it has no state yet (a restart);
         `cursor_folder`: where the end of the input saves every key's cursor (transforms/cursors.py);
         `book_checks`: rebuild and check each key's book (core/books/watch.py), kept in this
-        process's memory under a version the key's state carries (transforms/book_cache.py)."""
-        self.book_checks = book_checks
+        process's memory under a version the key's state carries (transforms/book_cache.py);
+        `book_snapshots`: (levels, interval ms) of the books/ rows the key's book gives, or None
+        (implies book_checks)."""
+        self.book_checks = book_checks or book_snapshots is not None
+        self.book_snapshots = book_snapshots
         self.resume = {key: resumed(state) for key, state in (resume or {}).items()}
         self.cursor_folder = cursor_folder
         self.policy = policy
@@ -174,7 +177,8 @@ class LiveSequencerDoFn(beam.DoFn):
         (before the state is saved), and the book checked in at it once its outputs are seen."""
         if not self.book_checks:
             return None
-        watch, stored.stream.book_version = book_cache.checkout(key, stored.stream.book_version)
+        watch, stored.stream.book_version = book_cache.checkout(key, stored.stream.book_version,
+                                                                self.book_snapshots)
         return watch
 
     @staticmethod

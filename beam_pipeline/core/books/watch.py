@@ -147,16 +147,29 @@ class BookWatch:
     # ---- messages ---------------------------------------------------------------------------
 
     def _stretch(self, stretch: CleanStretch) -> None:
+        """A stretch's deltas, in slices (a batch stretch can hold a whole run: its levels are
+        decoded a slice at a time, each slice in one decoder call)."""
         columns = stretch.columns
-        first, last = columns.array("first_id"), columns.array("last_id")
-        prev, times = columns.filled("prev_id", -2), columns.times()
-        bids, asks = columns.table.column("bids").to_pylist(), columns.table.column("asks").to_pylist()
-        rule = RULES.get(int(columns.array("rule")[0])) if len(columns) else None
+        for start in range(0, len(columns), _SLICE):
+            self._stretch_slice(columns[start:start + _SLICE], stretch.segment_id,
+                                stretch.anchored)
+
+    def _stretch_slice(self, columns, segment, anchored) -> None:
+        first, last = columns.array("first_id").tolist(), columns.array("last_id").tolist()
+        times = columns.times().tolist()
+        bids, asks = _levels_column(columns, "bids"), _levels_column(columns, "asks")
+        rule = RULES.get(int(columns.array("rule")[0]))
+        if self.pending is None and self.snapshots is None and anchored:
+            # the common case, in bulk (what _delta does for each): an anchored stretch, no
+            # snapshot waiting on it and no book snapshots to take between its messages
+            self.segment, self.cursor, self.rule = segment, last[-1], rule
+            self.book.deltas(bids, asks, first, last, times)
+            return
+        prev = columns.filled("prev_id", -2).tolist()
         for i in range(len(columns)):
-            p = int(prev[i])
-            self._delta(decode_levels(bids[i]), decode_levels(asks[i]),
-                        int(first[i]), int(last[i]), None if p == -2 else p, rule,
-                        int(times[i]), stretch.segment_id, stretch.anchored)
+            p = prev[i]
+            self._delta(bids[i], asks[i], first[i], last[i], None if p == -2 else p, rule,
+                        times[i], segment, anchored)
 
     def _snapshot(self, bids_text, asks_text, last_id, time, segment, checksum=None) -> None:
         kb, bids, asks = self.book, decode_levels(bids_text), decode_levels(asks_text)
@@ -279,6 +292,15 @@ def corrupt_period(key: tuple[str, str, str], problem: BookProblem) -> CorruptPe
     return CorruptPeriod(*key, start_id=problem.start_id, end_id=problem.end_id,
                          start_time=problem.start_time, end_time=problem.end_time,
                          reason=problem.reason, detail=problem.detail)
+
+
+_SLICE = 2048                # stretch rows whose levels are decoded at once
+_levels_lists = msgspec.json.Decoder(list[list[tuple[str, str]]])
+
+
+def _levels_column(columns, name: str) -> list:
+    """A levels column of a stretch, each row's canonical text decoded, in one decoder call."""
+    return _levels_lists.decode(b"[" + b",".join(columns.table.column(name).to_pylist()) + b"]")
 
 
 def _as_map(levels) -> dict:
