@@ -23,10 +23,13 @@ checks find, as CorruptPeriod rows with their ErrorEvents, like the machine's ow
     book is anchored and its checks pass, and only if that message continues the segment (one that
     starts a new segment may follow lost messages). On a venue whose
     only proof is the drift check (Binance) they are held until a snapshot inside the stream agrees
-    (or the segment or the data ends); a disagreement drops them, as they lie in its period.
+    (or the segment or the data ends); a disagreement drops them, as they lie in its period. While
+    they wait, at most HELD_IN_MEMORY of them are in memory: the rest wait in an anonymous
+    temporary file (_Held), so a stream with hours between two REST snapshots holds little.
 """
 from __future__ import annotations
 
+import tempfile
 from decimal import Decimal
 from typing import Optional
 
@@ -60,6 +63,51 @@ class BookSnapshot(msgspec.Struct, frozen=True):
     asks: list
 
 
+HELD_IN_MEMORY = 1024        # book snapshots awaiting the drift check kept in memory per key
+
+
+class _Held:
+    """Book snapshots awaiting the drift check, in order: up to HELD_IN_MEMORY in memory, the
+    older ones written, HELD_IN_MEMORY at a time, to an anonymous temporary file (msgpack; the
+    file is deleted when closed, and by the OS if the process dies)."""
+
+    __slots__ = ("rows", "file")
+
+    def __init__(self) -> None:
+        self.rows: list = []
+        self.file = None
+
+    def __bool__(self) -> bool:
+        return bool(self.rows) or self.file is not None
+
+    def add(self, row: "BookSnapshot") -> None:
+        self.rows.append(row)
+        if len(self.rows) >= HELD_IN_MEMORY:
+            if self.file is None:
+                self.file = tempfile.TemporaryFile()
+            blob = _held_encoder.encode(self.rows)
+            self.file.write(len(blob).to_bytes(8, "little") + blob)
+            self.rows = []
+
+    def drop(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.rows, self.file = [], None
+
+    def take(self) -> list:
+        """Every held row, oldest first; empties this."""
+        rows, file = self.rows, self.file
+        self.rows, self.file = [], None
+        if file is None:
+            return rows
+        out = []
+        with file:
+            file.seek(0)
+            while header := file.read(8):
+                out.extend(_held_decoder.decode(file.read(int.from_bytes(header, "little"))))
+        return out + rows
+
+
 class _Pending:
     """A snapshot inside the segment that falls inside a delta: compared once that delta comes."""
 
@@ -78,7 +126,7 @@ class BookWatch:
         self.key = key
         self.snapshots = snapshots
         self.changed_at: Optional[int] = None    # first change since the last book snapshot
-        self.unconfirmed: list = []              # book snapshots awaiting the drift check
+        self.unconfirmed = _Held()               # book snapshots awaiting the drift check
         self.symbol = stream_name(key)
         self.book = KeyBook(profile or profile_of(key[0]))
         self.drift_check = self.book.profile.drift_check
@@ -244,7 +292,7 @@ class BookWatch:
             high = min(high_a, high_s)
             differing += _differences(book_asks, _as_map(asks), touched, lambda p: p <= high)
         if differing:
-            self.unconfirmed = []            # they lie in the period: dropped
+            self.unconfirmed.drop()          # they lie in the period: dropped
             start_id, start_time = self.agreed if self.agreed is not None else (last_id, time)
             kb.fail(CorruptReason.SNAPSHOT_MISMATCH,
                     f"{differing} levels differ from the book rebuilt since snapshot {start_id}",
@@ -273,12 +321,14 @@ class BookWatch:
         book = self.book.book
         row = BookSnapshot(*self.key, time=due, segment_id=self.segment, last_id=self.cursor,
                            bids=book.top_bids(levels), asks=book.top_asks(levels))
-        (self.unconfirmed if self.drift_check else self.out).append(row)
+        if self.drift_check:
+            self.unconfirmed.add(row)
+        else:
+            self.out.append(row)
 
     def _confirm(self) -> None:
         if self.unconfirmed:
-            self.out.extend(self.unconfirmed)
-            self.unconfirmed = []
+            self.out.extend(self.unconfirmed.take())
 
     # ---- outputs ----------------------------------------------------------------------------
 
@@ -294,6 +344,8 @@ def corrupt_period(key: tuple[str, str, str], problem: BookProblem) -> CorruptPe
                          reason=problem.reason, detail=problem.detail)
 
 
+_held_encoder = msgspec.msgpack.Encoder()
+_held_decoder = msgspec.msgpack.Decoder(list[BookSnapshot])
 _SLICE = 2048                # stretch rows whose levels are decoded at once
 _levels_lists = msgspec.json.Decoder(list[list[tuple[str, str]]])
 
