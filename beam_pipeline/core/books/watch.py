@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import tempfile
 from decimal import Decimal
-from typing import Optional
+from typing import IO, Optional
 
 import msgspec
 import pyarrow as pa
@@ -77,7 +77,7 @@ class _Held:
 
     def __init__(self) -> None:
         self.rows: list = []
-        self.file = None
+        self.file: Optional[IO[bytes]] = None
 
     def __bool__(self) -> bool:
         return bool(self.rows) or self.file is not None
