@@ -169,8 +169,6 @@ def validate(options: PipelineOptions) -> None:
         raise UsageError(problem)
     if not ops.output:
         raise UsageError("--output is required")
-    if streaming and ops.book_snapshots:
-        raise UsageError("--book_snapshots runs in batch only")
     if ops.kafka_bootstrap_servers or ops.kafka_topic:
         _check_kafka(options, ops, streaming)
     elif ops.input_subscription:

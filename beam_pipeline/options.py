@@ -262,7 +262,7 @@ class FeedCheckOptions(PipelineOptions):
             help="LEVELS:INTERVAL, e.g. 25:1s (units ms, s, m, h): write books/ (Parquet), the "
                  "best LEVELS levels a side of each checked book at the end of every INTERVAL of "
                  "event time in which it changed, with its segment, only where the book is "
-                 "anchored on a snapshot and its checks pass. Implies --book_checks. Batch only. "
+                 "anchored on a snapshot and its checks pass. Implies --book_checks. "
                  "Default: none.")
         gap.add_argument(
             "--run_span_ids", type=int, default=100_000,

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.streaming backlog --events 100000 [--records_per_message 500]
     .venv/bin/python -m bench.streaming burst --events 400000
     .venv/bin/python -m bench.streaming live --rate 1000 --seconds 600
+    .venv/bin/python -m bench.streaming backlog --events 400000 --book_checks   # with book checks
 
 backlog: a faulted synthetic feed an hour old is published before the job starts (as after
 downtime); the job drains it (figures include the job's start-up). burst: the same published at
@@ -54,7 +55,7 @@ def backlog(args, emu, work) -> dict:
     path = os.path.join(work, "feed.jsonl")
     lines = feed(path, args.events, int(time.time() * 1000) - 3600_000)
     batch_out = os.path.join(work, "batch")
-    assert run_batch(["--input", path, "--output", batch_out]) == 0
+    assert run_batch(["--input", path, "--output", batch_out, *args.job_options]) == 0
     topic = emu.create_topic(emu.unique_name("feed"))
     subscription = emu.create_subscription(topic, emu.unique_name("feed-sub"))
     alerts = emu.create_topic(emu.unique_name("alerts"))
@@ -62,7 +63,7 @@ def backlog(args, emu, work) -> dict:
                      compress=args.records_per_message > 1, progress=False)
     out = os.path.join(work, "stream")
     launched = time.monotonic()
-    job = start_job(emu.host, subscription, out, "--alerts_topic", alerts)
+    job = start_job(emu.host, subscription, out, "--alerts_topic", alerts, *args.job_options)
     try:
         done, summary = wait_counted(out, len(lines), args.timeout)
         written = done is not None and wait_written(out)
@@ -90,8 +91,8 @@ def burst(args, emu, work) -> dict:
     path = os.path.join(work, "feed.jsonl")
     lines = feed(path, args.events, int(time.time() * 1000) - 600_000)
     batch_out = os.path.join(work, "batch")
-    assert run_batch(["--input", path, "--output", batch_out]) == 0
-    job = start_job(emu.host, subscription, out)
+    assert run_batch(["--input", path, "--output", batch_out, *args.job_options]) == 0
+    job = start_job(emu.host, subscription, out, *args.job_options)
     try:
         time.sleep(15)                                     # start-up, then idle pulls
         begin = time.monotonic()
@@ -115,7 +116,7 @@ def live(args, emu, work) -> dict:
     subscription = emu.create_subscription(topic, emu.unique_name("feed-sub"))
     alerts = emu.create_topic(emu.unique_name("alerts"))
     out = os.path.join(work, "stream")
-    job = start_job(emu.host, subscription, out, "--alerts_topic", alerts)
+    job = start_job(emu.host, subscription, out, "--alerts_topic", alerts, *args.job_options)
     samples = []
     try:
         time.sleep(10)                                     # start-up
@@ -153,8 +154,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--work_dir", default=None)
+    parser.add_argument("--book_checks", action="store_true",
+                        help="run the job (and the batch run it is compared with) with --book_checks")
+    parser.add_argument("--port", type=int, default=None, help="the emulator's port (default: a free one)")
     args = parser.parse_args(argv)
-    port = free_local_port()
+    args.job_options = ["--book_checks"] if args.book_checks else []
+    port = args.port or free_local_port()
     start_emulator(port)
     emu = PubSubEmulator(host=f"127.0.0.1:{port}")
     os.environ["PUBSUB_EMULATOR_HOST"] = emu.host

@@ -57,7 +57,7 @@ class SequenceFeeds(beam.PTransform):
         """Streaming: `resume` and `cursor_folder` as LiveSequencerDoFn takes them. `book_checks`:
         rebuild and check each key's book (core/books/watch.py; streaming keeps it in
         transforms/book_cache.py); `book_snapshots`: (levels, interval ms) of the `books` output,
-        batch only, or None; `status_seconds`: streaming's status period (LiveSequencerDoFn)."""
+        or None; `status_seconds`: streaming's status period (LiveSequencerDoFn)."""
         super().__init__()
         self.status_seconds = status_seconds
         self.book_checks, self.book_snapshots = book_checks, book_snapshots
@@ -77,7 +77,8 @@ class SequenceFeeds(beam.PTransform):
             sequencer = LiveSequencerDoFn(self.policy, self.reorder_timeout_s,
                                           self.stall_timeout_s, self.clock, self.resume,
                                           self.cursor_folder, self.book_checks,
-                                          self.status_seconds)
+                                          status_seconds=self.status_seconds,
+                                          book_snapshots=self.book_snapshots)
         else:
             keyed = event_lists | "SpillRuns" >> beam.ParDo(
                 SpillRuns(self.work_dir, self.run_span_ids))

@@ -30,8 +30,8 @@ from beam_pipeline.core.model import Event, RunRef, sort_canonically, stream_nam
 from beam_pipeline.core.runtime import tune_gc_for_bulk_work
 from beam_pipeline.core.sequencer import Policy
 from transforms import sequence_state as keyed
-from transforms.tables import CleanPartWriter, clean_table
-from transforms.tags import CLEAN as CLEAN_ROWS, DEAD_LETTER
+from transforms.tables import BookPartWriter, CleanPartWriter, clean_table
+from transforms.tags import BOOKS, CLEAN as CLEAN_ROWS, DEAD_LETTER
 
 _events_codec = msgspec.msgpack.Decoder(list[Event])
 _run_codec = msgspec.msgpack.Decoder(RunRef)
@@ -132,6 +132,15 @@ def runs_in_order(refs) -> list:
     return [by_run[index] for index in sorted(by_run)]
 
 
+def _books_to(parts, outputs):
+    """Tagged outputs, the books/ rows among them written to `parts` (a BookPartWriter) instead."""
+    for output in outputs:
+        if parts is not None and getattr(output, "tag", None) == BOOKS:
+            parts.add(output.value)
+        else:
+            yield output
+
+
 class BatchSequencerDoFn(beam.DoFn):
     """Batch: (key, RunRef) -> clean parts, gaps, corrupt periods, recovery requests, error events,
     dead letters and tallies. Only event-time timers: a processing-time timer would push the whole
@@ -196,16 +205,22 @@ class BatchSequencerDoFn(beam.DoFn):
         first_seen = not stored.machine.seen
         books = (BookWatch(key, snapshots=self.book_snapshots) if self.book_checks
                  else None)                                  # in memory for the replay
+        parts = (BookPartWriter(f"{self.work_dir}/books", "-".join(map(_safe, key)))
+                 if self.book_snapshots is not None else None)
         for events in replay_in_epoch_order(runs_in_order(refs), read_run,
                                             self.policy.reset_min_jump_ids, chunks_min_time):
             machine.feed_all(events)
-            yield from keyed.tagged_outputs(machine, first_seen, self._clean_part, books)
+            yield from _books_to(parts, keyed.tagged_outputs(machine, first_seen,
+                                                            self._clean_part, books))
             first_seen = False
         machine.finish()
-        yield from keyed.tagged_outputs(machine, False, self._clean_part, books)
+        yield from _books_to(parts, keyed.tagged_outputs(machine, False, self._clean_part, books))
         yield keyed.status_output(machine, books)     # a corrupt period still open stays so
         if books is not None:
-            yield from keyed.book_outputs(books.finish())
+            yield from _books_to(parts, keyed.book_outputs(books.finish()))
+        part = parts.finish() if parts is not None else None
+        if part is not None:
+            yield beam.pvalue.TaggedOutput(BOOKS, part)
         last = self._parts.finish() if self._parts is not None else None
         if last is not None:
             yield beam.pvalue.TaggedOutput(CLEAN_ROWS, last)

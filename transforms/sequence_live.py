@@ -85,7 +85,8 @@ class LiveSequencerDoFn(beam.DoFn):
 
     def __init__(self, policy: Policy, reorder_timeout_s: float, stall_timeout_s: float,
                  clock=Timestamp.now, resume=None, cursor_folder: str = None,
-                 book_checks: bool = False, status_seconds: float = None):
+                 book_checks: bool = False, status_seconds: float = None,
+                 book_snapshots=None):
         """`clock` gives the processing time timers are set from. Beam's Python SDK does not hand
         it to process(); the wall clock is right on real runners, and tests with TestStream (whose
         processing time starts at 0) pass a clock of their own. `resume`: {key: SequencerState}
@@ -95,8 +96,10 @@ class LiveSequencerDoFn(beam.DoFn):
         process's memory under a version the key's state carries (transforms/book_cache.py);
         `status_seconds`: a key whose state changed writes its status (status/) this long after
         the change, at most once per such period (--output_flush_seconds: one row per changed key
-        and flush); None: only when the input ends or the job stops."""
-        self.book_checks = book_checks
+        and flush); None: only when the input ends or the job stops. `book_snapshots`: (levels,
+        interval ms) of the books/ rows the key's book gives, or None (implies book_checks)."""
+        self.book_checks = book_checks or book_snapshots is not None
+        self.book_snapshots = book_snapshots
         self.status_micros = None if status_seconds is None else int(round(status_seconds * 1e6))
         self.resume = {key: resumed(state) for key, state in (resume or {}).items()}
         self.cursor_folder = cursor_folder
@@ -184,7 +187,8 @@ class LiveSequencerDoFn(beam.DoFn):
         (before the state is saved), and the book checked in at it once its outputs are seen."""
         if not self.book_checks:
             return None
-        watch, stored.stream.book_version = book_cache.checkout(key, stored.stream.book_version)
+        watch, stored.stream.book_version = book_cache.checkout(key, stored.stream.book_version,
+                                                                self.book_snapshots)
         return watch
 
     @staticmethod

@@ -381,13 +381,16 @@ FLUSH_REDUCE = {STATUS: latest_status_per_key}
 
 
 class CommitCleanParts(beam.DoFn):
-    """Batch: moves the clean Parquet parts the sequencer wrote to the work folder into clean/.
+    """Batch: moves the clean Parquet parts the sequencer wrote to the work folder into clean/ (and
+    the books/ parts into books/).
 
     The part's name (key and replay number) is kept, so a retried bundle moves a part onto itself;
     a part already moved (the retry of a bundle that had moved it) is found in place."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, counter=progress.CLEAN):
+        """`counter`: the progress counter the moved rows add to (None: none; books/ parts)."""
         self.folder = folder.rstrip("/")
+        self.counter = counter
 
     def setup(self):
         from apache_beam.io.filesystems import FileSystems
@@ -397,7 +400,8 @@ class CommitCleanParts(beam.DoFn):
         except IOError:
             pass                                 # already there
 
-    def process(self, part: CleanPart):
+    def process(self, part):
+        """`part`: a CleanPart, or a BookPart (books/)."""
         from apache_beam.io.filesystems import FileSystems
 
         target = f"{self.folder}/part-{posixpath.basename(part.path)}"
@@ -407,7 +411,8 @@ class CommitCleanParts(beam.DoFn):
             FileSystems.rename([part.path], [target])
         elif not FileSystems.exists(target):
             raise FileNotFoundError(f"clean part {part.path} is gone and {target} was never written")
-        progress.add(progress.CLEAN, part.rows)
+        if self.counter is not None:
+            progress.add(self.counter, part.rows)
         yield target
 
 
@@ -501,7 +506,10 @@ class WriteOutputs(beam.PTransform):
                 f"{self.output}/{name}", lambda _, make=make_sink: make(limit), suffix,
                 self.streaming, self.options.output_flush_seconds, self.clock,
                 FLUSH_REDUCE.get(name))
-        if BOOKS in outputs:                 # --book_snapshots: its own folder, the same writers
+        if BOOKS in outputs and not self.streaming:   # batch: parts the sequencer wrote
+            outputs[BOOKS] | "Commit_books" >> beam.ParDo(CommitCleanParts(
+                f"{self.output}/{BOOKS}", counter=None))
+        elif BOOKS in outputs:               # --book_snapshots: its own folder, the same writers
             outputs[BOOKS] | f"Write_{BOOKS}" >> WriteFolder(
                 f"{self.output}/{BOOKS}", lambda _: books_sink(limit), BOOKS_SUFFIX,
                 self.streaming, self.options.output_flush_seconds, self.clock)

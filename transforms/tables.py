@@ -45,6 +45,49 @@ BOOKS_SCHEMA = pa.schema(_KEY_FIELDS + [
     ("asks", _LEVELS)])
 
 
+class BookPart(msgspec.Struct, frozen=True):
+    """books/ rows of one key written as a Parquet file in the work folder (batch sequencing)."""
+
+    path: str
+    rows: int
+
+
+class BookPartWriter:
+    """Batch: one key's books/ rows -> one Parquet part in the work folder, written a row group at
+    a time, so a key's book snapshots are never all in memory (nor in the runner's buffers between
+    stages: only the part's reference travels). Named by key, so a retried replay rewrites it."""
+
+    def __init__(self, folder: str, name: str, group_rows: int = 4096):
+        self.path = f"{folder.rstrip('/')}/{name}-000001.parquet"
+        self.group_rows = group_rows
+        self._buffer: list = []
+        self._rows = 0
+        self._handle = self._writer = None
+
+    def add(self, row) -> None:
+        self._buffer.append(row)
+        if len(self._buffer) >= self.group_rows:
+            self._write()
+
+    def finish(self) -> Optional[BookPart]:
+        """Writes what is buffered and closes the part: its BookPart, or None (no rows)."""
+        if self._buffer:
+            self._write()
+        if self._writer is None:
+            return None
+        self._writer.close()
+        self._handle.close()
+        return BookPart(self.path, self._rows)
+
+    def _write(self) -> None:
+        if self._writer is None:
+            self._handle = FileSystems.create(self.path)
+            self._writer = pq.ParquetWriter(self._handle, BOOKS_SCHEMA, compression="zstd")
+        self._writer.write_table(books_table(self._buffer))
+        self._rows += len(self._buffer)
+        self._buffer = []
+
+
 def books_table(rows) -> pa.Table:
     """BookSnapshot rows (core/books/watch.py) -> a table in BOOKS_SCHEMA."""
     return pa.Table.from_pylist([

@@ -193,3 +193,54 @@ def test_drift_before_a_snapshot_inside_the_stream_is_one_snapshot_mismatch(by_k
             for p in periods] == [
         ("snapshot_mismatch", anchor.last_id + 1, anchor.time, last_id, snapshot.time,
          f"1 levels differ from the book rebuilt since snapshot {anchor.last_id}")]
+
+
+# ---- book snapshots waiting for the drift check: bounded memory ------------------------------
+
+def _synthetic(count, time_step=1):
+    key = ("binance", "spot", "BTCUSDT")
+    snapshot = _event(key, SNAPSHOT, 100, 100, 0, [("99.0", "1")], [("101.0", "1")])
+    deltas = [_event(key, DELTA, 100 + i, 100 + i, i * time_step, [("98.5", str(i))], [])
+              for i in range(1, count + 1)]
+    return key, snapshot, deltas
+
+
+def _event(key, kind, first, last, at, bids, asks):
+    from beam_pipeline.core.model import RANGE_PLUS_ONE, Event
+    return Event(*key, kind, first, last, None, 1_700_000_000_000 + at, None,
+                 encode_levels(bids), encode_levels(asks), RANGE_PLUS_ONE, f"f:{first}")
+
+
+def test_held_book_snapshots_spill_to_disk_and_come_back_in_order():
+    """Binance rows wait for the drift check; past HELD_IN_MEMORY they wait on disk, and the end
+    of the data gives every one of them, oldest first, as if none had been spilled."""
+    from beam_pipeline.core.books.watch import HELD_IN_MEMORY
+    key, snapshot, deltas = _synthetic(3 * HELD_IN_MEMORY + 10)
+    watch = BookWatch(key, snapshots=(1, 1))
+    assert watch.observe((snapshot, 100, True)) == []
+    for delta in deltas:
+        assert watch.observe((delta, 100, True)) == []     # held: no snapshot inside the stream
+    held = watch.unconfirmed
+    assert held.file is not None and len(held.rows) < HELD_IN_MEMORY
+    rows = watch.finish()
+    # each message ends the 1 ms interval of the one before it: the book as that one left it
+    assert [row.last_id for row in rows] == [100] + [d.last_id for d in deltas[:-1]]
+    assert [row.time for row in rows] == sorted(row.time for row in rows)
+    assert all(row.bids[0][0] == "99.0" and len(row.bids) == 1 for row in rows)
+    assert not watch.unconfirmed
+
+
+def test_held_book_snapshots_on_disk_are_dropped_by_a_mismatch():
+    from beam_pipeline.core.books.watch import HELD_IN_MEMORY
+    key, snapshot, deltas = _synthetic(2 * HELD_IN_MEMORY)
+    watch = BookWatch(key, snapshots=(1, 1))
+    watch.observe((snapshot, 100, True))
+    for delta in deltas:
+        watch.observe((delta, 100, True))
+    # a REST snapshot at the last delta's id that disagrees with the book: the rows are dropped
+    last = deltas[-1].last_id
+    drifted = _event(key, SNAPSHOT, last, last, 10 * HELD_IN_MEMORY, [("99.0", "7")],
+                     [("101.0", "1")])
+    out = watch.observe((drifted, 100, True)) + watch.finish()
+    assert [type(row).__name__ for row in out].count("BookSnapshot") == 0
+    assert [row.reason for row in out if isinstance(row, CorruptPeriod)] == ["snapshot_mismatch"]

@@ -10,6 +10,7 @@ import zlib
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from beam_pipeline.core.books import Book, KeyBook, Profile, check, checksums, profile_of
 from beam_pipeline.core.reasons import CorruptReason
@@ -233,3 +234,42 @@ def test_one_dropped_update_gives_one_mismatch_at_the_next_message(capture):
     _, periods, _ = rebuild(messages, profile, lambda i, m: None if i == target else m)
     assert [(k, p.reason, p.start_id) for k, p in periods] == [
         (key, "checksum_mismatch", following[1])]
+
+
+# ---- the cached keys and best levels agree with a plain rebuild --------------------------------
+
+_PRICE_TEXTS = st.sampled_from(["99", "99.0", "99.00", "99.5", "99.50", "100", "100.0", "100.25",
+                                "101", "101.000", "98.75", "102.5", "97"])
+_SIZE_TEXTS = st.sampled_from(["0", "0.000", "1", "2.5", "0.001", "10"])
+_MESSAGES = st.lists(st.tuples(st.lists(st.tuples(_PRICE_TEXTS, _SIZE_TEXTS), max_size=6),
+                               st.lists(st.tuples(_PRICE_TEXTS, _SIZE_TEXTS), max_size=6)),
+                     min_size=1, max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_MESSAGES, st.sampled_from([None, 3]))
+def test_the_book_equals_a_plain_decimal_rebuild(messages, depth):
+    """Message after message (the same prices in different texts, deletes, re-inserts, a depth
+    cut), the book's best levels, crossed() and every level equal a dict of Decimals rebuilt
+    here (the book keys price texts through a cache and keeps its best keys as levels come and
+    go)."""
+    book = Book(depth)
+    reference = ({}, {})
+    for bids, asks in messages:
+        assert book.apply(bids, asks) == []
+        for side, levels, best_first in ((reference[0], bids, True), (reference[1], asks, False)):
+            for price, size in levels:
+                if Decimal(size) == 0:
+                    side.pop(Decimal(price), None)
+                else:
+                    side[Decimal(price)] = (price, size)
+            if depth is not None:
+                for price in sorted(side, reverse=best_first)[depth:]:
+                    del side[price]
+        want_bids = [reference[0][p] for p in sorted(reference[0], reverse=True)]
+        want_asks = [reference[1][p] for p in sorted(reference[1])]
+        assert book.top_bids() == want_bids and book.top_asks() == want_asks
+        assert book.best_bid() == (want_bids[0] if want_bids else None)
+        assert book.best_ask() == (want_asks[0] if want_asks else None)
+        assert book.crossed() == bool(want_bids and want_asks and Decimal(want_bids[0][0]) >=
+                                      Decimal(want_asks[0][0]))

@@ -31,6 +31,7 @@ Level = tuple  # (price text, size text), as the venue sent them
 
 _INF = float("inf")
 _SHORT = 16     # price texts up to this long are keyed by their float (see the module's doc)
+_NAMES_MAX = 4096   # price texts cached per side beyond twice its levels (_Side.names)
 
 
 def price_key(text):
@@ -47,17 +48,44 @@ def price_key(text):
 
 
 class _Side:
-    """One side: levels by price key, and the keys in order (a SortedList, ascending)."""
+    """One side: levels by price key, the keys in order (a SortedList, ascending), the best key
+    (kept as the keys change, so the crossed check after every message reads two attributes),
+    and a cache of price texts already keyed (parsing a price costs more than a lookup, and a
+    book sees the same few price texts again and again)."""
 
-    __slots__ = ("levels", "keys")
+    __slots__ = ("levels", "keys", "best", "highest", "names")
 
-    def __init__(self) -> None:
+    def __init__(self, highest: bool) -> None:
         self.levels: dict = {}
         self.keys = SortedList()
+        self.best = None             # the best key: the highest (bids) or the lowest (asks)
+        self.highest = highest
+        self.names: dict = {}        # price text -> its key (valid prices only)
+
+    def settle(self) -> None:
+        """The keys changed: find the best again."""
+        keys = self.keys
+        self.best = (keys[-1] if self.highest else keys[0]) if keys else None
+
+    def key_of(self, text):
+        """The key of a price text not in the cache yet, cached; None when it is not a valid price
+        (not a number, negative, NaN or infinite)."""
+        try:
+            price = price_key(text)
+        except (ValueError, TypeError):
+            return None
+        if not 0 <= price < _INF:                   # NaN: False
+            return None
+        names = self.names
+        if len(names) >= _NAMES_MAX + 2 * len(self.levels):    # bounded: it is only a cache
+            names.clear()
+        names[text] = price
+        return price
 
     def clear(self):
         self.levels.clear()
         self.keys.clear()
+        self.best = None
 
     def __len__(self):
         return len(self.levels)
@@ -69,8 +97,8 @@ class Book:
     __slots__ = ("bids", "asks", "depth", "strict_deletes")
 
     def __init__(self, depth: Optional[int] = None, strict_deletes: bool = False):
-        self.bids = _Side()          # best is the highest key
-        self.asks = _Side()          # best is the lowest key
+        self.bids = _Side(highest=True)
+        self.asks = _Side(highest=False)
         self.depth = depth
         self.strict_deletes = strict_deletes
 
@@ -99,8 +127,10 @@ class Book:
         if depth is None:
             return
         for side, worst in ((self.bids, 0), (self.asks, -1)):   # lowest bid, highest ask
-            while len(side.levels) > depth:
-                del side.levels[side.keys.pop(worst)]
+            if len(side.levels) > depth:
+                while len(side.levels) > depth:
+                    del side.levels[side.keys.pop(worst)]
+                side.settle()
 
     def clear(self) -> None:
         self.bids.clear()
@@ -109,15 +139,17 @@ class Book:
     # ---- reading it -------------------------------------------------------------------------
 
     def best_bid(self) -> Optional[Level]:
-        return self.bids.levels[self.bids.keys[-1]] if self.bids.levels else None
+        best = self.bids.best
+        return None if best is None else self.bids.levels[best]
 
     def best_ask(self) -> Optional[Level]:
-        return self.asks.levels[self.asks.keys[0]] if self.asks.levels else None
+        best = self.asks.best
+        return None if best is None else self.asks.levels[best]
 
     def crossed(self) -> bool:
         """Is the book crossed or locked (best bid >= best ask)?"""
-        bids, asks = self.bids.keys, self.asks.keys
-        return bool(bids) and bool(asks) and bids[-1] >= asks[0]
+        bid, ask = self.bids.best, self.asks.best
+        return bid is not None and ask is not None and bid >= ask
 
     def top_bids(self, n: Optional[int] = None) -> list:
         """The best n bids, best (highest) first, as (price text, size text)."""
@@ -157,26 +189,37 @@ def _load_side(side: _Side, levels, name: str, problems: list) -> None:
             book[price] = (price_text, size_text)
     side.levels = book
     side.keys = SortedList(book)
+    side.settle()
 
 
 def _apply_side(side: _Side, levels, name: str, problems: list, strict: bool) -> None:
-    book, keys = side.levels, side.keys
+    """A delta's side, level by level in order. The hot loop of the book checks: a price text
+    seen before is keyed by one lookup (_Side.names), and only a new or deleted level touches
+    the SortedList (and then the best key)."""
+    book, keys, names = side.levels, side.keys, side.names
+    moved = False
     for price_text, size_text in levels:
-        try:                                                    # price_key, inlined (hot)
-            price = float(price_text) if len(price_text) <= _SHORT else price_key(price_text)
+        price = names.get(price_text)
+        if price is None:
+            price = side.key_of(price_text)
+        try:
             size = float(size_text)
         except (ValueError, TypeError):
             price = None
-        if price is None or not (0 <= price < _INF and 0 <= size < _INF):    # NaN: False
+        if price is None or not 0 <= size < _INF:                # NaN: False
             problems.append((CorruptReason.BAD_LEVEL, f"{name} {price_text!r} {size_text!r}"))
             continue
         if size == 0:
             if book.pop(price, None) is not None:
                 keys.remove(price)
+                moved = True
             elif strict:
                 problems.append((CorruptReason.UNKNOWN_LEVEL,
                                  f"{name} {price_text!r} deleted but not in the book"))
         else:
             if price not in book:
                 keys.add(price)
+                moved = True
             book[price] = (price_text, size_text)
+    if moved:
+        side.settle()
