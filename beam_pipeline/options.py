@@ -282,7 +282,8 @@ class FeedCheckOptions(PipelineOptions):
                  "HOST:PORT[,HOST:PORT]; needs --kafka_topic. Messages as on Pub/Sub (one record or "
                  "JSON Lines, gzip by header content_encoding=gzip or by magic bytes, headers "
                  "format/exchange/market); event time = the record's CreateTime. Offsets are "
-                 "committed to the consumer group at Flink checkpoints only.")
+                 "committed to the consumer group at Flink checkpoints only. Also the brokers "
+                 "--recovery_kafka_topic writes to.")
         live.add_argument(
             "--kafka_topic", default=None,
             help="Streaming on Flink: the Kafka topic to read (with --kafka_bootstrap_servers).")

@@ -489,7 +489,8 @@ class PublishKafkaJson(beam.DoFn):
             timeout_ms = int(self.delivery_timeout_s * 1000)
             self.producer = KafkaProducer(
                 bootstrap_servers=self.bootstrap_servers.split(","), acks="all", retries=5,
-                max_block_ms=timeout_ms, request_timeout_ms=timeout_ms)
+                max_block_ms=timeout_ms, request_timeout_ms=timeout_ms,
+                bootstrap_timeout_ms=timeout_ms)
         return self.producer
 
     def process(self, row):

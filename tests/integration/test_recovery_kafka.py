@@ -87,3 +87,24 @@ def test_the_collector_answers_a_recovery_request_from_kafka(kafka_broker, tmp_p
     snapshots = [json.loads(line) for path in sorted(capture.iterdir())
                  for line in gzip.open(path) if json.loads(line)["type"] == "snapshot"]
     assert sorted(s["symbol"] for s in snapshots) == sorted([*exchange.symbols, symbol])
+
+
+def test_a_request_the_brokers_do_not_take_is_an_undelivered_row():
+    """No broker on the port: the row is not lost, it comes out undelivered with the reason."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from tests.tooling.pubsub_emulator import free_local_port
+    from transforms.sinks import PublishKafkaJson
+
+    request = {"exchange": "binance", "market": "spot", "symbol": "BTCUSDT", "from_id": 7,
+               "reason": "medium_gap", "event_time": "2026-01-01T00:00:00.000Z"}
+    with TestPipeline() as pipeline:
+        undelivered = (pipeline | beam.Create([request])
+                       | beam.ParDo(PublishKafkaJson(f"127.0.0.1:{free_local_port()}", "recovery",
+                                                     delivery_timeout_s=2)).with_outputs(
+                           PublishKafkaJson.UNDELIVERED, main="published"))
+        rows = undelivered[PublishKafkaJson.UNDELIVERED] | beam.Map(
+            lambda row: (row["symbol"], row["topic"], json.loads(row["payload"]) == request))
+        assert_that(rows, equal_to([("BTCUSDT", "kafka:recovery", True)]))
