@@ -155,7 +155,22 @@ def _check_kafka(options: PipelineOptions, ops, streaming: bool) -> None:
         raise UsageError(f"--kafka_bootstrap_servers: Kafka is read on Flink only (--runner "
                          f"FlinkRunner), not on {runner}; DirectRunner reads --input_subscription "
                          "or --input files")
-    for server in ops.kafka_bootstrap_servers.split(","):
+    _check_servers(ops.kafka_bootstrap_servers)
+
+
+def _check_recovery_kafka(ops, streaming: bool) -> None:
+    if ops.recovery_topic:
+        raise UsageError("give one of --recovery_topic (Pub/Sub) and --recovery_kafka_topic (Kafka)")
+    if not streaming:
+        raise UsageError("--recovery_kafka_topic needs --streaming (batch runs write "
+                         "recovery_requests/ only)")
+    if not ops.kafka_bootstrap_servers:
+        raise UsageError("--recovery_kafka_topic needs --kafka_bootstrap_servers HOST:PORT")
+    _check_servers(ops.kafka_bootstrap_servers)
+
+
+def _check_servers(servers: str) -> None:
+    for server in servers.split(","):
         host, _, port = server.strip().rpartition(":")
         if not host or not port.isdigit():
             raise UsageError(f"--kafka_bootstrap_servers: {server!r} is not HOST:PORT")
@@ -169,7 +184,10 @@ def validate(options: PipelineOptions) -> None:
         raise UsageError(problem)
     if not ops.output:
         raise UsageError("--output is required")
-    if ops.kafka_bootstrap_servers or ops.kafka_topic:
+    if ops.recovery_kafka_topic:
+        _check_recovery_kafka(ops, streaming)
+    # --kafka_bootstrap_servers alone, with --recovery_kafka_topic, names the brokers to write to
+    if ops.kafka_topic or (ops.kafka_bootstrap_servers and not ops.recovery_kafka_topic):
         _check_kafka(options, ops, streaming)
     elif ops.input_subscription:
         if not streaming:
@@ -525,7 +543,7 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
         if restarted and (ops.input_subscription or watches_files_here) else None
     resume_files = take_file_progress(file_progress_folder(ops.output), FileProgress) \
         if restarted and watches_files_here else None
-    if ops.kafka_bootstrap_servers and not _is_dry_run(options):
+    if ops.kafka_topic and not _is_dry_run(options):
         # every partition's watermark can move once the job has read a record of it
         mark_partitions(ops.kafka_bootstrap_servers, ops.kafka_topic)
     pipeline = beam.Pipeline(options=options)
@@ -552,7 +570,7 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
                 _print_where(ops.output, log_path)
                 return EXIT_STOP_UNFINISHED
             if stop.savepoint or stop.cancelled or (
-                    not stopped and (ops.input_subscription or ops.kafka_bootstrap_servers
+                    not stopped and (ops.input_subscription or ops.kafka_topic
                                     or ops.watch_seconds)):
                 _print_where(ops.output, log_path)
                 return EXIT_OK      # cancelled: the running summary.json is the report
@@ -566,7 +584,7 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
         summary = with_earlier_runs(summary, ops.output, job)
         _write_summary(ops.output, summary)
     print(format_summary_table(summary, per_file=not (ops.input_subscription
-                                                          or ops.kafka_bootstrap_servers)))
+                                                          or ops.kafka_topic)))
     _warn_still_being_written(summary, ops.quiet_seconds)
     if not streaming:
         _warn_damaged_and_empty(summary, ops)
@@ -878,7 +896,7 @@ class StreamingStop:
         try:
             self.savepoint = flink.stop_with_savepoint(
                 base, job_name, target, self.ops.stop_timeout,
-                cancel=bool(self.ops.kafka_bootstrap_servers))
+                cancel=bool(self.ops.kafka_topic))
         except Exception as error:  # noqa: BLE001: say it, and leave the job as it is
             self.savepoint_failed = True
             print(f"error: the stop with a savepoint failed: {error}; the job is still running "

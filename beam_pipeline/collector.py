@@ -1,6 +1,6 @@
 """Live capture of one market of one venue: python -m beam_pipeline.collector [--exchange
 binance|okx|bybit] --market spot --symbols BTCUSDT,ETHUSDT [--topic projects/P/topics/T]
-[--output_dir DIR] (one or both) [--recovery_subscription S].
+[--output_dir DIR] (one or both) [--recovery_subscription S | --recovery_kafka_topic T].
 
 One websocket per process; what differs between venues (its URL, the subscription, how a book
 frame is recognised, how a fresh snapshot is had) is the venue's module in beam_pipeline/capture/.
@@ -11,7 +11,7 @@ gzip files a batch run reads as they are.
 
 Snapshots. Binance (REST): after every (re)connect a REST depth snapshot per symbol is written
 in-stream once the new connection has delivered its first depth frame; each recovery request of the
-pipeline (--recovery_subscription) for one of our symbols is answered with a fresh one. A snapshot
+pipeline (--recovery_subscription, or --recovery_kafka_topic) for one of our symbols is answered with a fresh one. A snapshot
 is written only while the connection that was delivering when it was requested still is (one taken
 during an outage would end the pipeline's disconnection before the reconnect). OKX and Bybit v5
 (RESUBSCRIBE): the venue sends each symbol's snapshot in-stream when it is subscribed, so every
@@ -63,7 +63,8 @@ from beam_pipeline.core.resilience import (BreakerPolicy, CircuitOpenError, Http
 from beam_pipeline.core.runtime import now_ms
 from beam_pipeline.options import (COLLECTOR_DEPTH_WEIGHTS, COLLECTOR_EXIT_GAVE_UP,
                                    COLLECTOR_KEEPALIVE_S, COLLECTOR_MARKETS,
-                                   COLLECTOR_STREAM_VENUES, add_collector_arguments)
+                                   COLLECTOR_STREAM_VENUES, add_collector_arguments,
+                                   recovery_kafka_group)
 
 EXCHANGE = binance.NAME                 # the default venue
 _LOG = logging.getLogger("feedcheck.collector")
@@ -594,6 +595,23 @@ class Resubscriptions:
 
 # ---- the collector --------------------------------------------------------------------------
 
+def recovery_partitions(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> set:
+    """The partitions of the recovery topic. A producer's metadata request creates a missing topic
+    where the brokers create topics on first use (a consumer's does not); else this fails."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","),
+                             max_block_ms=int(timeout_s * 1000))
+    try:
+        return producer.partitions_for(topic)
+    except KafkaError as error:
+        raise RuntimeError(f"--recovery_kafka_topic {topic}: no such topic on "
+                           f"{bootstrap_servers} ({error!r})") from None
+    finally:
+        producer.close()
+
+
 class GaveUp(Exception):
     pass
 
@@ -948,31 +966,84 @@ class Collector:
 
     # -- the recovery loop --
 
-    def _listen_for_recovery(self, loop) -> Optional[object]:
-        if not self.args.recovery_subscription:
-            return None
+    def _answer_request(self, loop, data: bytes) -> None:
+        """One recovery request (the pipeline's JSON, from Pub/Sub or Kafka): for one of our
+        symbols, a fresh snapshot is wanted. Called from the listeners' threads."""
+        try:
+            request = json.loads(data)
+            symbol = request.get("symbol")
+            if (request.get("exchange", self.exchange) == self.exchange
+                    and request.get("market") == self.market
+                    and symbol in set(self.symbols)):
+                from_id = request.get("from_id")
+                loop.call_soon_threadsafe(self.snapshots.want, symbol, True,
+                                          from_id if isinstance(from_id, int) else None)
+        except (ValueError, AttributeError) as error:
+            _LOG.warning("a recovery request that is not JSON: %r (%s)", data[:200], error)
+
+    def _listen_for_recovery(self, loop) -> list:
+        """The recovery listeners (Pub/Sub, Kafka or both), each a () -> None that stops it."""
+        stops = []
+        if self.args.recovery_subscription:
+            stops.append(self._listen_on_pubsub(loop))
+        if self.args.recovery_kafka_topic:
+            stops.append(self._listen_on_kafka(loop))
+        return stops
+
+    def _listen_on_pubsub(self, loop):
         from google.cloud import pubsub_v1
 
         subscriber = pubsub_v1.SubscriberClient()
-        ours = set(self.symbols)
 
         def on_request(message) -> None:
-            try:
-                request = json.loads(message.data)
-                symbol = request.get("symbol")
-                if (request.get("exchange", self.exchange) == self.exchange
-                        and request.get("market") == self.market
-                        and symbol in ours):
-                    from_id = request.get("from_id")
-                    loop.call_soon_threadsafe(self.snapshots.want, symbol, True,
-                                              from_id if isinstance(from_id, int) else None)
-            except (ValueError, AttributeError) as error:
-                _LOG.warning("a recovery request that is not JSON: %r (%s)", message.data[:200], error)
+            self._answer_request(loop, message.data)
             message.ack()
 
         future = subscriber.subscribe(self.args.recovery_subscription, on_request,
                                       flow_control=pubsub_v1.types.FlowControl(max_messages=100))
-        return subscriber, future
+
+        def stop() -> None:
+            future.cancel()
+            subscriber.close()
+        return stop
+
+    def _listen_on_kafka(self, loop):
+        """Reads --recovery_kafka_topic in a thread. Every partition is assigned to this consumer
+        (no group rebalance to wait for: requests published once this returns are seen) and read
+        on from the group's committed offset, or from the topic's end for a new group (an older
+        request is stale). Offsets are committed as requests are answered."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        args = self.args
+        partitions = recovery_partitions(args.kafka_bootstrap_servers, args.recovery_kafka_topic)
+        group = args.recovery_kafka_group or recovery_kafka_group(self.exchange, self.market)
+        consumer = KafkaConsumer(bootstrap_servers=args.kafka_bootstrap_servers.split(","),
+                                 group_id=group, enable_auto_commit=True,
+                                 auto_offset_reset="latest")
+        assigned = [TopicPartition(args.recovery_kafka_topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        for partition in assigned:
+            if consumer.committed(partition) is None:
+                consumer.seek_to_end(partition)
+            consumer.position(partition)  # resolve it now, before any request is published
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.is_set():
+                for records in consumer.poll(timeout_ms=200).values():
+                    for record in records:
+                        self._answer_request(loop, record.value)
+            consumer.close()
+
+        thread = threading.Thread(target=poll, name="recovery-kafka", daemon=True)
+        thread.start()
+        _LOG.info("answering recovery requests from Kafka topic %s (group %s)",
+                  args.recovery_kafka_topic, group)
+
+        def stop() -> None:
+            done.set()
+            thread.join(timeout=10)
+        return stop
 
     # -- status --
 
@@ -1012,7 +1083,7 @@ class Collector:
         else:
             self.snapshots = Resubscriptions(self)
         helpers = [asyncio.create_task(self.snapshots.run()), asyncio.create_task(self._ticks())]
-        listener = self._listen_for_recovery(loop)
+        listeners = self._listen_for_recovery(loop)
         _LOG.info("capturing %s %s %s from %s into %s", self.exchange, self.market, ",".join(self.symbols), self.url,
                   " and ".join(filter(None, (self.args.topic, self.args.kafka_topic,
                                              self.args.output_dir))))
@@ -1021,9 +1092,8 @@ class Collector:
         finally:
             for task in helpers:
                 task.cancel()
-            if listener is not None:
-                listener[1].cancel()
-                listener[0].close()
+            for stop_listening in listeners:
+                stop_listening()
             await loop.run_in_executor(None, self.sink.close)
             self.report()
         return code
@@ -1035,7 +1105,7 @@ class Collector:
             sinks.append(PubSubSink(args.topic, self.market, args.records_per_message,
                                     args.message_seconds, args.max_outstanding_messages,
                                     args.max_outstanding_bytes, self.metrics, self.exchange))
-        if args.kafka_bootstrap_servers:
+        if args.kafka_topic:
             sinks.append(KafkaTopicSink(args.kafka_bootstrap_servers, args.kafka_topic, self.market,
                                         args.records_per_message, args.message_seconds,
                                         self.metrics, self.exchange))
@@ -1067,8 +1137,12 @@ def symbols_of(args) -> list:
 def parse_args(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if bool(args.kafka_bootstrap_servers) != bool(args.kafka_topic):
+    if args.kafka_topic and not args.kafka_bootstrap_servers:
         parser.error("Kafka needs both --kafka_bootstrap_servers and --kafka_topic")
+    if args.recovery_kafka_topic and not args.kafka_bootstrap_servers:
+        parser.error("--recovery_kafka_topic needs --kafka_bootstrap_servers")
+    if args.kafka_bootstrap_servers and not (args.kafka_topic or args.recovery_kafka_topic):
+        parser.error("--kafka_bootstrap_servers needs --kafka_topic, --recovery_kafka_topic or both")
     if not (args.topic or args.output_dir or args.kafka_topic):
         parser.error("give --topic, --kafka_topic, --output_dir, or several")
     if args.topic and (not args.topic.startswith("projects/") or "/topics/" not in args.topic):
@@ -1092,7 +1166,8 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+    for chatty in ("websockets", "kafka"):          # their INFO lines drown the status lines
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     return asyncio.run(Collector(args).main())
 
 

@@ -282,7 +282,8 @@ class FeedCheckOptions(PipelineOptions):
                  "HOST:PORT[,HOST:PORT]; needs --kafka_topic. Messages as on Pub/Sub (one record or "
                  "JSON Lines, gzip by header content_encoding=gzip or by magic bytes, headers "
                  "format/exchange/market); event time = the record's CreateTime. Offsets are "
-                 "committed to the consumer group at Flink checkpoints only.")
+                 "committed to the consumer group at Flink checkpoints only. Also the brokers "
+                 "--recovery_kafka_topic writes to.")
         live.add_argument(
             "--kafka_topic", default=None,
             help="Streaming on Flink: the Kafka topic to read (with --kafka_bootstrap_servers).")
@@ -326,6 +327,13 @@ class FeedCheckOptions(PipelineOptions):
             "--recovery_topic", default=None,
             help="Streaming: Pub/Sub topic that receives a recovery request (snapshot wanted) for "
                  "every gap that needs one. Batch runs write recovery_requests/ instead.")
+        live.add_argument(
+            "--recovery_kafka_topic", default=None,
+            help="Streaming: Kafka topic (on the brokers of --kafka_bootstrap_servers) that receives "
+                 "every recovery request as the same JSON as --recovery_topic, key = symbol; the "
+                 "collector's --recovery_kafka_topic answers them. Instead of --recovery_topic. "
+                 "With it, --kafka_bootstrap_servers without --kafka_topic only names the brokers "
+                 "(the feed comes from --input_subscription or --input). Default: none.")
         live.add_argument(
             "--alerts_topic", default=None,
             help="Streaming: Pub/Sub topic that also receives every alert (alerts/ is always written).")
@@ -521,6 +529,11 @@ def add_message_output_arguments(group, *, topic_help: str, kafka_help: str,
                        help=f"{records_help} Default: {RECORDS_PER_MESSAGE}.")
 
 
+def recovery_kafka_group(exchange: str, market: str) -> str:
+    """The collector's default --recovery_kafka_group: one per venue and market."""
+    return f"feedcheck-collector-{exchange}-{market}"
+
+
 def add_collector_arguments(parser) -> None:
     """The options of `python -m beam_pipeline.collector` (live capture of one market)."""
     src = parser.add_argument_group("exchange")
@@ -598,6 +611,16 @@ def add_collector_arguments(parser) -> None:
              "symbols is answered with a fresh snapshot in-stream: Binance a REST snapshot the collector "
              "writes, OKX and Bybit by unsubscribing and subscribing the symbol's book again (the "
              "venue sends its snapshot). Default: none.")
+    rec.add_argument(
+        "--recovery_kafka_topic", default=None,
+        help="Kafka topic of the pipeline's --recovery_kafka_topic, on the brokers of "
+             "--kafka_bootstrap_servers: its requests are answered as --recovery_subscription's "
+             "are. Default: none.")
+    rec.add_argument(
+        "--recovery_kafka_group", default=None,
+        help="Kafka consumer group that reads --recovery_kafka_topic; one group per collector, so "
+             "each collector sees every request. A new group starts at the topic's end (older "
+             "requests are stale). Default: feedcheck-collector-<exchange>-<market>.")
     rec.add_argument(
         "--recovery_dedup_seconds", type=_positive(float), default=5.0,
         help="Requests for a symbol within this many seconds of its last snapshot are answered by "

@@ -32,12 +32,12 @@ def build_pipeline(pipeline: beam.Pipeline, options: FeedCheckOptions, resume=No
     streaming = options.view_as(StandardOptions).streaming
     ops = options.view_as(FeedCheckOptions)
     watches_files = bool(streaming and ops.watch_seconds and not ops.input_subscription
-                         and not ops.kafka_bootstrap_servers)
+                         and not ops.kafka_topic)
 
     # Sources
     lag_alerts = []
-    if ops.input_subscription or ops.kafka_bootstrap_servers:
-        if ops.kafka_bootstrap_servers:
+    if ops.input_subscription or ops.kafka_topic:
+        if ops.kafka_topic:
             from runners.kafka import expansion_service
 
             read = pipeline | "ReadKafka" >> ReadFeedKafka(

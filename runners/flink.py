@@ -172,10 +172,10 @@ def apply_profile(argv: list[str]) -> list[str]:
     for name, value in defaults.items():
         if flag_value(argv, name) is None:
             argv.append(f"--{name}={value}")
-    if flag_value(argv, "kafka_bootstrap_servers") and flag_value(argv, "checkpointing_interval") is None:
+    if flag_value(argv, "kafka_topic") and flag_value(argv, "checkpointing_interval") is None:
         # Kafka offsets are committed at checkpoints only.
         argv.append(f"--checkpointing_interval={KAFKA_CHECKPOINTING_INTERVAL_MS}")
-    if flag_value(argv, "kafka_bootstrap_servers"):
+    if flag_value(argv, "kafka_topic"):
         argv.append(f"--experiments={KAFKA_READ_EXPERIMENT}")
     if flag_value(argv, "finish_bundle_before_checkpointing") is None:
         argv.append("--finish_bundle_before_checkpointing")

@@ -470,6 +470,53 @@ class PublishJson(beam.DoFn):
         self.publisher.close()
 
 
+class PublishKafkaJson(beam.DoFn):
+    """Publishes each row as JSON (the bytes PublishJson sends to Pub/Sub) to a Kafka topic, key =
+    its symbol, waiting for the brokers' ack (acks=all) so a row that cannot be delivered is known:
+    it goes to the `undelivered` output with the reason, as PublishJson's do. The producer retries
+    on its own within delivery_timeout_s; rows are rare (recovery requests), so waiting for each
+    ack costs little."""
+
+    UNDELIVERED = PublishJson.UNDELIVERED
+
+    def __init__(self, bootstrap_servers: str, topic: str, delivery_timeout_s: float = 30.0):
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.delivery_timeout_s = delivery_timeout_s
+
+    def setup(self):
+        self.producer = None
+
+    def _producer(self):
+        from kafka import KafkaProducer
+
+        if self.producer is None:      # made on first use: a broker down at setup is one row's error
+            timeout_ms = int(self.delivery_timeout_s * 1000)
+            self.producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap_servers.split(","), acks="all", retries=5,
+                max_block_ms=timeout_ms, request_timeout_ms=timeout_ms,
+                bootstrap_timeout_ms=timeout_ms)
+        return self.producer
+
+    def process(self, row):
+        from kafka.errors import KafkaError
+
+        data = msgspec.json.encode(row)
+        symbol = row.get("symbol")
+        try:
+            self._producer().send(self.topic, value=data, key=symbol.encode() if symbol else None
+                                  ).get(timeout=self.delivery_timeout_s)
+        except KafkaError as error:
+            yield beam.pvalue.TaggedOutput(self.UNDELIVERED, {
+                "exchange": row.get("exchange"), "market": row.get("market"), "symbol": symbol,
+                "topic": f"kafka:{self.topic}", "reason": type(error).__name__,
+                "message": str(error), "payload": data.decode()})
+
+    def teardown(self):
+        if self.producer is not None:
+            self.producer.close(timeout=self.delivery_timeout_s)
+
+
 class WriteOutputs(beam.PTransform):
     """The pipeline's outputs -> folders under --output (and Pub/Sub topics in streaming).
 
@@ -513,12 +560,10 @@ class WriteOutputs(beam.PTransform):
             outputs[BOOKS] | f"Write_{BOOKS}" >> WriteFolder(
                 f"{self.output}/{BOOKS}", lambda _: books_sink(limit), BOOKS_SUFFIX,
                 self.streaming, self.options.output_flush_seconds, self.clock)
-        topics = {RECOVERY_REQUESTS: self.options.recovery_topic,
-                  ALERTS: self.options.alerts_topic} if self.streaming else {}
         undelivered = [
-            (outputs[name] | f"Publish_{name}" >> beam.ParDo(PublishJson(topic)).with_outputs(
+            (outputs[name] | f"Publish_{name}" >> beam.ParDo(publisher).with_outputs(
                 PublishJson.UNDELIVERED, main="published"))[PublishJson.UNDELIVERED]
-            for name, topic in topics.items() if topic]
+            for name, publisher in self._publishers().items()]
         if undelivered:
             (undelivered | "AllUndelivered" >> beam.Flatten()
              | "Write_undelivered" >> WriteFolder(f"{self.output}/{UNDELIVERED}",
@@ -527,6 +572,20 @@ class WriteOutputs(beam.PTransform):
                                                  self.options.output_flush_seconds, self.clock))
         return outputs["summary"] | "WriteSummary" >> beam.ParDo(
             WriteSummary(f"{self.output}/summary.json", self.settings))
+
+    def _publishers(self) -> dict:
+        """Streaming: {output: the DoFn that publishes its rows} for each topic given."""
+        if not self.streaming:
+            return {}
+        ops, publishers = self.options, {}
+        if ops.recovery_kafka_topic:
+            publishers[RECOVERY_REQUESTS] = PublishKafkaJson(ops.kafka_bootstrap_servers,
+                                                             ops.recovery_kafka_topic)
+        elif ops.recovery_topic:
+            publishers[RECOVERY_REQUESTS] = PublishJson(ops.recovery_topic)
+        if ops.alerts_topic:
+            publishers[ALERTS] = PublishJson(ops.alerts_topic)
+        return publishers
 
 
 OUTPUT_FOLDERS = tuple(WriteOutputs.FOLDERS)

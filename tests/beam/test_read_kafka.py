@@ -94,6 +94,15 @@ def test_the_flink_profile_of_a_kafka_job_checkpoints_and_reads_with_the_source_
       "--kafka_topic", "t"], "'localhost' is not HOST:PORT"),
     (["--runner", "FlinkRunner", "--streaming", "--input_subscription",
       "projects/p/subscriptions/s"], "Pub/Sub is read on DirectRunner and Dataflow, not on Flink"),
+    (["--streaming", "--input", "f", "--recovery_kafka_topic", "r"],
+     "--recovery_kafka_topic needs --kafka_bootstrap_servers HOST:PORT"),
+    (["--streaming", "--input", "f", "--recovery_kafka_topic", "r", "--kafka_bootstrap_servers",
+      "h:1", "--recovery_topic", "projects/p/topics/r"],
+     "give one of --recovery_topic (Pub/Sub) and --recovery_kafka_topic (Kafka)"),
+    (["--input", "f", "--recovery_kafka_topic", "r", "--kafka_bootstrap_servers", "h:1"],
+     "--recovery_kafka_topic needs --streaming"),
+    (["--streaming", "--input", "f", "--recovery_kafka_topic", "r", "--kafka_bootstrap_servers",
+      "h"], "'h' is not HOST:PORT"),
 ])
 def test_kafka_usage_errors(argv, expected, tmp_path, capsys):
     assert main([*argv, "--output", str(tmp_path / "o")]) == 2

@@ -79,7 +79,9 @@ def _jvms_under(folder: str) -> list:
 
 
 def test_kafka_backlog_and_live_feed_on_flink_equal_batch(kafka_broker, tmp_path, outputs):
-    topic = kafka_broker.unique_topic("feed")
+    """... and the job's recovery requests go back through Kafka (--recovery_kafka_topic): each
+    recovery_requests/ row is on the topic as its JSON, keyed by its symbol."""
+    topic, recovery = kafka_broker.unique_topic("feed"), kafka_broker.unique_topic("recovery")
     lines, expected = generate(480, seed=5, faults=FAULTS, bad_records=["bad_json", "mistyped_field"],
                                ignored=3, spacing=40, start_ms=int(time.time() * 1000), step_ms=250)
     write_lines(str(tmp_path / "feed.jsonl"), lines)
@@ -102,6 +104,7 @@ def test_kafka_backlog_and_live_feed_on_flink_equal_batch(kafka_broker, tmp_path
     job = subprocess.Popen(
         [sys.executable, "-m", "beam_pipeline", "--streaming", "--runner", "FlinkRunner",
          "--kafka_bootstrap_servers", kafka_broker.bootstrap, "--kafka_topic", topic,
+         "--recovery_kafka_topic", recovery,
          "--output", str(out), "--output_flush_seconds", "1", "--checkpointing_interval", "1000",
          *COMMON],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -135,6 +138,14 @@ def test_kafka_backlog_and_live_feed_on_flink_equal_batch(kafka_broker, tmp_path
     assert sorted(reasons) == sorted(row["reason"] for row in batch.dead_letters())
     assert all(row["source"].startswith(f"kafka:{topic}/") for row in stream.dead_letters())
     assert not _jvms_under(str(job_tmp)), "a JVM of the job is still running"
+    requests = sorted((r["symbol"], r["from_id"], r["reason"])
+                      for r in stream.parquet_rows("recovery_requests"))
+    assert requests
+    published = [(record.key.decode(), json.loads(record.value))
+                 for record in kafka_broker.consume_all(recovery, expected=len(requests),
+                                                        timeout_s=10)]
+    assert all(key == request["symbol"] for key, request in published)
+    assert sorted((r["symbol"], r["from_id"], r["reason"]) for _, r in published) == requests
 
 
 def test_publish_to_kafka_sets_headers_key_and_create_time(kafka_broker, tmp_path):

@@ -93,6 +93,11 @@ def test_the_weight_budget_waits_for_the_oldest_spend_to_age_out():
      "--market swap is not one of bybit's"),
     (["--exchange", "bybit", "--market", "spot", "--symbols", "BTC/USDT", "--output_dir", "x"],
      "Bybit symbols are like BTCUSDT"),
+    (["--market", "spot", "--symbols", "BTCUSDT", "--output_dir", "x", "--recovery_kafka_topic",
+      "r"], "--recovery_kafka_topic needs --kafka_bootstrap_servers"),
+    (["--market", "spot", "--symbols", "BTCUSDT", "--output_dir", "x",
+      "--kafka_bootstrap_servers", "h:1"], "--kafka_bootstrap_servers needs --kafka_topic, "
+                                           "--recovery_kafka_topic or both"),
 ])
 def test_mistyped_options_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exited:
