@@ -39,8 +39,10 @@ STREAMING = ["--streaming", "--input_subscription", "projects/feedcheck-dry/subs
              "--output", "gs://feedcheck-dry/out"]
 
 
-# Kafka is read on Flink only (cli.validate rejects it on Dataflow): not template parameters.
-FLINK_ONLY = {"kafka_bootstrap_servers", "kafka_topic", "kafka_group_id", "kafka_expansion_service"}
+# Kafka is read on Flink only (cli.validate rejects it on Dataflow), and the template publishes
+# recovery requests to Pub/Sub (--recovery_topic): the Kafka options are not template parameters.
+FLINK_ONLY = {"kafka_bootstrap_servers", "kafka_topic", "kafka_group_id", "kafka_expansion_service",
+              "recovery_kafka_topic"}
 
 
 def feedcheck_actions() -> dict[str, argparse.Action]:
