@@ -579,6 +579,12 @@ def _run(options, submits_only: bool, job, log_path, argv=()) -> int:
     _remove_work_dir(ops.resolved_work_dir())
     _remove_empty_temp_dirs(ops.output)
     write_empty_outputs(ops.output, streaming)
+    if streaming and not FileSystems.exists(ops.output.rstrip("/") + "/summary.json"):
+        # stopped before a first summary: nothing was counted, written or acknowledged
+        print("stopped before anything was counted: no summary.json; every message not "
+              "acknowledged stays on the subscription for the next run")
+        _print_where(ops.output, log_path)
+        return EXIT_OK
     summary = read_summary(ops.output)
     if streaming and job and job.get("restarts"):
         summary = with_earlier_runs(summary, ops.output, job)
