@@ -67,6 +67,17 @@ def _counted(out, records):
     return summary if summary and summary["input_records"] >= records else None
 
 
+def _publish_and_count(job, topic, path, out, records: int) -> None:
+    """Publishes the feed to the running job and waits for summary.json to count all of it (the
+    job is killed if that fails, so no test leaves one running)."""
+    try:
+        publish(topic, [path], progress=False)
+        _wait(lambda: _counted(out, records), 120, "summary.json to count the feed", out)
+    except BaseException:
+        job.kill()
+        raise
+
+
 def _pulls_journaled(out) -> int:
     """How many pulls the job has journaled (cli.INFLIGHT_JOURNAL): one is written as soon as a
     pull returns, before its messages are processed."""
@@ -99,12 +110,7 @@ def test_sigterm_as_soon_as_counted_writes_everything(pubsub_emulator, tmp_path)
     topic, subscription = _subscription(emu, "stop")
     out = tmp_path / "stream"
     job = _start(emu, subscription, out)
-    try:
-        publish(topic, [path], progress=False)
-        _wait(lambda: _counted(out, len(lines)), 120, "summary.json to count the feed", out)
-    except BaseException:
-        job.kill()
-        raise
+    _publish_and_count(job, topic, path, out, len(lines))
     code, took = _stop(job, signal.SIGTERM)
     log = _log(out)
     assert code == 0, log[-3000:]
@@ -325,12 +331,7 @@ def test_sigterm_writes_every_keys_last_status(pubsub_emulator, tmp_path):
     out = tmp_path / "stream"
     started = time.time()
     job = _start(emu, subscription, out)
-    try:
-        publish(topic, [path], progress=False)
-        _wait(lambda: _counted(out, len(lines)), 120, "summary.json to count the feed", out)
-    except BaseException:
-        job.kill()
-        raise
+    _publish_and_count(job, topic, path, out, len(lines))
     code, _ = _stop(job, signal.SIGTERM)
     stopped = time.time()
     assert code == 0, _log(out)[-3000:]
